@@ -1,0 +1,169 @@
+//! One typed configuration. Precedence: command-line flags, then `SLUICE_*`
+//! environment variables (clap reads both), then the TOML file, then defaults.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
+pub const DEFAULT_PG_ADDR: &str = "127.0.0.1:5433";
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8433";
+
+/// The resolved configuration the server runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub pg_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub s3: S3Config,
+    pub limits: Limits,
+}
+
+/// Settings for S3 and S3-compatible object stores.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    #[serde(default)]
+    pub allow_http: bool,
+}
+
+/// Bounds on everything that could otherwise grow without limit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// A shard's active segment is sealed once it reaches this size.
+    pub segment_size_bytes: u64,
+    /// Largest statement (rows encoded as Arrow) accepted in one INSERT.
+    pub max_statement_bytes: u64,
+    /// Append requests waiting for the log writer of one stream.
+    pub append_queue_depth: usize,
+    /// Concurrent pgwire connections; further ones wait for a slot.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            segment_size_bytes: 64 * 1024 * 1024,
+            max_statement_bytes: 256 * 1024 * 1024,
+            append_queue_depth: 1024,
+            max_connections: 512,
+        }
+    }
+}
+
+/// What the command line (and environment, through clap) set explicitly.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub config_file: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    pub pg_addr: Option<SocketAddr>,
+    pub http_addr: Option<SocketAddr>,
+}
+
+/// The TOML file's shape; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    pg_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    #[serde(default)]
+    s3: S3Config,
+    #[serde(default)]
+    limits: Limits,
+}
+
+impl Config {
+    /// Resolves flags/env over the optional file over the defaults.
+    pub fn load(overrides: Overrides) -> Result<Config> {
+        let file = match &overrides.config_file {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let default_addr = |s: &str| -> SocketAddr {
+            // The defaults are literals that always parse.
+            s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+        };
+        Ok(Config {
+            data_dir: overrides
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)),
+            pg_addr: overrides
+                .pg_addr
+                .or(file.pg_addr)
+                .unwrap_or_else(|| default_addr(DEFAULT_PG_ADDR)),
+            http_addr: overrides
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or_else(|| default_addr(DEFAULT_HTTP_ADDR)),
+            s3: file.s3,
+            limits: file.limits,
+        })
+    }
+
+    /// A configuration for tests and embedding: given data dir, ports 0.
+    pub fn ephemeral(data_dir: &Path) -> Config {
+        Config {
+            data_dir: data_dir.to_path_buf(),
+            pg_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            s3: S3Config::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::InvalidParameter(format!("cannot read config file {}: {e}", path.display()))
+    })?;
+    toml::from_str(&text).map_err(|e| {
+        Error::InvalidParameter(format!("invalid config file {}: {e}", path.display()))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\npg_addr = \"127.0.0.1:7000\"\n[s3]\nregion = \"eu-west-1\"\n",
+        )
+        .unwrap();
+        let cfg = Config::load(Overrides {
+            config_file: Some(path),
+            pg_addr: Some("127.0.0.1:7001".parse().unwrap()),
+            ..Overrides::default()
+        })
+        .unwrap();
+        assert_eq!(cfg.pg_addr.port(), 7001);
+        assert_eq!(cfg.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(cfg.http_addr.to_string(), DEFAULT_HTTP_ADDR);
+        assert_eq!(cfg.s3.region.as_deref(), Some("eu-west-1"));
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sluice.toml");
+        std::fs::write(&path, "pg_adr = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load(Overrides {
+            config_file: Some(path),
+            ..Overrides::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("pg_adr"), "{err}");
+    }
+}

@@ -1,0 +1,395 @@
+//! The durable stream log: per stream, `shards` append-only shard logs of
+//! checksummed segment files, written by one writer thread per stream that
+//! group-commits (many statements, one fsync per touched shard).
+//!
+//! An append is acknowledged only after its bytes are fsynced; readers see
+//! only acknowledged records and can follow new appends through a watch
+//! channel per shard. Nothing here knows SQL.
+
+mod frame;
+mod segment;
+mod shard;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
+use datafusion::arrow::compute::{cast, concat_batches, take_record_batch};
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub use segment::FrameRef;
+pub use shard::{read_frame, ShardStats};
+use shard::{PendingWrite, Shard};
+
+use crate::error::{Error, Result};
+
+/// Most statements merged into one group commit; bounds the work (and the
+/// latency) of one fsync round.
+const MAX_GROUP_REQUESTS: usize = 4096;
+/// Most bytes of Arrow data merged into one group commit.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// How a stream's log is laid out and bounded.
+#[derive(Debug, Clone)]
+pub struct LogOptions {
+    pub shards: u32,
+    /// Index of the column whose value picks the shard; round-robin without.
+    pub partition_key: Option<usize>,
+    pub segment_size_bytes: u64,
+    pub append_queue_depth: usize,
+    pub retention: Option<Duration>,
+}
+
+/// Where an acknowledged statement's records landed: per touched shard, the
+/// first sequence number and count.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppendAck {
+    pub ranges: Vec<(u32, u64, u64)>,
+}
+
+impl AppendAck {
+    pub fn records(&self) -> u64 {
+        self.ranges.iter().map(|r| r.2).sum()
+    }
+}
+
+struct AppendRequest {
+    parts: Vec<(u32, RecordBatch)>,
+    reply: oneshot::Sender<Result<AppendAck>>,
+}
+
+/// One stream's log.
+pub struct StreamLog {
+    dir: PathBuf,
+    schema: SchemaRef,
+    options: LogOptions,
+    shards: Vec<Arc<Shard>>,
+    sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    round_robin: AtomicU64,
+    /// Per consumer, per shard: the oldest sequence it still needs.
+    holds: Mutex<BTreeMap<String, Vec<u64>>>,
+}
+
+impl std::fmt::Debug for StreamLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamLog").field("dir", &self.dir).finish()
+    }
+}
+
+impl StreamLog {
+    /// Opens the log under `dir`, recovering every shard, and starts its
+    /// writer thread.
+    pub fn open(dir: &Path, schema: SchemaRef, options: LogOptions) -> Result<Arc<StreamLog>> {
+        let shards = (0..options.shards)
+            .map(|i| Shard::open(&dir.join(format!("shard-{i}")), i).map(Arc::new))
+            .collect::<Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
+        let writer = {
+            let shards = shards.clone();
+            let segment_size_bytes = options.segment_size_bytes;
+            std::thread::Builder::new()
+                .name(format!(
+                    "log-writer-{}",
+                    dir.file_name().unwrap_or_default().to_string_lossy()
+                ))
+                .spawn(move || writer_loop(shards, rx, segment_size_bytes))?
+        };
+        Ok(Arc::new(StreamLog {
+            dir: dir.to_path_buf(),
+            schema,
+            options,
+            shards,
+            sender: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            round_robin: AtomicU64::new(0),
+            holds: Mutex::new(BTreeMap::new()),
+        }))
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    pub fn shard_count(&self) -> u32 {
+        self.shards.len() as u32
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a batch (already of the stream's schema), routing rows to
+    /// shards, and resolves once every row is durable.
+    pub async fn append(&self, batch: RecordBatch) -> Result<AppendAck> {
+        if batch.num_rows() == 0 {
+            return Ok(AppendAck::default());
+        }
+        if batch.schema().fields() != self.schema.fields() {
+            return Err(Error::Internal(format!(
+                "append with schema {:?} to a stream of schema {:?}",
+                batch.schema(),
+                self.schema
+            )));
+        }
+        let parts = self.route(batch)?;
+        let sender = self
+            .sender
+            .lock()
+            .map_err(|_| Error::Internal("log sender lock poisoned".into()))?
+            .clone()
+            .ok_or(Error::ShuttingDown)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(AppendRequest { parts, reply })
+            .await
+            .map_err(|_| Error::ShuttingDown)?;
+        answer.await.map_err(|_| Error::ShuttingDown)?
+    }
+
+    /// Splits a batch by shard: the crc32c of the partition key's text form
+    /// picks the shard (stable across restarts and versions); without a key
+    /// the whole statement goes to the next shard in turn.
+    fn route(&self, batch: RecordBatch) -> Result<Vec<(u32, RecordBatch)>> {
+        let shards = self.shards.len() as u32;
+        let Some(key) = self.options.partition_key.filter(|_| shards > 1) else {
+            let shard = (self.round_robin.fetch_add(1, Ordering::Relaxed) % shards as u64) as u32;
+            return Ok(vec![(shard, batch)]);
+        };
+        let text: ArrayRef = cast(batch.column(key), &DataType::Utf8)?;
+        let text = text
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::StringArray>()
+            .ok_or_else(|| Error::Internal("partition key did not cast to text".into()))?;
+        let mut indices: Vec<Vec<u32>> = vec![Vec::new(); shards as usize];
+        for row in 0..batch.num_rows() {
+            let shard = if text.is_null(row) {
+                0
+            } else {
+                crc32c::crc32c(text.value(row).as_bytes()) % shards
+            };
+            indices[shard as usize].push(row as u32);
+        }
+        let mut parts = Vec::new();
+        for (shard, rows) in indices.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(rows))?
+            };
+            parts.push((shard as u32, part));
+        }
+        Ok(parts)
+    }
+
+    pub fn shard_stats(&self) -> Vec<ShardStats> {
+        self.shards.iter().map(|s| s.stats()).collect()
+    }
+
+    /// The next sequence number of every shard (the end of what is readable).
+    pub fn end_offsets(&self) -> Vec<u64> {
+        self.shards.iter().map(|s| s.next_seq()).collect()
+    }
+
+    pub fn subscribe(&self, shard: u32) -> Option<watch::Receiver<u64>> {
+        self.shards.get(shard as usize).map(|s| s.subscribe())
+    }
+
+    /// Frames of `shard` from `from_seq` on, bounded by `max_records`.
+    pub fn frames_from(
+        &self,
+        shard: u32,
+        from_seq: u64,
+        max_records: u64,
+    ) -> Vec<(Arc<std::fs::File>, FrameRef)> {
+        self.shards
+            .get(shard as usize)
+            .map(|s| s.frames_from(from_seq, max_records))
+            .unwrap_or_default()
+    }
+
+    /// Records that consumer `name` still needs everything of `shard` from
+    /// `seq` on; retention will not delete it.
+    pub fn hold(&self, name: &str, shard: u32, seq: u64) {
+        if let Ok(mut holds) = self.holds.lock() {
+            let floors = holds
+                .entry(name.to_string())
+                .or_insert_with(|| vec![0; self.shards.len()]);
+            if let Some(f) = floors.get_mut(shard as usize) {
+                *f = seq;
+            }
+        }
+    }
+
+    pub fn release(&self, name: &str) {
+        if let Ok(mut holds) = self.holds.lock() {
+            holds.remove(name);
+        }
+    }
+
+    /// Deletes whole segments older than the retention period that no
+    /// consumer holds. Returns the number of segments deleted.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<u64> {
+        let Some(retention) = self.options.retention else {
+            return Ok(0);
+        };
+        let cutoff_ms = now_ms - retention.as_millis() as i64;
+        let holds = self
+            .holds
+            .lock()
+            .map_err(|_| Error::Internal("holds lock poisoned".into()))?
+            .clone();
+        let mut deleted = 0;
+        for shard in &self.shards {
+            let floor = holds
+                .values()
+                .filter_map(|f| f.get(shard.id as usize).copied())
+                .min()
+                .unwrap_or(u64::MAX);
+            deleted += shard.drop_expired(cutoff_ms, floor)?;
+        }
+        Ok(deleted)
+    }
+
+    /// Stops accepting appends, lets the writer commit everything already
+    /// queued, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut sender) = self.sender.lock() {
+            sender.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for StreamLog {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The writer thread: takes every request waiting, commits them as one
+/// group, answers all. Exits when the channel closes and is drained.
+fn writer_loop(shards: Vec<Arc<Shard>>, mut rx: mpsc::Receiver<AppendRequest>, segment_size_bytes: u64) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut group_bytes = request_bytes(&first);
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
+            match rx.try_recv() {
+                Ok(req) => {
+                    group_bytes += request_bytes(&req);
+                    group.push(req);
+                }
+                Err(_) => break,
+            }
+        }
+        commit_group(&shards, group, segment_size_bytes);
+    }
+}
+
+fn request_bytes(req: &AppendRequest) -> usize {
+    req.parts.iter().map(|(_, b)| b.get_array_memory_size()).sum()
+}
+
+fn commit_group(shards: &[Arc<Shard>], group: Vec<AppendRequest>, segment_size_bytes: u64) {
+    let (replies, parts): (Vec<_>, Vec<_>) = group.into_iter().map(|r| (r.reply, r.parts)).unzip();
+    match write_group(shards, &parts, segment_size_bytes) {
+        Ok(acks) => {
+            for (reply, ack) in replies.into_iter().zip(acks) {
+                let _ = reply.send(Ok(ack));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let sqlstate = e.sqlstate();
+            for reply in replies {
+                let err = if sqlstate == "53100" {
+                    Error::DiskFull(msg.clone())
+                } else {
+                    Error::Internal(format!("log write failed: {msg}"))
+                };
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// Writes one frame per touched shard, fsyncs them (in parallel), then
+/// publishes; on any failure nothing of the group becomes visible.
+fn write_group(
+    shards: &[Arc<Shard>],
+    requests: &[Vec<(u32, RecordBatch)>],
+    segment_size_bytes: u64,
+) -> Result<Vec<AppendAck>> {
+    let append_time_ms = now_ms();
+    let mut acks = vec![AppendAck::default(); requests.len()];
+    let mut pending: Vec<(&Arc<Shard>, PendingWrite)> = Vec::new();
+    let result = (|| {
+        for shard in shards {
+            let mut batches = Vec::new();
+            for (i, parts) in requests.iter().enumerate() {
+                for (s, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
+                    let first = shard.next_seq() + batches.iter().map(|b: &RecordBatch| b.num_rows() as u64).sum::<u64>();
+                    acks[i].ranges.push((*s, first, batch.num_rows() as u64));
+                    batches.push(batch.clone());
+                }
+            }
+            if batches.is_empty() {
+                continue;
+            }
+            let merged = concat_batches(batches[0].schema_ref(), &batches)?;
+            pending.push((shard, shard.write(&merged, append_time_ms, segment_size_bytes)?));
+        }
+        sync_all(&pending)
+    })();
+    match result {
+        Ok(()) => {
+            for (shard, write) in pending {
+                shard.publish(write);
+            }
+            Ok(acks)
+        }
+        Err(e) => {
+            for (shard, write) in &pending {
+                shard.rollback(write);
+            }
+            Err(e)
+        }
+    }
+}
+
+fn sync_all(pending: &[(&Arc<Shard>, PendingWrite)]) -> Result<()> {
+    if pending.len() <= 1 {
+        return pending.iter().try_for_each(|(_, w)| Shard::sync(w));
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = pending
+            .iter()
+            .map(|(_, w)| scope.spawn(move || Shard::sync(w)))
+            .collect();
+        handles.into_iter().try_for_each(|h| {
+            h.join()
+                .map_err(|_| Error::Internal("fsync thread panicked".into()))?
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests;

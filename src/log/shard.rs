@@ -1,0 +1,282 @@
+//! One shard: an ordered run of segment files, its frame index, and the
+//! watermark readers follow. Only the stream's writer thread appends; any
+//! number of readers read concurrently.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::watch;
+
+use super::frame;
+use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
+use crate::error::{Error, Result};
+
+#[derive(Debug)]
+pub struct Shard {
+    pub id: u32,
+    dir: PathBuf,
+    state: RwLock<ShardState>,
+    /// The next sequence number: everything below it is durable and readable.
+    committed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct ShardState {
+    segments: Vec<Segment>,
+    next_seq: u64,
+}
+
+/// Counters for `sluice.streams` and `/metrics`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ShardStats {
+    pub records: u64,
+    pub bytes: u64,
+    pub first_seq: u64,
+    pub next_seq: u64,
+    pub segments: u64,
+}
+
+/// A frame written but not yet published (the writer fsyncs in between).
+#[derive(Debug)]
+pub struct PendingWrite {
+    pub frame: FrameRef,
+    file: Arc<File>,
+}
+
+impl Shard {
+    /// Opens (or creates) a shard directory, recovering every segment:
+    /// checksums verified, a torn tail of the last segment truncated.
+    pub fn open(dir: &Path, id: u32) -> Result<Shard> {
+        std::fs::create_dir_all(dir)?;
+        let mut bases: Vec<u64> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| parse_segment_file_name(&e.file_name().to_string_lossy()))
+            .collect();
+        bases.sort_unstable();
+        let mut segments = Vec::with_capacity(bases.len());
+        let last_index = bases.len().saturating_sub(1);
+        for (i, base) in bases.into_iter().enumerate() {
+            let path = dir.join(segment_file_name(base));
+            let outcome = segment::scan(&path, base)?;
+            let file = OpenOptions::new().read(true).write(true).open(&path)?;
+            if let Some(damage) = &outcome.damage {
+                if i == last_index {
+                    // A crash mid-write leaves a torn tail: drop it, it was never acknowledged.
+                    tracing::warn!(path = %path.display(), %damage, "truncating torn tail");
+                    file.set_len(outcome.valid_len)?;
+                    file.sync_all()?;
+                } else {
+                    tracing::error!(path = %path.display(), %damage,
+                        "damaged sealed segment: frames after the damage are not served");
+                }
+            }
+            segments.push(Segment {
+                base_seq: base,
+                path,
+                file: Arc::new(file),
+                frames: outcome.frames,
+                size_bytes: outcome.valid_len,
+            });
+        }
+        let next_seq = segments.last().map_or(0, Segment::end_seq);
+        let (committed, _) = watch::channel(next_seq);
+        Ok(Shard {
+            id,
+            dir: dir.to_path_buf(),
+            state: RwLock::new(ShardState { segments, next_seq }),
+            committed,
+        })
+    }
+
+    fn read_state(&self) -> RwLockReadGuard<'_, ShardState> {
+        // A poisoned lock only means a panic elsewhere; the index itself is
+        // only mutated by whole assignments and stays consistent.
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_state(&self) -> RwLockWriteGuard<'_, ShardState> {
+        self.state.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn next_seq(&self) -> u64 {
+        self.read_state().next_seq
+    }
+
+    /// A receiver that changes whenever new records become readable.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.committed.subscribe()
+    }
+
+    pub fn stats(&self) -> ShardStats {
+        let state = self.read_state();
+        let first_seq = state
+            .segments
+            .iter()
+            .find_map(|s| s.frames.first().map(|f| f.first_seq))
+            .unwrap_or(state.next_seq);
+        ShardStats {
+            records: state.next_seq - first_seq,
+            bytes: state.segments.iter().map(|s| s.size_bytes).sum(),
+            first_seq,
+            next_seq: state.next_seq,
+            segments: state.segments.len() as u64,
+        }
+    }
+
+    /// Writes `batch` as one frame at the end of the active segment (rolling
+    /// to a new segment first when the active one is full). The frame is not
+    /// visible to readers until [`Shard::publish`].
+    pub fn write(
+        &self,
+        batch: &RecordBatch,
+        append_time_ms: i64,
+        segment_size_bytes: u64,
+    ) -> Result<PendingWrite> {
+        let first_seq = self.next_seq();
+        let bytes = frame::encode(first_seq, append_time_ms, batch)?;
+        let needs_roll = {
+            let state = self.read_state();
+            state
+                .segments
+                .last()
+                .is_none_or(|s| s.size_bytes > 0 && s.size_bytes + bytes.len() as u64 > segment_size_bytes)
+        };
+        if needs_roll {
+            self.roll(first_seq)?;
+        }
+        let (file, offset) = {
+            let state = self.read_state();
+            let active = state
+                .segments
+                .last()
+                .ok_or_else(|| Error::Internal("shard has no active segment".into()))?;
+            (active.file.clone(), active.size_bytes)
+        };
+        if let Err(e) = file.write_all_at(&bytes, offset) {
+            // Leave no partial frame behind: the next write starts at `offset`.
+            let _ = file.set_len(offset);
+            return Err(e.into());
+        }
+        Ok(PendingWrite {
+            frame: FrameRef {
+                first_seq,
+                record_count: batch.num_rows() as u32,
+                offset,
+                payload_len: (bytes.len() - frame::FRAME_HEADER_BYTES) as u32,
+                append_time_ms,
+            },
+            file,
+        })
+    }
+
+    /// Makes written bytes durable (one fsync, shared by the whole group).
+    pub fn sync(pending: &PendingWrite) -> Result<()> {
+        pending.file.sync_data()?;
+        Ok(())
+    }
+
+    /// Discards a written-but-unpublished frame after a failed group.
+    pub fn rollback(&self, pending: &PendingWrite) {
+        if let Err(e) = pending.file.set_len(pending.frame.offset) {
+            tracing::error!(shard = self.id, error = %e, "could not truncate an unacknowledged frame");
+        }
+    }
+
+    /// Makes a durable frame visible to readers and wakes followers.
+    pub fn publish(&self, pending: PendingWrite) {
+        let end = pending.frame.end_seq();
+        {
+            let mut state = self.write_state();
+            if let Some(active) = state.segments.last_mut() {
+                active.size_bytes = pending.frame.offset + pending.frame.frame_len();
+                active.frames.push(pending.frame);
+            }
+            state.next_seq = end;
+        }
+        self.committed.send_replace(end);
+    }
+
+    fn roll(&self, base_seq: u64) -> Result<()> {
+        let path = self.dir.join(segment_file_name(base_seq));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)?;
+        // The new file's directory entry must survive a crash too.
+        File::open(&self.dir)?.sync_all()?;
+        self.write_state().segments.push(Segment {
+            base_seq,
+            path,
+            file: Arc::new(file),
+            frames: Vec::new(),
+            size_bytes: 0,
+        });
+        Ok(())
+    }
+
+    /// Frames holding sequence numbers at or after `from_seq`, in order, at
+    /// most `max_records` records' worth (at least one frame).
+    pub fn frames_from(&self, from_seq: u64, max_records: u64) -> Vec<(Arc<File>, FrameRef)> {
+        let state = self.read_state();
+        let mut out = Vec::new();
+        let mut records = 0u64;
+        for seg in &state.segments {
+            if seg.end_seq() <= from_seq {
+                continue;
+            }
+            let start = seg.frames.partition_point(|f| f.end_seq() <= from_seq);
+            for f in &seg.frames[start..] {
+                if records >= max_records && !out.is_empty() {
+                    return out;
+                }
+                records += f.end_seq() - f.first_seq.max(from_seq);
+                out.push((seg.file.clone(), *f));
+            }
+        }
+        out
+    }
+
+    /// Deletes sealed segments whose newest record is older than
+    /// `cutoff_ms` and which hold nothing at or above `floor_seq` (the
+    /// oldest record a consumer still needs). The active segment stays.
+    pub fn drop_expired(&self, cutoff_ms: i64, floor_seq: u64) -> Result<u64> {
+        let removed: Vec<Segment> = {
+            let mut state = self.write_state();
+            let sealed = state.segments.len().saturating_sub(1);
+            let expired = state.segments[..sealed]
+                .iter()
+                .take_while(|s| {
+                    s.last_append_ms().is_none_or(|t| t < cutoff_ms) && s.end_seq() <= floor_seq
+                })
+                .count();
+            state.segments.drain(..expired).collect()
+        };
+        for seg in &removed {
+            std::fs::remove_file(&seg.path)?;
+        }
+        Ok(removed.len() as u64)
+    }
+}
+
+/// Decodes one frame, keeping rows at or after `from_seq` and only the
+/// `projection` columns.
+pub fn read_frame(
+    file: &File,
+    frame: &FrameRef,
+    projection: Option<&[usize]>,
+    from_seq: u64,
+) -> Result<RecordBatch> {
+    let payload = segment::read_payload(file, frame)?;
+    let batch = frame::decode(&payload, projection)?;
+    let skip = from_seq.saturating_sub(frame.first_seq) as usize;
+    Ok(if skip == 0 {
+        batch
+    } else {
+        batch.slice(skip.min(batch.num_rows()), batch.num_rows().saturating_sub(skip))
+    })
+}

@@ -1,0 +1,160 @@
+use super::*;
+use datafusion::arrow::array::{Int64Array, StringArray};
+use datafusion::arrow::datatypes::{Field, Schema};
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("s", DataType::Utf8, true),
+    ]))
+}
+
+fn batch(from: i64, n: i64) -> RecordBatch {
+    RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(from..from + n)),
+            Arc::new(StringArray::from_iter_values((from..from + n).map(|i| format!("v{i}")))),
+        ],
+    )
+    .unwrap()
+}
+
+fn options(shards: u32, key: Option<usize>) -> LogOptions {
+    LogOptions {
+        shards,
+        partition_key: key,
+        segment_size_bytes: 4096,
+        append_queue_depth: 64,
+        retention: None,
+    }
+}
+
+fn read_all(log: &StreamLog) -> Vec<i64> {
+    let mut out = Vec::new();
+    for shard in 0..log.shard_count() {
+        for (file, frame) in log.frames_from(shard, 0, u64::MAX) {
+            let b = read_frame(&file, &frame, Some(&[0]), 0).unwrap();
+            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            out.extend(col.values().iter().copied());
+        }
+    }
+    out.sort_unstable();
+    out
+}
+
+#[tokio::test]
+async fn appends_survive_reopen_and_roll_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(2, Some(0))).unwrap();
+        for i in 0..50 {
+            let ack = log.append(batch(i * 10, 10)).await.unwrap();
+            assert_eq!(ack.records(), 10);
+        }
+        log.close();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(2, Some(0))).unwrap();
+    assert_eq!(read_all(&log), (0..500).collect::<Vec<_>>());
+    let stats = log.shard_stats();
+    assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 500);
+    assert!(stats.iter().any(|s| s.segments > 1), "4 KiB segments must roll: {stats:?}");
+}
+
+#[tokio::test]
+async fn same_key_goes_to_same_shard() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = StreamLog::open(dir.path(), schema(), options(4, Some(0))).unwrap();
+    let a = log.append(batch(7, 1)).await.unwrap();
+    let b = log.append(batch(7, 1)).await.unwrap();
+    assert_eq!(a.ranges[0].0, b.ranges[0].0);
+    assert_eq!(b.ranges[0].1, a.ranges[0].1 + 1, "sequence numbers continue per shard");
+}
+
+#[tokio::test]
+async fn concurrent_appends_share_group_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                log.append(batch(t * 1000 + i, 1)).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(read_all(&log).len(), 320);
+    let frames = log.frames_from(0, 0, u64::MAX).len();
+    assert!(frames < 320, "expected merged frames, got {frames} for 320 appends");
+}
+
+#[tokio::test]
+async fn torn_tail_is_truncated_on_open_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg_path;
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        log.append(batch(0, 5)).await.unwrap();
+        log.append(batch(5, 5)).await.unwrap();
+        let (_, last) = log.frames_from(0, 0, u64::MAX).pop().unwrap();
+        seg_path = dir.path().join("shard-0").join(segment::segment_file_name(0));
+        log.close();
+        // Simulate a crash mid-write of the second frame.
+        let f = std::fs::OpenOptions::new().write(true).open(&seg_path).unwrap();
+        f.set_len(last.offset + 20).unwrap();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    assert_eq!(read_all(&log), (0..5).collect::<Vec<_>>());
+    let ack = log.append(batch(100, 2)).await.unwrap();
+    assert_eq!(ack.ranges, vec![(0, 5, 2)]);
+    log.close();
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    assert_eq!(read_all(&log), vec![0, 1, 2, 3, 4, 100, 101]);
+}
+
+#[tokio::test]
+async fn followers_are_notified_of_new_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let mut rx = log.subscribe(0).unwrap();
+    assert_eq!(*rx.borrow_and_update(), 0);
+    let writer = log.clone();
+    tokio::spawn(async move { writer.append(batch(0, 3)).await.unwrap() });
+    tokio::time::timeout(Duration::from_secs(5), rx.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(*rx.borrow(), 3);
+    let frames = log.frames_from(0, 1, 10);
+    let b = read_frame(&frames[0].0, &frames[0].1, None, 1).unwrap();
+    assert_eq!(b.num_rows(), 2, "reading from the middle of a frame slices it");
+}
+
+#[tokio::test]
+async fn retention_deletes_old_segments_but_respects_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(1, None);
+    opts.retention = Some(Duration::from_secs(1));
+    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    for i in 0..40 {
+        log.append(batch(i * 10, 10)).await.unwrap();
+    }
+    let before = log.shard_stats()[0];
+    assert!(before.segments > 2);
+    let later = now_ms() + 10_000;
+    log.hold("sink_a", 0, 0);
+    assert_eq!(log.enforce_retention(later).unwrap(), 0, "a hold at 0 keeps everything");
+    log.hold("sink_a", 0, 200);
+    let deleted = log.enforce_retention(later).unwrap();
+    assert!(deleted > 0);
+    let after = log.shard_stats()[0];
+    assert!(after.first_seq <= 200 && after.first_seq > 0, "{after:?}");
+    log.release("sink_a");
+    log.enforce_retention(later).unwrap();
+    assert_eq!(log.shard_stats()[0].segments, 1, "only the active segment remains");
+    assert_eq!(log.shard_stats()[0].next_seq, 400);
+}
