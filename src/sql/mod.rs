@@ -1,0 +1,286 @@
+//! The front parser: splits what a client sent into statements and
+//! recognises sluice's own (`CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS`);
+//! everything else is DataFusion SQL and is passed on as text. Parsing only:
+//! nothing here executes.
+
+mod split;
+
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::ast::{
+    ColumnOption, CreateTableOptions, Expr, ObjectName, ObjectType, SqlOption, Statement, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+pub use split::{leading_words, split_statements, strip_comments};
+
+use crate::error::{Error, Result};
+use crate::types::{ColumnDef, SqlType};
+
+pub const MAX_SHARDS: u32 = 1024;
+const STREAM_OPTIONS: &str = "shards, partition_key, retention, event_time";
+
+/// A statement as routed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Parsed {
+    CreateStream(CreateStream),
+    DropStream(DropStream),
+    /// `SHOW STREAMS`, answered by a query over `sluice.streams`.
+    ShowStreams,
+    /// Anything else: DataFusion SQL, passed on as written.
+    Sql(String),
+}
+
+/// A validated `CREATE STREAM`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateStream {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub columns: Vec<ColumnDef>,
+    pub shards: u32,
+    pub partition_key: Option<String>,
+    pub retention: Option<(String, Duration)>,
+    pub event_time: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DropStream {
+    pub names: Vec<String>,
+    pub if_exists: bool,
+    pub cascade: bool,
+}
+
+/// The query `SHOW STREAMS` runs.
+pub const SHOW_STREAMS_SQL: &str =
+    "SELECT name, shards, partition_key, retention, records, bytes FROM sluice.streams ORDER BY name";
+
+/// Routes one statement (as split by [`split_statements`]).
+pub fn parse(stmt: &str) -> Result<Parsed> {
+    let words = leading_words(stmt, 3);
+    let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["CREATE", "STREAM", ..] => parse_create_stream(stmt).map(Parsed::CreateStream),
+        ["DROP", "STREAM", ..] => parse_drop_stream(stmt).map(Parsed::DropStream),
+        ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
+        _ => Ok(Parsed::Sql(stmt.to_string())),
+    }
+}
+
+/// Replaces the second word of a statement (`STREAM`) by `TABLE`, so the
+/// rest can be parsed by sqlparser's Postgres grammar.
+fn as_table_statement(stmt: &str) -> String {
+    let body = strip_comments(stmt);
+    let first_end = body.find(char::is_whitespace).unwrap_or(body.len());
+    let rest = body[first_end..].trim_start();
+    let second_end = rest
+        .find(|c: char| c.is_whitespace() || c == '(')
+        .unwrap_or(rest.len());
+    format!("{} TABLE {}", &body[..first_end], &rest[second_end..])
+}
+
+fn parse_one(sql: &str) -> Result<Statement> {
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
+    match statements.len() {
+        1 => Ok(statements.remove(0)),
+        _ => Err(Error::Syntax("expected exactly one statement".into())),
+    }
+}
+
+/// Normalises a possibly schema-qualified name like Postgres does: unquoted
+/// identifiers fold to lower case; only the `public` schema holds streams.
+pub fn object_name(name: &ObjectName) -> Result<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p.as_ident() {
+            Some(ident) if ident.quote_style.is_some() => ident.value.clone(),
+            Some(ident) => ident.value.to_lowercase(),
+            None => p.to_string(),
+        })
+        .collect();
+    match parts.as_slice() {
+        [name] => Ok(name.clone()),
+        [schema, name] if schema == "public" => Ok(name.clone()),
+        _ => Err(Error::InvalidParameter(format!(
+            "streams live in schema \"public\"; \"{name}\" names another schema"
+        ))),
+    }
+}
+
+fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
+    if ident.quote_style.is_some() {
+        ident.value.clone()
+    } else {
+        ident.value.to_lowercase()
+    }
+}
+
+fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
+    let Statement::CreateTable(ct) = parse_one(&as_table_statement(stmt))? else {
+        return Err(Error::Syntax("expected CREATE STREAM name (columns) [WITH (...)]".into()));
+    };
+    let name = object_name(&ct.name)?;
+    if ct.query.is_some() {
+        return Err(Error::FeatureNotSupported(
+            "CREATE STREAM ... AS SELECT (continuous queries) is not available yet".into(),
+        ));
+    }
+    if ct.columns.is_empty() {
+        return Err(Error::Syntax(format!("stream \"{name}\" needs at least one column")));
+    }
+    if !ct.constraints.is_empty() {
+        return Err(Error::FeatureNotSupported(
+            "table constraints (PRIMARY KEY, UNIQUE, ...) are not supported on streams; NOT NULL is".into(),
+        ));
+    }
+    let mut columns: Vec<ColumnDef> = Vec::with_capacity(ct.columns.len());
+    for col in &ct.columns {
+        let col_name = ident_name(&col.name);
+        if columns.iter().any(|c| c.name == col_name) {
+            return Err(Error::Syntax(format!("column \"{col_name}\" specified more than once")));
+        }
+        let mut nullable = true;
+        for opt in &col.options {
+            match &opt.option {
+                ColumnOption::NotNull => nullable = false,
+                ColumnOption::Null => nullable = true,
+                other => {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "column option {other} on \"{col_name}\" is not supported on streams"
+                    )))
+                }
+            }
+        }
+        columns.push(ColumnDef {
+            sql_type: SqlType::from_sql(&col.data_type)?,
+            name: col_name,
+            nullable,
+        });
+    }
+    let mut create = CreateStream {
+        name,
+        if_not_exists: ct.if_not_exists,
+        columns,
+        shards: 1,
+        partition_key: None,
+        retention: None,
+        event_time: None,
+    };
+    let options = match &ct.table_options {
+        CreateTableOptions::None => Vec::new(),
+        CreateTableOptions::With(opts) => opts.clone(),
+        _ => return Err(Error::Syntax(format!("stream options go in WITH (...); valid options: {STREAM_OPTIONS}"))),
+    };
+    for opt in &options {
+        apply_option(&mut create, opt)?;
+    }
+    Ok(create)
+}
+
+fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
+    let SqlOption::KeyValue { key, value } = opt else {
+        return Err(Error::Syntax(format!(
+            "stream option {opt} must be written key = value; valid options: {STREAM_OPTIONS}"
+        )));
+    };
+    let key = key.value.to_lowercase();
+    let text = option_text(value);
+    let column = |create: &CreateStream, what: &str| -> Result<String> {
+        let name = text.clone().unwrap_or_default();
+        create
+            .columns
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.name.clone())
+            .ok_or_else(|| {
+                Error::UndefinedColumn(format!(
+                    "{what} \"{name}\" is not a column of stream \"{}\"",
+                    create.name
+                ))
+            })
+    };
+    match key.as_str() {
+        "shards" => {
+            let n = text.as_deref().and_then(|t| t.parse::<u32>().ok()).filter(|n| (1..=MAX_SHARDS).contains(n));
+            create.shards = n.ok_or_else(|| {
+                Error::InvalidParameter(format!(
+                    "shards must be an integer from 1 to {MAX_SHARDS}, got {value}"
+                ))
+            })?;
+        }
+        "partition_key" => create.partition_key = Some(column(create, "partition_key")?),
+        "event_time" => {
+            let name = column(create, "event_time")?;
+            let is_time = create
+                .columns
+                .iter()
+                .any(|c| c.name == name && matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz));
+            if !is_time {
+                return Err(Error::DatatypeMismatch(format!(
+                    "event_time column \"{name}\" must be a timestamp or timestamptz"
+                )));
+            }
+            create.event_time = Some(name);
+        }
+        "retention" => {
+            let raw = text.unwrap_or_default();
+            create.retention = match raw.to_lowercase().as_str() {
+                "infinite" | "forever" | "none" => None,
+                _ => {
+                    let d = humantime::parse_duration(&raw)
+                        .ok()
+                        .filter(|d| !d.is_zero())
+                        .ok_or_else(|| {
+                            Error::InvalidParameter(format!(
+                                "retention must be a positive duration like '7 days' or '12h', or 'infinite'; got '{raw}'"
+                            ))
+                        })?;
+                    Some((raw, d))
+                }
+            };
+        }
+        other => {
+            return Err(Error::Syntax(format!(
+                "unknown stream option \"{other}\"; valid options: {STREAM_OPTIONS}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// An option value as text: `'x'`, `x`, `4` and `"x"` all give `x`.
+fn option_text(value: &Expr) -> Option<String> {
+    match value {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => Some(s.clone()),
+            Value::Number(n, _) => Some(n.clone()),
+            Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        },
+        Expr::Identifier(ident) => Some(ident_name(ident)),
+        Expr::UnaryOp { .. } => Some(value.to_string()),
+        _ => None,
+    }
+}
+
+fn parse_drop_stream(stmt: &str) -> Result<DropStream> {
+    match parse_one(&as_table_statement(stmt))? {
+        Statement::Drop {
+            object_type: ObjectType::Table,
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => Ok(DropStream {
+            names: names.iter().map(object_name).collect::<Result<_>>()?,
+            if_exists,
+            cascade,
+        }),
+        _ => Err(Error::Syntax("expected DROP STREAM [IF EXISTS] name [CASCADE]".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,156 @@
+//! The column types a stream can declare, their Postgres names and their
+//! Arrow encoding. One table, so the catalog, the parser and the wire
+//! encoding agree.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, ExactNumberInfo, TimezoneInfo};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SqlType {
+    Boolean,
+    SmallInt,
+    Integer,
+    BigInt,
+    Real,
+    Double,
+    Text,
+    Bytea,
+    Date,
+    /// TIMESTAMP WITHOUT TIME ZONE, microseconds (as Postgres and Parquet).
+    Timestamp,
+    /// TIMESTAMP WITH TIME ZONE, microseconds, stored in UTC.
+    TimestampTz,
+    Numeric { precision: u8, scale: i8 },
+}
+
+impl SqlType {
+    pub fn to_arrow(self) -> DataType {
+        match self {
+            SqlType::Boolean => DataType::Boolean,
+            SqlType::SmallInt => DataType::Int16,
+            SqlType::Integer => DataType::Int32,
+            SqlType::BigInt => DataType::Int64,
+            SqlType::Real => DataType::Float32,
+            SqlType::Double => DataType::Float64,
+            SqlType::Text => DataType::Utf8,
+            SqlType::Bytea => DataType::Binary,
+            SqlType::Date => DataType::Date32,
+            SqlType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
+            SqlType::TimestampTz => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            SqlType::Numeric { precision, scale } => DataType::Decimal128(precision, scale),
+        }
+    }
+
+    /// The Postgres spelling, as `\d` and error messages show it.
+    pub fn pg_name(self) -> String {
+        match self {
+            SqlType::Boolean => "boolean".into(),
+            SqlType::SmallInt => "smallint".into(),
+            SqlType::Integer => "integer".into(),
+            SqlType::BigInt => "bigint".into(),
+            SqlType::Real => "real".into(),
+            SqlType::Double => "double precision".into(),
+            SqlType::Text => "text".into(),
+            SqlType::Bytea => "bytea".into(),
+            SqlType::Date => "date".into(),
+            SqlType::Timestamp => "timestamp without time zone".into(),
+            SqlType::TimestampTz => "timestamp with time zone".into(),
+            SqlType::Numeric { precision, scale } => format!("numeric({precision},{scale})"),
+        }
+    }
+
+    /// The sluice type of an Arrow type produced by a query (derived streams).
+    pub fn from_arrow(dt: &DataType) -> Option<SqlType> {
+        Some(match dt {
+            DataType::Boolean => SqlType::Boolean,
+            DataType::Int8 | DataType::Int16 | DataType::UInt8 => SqlType::SmallInt,
+            DataType::Int32 | DataType::UInt16 => SqlType::Integer,
+            DataType::Int64 | DataType::UInt32 | DataType::UInt64 => SqlType::BigInt,
+            DataType::Float16 | DataType::Float32 => SqlType::Real,
+            DataType::Float64 => SqlType::Double,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => SqlType::Text,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => SqlType::Bytea,
+            DataType::Date32 | DataType::Date64 => SqlType::Date,
+            DataType::Timestamp(_, None) => SqlType::Timestamp,
+            DataType::Timestamp(_, Some(_)) => SqlType::TimestampTz,
+            DataType::Decimal128(p, s) => SqlType::Numeric {
+                precision: *p,
+                scale: *s,
+            },
+            _ => return None,
+        })
+    }
+
+    /// Maps a parsed SQL type; unsupported types are refused with 0A000.
+    pub fn from_sql(dt: &SqlDataType) -> Result<SqlType> {
+        use SqlDataType as D;
+        Ok(match dt {
+            D::Boolean | D::Bool => SqlType::Boolean,
+            D::SmallInt(_) | D::Int2(_) => SqlType::SmallInt,
+            D::Int(_) | D::Integer(_) | D::Int4(_) => SqlType::Integer,
+            D::BigInt(_) | D::Int8(_) => SqlType::BigInt,
+            D::Real | D::Float4 => SqlType::Real,
+            D::Double(_) | D::DoublePrecision | D::Float8 | D::Float(_) => SqlType::Double,
+            D::Text
+            | D::String(_)
+            | D::Varchar(_)
+            | D::CharVarying(_)
+            | D::CharacterVarying(_)
+            | D::Char(_)
+            | D::Character(_)
+            | D::JSON
+            | D::JSONB => SqlType::Text,
+            D::Bytea => SqlType::Bytea,
+            D::Date => SqlType::Date,
+            D::Timestamp(_, TimezoneInfo::None | TimezoneInfo::WithoutTimeZone) => {
+                SqlType::Timestamp
+            }
+            D::Timestamp(_, TimezoneInfo::WithTimeZone | TimezoneInfo::Tz) => SqlType::TimestampTz,
+            D::Numeric(info) | D::Decimal(info) | D::Dec(info) => {
+                let (precision, scale) = match info {
+                    ExactNumberInfo::None => (38, 9),
+                    ExactNumberInfo::Precision(p) => (*p, 0),
+                    ExactNumberInfo::PrecisionAndScale(p, s) => (*p, *s),
+                };
+                if precision == 0 || precision > 38 || scale < 0 || scale as u64 > precision {
+                    return Err(Error::InvalidParameter(format!(
+                        "NUMERIC precision {precision} and scale {scale} must satisfy 1 <= precision <= 38, 0 <= scale <= precision"
+                    )));
+                }
+                SqlType::Numeric {
+                    precision: precision as u8,
+                    scale: scale as i8,
+                }
+            }
+            other => {
+                return Err(Error::FeatureNotSupported(format!(
+                    "type {other} is not supported in streams; use one of boolean, smallint, integer, bigint, real, double precision, numeric, text, bytea, date, timestamp, timestamptz"
+                )))
+            }
+        })
+    }
+}
+
+/// One declared column.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ColumnDef {
+    pub name: String,
+    pub sql_type: SqlType,
+    pub nullable: bool,
+}
+
+/// The Arrow schema of a list of columns.
+pub fn arrow_schema(columns: &[ColumnDef]) -> SchemaRef {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.sql_type.to_arrow(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
