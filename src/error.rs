@@ -60,8 +60,9 @@ pub enum Error {
     /// The catalog store failed (XX000).
     #[error("catalog: {0}")]
     Catalog(String),
-    /// An error from the query engine that is not one of ours.
-    #[error("{0}")]
+    /// An error from the query engine that is not one of ours; shown by
+    /// its root cause, without DataFusion's wrapping.
+    #[error("{}", datafusion_message(.0))]
     DataFusion(DataFusionError),
     /// A bug: an invariant did not hold (XX000).
     #[error("internal error: {0}")]
@@ -107,10 +108,20 @@ impl Error {
     /// Wraps a DataFusion error, recovering one of ours if it travelled
     /// through DataFusion (table providers and sinks return `Error` boxed).
     pub fn from_datafusion(e: DataFusionError) -> Error {
-        match own_error(&e) {
-            Some(own) => own,
-            None => Error::DataFusion(e),
+        if let Some(own) = own_error(&e) {
+            return own;
         }
+        if let DataFusionError::Plan(msg) = e.find_root() {
+            // "table 'sluice.public.x' not found" → relation "x" does not exist
+            if let Some(name) = msg
+                .strip_prefix("table '")
+                .and_then(|rest| rest.strip_suffix("' not found"))
+            {
+                let short = name.rsplit('.').next().unwrap_or(name);
+                return Error::UndefinedTable(short.to_string());
+            }
+        }
+        Error::DataFusion(e)
     }
 
     /// Rebuilds an equivalent error (our errors are not `Clone` because of
@@ -151,6 +162,27 @@ fn own_error(e: &DataFusionError) -> Option<Error> {
         },
         _ => None,
     }
+}
+
+/// The root cause's message, without the engine's stage prefixes and
+/// backtraces: "Cannot cast string 'x' to value of Int32 type".
+fn datafusion_message(e: &DataFusionError) -> String {
+    let root = e.find_root();
+    let msg = match root {
+        DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
+            ArrowError::CastError(m)
+            | ArrowError::ParseError(m)
+            | ArrowError::InvalidArgumentError(m)
+            | ArrowError::ComputeError(m) => m.clone(),
+            other => other.to_string(),
+        },
+        other => other.message().to_string(),
+    };
+    msg.split(DataFusionError::BACK_TRACE_SEP)
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {

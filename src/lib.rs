@@ -1,6 +1,11 @@
 pub mod catalog;
 pub mod config;
+pub mod engine;
 pub mod error;
+pub mod http;
 pub mod log;
+pub mod pgwire;
+pub mod query;
+pub mod server;
 pub mod sql;
 pub mod types;

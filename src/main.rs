@@ -1,1 +1,69 @@
-fn main() {}
+//! The `sluice` command: parses flags and hands over to `server::run`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::config::{Config, Overrides};
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "SQL-first streaming ingestion and query engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (pgwire and HTTP) on a data directory.
+    Serve {
+        /// Where streams, the catalog and delivered data live [default: ./sluice-data]
+        #[arg(long, env = "SLUICE_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Postgres wire protocol address [default: 127.0.0.1:5433]
+        #[arg(long, env = "SLUICE_PG_ADDR")]
+        pg_addr: Option<SocketAddr>,
+        /// HTTP API address [default: 127.0.0.1:8433]
+        #[arg(long, env = "SLUICE_HTTP_ADDR")]
+        http_addr: Option<SocketAddr>,
+        /// TOML config file; flags and SLUICE_* variables override it
+        #[arg(long, env = "SLUICE_CONFIG")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve {
+        data_dir,
+        pg_addr,
+        http_addr,
+        config,
+    } = Cli::parse().command;
+    let overrides = Overrides {
+        config_file: config,
+        data_dir,
+        pg_addr,
+        http_addr,
+    };
+    let result = Config::load(overrides).and_then(|config| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(sluice::server::run(config))
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sluice: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! The HTTP front end (axum): health and Prometheus metrics now; record
+//! ingestion and the Kinesis-compatible API build on the same router.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::engine::Engine;
+use crate::error::Error;
+
+/// The process-wide Prometheus recorder (a recorder can be installed once
+/// per process; several servers in one process share it).
+fn prometheus() -> Option<&'static PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| PrometheusBuilder::new().install_recorder().ok())
+        .as_ref()
+}
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    let _ = prometheus();
+    Router::new()
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .with_state(engine)
+}
+
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let app = router(engine);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stop).await {
+        tracing::error!(error = %e, "HTTP server failed");
+    }
+}
+
+async fn health(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    Json(serde_json::json!({
+        "status": "ok",
+        "streams": engine.registry.list().len(),
+    }))
+}
+
+/// Log gauges are read from live state at scrape time, so they are never
+/// stale; counters are recorded where events happen.
+async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    for stream in engine.registry.list() {
+        let name = stream.def.name.clone();
+        for (shard, stats) in stream.log.shard_stats().into_iter().enumerate() {
+            let labels = [("stream", name.clone()), ("shard", shard.to_string())];
+            metrics::gauge!("sluice_stream_records", &labels).set(stats.records as f64);
+            metrics::gauge!("sluice_stream_bytes", &labels).set(stats.bytes as f64);
+            metrics::gauge!("sluice_stream_next_sequence", &labels).set(stats.next_seq as f64);
+        }
+    }
+    match prometheus() {
+        Some(handle) => (StatusCode::OK, handle.render()).into_response(),
+        None => error_response(&Error::Internal("metrics recorder unavailable".into())),
+    }
+}
+
+/// The one place an [`Error`] becomes an HTTP response.
+pub fn error_response(e: &Error) -> axum::response::Response {
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (
+        status,
+        Json(serde_json::json!({ "error_code": e.sqlstate(), "error_message": e.to_string() })),
+    )
+        .into_response()
+}

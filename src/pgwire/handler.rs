@@ -1,0 +1,282 @@
+//! Per-connection pgwire handlers. Simple queries are split into
+//! statements; sluice statements go to the engine, the rest to
+//! `DfSessionService` (which brings SET/SHOW, transactions and psql's
+//! pg_catalog queries). In the extended protocol a sluice statement is
+//! stored as `(text, None)` and executed here; DataFusion statements are
+//! prepared and executed by `DfSessionService`.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::sqlparser;
+use datafusion_postgres::DfSessionService;
+use futures::{Sink, SinkExt};
+use pgwire::api::auth::noop::NoopStartupHandler;
+use pgwire::api::auth::StartupHandler;
+use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::portal::{Format, Portal};
+use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::stmt::QueryParser;
+use pgwire::api::store::PortalStore;
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::response::NoticeResponse;
+use pgwire::messages::PgWireBackendMessage;
+
+use super::{error_info, into_error, map_pg_error, to_pg_error};
+use crate::engine::{DdlOutcome, Engine};
+use crate::error::Error;
+use crate::sql::{self, Parsed, SHOW_STREAMS_SQL};
+
+type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+
+/// Everything one connection needs; built per accepted socket.
+pub struct ConnectionHandlers {
+    session: Arc<Session>,
+    startup: Arc<Startup>,
+    cancel: Arc<DefaultCancelHandler>,
+}
+
+impl ConnectionHandlers {
+    pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>) -> Self {
+        let ctx = Arc::new(engine.new_session());
+        let df = Arc::new(DfSessionService::new(ctx));
+        ConnectionHandlers {
+            session: Arc::new(Session {
+                parser: Arc::new(RoutingParser { df_parser: df.query_parser() }),
+                engine,
+                df,
+            }),
+            startup: Arc::new(Startup {
+                connections: connections.clone(),
+            }),
+            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+        }
+    }
+}
+
+impl PgWireServerHandlers for ConnectionHandlers {
+    fn simple_query_handler(&self) -> Arc<impl SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(&self) -> Arc<impl ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl StartupHandler> {
+        self.startup.clone()
+    }
+
+    fn cancel_handler(&self) -> Arc<impl CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+struct Startup {
+    connections: Arc<ConnectionManager>,
+}
+
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+pub struct Session {
+    engine: Arc<Engine>,
+    df: Arc<DfSessionService>,
+    parser: Arc<RoutingParser>,
+}
+
+impl Session {
+    /// Runs a sluice statement; `Ok(None)` if `parsed` is DataFusion's.
+    async fn run_sluice<C>(&self, client: &mut C, parsed: Parsed) -> PgWireResult<Option<Response>>
+    where
+        C: Sink<PgWireBackendMessage> + Unpin + Send,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (tag, outcomes) = match parsed {
+            Parsed::CreateStream(create) => (
+                "CREATE STREAM",
+                vec![self.engine.create_stream(create).await.map_err(to_pg_error)?],
+            ),
+            Parsed::DropStream(drop) => (
+                "DROP STREAM",
+                self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
+            ),
+            Parsed::ShowStreams | Parsed::Sql(_) => return Ok(None),
+        };
+        for outcome in outcomes {
+            if let DdlOutcome::Skipped(msg) = outcome {
+                let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), msg);
+                client
+                    .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(notice)))
+                    .await?;
+            }
+        }
+        Ok(Some(Response::Execution(Tag::new(tag))))
+    }
+}
+
+#[async_trait]
+impl SimpleQueryHandler for Session {
+    async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let statements = sql::split_statements(query);
+        if statements.is_empty() {
+            return Ok(vec![Response::EmptyQuery]);
+        }
+        let mut responses = Vec::with_capacity(statements.len());
+        for stmt in statements {
+            // Like Postgres: results so far, then the error, then stop.
+            match self.simple_statement(client, stmt).await {
+                Ok(mut r) => responses.append(&mut r),
+                Err(PgWireError::UserError(info)) => {
+                    responses.push(Response::Error(info));
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(responses)
+    }
+}
+
+impl Session {
+    async fn simple_statement<C>(&self, client: &mut C, stmt: &str) -> PgWireResult<Vec<Response>>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let parsed = sql::parse(stmt).map_err(to_pg_error)?;
+        let text = match &parsed {
+            Parsed::ShowStreams => SHOW_STREAMS_SQL.to_string(),
+            Parsed::Sql(text) => text.clone(),
+            _ => String::new(),
+        };
+        if let Some(response) = self.run_sluice(client, parsed).await? {
+            return Ok(vec![response]);
+        }
+        <DfSessionService as SimpleQueryHandler>::do_query(&self.df, client, &text)
+            .await
+            .map_err(|e| self.explain(&text, e))
+    }
+
+    /// Maps a DataFusion failure to our error, letting the engine name the
+    /// column a bad INSERT value was meant for.
+    fn explain(&self, stmt: &str, e: PgWireError) -> PgWireError {
+        match into_error(e) {
+            Ok(err) => to_pg_error(self.engine.explain_error(stmt, err)),
+            Err(other) => other,
+        }
+    }
+}
+
+#[async_trait]
+impl ExtendedQueryHandler for Session {
+    type Statement = DfStatement;
+    type QueryParser = RoutingParser;
+
+    fn query_parser(&self) -> Arc<Self::QueryParser> {
+        self.parser.clone()
+    }
+
+    async fn do_query<C>(
+        &self,
+        client: &mut C,
+        portal: &Portal<Self::Statement>,
+        max_rows: usize,
+    ) -> PgWireResult<Response>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let (text, plan) = &portal.statement.statement;
+        if plan.is_none() {
+            let parsed = sql::parse(text).map_err(to_pg_error)?;
+            if let Some(response) = self.run_sluice(client, parsed).await? {
+                return Ok(response);
+            }
+        }
+        <DfSessionService as ExtendedQueryHandler>::do_query(&self.df, client, portal, max_rows)
+            .await
+            .map_err(|e| self.explain(text, e))
+    }
+}
+
+/// Parses for the extended protocol: sluice statements become
+/// `(text, None)`, executed by [`Session`]; the rest is DataFusion's.
+pub struct RoutingParser {
+    df_parser: Arc<datafusion_postgres::Parser>,
+}
+
+#[async_trait]
+impl QueryParser for RoutingParser {
+    type Statement = DfStatement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        text: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        let mut statements = sql::split_statements(text);
+        if statements.len() > 1 {
+            return Err(to_pg_error(Error::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            )));
+        }
+        let Some(stmt) = statements.pop() else {
+            return Ok(None);
+        };
+        match sql::parse(stmt).map_err(to_pg_error)? {
+            Parsed::Sql(sql) => self
+                .df_parser
+                .parse_sql(client, &sql, types)
+                .await
+                .map_err(map_pg_error),
+            Parsed::ShowStreams => self
+                .df_parser
+                .parse_sql(client, SHOW_STREAMS_SQL, types)
+                .await
+                .map_err(map_pg_error),
+            _ => Ok(Some((stmt.to_string(), None))),
+        }
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.df_parser.get_parameter_types(stmt).map_err(map_pg_error)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.df_parser
+            .get_result_schema(stmt, column_format)
+            .map_err(map_pg_error)
+    }
+}
+
+impl From<Error> for ErrorInfo {
+    fn from(e: Error) -> Self {
+        error_info(&e)
+    }
+}

@@ -1,0 +1,92 @@
+//! The Postgres wire protocol front end: the accept loop (bounded by a
+//! semaphore, stops on shutdown) and, in `handler`, the per-connection
+//! handlers that route sluice statements to the engine and the rest to a
+//! DataFusion session of the connection's own.
+
+mod handler;
+
+use std::sync::Arc;
+
+use pgwire::error::{ErrorInfo, PgWireError};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
+
+use crate::engine::Engine;
+use crate::error::Error;
+
+pub use handler::ConnectionHandlers;
+
+/// Serves connections until `shutdown` flips to true, then returns once
+/// accepting has stopped (in-flight statements finish on their own tasks).
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let slots = Arc::new(Semaphore::new(engine.config.limits.max_connections.max(1)));
+    let connections = Arc::new(pgwire::api::ConnectionManager::new());
+    loop {
+        let permit = tokio::select! {
+            _ = shutdown.changed() => break,
+            permit = slots.clone().acquire_owned() => match permit {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+        };
+        let (socket, peer) = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    continue;
+                }
+            },
+        };
+        let _ = socket.set_nodelay(true);
+        let handlers = ConnectionHandlers::new(engine.clone(), connections.clone());
+        tokio::spawn(async move {
+            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(permit);
+        });
+    }
+}
+
+/// The one place an [`Error`] becomes a Postgres error response.
+pub fn to_pg_error(e: Error) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(&e)))
+}
+
+pub fn error_info(e: &Error) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_string(), e.sqlstate().to_string(), e.to_string())
+}
+
+/// Gives errors coming back from DataFusion's handlers our SQLSTATEs.
+pub fn map_pg_error(e: PgWireError) -> PgWireError {
+    match into_error(e) {
+        Ok(own) => to_pg_error(own),
+        Err(other) => other,
+    }
+}
+
+/// Recovers an [`Error`] from what DataFusion's handlers return; protocol
+/// errors and errors that already carry a SQLSTATE stay as they are.
+pub fn into_error(e: PgWireError) -> Result<Error, PgWireError> {
+    use datafusion::sql::sqlparser::parser::ParserError;
+    let PgWireError::ApiError(inner) = e else {
+        return Err(e);
+    };
+    let inner = match inner.downcast::<datafusion::error::DataFusionError>() {
+        Ok(df) => return Ok(Error::from_datafusion(*df)),
+        Err(other) => other,
+    };
+    let inner = match inner.downcast::<ParserError>() {
+        Ok(p) => {
+            let msg = p.to_string().replace("sql parser error: ", "");
+            return Ok(Error::Syntax(format!("syntax error: {msg}")));
+        }
+        Err(other) => other,
+    };
+    match inner.downcast::<Error>() {
+        Ok(own) => Ok(*own),
+        Err(other) => Ok(Error::Internal(other.to_string())),
+    }
+}

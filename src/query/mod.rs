@@ -1,0 +1,115 @@
+//! Query side: the DataFusion catalog that exposes streams (schema
+//! `public`) and system relations (schema `sluice`), and the construction
+//! of one `SessionContext` per connection from shared state.
+
+mod stream_table;
+mod system;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
+use datafusion::catalog::CatalogProvider;
+use datafusion::common::Result as DfResult;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+
+pub use stream_table::StreamTable;
+pub use system::{SystemRelation, SystemTable};
+
+use crate::engine::Registry;
+use crate::error::{Error, Result};
+
+/// The database name clients see (`current_database()`, `\l`).
+pub const CATALOG_NAME: &str = "sluice";
+pub const PUBLIC_SCHEMA: &str = "public";
+pub const SYSTEM_SCHEMA: &str = "sluice";
+
+/// Builds the template context every connection's session is cloned from.
+pub fn template_context(registry: Arc<Registry>, max_statement_bytes: u64) -> Result<SessionContext> {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
+        .with_create_default_catalog_and_schema(false);
+    config.options_mut().execution.time_zone = Some("UTC".to_string());
+    let ctx = SessionContext::new_with_config(config);
+    let catalog = MemoryCatalogProvider::new();
+    catalog.register_schema(
+        PUBLIC_SCHEMA,
+        Arc::new(StreamSchema {
+            registry: registry.clone(),
+            max_statement_bytes,
+        }),
+    )?;
+    catalog.register_schema(SYSTEM_SCHEMA, Arc::new(SystemSchema { registry }))?;
+    ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+    setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider).map_err(|e| Error::from_datafusion(*e))?;
+    Ok(ctx)
+}
+
+/// A fresh session for one connection: shares catalogs and functions with
+/// the template, owns its settings (a `SET` does not leak to others).
+pub fn new_session(template: &SessionContext) -> SessionContext {
+    SessionContext::new_with_state(template.state())
+}
+
+/// Schema `public`: every stream, as a table.
+#[derive(Debug)]
+struct StreamSchema {
+    registry: Arc<Registry>,
+    max_statement_bytes: u64,
+}
+
+#[async_trait]
+impl SchemaProvider for StreamSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.registry.list().iter().map(|s| s.def.name.clone()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .registry
+            .get(name)
+            .map(|s| Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>))
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        _table: Arc<dyn TableProvider>,
+    ) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Err(Error::FeatureNotSupported(format!(
+            "CREATE TABLE \"{name}\" is not supported yet; use CREATE STREAM for data you write"
+        ))
+        .into())
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.registry.get(name).is_some()
+    }
+}
+
+/// Schema `sluice`: system relations.
+#[derive(Debug)]
+struct SystemSchema {
+    registry: Arc<Registry>,
+}
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        SystemRelation::ALL.iter().map(|r| r.name().to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        Ok(SystemRelation::ALL
+            .iter()
+            .find(|r| r.name() == name)
+            .map(|r| Arc::new(SystemTable::new(*r, self.registry.clone())) as Arc<dyn TableProvider>))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SystemRelation::ALL.iter().any(|r| r.name() == name)
+    }
+}

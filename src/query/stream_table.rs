@@ -1,0 +1,274 @@
+//! A stream as a DataFusion table: a bounded scan of what is retained now
+//! (one partition per shard, only the projected columns decoded, filters
+//! applied in the scan), and INSERT appending through the log.
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{DFSchema, Result as DfResult};
+use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
+use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
+use futures::{StreamExt, TryStreamExt};
+
+use crate::engine::Stream;
+use crate::error::Error;
+use crate::log::read_frame;
+
+/// Rows decoded per output batch at most; small frames (single-row inserts)
+/// are merged up to this so downstream operators see real batches.
+const SCAN_BATCH_ROWS: u64 = 8192;
+
+#[derive(Debug)]
+pub struct StreamTable {
+    stream: Arc<Stream>,
+    max_statement_bytes: u64,
+}
+
+impl StreamTable {
+    pub fn new(stream: Arc<Stream>, max_statement_bytes: u64) -> Self {
+        StreamTable {
+            stream,
+            max_statement_bytes,
+        }
+    }
+}
+
+#[async_trait]
+impl TableProvider for StreamTable {
+    fn schema(&self) -> SchemaRef {
+        self.stream.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let full = self.stream.schema.clone();
+        let projected: SchemaRef = match projection {
+            Some(p) => Arc::new(full.project(p)?),
+            None => full.clone(),
+        };
+        // The filter runs on projected batches; if it needs a column the
+        // projection lacks, DataFusion's own FilterExec still applies it.
+        let predicate = conjunction(filters.iter().cloned()).and_then(|expr| {
+            let df_schema = DFSchema::try_from(projected.as_ref().clone()).ok()?;
+            state.create_physical_expr(expr, &df_schema).ok()
+        });
+        let ends = self.stream.log.end_offsets();
+        let partitions: Vec<Arc<dyn PartitionStream>> = ends
+            .into_iter()
+            .enumerate()
+            .map(|(shard, end_seq)| {
+                Arc::new(ShardScan {
+                    stream: self.stream.clone(),
+                    shard: shard as u32,
+                    end_seq,
+                    schema: projected.clone(),
+                    projection: projection.cloned(),
+                    predicate: predicate.clone(),
+                }) as Arc<dyn PartitionStream>
+            })
+            .collect();
+        Ok(Arc::new(StreamingTableExec::try_new(
+            projected,
+            partitions,
+            None,
+            Vec::new(),
+            false,
+            limit,
+        )?))
+    }
+
+    async fn insert_into(
+        &self,
+        _state: &dyn Session,
+        input: Arc<dyn ExecutionPlan>,
+        insert_op: InsertOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if insert_op != InsertOp::Append {
+            return Err(Error::FeatureNotSupported(format!(
+                "streams are append-only: {insert_op} into \"{}\" is not possible",
+                self.stream.def.name
+            ))
+            .into());
+        }
+        let sink = StreamSink {
+            stream: self.stream.clone(),
+            // NOT NULL is checked by the sink, by name, not by DataFusion by index.
+            input_schema: Arc::new(Schema::new(
+                self.stream
+                    .schema
+                    .fields()
+                    .iter()
+                    .map(|f| Field::new(f.name(), f.data_type().clone(), true))
+                    .collect::<Vec<_>>(),
+            )),
+            max_statement_bytes: self.max_statement_bytes,
+        };
+        Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
+    }
+}
+
+/// One shard's part of a scan, up to the end offset seen at planning time
+/// so the whole query reads one consistent prefix of the log.
+#[derive(Debug)]
+struct ShardScan {
+    stream: Arc<Stream>,
+    shard: u32,
+    end_seq: u64,
+    schema: SchemaRef,
+    projection: Option<Vec<usize>>,
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+}
+
+impl PartitionStream for ShardScan {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let log = self.stream.log.clone();
+        let shard = self.shard;
+        let end_seq = self.end_seq;
+        let schema = self.schema.clone();
+        let projection = self.projection.clone();
+        let predicate = self.predicate.clone();
+        let chunks = futures::stream::unfold(0u64, move |from_seq| {
+            let log = log.clone();
+            let schema = schema.clone();
+            let projection = projection.clone();
+            let predicate = predicate.clone();
+            async move {
+                if from_seq >= end_seq {
+                    return None;
+                }
+                let frames: Vec<_> = log
+                    .frames_from(shard, from_seq, SCAN_BATCH_ROWS)
+                    .into_iter()
+                    .filter(|(_, f)| f.first_seq < end_seq)
+                    .collect();
+                let next = frames.last().map_or(end_seq, |(_, f)| f.end_seq());
+                let decoded = tokio::task::spawn_blocking(move || -> DfResult<RecordBatch> {
+                    let mut batches = Vec::with_capacity(frames.len());
+                    for (file, frame) in &frames {
+                        let batch = read_frame(file, frame, projection.as_deref(), from_seq)?;
+                        batches.push(match &predicate {
+                            Some(p) => apply_predicate(p, batch)?,
+                            None => batch,
+                        });
+                    }
+                    Ok(concat_batches(&schema, &batches)?)
+                })
+                .await
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                .and_then(|r| r);
+                Some((decoded, next))
+            }
+        });
+        let stream = chunks.try_filter(|b| futures::future::ready(b.num_rows() > 0)).boxed();
+        Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
+    }
+}
+
+fn apply_predicate(predicate: &Arc<dyn PhysicalExpr>, batch: RecordBatch) -> DfResult<RecordBatch> {
+    let mask = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+    let mask = datafusion::common::cast::as_boolean_array(&mask)?;
+    Ok(filter_record_batch(&batch, mask)?)
+}
+
+/// Receives the rows of one INSERT, checks them against the stream's
+/// declaration and appends them as one unit: all rows or none.
+#[derive(Debug)]
+struct StreamSink {
+    stream: Arc<Stream>,
+    input_schema: SchemaRef,
+    max_statement_bytes: u64,
+}
+
+impl DisplayAs for StreamSink {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamSink: stream={}", self.stream.def.name)
+    }
+}
+
+#[async_trait]
+impl DataSink for StreamSink {
+    fn schema(&self) -> &SchemaRef {
+        &self.input_schema
+    }
+
+    async fn write_all(
+        &self,
+        mut data: SendableRecordBatchStream,
+        _context: &Arc<TaskContext>,
+    ) -> DfResult<u64> {
+        let mut batches = Vec::new();
+        let mut bytes = 0u64;
+        while let Some(batch) = data.next().await {
+            let batch = self.conform(batch?)?;
+            bytes += batch.get_array_memory_size() as u64;
+            if bytes > self.max_statement_bytes {
+                return Err(Error::ProgramLimit(format!(
+                    "INSERT into \"{}\" exceeds {} bytes in one statement; split it or use COPY",
+                    self.stream.def.name, self.max_statement_bytes
+                ))
+                .into());
+            }
+            batches.push(batch);
+        }
+        let all = concat_batches(&self.stream.schema, &batches)?;
+        let ack = self.stream.log.append(all).await?;
+        Ok(ack.records())
+    }
+}
+
+impl StreamSink {
+    /// Rebuilds a batch on the stream's schema, refusing NULLs in NOT NULL
+    /// columns with the Postgres message.
+    fn conform(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
+        let target = &self.stream.schema;
+        let mut columns = Vec::with_capacity(target.fields().len());
+        for (field, column) in target.fields().iter().zip(batch.columns()) {
+            if !field.is_nullable() && column.logical_null_count() > 0 {
+                return Err(Error::NotNull(format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                    field.name(),
+                    self.stream.def.name
+                ))
+                .into());
+            }
+            columns.push(if column.data_type() == field.data_type() {
+                column.clone()
+            } else {
+                cast(column, field.data_type())?
+            });
+        }
+        Ok(RecordBatch::try_new(target.clone(), columns)?)
+    }
+}

@@ -1,0 +1,170 @@
+//! `sluice.*` system relations: computed from live state at scan time.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{
+    ArrayRef, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::Result as DfResult;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::logical_expr::{Expr, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::engine::Registry;
+
+/// Which system relation a [`SystemTable`] serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SystemRelation {
+    Streams,
+    Shards,
+}
+
+impl SystemRelation {
+    pub const ALL: [SystemRelation; 2] = [SystemRelation::Streams, SystemRelation::Shards];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            SystemRelation::Streams => "streams",
+            SystemRelation::Shards => "shards",
+        }
+    }
+
+    fn schema(self) -> SchemaRef {
+        let text = |n: &str, null: bool| Field::new(n, DataType::Utf8, null);
+        let int = |n: &str, null: bool| Field::new(n, DataType::Int64, null);
+        Arc::new(Schema::new(match self {
+            SystemRelation::Streams => vec![
+                text("name", false),
+                Field::new("shards", DataType::Int32, false),
+                text("partition_key", true),
+                text("retention", true),
+                text("event_time", true),
+                int("records", false),
+                int("bytes", false),
+                int("first_sequence", true),
+                int("last_sequence", true),
+                int("segments", false),
+                Field::new("schema_version", DataType::Int32, false),
+                Field::new(
+                    "created_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                ),
+            ],
+            SystemRelation::Shards => vec![
+                text("stream", false),
+                Field::new("shard", DataType::Int32, false),
+                int("records", false),
+                int("bytes", false),
+                int("first_sequence", true),
+                int("last_sequence", true),
+                int("segments", false),
+            ],
+        }))
+    }
+}
+
+#[derive(Debug)]
+pub struct SystemTable {
+    relation: SystemRelation,
+    registry: Arc<Registry>,
+    schema: SchemaRef,
+}
+
+impl SystemTable {
+    pub fn new(relation: SystemRelation, registry: Arc<Registry>) -> Self {
+        SystemTable {
+            relation,
+            registry,
+            schema: relation.schema(),
+        }
+    }
+
+    fn batch(&self) -> DfResult<RecordBatch> {
+        let streams = self.registry.list();
+        let columns: Vec<ArrayRef> = match self.relation {
+            SystemRelation::Streams => {
+                let stats: Vec<_> = streams.iter().map(|s| s.log.shard_stats()).collect();
+                let last = |s: &[crate::log::ShardStats]| {
+                    s.iter().filter(|x| x.next_seq > 0).map(|x| x.next_seq as i64 - 1).max()
+                };
+                let first = |s: &[crate::log::ShardStats]| {
+                    s.iter().filter(|x| x.records > 0).map(|x| x.first_seq as i64).min()
+                };
+                vec![
+                    Arc::new(StringArray::from_iter_values(streams.iter().map(|s| s.def.name.as_str()))),
+                    Arc::new(Int32Array::from_iter_values(streams.iter().map(|s| s.def.shards as i32))),
+                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.partition_key.as_deref()))),
+                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.retention.as_deref()))),
+                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.event_time.as_deref()))),
+                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.records as i64).sum()))),
+                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.bytes as i64).sum()))),
+                    Arc::new(Int64Array::from_iter(stats.iter().map(|s| first(s)))),
+                    Arc::new(Int64Array::from_iter(stats.iter().map(|s| last(s)))),
+                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.segments as i64).sum()))),
+                    Arc::new(Int32Array::from_iter_values(streams.iter().map(|s| s.def.schema_version as i32))),
+                    Arc::new(
+                        TimestampMillisecondArray::from_iter_values(streams.iter().map(|s| s.def.created_at_ms))
+                            .with_timezone("UTC"),
+                    ),
+                ]
+            }
+            SystemRelation::Shards => {
+                let rows: Vec<(&str, i32, crate::log::ShardStats)> = streams
+                    .iter()
+                    .flat_map(|s| {
+                        s.log
+                            .shard_stats()
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, st)| (s.def.name.as_str(), i as i32, st))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect();
+                vec![
+                    Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                    Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.records as i64))),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.bytes as i64))),
+                    Arc::new(Int64Array::from_iter(
+                        rows.iter().map(|r| (r.2.records > 0).then_some(r.2.first_seq as i64)),
+                    )),
+                    Arc::new(Int64Array::from_iter(
+                        rows.iter().map(|r| (r.2.next_seq > 0).then(|| r.2.next_seq as i64 - 1)),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.segments as i64))),
+                ]
+            }
+        };
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for SystemTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}
