@@ -133,7 +133,8 @@ fn encode(def: &StreamDef) -> Result<Vec<u8>> {
 }
 
 fn decode(bytes: &[u8]) -> Result<StreamDef> {
-    serde_json::from_slice(bytes).map_err(|e| Error::Catalog(format!("undecodable catalog entry: {e}")))
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Catalog(format!("undecodable catalog entry: {e}")))
 }
 
 #[cfg(test)]

@@ -88,7 +88,8 @@ impl Config {
         };
         let default_addr = |s: &str| -> SocketAddr {
             // The defaults are literals that always parse.
-            s.parse().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+            s.parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
         };
         Ok(Config {
             data_dir: overrides

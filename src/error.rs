@@ -231,7 +231,9 @@ fn plan_sqlstate(msg: &str) -> &'static str {
         "42P01"
     } else if lower.contains("already exists") {
         "42P07"
-    } else if lower.contains("no field named") || lower.contains("column") && lower.contains("not found") {
+    } else if lower.contains("no field named")
+        || lower.contains("column") && lower.contains("not found")
+    {
         "42703"
     } else if lower.contains("cannot cast") || lower.contains("cast error") {
         "22P02"

@@ -1,3 +1,27 @@
+//! sluice: a SQL-first streaming ingestion and query engine.
+//!
+//! Producers write records into **streams** (durable, sharded logs) over the
+//! Postgres wire protocol; the same connection queries them with SQL. The
+//! modules follow a record's life:
+//!
+//! - [`config`]: one typed configuration (flags > `SLUICE_*` env > TOML > defaults).
+//! - [`error`]: the one error type, mapped once to SQLSTATE and HTTP status.
+//! - [`sql`]: the front parser: splits statements, parses sluice's own
+//!   (`CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS`), passes the rest on.
+//! - [`types`]: the column types a stream declares and their Arrow encoding.
+//! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
+//! - [`log`]: per-stream shard logs of checksummed segment files, group
+//!   commit (one fsync per shard per group), recovery, retention, followers.
+//! - [`engine`]: shared state (catalog + open logs + template session) and DDL.
+//! - [`query`]: DataFusion catalog over streams and `sluice.*` system
+//!   relations; one session per connection.
+//! - [`pgwire`]: Postgres protocol handlers (simple and extended) routing
+//!   statements to the engine or DataFusion, errors with SQLSTATEs.
+//! - [`http`]: axum routes: `/health`, `/metrics`.
+//! - [`server`]: start/stop of all of the above; bound addresses; signals.
+//!
+//! Start reading at [`server::start`], then [`pgwire`] and [`log`].
+
 pub mod catalog;
 pub mod config;
 pub mod engine;

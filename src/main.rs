@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand};
 use sluice::config::{Config, Overrides};
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "SQL-first streaming ingestion and query engine")]
+#[command(
+    name = "sluice",
+    version,
+    about = "SQL-first streaming ingestion and query engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

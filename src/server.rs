@@ -85,7 +85,10 @@ async fn retention_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>
 pub async fn run(config: Config) -> Result<()> {
     let server = start(config).await?;
     // Scripts and tests read the bound addresses (ports may be 0) from here.
-    println!("sluice listening pg={} http={}", server.pg_addr, server.http_addr);
+    println!(
+        "sluice listening pg={} http={}",
+        server.pg_addr, server.http_addr
+    );
     wait_for_signal().await;
     tracing::info!("shutdown requested");
     server.shutdown().await;

@@ -26,7 +26,10 @@ pub enum SqlType {
     Timestamp,
     /// TIMESTAMP WITH TIME ZONE, microseconds, stored in UTC.
     TimestampTz,
-    Numeric { precision: u8, scale: i8 },
+    Numeric {
+        precision: u8,
+        scale: i8,
+    },
 }
 
 impl SqlType {

@@ -73,11 +73,14 @@ pub(super) fn explain(registry: &Registry, stmt: &str, err: Error) -> Error {
     }
     // "Cannot cast string 'abc' to value of Int32 type",
     // "Error parsing timestamp from 'x': error parsing date"
-    let Some(bad) = ["Cannot cast string '", "from '"].iter().find_map(|prefix| {
-        let rest = message.split(prefix).nth(1)?;
-        let end = rest.rfind("' to value of").or_else(|| rest.find("':"))?;
-        Some(rest[..end].to_string())
-    }) else {
+    let Some(bad) = ["Cannot cast string '", "from '"]
+        .iter()
+        .find_map(|prefix| {
+            let rest = message.split(prefix).nth(1)?;
+            let end = rest.rfind("' to value of").or_else(|| rest.find("':"))?;
+            Some(rest[..end].to_string())
+        })
+    else {
         return err;
     };
     let position = shape.rows.iter().find_map(|row| {

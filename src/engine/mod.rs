@@ -75,7 +75,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("data_dir", &self.config.data_dir).finish()
+        f.debug_struct("Engine")
+            .field("data_dir", &self.config.data_dir)
+            .finish()
     }
 }
 
@@ -91,7 +93,11 @@ impl Engine {
             let stream = open_stream(&config, def)?;
             registry.insert(stream);
         }
-        let known: Vec<String> = registry.list().iter().map(|s| s.def.id.to_string()).collect();
+        let known: Vec<String> = registry
+            .list()
+            .iter()
+            .map(|s| s.def.id.to_string())
+            .collect();
         for entry in std::fs::read_dir(config.data_dir.join("streams"))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
             if !known.contains(&name) {
@@ -99,7 +105,8 @@ impl Engine {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        let template = query::template_context(registry.clone(), config.limits.max_statement_bytes)?;
+        let template =
+            query::template_context(registry.clone(), config.limits.max_statement_bytes)?;
         Ok(Arc::new(Engine {
             config,
             catalog,

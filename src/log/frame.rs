@@ -101,7 +101,9 @@ pub fn decode(payload: &[u8], projection: Option<&[usize]>) -> Result<RecordBatc
     match batches.len() {
         1 => Ok(batches.remove(0)),
         0 => Ok(RecordBatch::new_empty(schema)),
-        _ => Ok(datafusion::arrow::compute::concat_batches(&schema, &batches)?),
+        _ => Ok(datafusion::arrow::compute::concat_batches(
+            &schema, &batches,
+        )?),
     }
 }
 
@@ -120,7 +122,9 @@ mod tests {
             schema,
             vec![
                 Arc::new(Int64Array::from_iter_values(0..n)),
-                Arc::new(StringArray::from_iter_values((0..n).map(|i| format!("n{i}")))),
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("n{i}")),
+                )),
             ],
         )
         .unwrap()

@@ -287,7 +287,11 @@ fn now_ms() -> i64 {
 
 /// The writer thread: takes every request waiting, commits them as one
 /// group, answers all. Exits when the channel closes and is drained.
-fn writer_loop(shards: Vec<Arc<Shard>>, mut rx: mpsc::Receiver<AppendRequest>, segment_size_bytes: u64) {
+fn writer_loop(
+    shards: Vec<Arc<Shard>>,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    segment_size_bytes: u64,
+) {
     while let Some(first) = rx.blocking_recv() {
         let mut group_bytes = request_bytes(&first);
         let mut group = vec![first];
@@ -305,7 +309,10 @@ fn writer_loop(shards: Vec<Arc<Shard>>, mut rx: mpsc::Receiver<AppendRequest>, s
 }
 
 fn request_bytes(req: &AppendRequest) -> usize {
-    req.parts.iter().map(|(_, b)| b.get_array_memory_size()).sum()
+    req.parts
+        .iter()
+        .map(|(_, b)| b.get_array_memory_size())
+        .sum()
 }
 
 fn commit_group(shards: &[Arc<Shard>], group: Vec<AppendRequest>, segment_size_bytes: u64) {
@@ -346,7 +353,11 @@ fn write_group(
             let mut batches = Vec::new();
             for (i, parts) in requests.iter().enumerate() {
                 for (s, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
-                    let first = shard.next_seq() + batches.iter().map(|b: &RecordBatch| b.num_rows() as u64).sum::<u64>();
+                    let first = shard.next_seq()
+                        + batches
+                            .iter()
+                            .map(|b: &RecordBatch| b.num_rows() as u64)
+                            .sum::<u64>();
                     acks[i].ranges.push((*s, first, batch.num_rows() as u64));
                     batches.push(batch.clone());
                 }
@@ -355,7 +366,10 @@ fn write_group(
                 continue;
             }
             let merged = concat_batches(batches[0].schema_ref(), &batches)?;
-            pending.push((shard, shard.write(&merged, append_time_ms, segment_size_bytes)?));
+            pending.push((
+                shard,
+                shard.write(&merged, append_time_ms, segment_size_bytes)?,
+            ));
         }
         sync_all(&pending)
     })();

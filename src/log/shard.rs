@@ -139,10 +139,9 @@ impl Shard {
         let bytes = frame::encode(first_seq, append_time_ms, batch)?;
         let needs_roll = {
             let state = self.read_state();
-            state
-                .segments
-                .last()
-                .is_none_or(|s| s.size_bytes > 0 && s.size_bytes + bytes.len() as u64 > segment_size_bytes)
+            state.segments.last().is_none_or(|s| {
+                s.size_bytes > 0 && s.size_bytes + bytes.len() as u64 > segment_size_bytes
+            })
         };
         if needs_roll {
             self.roll(first_seq)?;
@@ -277,6 +276,9 @@ pub fn read_frame(
     Ok(if skip == 0 {
         batch
     } else {
-        batch.slice(skip.min(batch.num_rows()), batch.num_rows().saturating_sub(skip))
+        batch.slice(
+            skip.min(batch.num_rows()),
+            batch.num_rows().saturating_sub(skip),
+        )
     })
 }

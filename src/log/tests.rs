@@ -14,7 +14,9 @@ fn batch(from: i64, n: i64) -> RecordBatch {
         schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(from..from + n)),
-            Arc::new(StringArray::from_iter_values((from..from + n).map(|i| format!("v{i}")))),
+            Arc::new(StringArray::from_iter_values(
+                (from..from + n).map(|i| format!("v{i}")),
+            )),
         ],
     )
     .unwrap()
@@ -58,7 +60,10 @@ async fn appends_survive_reopen_and_roll_segments() {
     assert_eq!(read_all(&log), (0..500).collect::<Vec<_>>());
     let stats = log.shard_stats();
     assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 500);
-    assert!(stats.iter().any(|s| s.segments > 1), "4 KiB segments must roll: {stats:?}");
+    assert!(
+        stats.iter().any(|s| s.segments > 1),
+        "4 KiB segments must roll: {stats:?}"
+    );
 }
 
 #[tokio::test]
@@ -68,7 +73,11 @@ async fn same_key_goes_to_same_shard() {
     let a = log.append(batch(7, 1)).await.unwrap();
     let b = log.append(batch(7, 1)).await.unwrap();
     assert_eq!(a.ranges[0].0, b.ranges[0].0);
-    assert_eq!(b.ranges[0].1, a.ranges[0].1 + 1, "sequence numbers continue per shard");
+    assert_eq!(
+        b.ranges[0].1,
+        a.ranges[0].1 + 1,
+        "sequence numbers continue per shard"
+    );
 }
 
 #[tokio::test]
@@ -89,7 +98,10 @@ async fn concurrent_appends_share_group_commits() {
     }
     assert_eq!(read_all(&log).len(), 320);
     let frames = log.frames_from(0, 0, u64::MAX).len();
-    assert!(frames < 320, "expected merged frames, got {frames} for 320 appends");
+    assert!(
+        frames < 320,
+        "expected merged frames, got {frames} for 320 appends"
+    );
 }
 
 #[tokio::test]
@@ -101,10 +113,16 @@ async fn torn_tail_is_truncated_on_open_and_appends_continue() {
         log.append(batch(0, 5)).await.unwrap();
         log.append(batch(5, 5)).await.unwrap();
         let (_, last) = log.frames_from(0, 0, u64::MAX).pop().unwrap();
-        seg_path = dir.path().join("shard-0").join(segment::segment_file_name(0));
+        seg_path = dir
+            .path()
+            .join("shard-0")
+            .join(segment::segment_file_name(0));
         log.close();
         // Simulate a crash mid-write of the second frame.
-        let f = std::fs::OpenOptions::new().write(true).open(&seg_path).unwrap();
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&seg_path)
+            .unwrap();
         f.set_len(last.offset + 20).unwrap();
     }
     let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
@@ -131,7 +149,11 @@ async fn followers_are_notified_of_new_records() {
     assert_eq!(*rx.borrow(), 3);
     let frames = log.frames_from(0, 1, 10);
     let b = read_frame(&frames[0].0, &frames[0].1, None, 1).unwrap();
-    assert_eq!(b.num_rows(), 2, "reading from the middle of a frame slices it");
+    assert_eq!(
+        b.num_rows(),
+        2,
+        "reading from the middle of a frame slices it"
+    );
 }
 
 #[tokio::test]
@@ -147,7 +169,11 @@ async fn retention_deletes_old_segments_but_respects_holds() {
     assert!(before.segments > 2);
     let later = now_ms() + 10_000;
     log.hold("sink_a", 0, 0);
-    assert_eq!(log.enforce_retention(later).unwrap(), 0, "a hold at 0 keeps everything");
+    assert_eq!(
+        log.enforce_retention(later).unwrap(),
+        0,
+        "a hold at 0 keeps everything"
+    );
     log.hold("sink_a", 0, 200);
     let deleted = log.enforce_retention(later).unwrap();
     assert!(deleted > 0);
@@ -155,6 +181,10 @@ async fn retention_deletes_old_segments_but_respects_holds() {
     assert!(after.first_seq <= 200 && after.first_seq > 0, "{after:?}");
     log.release("sink_a");
     log.enforce_retention(later).unwrap();
-    assert_eq!(log.shard_stats()[0].segments, 1, "only the active segment remains");
+    assert_eq!(
+        log.shard_stats()[0].segments,
+        1,
+        "only the active segment remains"
+    );
     assert_eq!(log.shard_stats()[0].next_seq, 400);
 }

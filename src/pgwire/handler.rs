@@ -46,7 +46,9 @@ impl ConnectionHandlers {
         let df = Arc::new(DfSessionService::new(ctx));
         ConnectionHandlers {
             session: Arc::new(Session {
-                parser: Arc::new(RoutingParser { df_parser: df.query_parser() }),
+                parser: Arc::new(RoutingParser {
+                    df_parser: df.query_parser(),
+                }),
                 engine,
                 df,
             }),
@@ -102,7 +104,11 @@ impl Session {
         let (tag, outcomes) = match parsed {
             Parsed::CreateStream(create) => (
                 "CREATE STREAM",
-                vec![self.engine.create_stream(create).await.map_err(to_pg_error)?],
+                vec![self
+                    .engine
+                    .create_stream(create)
+                    .await
+                    .map_err(to_pg_error)?],
             ),
             Parsed::DropStream(drop) => (
                 "DROP STREAM",
@@ -114,7 +120,9 @@ impl Session {
             if let DdlOutcome::Skipped(msg) = outcome {
                 let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), msg);
                 client
-                    .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(notice)))
+                    .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                        notice,
+                    )))
                     .await?;
             }
         }
@@ -261,7 +269,9 @@ impl QueryParser for RoutingParser {
     }
 
     fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.df_parser.get_parameter_types(stmt).map_err(map_pg_error)
+        self.df_parser
+            .get_parameter_types(stmt)
+            .map_err(map_pg_error)
     }
 
     fn get_result_schema(

@@ -18,7 +18,11 @@ pub use handler::ConnectionHandlers;
 
 /// Serves connections until `shutdown` flips to true, then returns once
 /// accepting has stopped (in-flight statements finish on their own tasks).
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let slots = Arc::new(Semaphore::new(engine.config.limits.max_connections.max(1)));
     let connections = Arc::new(pgwire::api::ConnectionManager::new());
     loop {

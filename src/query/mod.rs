@@ -8,8 +8,8 @@ mod system;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::catalog::CatalogProvider;
+use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
@@ -27,7 +27,10 @@ pub const PUBLIC_SCHEMA: &str = "public";
 pub const SYSTEM_SCHEMA: &str = "sluice";
 
 /// Builds the template context every connection's session is cloned from.
-pub fn template_context(registry: Arc<Registry>, max_statement_bytes: u64) -> Result<SessionContext> {
+pub fn template_context(
+    registry: Arc<Registry>,
+    max_statement_bytes: u64,
+) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
@@ -44,7 +47,8 @@ pub fn template_context(registry: Arc<Registry>, max_statement_bytes: u64) -> Re
     )?;
     catalog.register_schema(SYSTEM_SCHEMA, Arc::new(SystemSchema { registry }))?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
-    setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider).map_err(|e| Error::from_datafusion(*e))?;
+    setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
+        .map_err(|e| Error::from_datafusion(*e))?;
     Ok(ctx)
 }
 
@@ -64,14 +68,17 @@ struct StreamSchema {
 #[async_trait]
 impl SchemaProvider for StreamSchema {
     fn table_names(&self) -> Vec<String> {
-        self.registry.list().iter().map(|s| s.def.name.clone()).collect()
+        self.registry
+            .list()
+            .iter()
+            .map(|s| s.def.name.clone())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self
-            .registry
-            .get(name)
-            .map(|s| Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>))
+        Ok(self.registry.get(name).map(|s| {
+            Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>
+        }))
     }
 
     fn register_table(
@@ -99,14 +106,19 @@ struct SystemSchema {
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        SystemRelation::ALL.iter().map(|r| r.name().to_string()).collect()
+        SystemRelation::ALL
+            .iter()
+            .map(|r| r.name().to_string())
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Ok(SystemRelation::ALL
             .iter()
             .find(|r| r.name() == name)
-            .map(|r| Arc::new(SystemTable::new(*r, self.registry.clone())) as Arc<dyn TableProvider>))
+            .map(|r| {
+                Arc::new(SystemTable::new(*r, self.registry.clone())) as Arc<dyn TableProvider>
+            }))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -191,7 +191,9 @@ impl PartitionStream for ShardScan {
                 Some((decoded, next))
             }
         });
-        let stream = chunks.try_filter(|b| futures::future::ready(b.num_rows() > 0)).boxed();
+        let stream = chunks
+            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+            .boxed();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }
 }

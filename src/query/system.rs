@@ -89,26 +89,56 @@ impl SystemTable {
             SystemRelation::Streams => {
                 let stats: Vec<_> = streams.iter().map(|s| s.log.shard_stats()).collect();
                 let last = |s: &[crate::log::ShardStats]| {
-                    s.iter().filter(|x| x.next_seq > 0).map(|x| x.next_seq as i64 - 1).max()
+                    s.iter()
+                        .filter(|x| x.next_seq > 0)
+                        .map(|x| x.next_seq as i64 - 1)
+                        .max()
                 };
                 let first = |s: &[crate::log::ShardStats]| {
-                    s.iter().filter(|x| x.records > 0).map(|x| x.first_seq as i64).min()
+                    s.iter()
+                        .filter(|x| x.records > 0)
+                        .map(|x| x.first_seq as i64)
+                        .min()
                 };
                 vec![
-                    Arc::new(StringArray::from_iter_values(streams.iter().map(|s| s.def.name.as_str()))),
-                    Arc::new(Int32Array::from_iter_values(streams.iter().map(|s| s.def.shards as i32))),
-                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.partition_key.as_deref()))),
-                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.retention.as_deref()))),
-                    Arc::new(StringArray::from_iter(streams.iter().map(|s| s.def.event_time.as_deref()))),
-                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.records as i64).sum()))),
-                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.bytes as i64).sum()))),
+                    Arc::new(StringArray::from_iter_values(
+                        streams.iter().map(|s| s.def.name.as_str()),
+                    )),
+                    Arc::new(Int32Array::from_iter_values(
+                        streams.iter().map(|s| s.def.shards as i32),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        streams.iter().map(|s| s.def.partition_key.as_deref()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        streams.iter().map(|s| s.def.retention.as_deref()),
+                    )),
+                    Arc::new(StringArray::from_iter(
+                        streams.iter().map(|s| s.def.event_time.as_deref()),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        stats
+                            .iter()
+                            .map(|s| s.iter().map(|x| x.records as i64).sum()),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        stats.iter().map(|s| s.iter().map(|x| x.bytes as i64).sum()),
+                    )),
                     Arc::new(Int64Array::from_iter(stats.iter().map(|s| first(s)))),
                     Arc::new(Int64Array::from_iter(stats.iter().map(|s| last(s)))),
-                    Arc::new(Int64Array::from_iter_values(stats.iter().map(|s| s.iter().map(|x| x.segments as i64).sum()))),
-                    Arc::new(Int32Array::from_iter_values(streams.iter().map(|s| s.def.schema_version as i32))),
+                    Arc::new(Int64Array::from_iter_values(
+                        stats
+                            .iter()
+                            .map(|s| s.iter().map(|x| x.segments as i64).sum()),
+                    )),
+                    Arc::new(Int32Array::from_iter_values(
+                        streams.iter().map(|s| s.def.schema_version as i32),
+                    )),
                     Arc::new(
-                        TimestampMillisecondArray::from_iter_values(streams.iter().map(|s| s.def.created_at_ms))
-                            .with_timezone("UTC"),
+                        TimestampMillisecondArray::from_iter_values(
+                            streams.iter().map(|s| s.def.created_at_ms),
+                        )
+                        .with_timezone("UTC"),
                     ),
                 ]
             }
@@ -127,15 +157,23 @@ impl SystemTable {
                 vec![
                     Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
                     Arc::new(Int32Array::from_iter_values(rows.iter().map(|r| r.1))),
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.records as i64))),
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.bytes as i64))),
-                    Arc::new(Int64Array::from_iter(
-                        rows.iter().map(|r| (r.2.records > 0).then_some(r.2.first_seq as i64)),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.2.records as i64),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.2.bytes as i64),
                     )),
                     Arc::new(Int64Array::from_iter(
-                        rows.iter().map(|r| (r.2.next_seq > 0).then(|| r.2.next_seq as i64 - 1)),
+                        rows.iter()
+                            .map(|r| (r.2.records > 0).then_some(r.2.first_seq as i64)),
                     )),
-                    Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.2.segments as i64))),
+                    Arc::new(Int64Array::from_iter(
+                        rows.iter()
+                            .map(|r| (r.2.next_seq > 0).then(|| r.2.next_seq as i64 - 1)),
+                    )),
+                    Arc::new(Int64Array::from_iter_values(
+                        rows.iter().map(|r| r.2.segments as i64),
+                    )),
                 ]
             }
         };

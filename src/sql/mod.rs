@@ -119,7 +119,9 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
 
 fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
     let Statement::CreateTable(ct) = parse_one(&as_table_statement(stmt))? else {
-        return Err(Error::Syntax("expected CREATE STREAM name (columns) [WITH (...)]".into()));
+        return Err(Error::Syntax(
+            "expected CREATE STREAM name (columns) [WITH (...)]".into(),
+        ));
     };
     let name = object_name(&ct.name)?;
     if ct.query.is_some() {
@@ -128,7 +130,9 @@ fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
         ));
     }
     if ct.columns.is_empty() {
-        return Err(Error::Syntax(format!("stream \"{name}\" needs at least one column")));
+        return Err(Error::Syntax(format!(
+            "stream \"{name}\" needs at least one column"
+        )));
     }
     if !ct.constraints.is_empty() {
         return Err(Error::FeatureNotSupported(
@@ -139,7 +143,9 @@ fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
     for col in &ct.columns {
         let col_name = ident_name(&col.name);
         if columns.iter().any(|c| c.name == col_name) {
-            return Err(Error::Syntax(format!("column \"{col_name}\" specified more than once")));
+            return Err(Error::Syntax(format!(
+                "column \"{col_name}\" specified more than once"
+            )));
         }
         let mut nullable = true;
         for opt in &col.options {
@@ -171,7 +177,11 @@ fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
     let options = match &ct.table_options {
         CreateTableOptions::None => Vec::new(),
         CreateTableOptions::With(opts) => opts.clone(),
-        _ => return Err(Error::Syntax(format!("stream options go in WITH (...); valid options: {STREAM_OPTIONS}"))),
+        _ => {
+            return Err(Error::Syntax(format!(
+                "stream options go in WITH (...); valid options: {STREAM_OPTIONS}"
+            )))
+        }
     };
     for opt in &options {
         apply_option(&mut create, opt)?;
@@ -203,7 +213,10 @@ fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
     };
     match key.as_str() {
         "shards" => {
-            let n = text.as_deref().and_then(|t| t.parse::<u32>().ok()).filter(|n| (1..=MAX_SHARDS).contains(n));
+            let n = text
+                .as_deref()
+                .and_then(|t| t.parse::<u32>().ok())
+                .filter(|n| (1..=MAX_SHARDS).contains(n));
             create.shards = n.ok_or_else(|| {
                 Error::InvalidParameter(format!(
                     "shards must be an integer from 1 to {MAX_SHARDS}, got {value}"
@@ -213,10 +226,9 @@ fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
         "partition_key" => create.partition_key = Some(column(create, "partition_key")?),
         "event_time" => {
             let name = column(create, "event_time")?;
-            let is_time = create
-                .columns
-                .iter()
-                .any(|c| c.name == name && matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz));
+            let is_time = create.columns.iter().any(|c| {
+                c.name == name && matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz)
+            });
             if !is_time {
                 return Err(Error::DatatypeMismatch(format!(
                     "event_time column \"{name}\" must be a timestamp or timestamptz"
@@ -278,7 +290,9 @@ fn parse_drop_stream(stmt: &str) -> Result<DropStream> {
             if_exists,
             cascade,
         }),
-        _ => Err(Error::Syntax("expected DROP STREAM [IF EXISTS] name [CASCADE]".into())),
+        _ => Err(Error::Syntax(
+            "expected DROP STREAM [IF EXISTS] name [CASCADE]".into(),
+        )),
     }
 }
 

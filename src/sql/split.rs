@@ -13,7 +13,10 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
             b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i)),
             b'"' => i = skip_quoted(bytes, i, b'"', false),
             b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..].iter().position(|&b| b == b'\n').map_or(bytes.len(), |p| i + p + 1);
+                i = bytes[i..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(bytes.len(), |p| i + p + 1);
             }
             b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
             b'$' => i = skip_dollar_quoted(sql, i),
@@ -90,7 +93,9 @@ fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
         .bytes()
         .position(|b| !(b.is_ascii_alphanumeric() || b == b'_'))
         .unwrap_or(rest.len());
-    if rest.as_bytes().get(tag_len) != Some(&b'$') || rest[..tag_len].starts_with(|c: char| c.is_ascii_digit()) {
+    if rest.as_bytes().get(tag_len) != Some(&b'$')
+        || rest[..tag_len].starts_with(|c: char| c.is_ascii_digit())
+    {
         return open + 1;
     }
     let delimiter = &sql[open..open + tag_len + 2];
@@ -146,13 +151,22 @@ mod tests {
 
     #[test]
     fn escapes_and_placeholders() {
-        assert_eq!(split_statements("SELECT 'it''s;'; SELECT E'\\';'"), vec!["SELECT 'it''s;'", "SELECT E'\\';'"]);
-        assert_eq!(split_statements("SELECT $1; SELECT $2"), vec!["SELECT $1", "SELECT $2"]);
+        assert_eq!(
+            split_statements("SELECT 'it''s;'; SELECT E'\\';'"),
+            vec!["SELECT 'it''s;'", "SELECT E'\\';'"]
+        );
+        assert_eq!(
+            split_statements("SELECT $1; SELECT $2"),
+            vec!["SELECT $1", "SELECT $2"]
+        );
         assert!(split_statements(" ; -- only a comment\n").is_empty());
     }
 
     #[test]
     fn leading_words_skip_comments() {
-        assert_eq!(leading_words("-- hi\n /* x */ create   stream(a int)", 2), vec!["CREATE", "STREAM"]);
+        assert_eq!(
+            leading_words("-- hi\n /* x */ create   stream(a int)", 2),
+            vec!["CREATE", "STREAM"]
+        );
     }
 }

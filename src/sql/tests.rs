@@ -17,7 +17,10 @@ fn create_stream_with_options() {
     assert!(c.if_not_exists);
     assert_eq!(c.shards, 4);
     assert_eq!(c.partition_key.as_deref(), Some("user_id"));
-    assert_eq!(c.retention.as_ref().unwrap().1, Duration::from_secs(7 * 86400));
+    assert_eq!(
+        c.retention.as_ref().unwrap().1,
+        Duration::from_secs(7 * 86400)
+    );
     assert_eq!(c.columns[3].name, "Url");
     assert_eq!(c.columns[0].sql_type, SqlType::Timestamp);
     assert!(!c.columns[0].nullable && c.columns[1].nullable);
@@ -29,11 +32,26 @@ fn bad_options_get_precise_errors() {
     let e = err("CREATE STREAM s (a INT) WITH (shard = 2)");
     assert_eq!(e.sqlstate(), "42601");
     assert!(e.to_string().contains("valid options: shards"), "{e}");
-    assert_eq!(err("CREATE STREAM s (a INT) WITH (shards = 0)").sqlstate(), "22023");
-    assert_eq!(err("CREATE STREAM s (a INT) WITH (shards = 100000)").sqlstate(), "22023");
-    assert_eq!(err("CREATE STREAM s (a INT) WITH (partition_key = 'b')").sqlstate(), "42703");
-    assert_eq!(err("CREATE STREAM s (a INT) WITH (retention = 'soon')").sqlstate(), "22023");
-    assert_eq!(err("CREATE STREAM s (a INT) WITH (event_time = 'a')").sqlstate(), "42804");
+    assert_eq!(
+        err("CREATE STREAM s (a INT) WITH (shards = 0)").sqlstate(),
+        "22023"
+    );
+    assert_eq!(
+        err("CREATE STREAM s (a INT) WITH (shards = 100000)").sqlstate(),
+        "22023"
+    );
+    assert_eq!(
+        err("CREATE STREAM s (a INT) WITH (partition_key = 'b')").sqlstate(),
+        "42703"
+    );
+    assert_eq!(
+        err("CREATE STREAM s (a INT) WITH (retention = 'soon')").sqlstate(),
+        "22023"
+    );
+    assert_eq!(
+        err("CREATE STREAM s (a INT) WITH (event_time = 'a')").sqlstate(),
+        "42804"
+    );
     assert_eq!(err("CREATE STREAM s (a INT, a TEXT)").sqlstate(), "42601");
     assert_eq!(err("CREATE STREAM s (a INTERVAL)").sqlstate(), "0A000");
     assert_eq!(err("CREATE STREAM s (a INT").sqlstate(), "42601");

@@ -1,0 +1,178 @@
+//! Starts the real `sluice` binary on port 0 with a data directory and
+//! talks to it as clients do.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+pub struct Server {
+    child: Option<Child>,
+    _stdout: Option<BufReader<ChildStdout>>,
+    pub pg_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// A server on a fresh temporary data directory.
+    pub fn start() -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut server = Server::start_in(tmp.path());
+        server._tmp = Some(tmp);
+        server
+    }
+
+    /// A server on `data_dir` (which may hold an earlier server's data).
+    pub fn start_in(data_dir: &Path) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .expect("server log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([
+                "serve",
+                "--pg-addr",
+                "127.0.0.1:0",
+                "--http-addr",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn sluice");
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("read address line");
+        let addr = |key: &str| -> SocketAddr {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .unwrap_or_else(|| {
+                    panic!(
+                        "no {key} in {line:?}; see {}",
+                        data_dir.with_extension("log").display()
+                    )
+                })
+                .parse()
+                .expect("address")
+        };
+        Server {
+            pg_addr: addr("pg="),
+            http_addr: addr("http="),
+            child: Some(child),
+            _stdout: Some(stdout),
+            _tmp: None,
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let (client, conn) = tokio_postgres::connect(&self.conninfo(), NoTls)
+            .await
+            .expect("connect to sluice");
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        client
+    }
+
+    pub fn conninfo(&self) -> String {
+        format!(
+            "host={} port={} user=sluice dbname=sluice",
+            self.pg_addr.ip(),
+            self.pg_addr.port()
+        )
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// SIGTERM, then the exit status (clean shutdown).
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running server");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs the real `psql` with `script` on stdin; returns (stdout, stderr, success).
+    pub fn psql(&self, script: &str) -> (String, String, bool) {
+        use std::io::Write;
+        let mut child = Command::new("psql")
+            .args([
+                "-X",
+                "-h",
+                &self.pg_addr.ip().to_string(),
+                "-p",
+                &self.pg_addr.port().to_string(),
+            ])
+            .args([
+                "-U",
+                "sluice",
+                "-d",
+                "sluice",
+                "-v",
+                "ON_ERROR_STOP=0",
+                "-f",
+                "-",
+            ])
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("psql is installed");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(script.as_bytes())
+            .expect("write script");
+        let out = child.wait_with_output().expect("psql output");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.success(),
+        )
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The SQLSTATE of a failed statement.
+pub fn sqlstate(err: &tokio_postgres::Error) -> String {
+    err.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {err}"))
+}

@@ -1,0 +1,142 @@
+//! The extended query protocol (what tokio-postgres, psycopg and JDBC use):
+//! prepared statements with typed parameters, errors with SQLSTATEs, and a
+//! connection that sends garbage.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::{sqlstate, Server};
+
+#[tokio::test]
+async fn prepared_inserts_and_selects_with_parameters() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM events (at TIMESTAMP NOT NULL, id BIGINT NOT NULL, name TEXT, score DOUBLE PRECISION) \
+             WITH (shards = 2, partition_key = 'id')",
+        )
+        .await
+        .unwrap();
+    let insert = client
+        .prepare("INSERT INTO events (at, id, name, score) VALUES ($1, $2, $3, $4)")
+        .await
+        .unwrap();
+    // 2026-11-25 13:00:00 UTC
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_611_600);
+    for i in 0..20i64 {
+        let name = (i % 2 == 0).then(|| format!("n{i}"));
+        let n = client
+            .execute(&insert, &[&at, &i, &name, &(i as f64 / 2.0)])
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    let rows = client
+        .query(
+            "SELECT id, name, score FROM events WHERE id >= $1 ORDER BY id",
+            &[&15i64],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, vec![15, 16, 17, 18, 19]);
+    let names: Vec<Option<String>> = rows.iter().map(|r| r.get(1)).collect();
+    assert_eq!(names[1].as_deref(), Some("n16"));
+    assert_eq!(names[0], None);
+    let score: f64 = rows[4].get(2);
+    assert_eq!(score, 9.5);
+    let stored: std::time::SystemTime = client
+        .query_one("SELECT at FROM events WHERE id = $1", &[&3i64])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, at);
+
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 20);
+}
+
+#[tokio::test]
+async fn extended_protocol_errors_carry_sqlstates() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM s (t TIMESTAMP NOT NULL, n INT)")
+        .await
+        .unwrap();
+    let err = client
+        .query("SELECT * FROM missing", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let err = client
+        .execute("CREATE STREAM s (a INT)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P07");
+    let err = client
+        .execute("INSERT INTO s VALUES (NULL, 1)", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "23502");
+    assert!(err.as_db_error().unwrap().message().contains("\"t\""));
+    // DDL through the extended protocol answers with its command tag.
+    let n = client.execute("DROP STREAM s", &[]).await.unwrap();
+    assert_eq!(n, 0);
+    let err = client.query("SELECT * FROM s", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+}
+
+#[tokio::test]
+async fn sessions_do_not_share_settings() {
+    let server = Server::start();
+    let a = server.client().await;
+    let b = server.client().await;
+    a.batch_execute("SET datafusion.execution.batch_size = 7")
+        .await
+        .unwrap();
+    assert_eq!(show(&a, "datafusion.execution.batch_size").await, "7");
+    assert_eq!(show(&b, "datafusion.execution.batch_size").await, "8192");
+}
+
+async fn show(c: &tokio_postgres::Client, setting: &str) -> String {
+    c.query_one(
+        "SELECT value FROM information_schema.df_settings WHERE name = $1",
+        &[&setting],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+#[tokio::test]
+async fn garbage_on_the_pg_port_closes_only_that_connection() {
+    let server = Server::start();
+    let mut sock = tokio::net::TcpStream::connect(server.pg_addr)
+        .await
+        .unwrap();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let _ = sock.write_all(&garbage).await;
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match sock.read(&mut buf).await {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert_eq!(closed, Ok(true), "server should close a garbage connection");
+    let client = server.client().await;
+    let one: i64 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}

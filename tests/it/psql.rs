@@ -1,0 +1,80 @@
+//! The real `psql` binary: command tags and meta-commands.
+
+use crate::harness::Server;
+
+#[test]
+fn psql_sees_tags_tables_and_columns() {
+    let server = Server::start();
+    let (out, err, ok) = server.psql(
+        "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT) \
+           WITH (shards = 4, partition_key = 'user_id');\n\
+         INSERT INTO clicks VALUES ('2026-11-25 13:00:01', 7, 'a@x.io', '/home', 200), ('2026-11-25 13:00:02', 8, NULL, '/buy', 500);\n\
+         SELECT url, count(*) FROM clicks WHERE status = 200 GROUP BY url;\n\
+         \\dt\n\
+         \\d clicks\n\
+         \\l\n\
+         \\dn\n\
+         SHOW STREAMS;\n\
+         DROP STREAM clicks;\n",
+    );
+    assert!(ok, "psql failed: {err}");
+    assert!(err.is_empty(), "unexpected errors: {err}");
+    assert!(out.contains("CREATE STREAM"), "{out}");
+    assert!(out.contains("INSERT 0 2"), "{out}");
+    assert!(out.contains("/home |        1"), "{out}");
+    assert!(out.contains("(1 row)"), "{out}");
+    // \dt lists the stream as a table in schema public.
+    assert!(out.contains(" public | clicks  | table"), "{out}");
+    // \d shows columns, Postgres type names and NOT NULL.
+    assert!(out.contains("Table \"public.clicks\""), "{out}");
+    assert!(
+        out.lines().any(|l| l.contains("event_time")
+            && l.contains("timestamp without time zone")
+            && l.contains("not null")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.contains("user_id") && l.contains("bigint")),
+        "{out}"
+    );
+    // \l lists the database, \dn the schemas.
+    assert!(
+        out.lines().any(|l| l.trim_start().starts_with("sluice ")),
+        "{out}"
+    );
+    assert!(
+        out.lines().any(|l| l.trim() == "sluice | postgres"),
+        "{out}"
+    );
+    assert!(out.contains("DROP STREAM"), "{out}");
+}
+
+#[test]
+fn psql_reports_errors_with_codes_and_notices() {
+    let server = Server::start();
+    let (_out, err, _) = server.psql(
+        "\\set VERBOSITY verbose\n\
+         CREATE STREAM s (a INT);\n\
+         CREATE STREAM s (a INT);\n\
+         CREATE STREAM IF NOT EXISTS s (a INT);\n\
+         INSERT INTO s VALUES ('x');\n\
+         SELECT * FROM t;\n",
+    );
+    assert!(
+        err.contains("ERROR:  42P07: relation \"s\" already exists"),
+        "{err}"
+    );
+    assert!(
+        err.contains("NOTICE:  00000: relation \"s\" already exists, skipping"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ERROR:  22P02: invalid input syntax for type integer: \"x\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("ERROR:  42P01: relation \"t\" does not exist"),
+        "{err}"
+    );
+}
