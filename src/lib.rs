@@ -9,6 +9,8 @@
 //! - [`sql`]: the front parser: splits statements, parses sluice's own
 //!   (`CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS`), passes the rest on.
 //! - [`types`]: the column types a stream declares and their Arrow encoding.
+//! - [`ingest`]: records (today: literal `INSERT … VALUES`) to Arrow batches,
+//!   with errors naming column and value; skips query planning.
 //! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
 //! - [`log`]: per-stream shard logs of checksummed segment files, group
 //!   commit (one fsync per shard per group), recovery, retention, followers.
@@ -27,6 +29,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod log;
 pub mod pgwire;
 pub mod query;

@@ -14,6 +14,7 @@ use datafusion::prelude::SessionContext;
 use crate::catalog::{Catalog, StreamDef};
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::ingest;
 use crate::log::{LogOptions, StreamLog};
 use crate::query;
 use crate::sql::{CreateStream, DropStream};
@@ -187,6 +188,31 @@ impl Engine {
             outcomes.push(DdlOutcome::Done);
         }
         Ok(outcomes)
+    }
+
+    /// Runs `INSERT … VALUES` of literals into a stream without the query
+    /// engine; `Ok(None)` if `stmt` is not such a statement.
+    pub async fn try_insert_values(&self, stmt: &str) -> Result<Option<u64>> {
+        let Some(insert) = ingest::plan_values_insert(&self.registry, stmt)? else {
+            return Ok(None);
+        };
+        let batch = insert.to_batch()?;
+        let bytes = batch.get_array_memory_size() as u64;
+        if bytes > self.config.limits.max_statement_bytes {
+            return Err(Error::ProgramLimit(format!(
+                "INSERT of {bytes} bytes exceeds max_statement_bytes ({}); split it or use COPY",
+                self.config.limits.max_statement_bytes
+            )));
+        }
+        let ack = insert.stream.log.append(batch).await?;
+        Ok(Some(ack.records()))
+    }
+
+    /// Whether `stmt` is an INSERT the engine runs itself (see
+    /// [`Engine::try_insert_values`]); errors found while parsing it are
+    /// reported now, as Postgres does at Parse time.
+    pub fn is_values_insert(&self, stmt: &str) -> Result<bool> {
+        Ok(ingest::plan_values_insert(&self.registry, stmt)?.is_some())
     }
 
     /// Rewrites a query-engine error about statement `stmt` into the

@@ -48,6 +48,7 @@ impl ConnectionHandlers {
             session: Arc::new(Session {
                 parser: Arc::new(RoutingParser {
                     df_parser: df.query_parser(),
+                    engine: engine.clone(),
                 }),
                 engine,
                 df,
@@ -95,7 +96,8 @@ pub struct Session {
 }
 
 impl Session {
-    /// Runs a sluice statement; `Ok(None)` if `parsed` is DataFusion's.
+    /// Runs what the engine executes itself (sluice statements, literal
+    /// INSERTs into streams); `Ok(None)` if `parsed` is for DataFusion.
     async fn run_sluice<C>(&self, client: &mut C, parsed: Parsed) -> PgWireResult<Option<Response>>
     where
         C: Sink<PgWireBackendMessage> + Unpin + Send,
@@ -114,7 +116,17 @@ impl Session {
                 "DROP STREAM",
                 self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
             ),
-            Parsed::ShowStreams | Parsed::Sql(_) => return Ok(None),
+            Parsed::Sql(text) => {
+                return Ok(self
+                    .engine
+                    .try_insert_values(&text)
+                    .await
+                    .map_err(to_pg_error)?
+                    .map(|rows| {
+                        Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
+                    }));
+            }
+            Parsed::ShowStreams => return Ok(None),
         };
         for outcome in outcomes {
             if let DdlOutcome::Skipped(msg) = outcome {
@@ -229,6 +241,7 @@ impl ExtendedQueryHandler for Session {
 /// `(text, None)`, executed by [`Session`]; the rest is DataFusion's.
 pub struct RoutingParser {
     df_parser: Arc<datafusion_postgres::Parser>,
+    engine: Arc<Engine>,
 }
 
 #[async_trait]
@@ -254,6 +267,9 @@ impl QueryParser for RoutingParser {
             return Ok(None);
         };
         match sql::parse(stmt).map_err(to_pg_error)? {
+            Parsed::Sql(_) if self.engine.is_values_insert(stmt).map_err(to_pg_error)? => {
+                Ok(Some((stmt.to_string(), None)))
+            }
             Parsed::Sql(sql) => self
                 .df_parser
                 .parse_sql(client, &sql, types)

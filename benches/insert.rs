@@ -1,0 +1,268 @@
+//! INSERT throughput and latency over pgwire: sluice against PostgreSQL 15
+//! (fsync = on, synchronous_commit = on) on the same machine, in one run.
+//!
+//! `cargo bench --bench insert` (release build of sluice; PostgreSQL from
+//! `initdb`/`pg_ctl` on the PATH or under /usr/lib/postgresql/*/bin).
+//! `SLUICE_BENCH_SECONDS` sets the length of each measurement (default 5).
+//! Prints one markdown table: rows/s, p50/p99 statement latency, and the
+//! sluice/PostgreSQL throughput ratio.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_postgres::{Client, NoTls};
+
+const CREATE_SQL: &str =
+    "(event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT)";
+
+struct Measurement {
+    rows_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn connect(conninfo: &str) -> Client {
+    let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+fn insert_sql(table: &str, rows: usize, salt: usize) -> String {
+    let values: Vec<String> = (0..rows)
+        .map(|i| {
+            format!(
+                "('2026-11-25 13:00:{:02}', {}, 'user{}@example.com', '/page/{}', 200)",
+                i % 60,
+                salt * 1000 + i,
+                i,
+                i % 17
+            )
+        })
+        .collect();
+    format!("INSERT INTO {table} VALUES {}", values.join(", "))
+}
+
+async fn measure(
+    conninfo: &str,
+    table: &str,
+    clients: usize,
+    rows: usize,
+    duration: Duration,
+) -> Measurement {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let conninfo = conninfo.to_string();
+        let sql = Arc::new(insert_sql(table, rows, c));
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conninfo).await;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let n = client.execute(sql.as_str(), &[]).await.expect("insert");
+                assert_eq!(n as usize, rows);
+                latencies.push(start.elapsed());
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct =
+        |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)].as_secs_f64() * 1e3;
+    Measurement {
+        rows_per_sec: (all.len() * rows) as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+    }
+}
+
+struct Sluice {
+    child: Child,
+    conninfo: String,
+    _dir: tempfile::TempDir,
+}
+
+fn start_sluice() -> Sluice {
+    let bin = std::env::var("SLUICE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+            PathBuf::from(target).join("release").join("sluice")
+        });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(&bin)
+        .args([
+            "serve",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("address line");
+    let addr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("pg="))
+        .expect("pg address")
+        .to_string();
+    let (host, port) = addr.rsplit_once(':').expect("host:port");
+    Sluice {
+        child,
+        conninfo: format!("host={host} port={port} user=sluice dbname=sluice"),
+        _dir: dir,
+    }
+}
+
+struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    conninfo: String,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+/// PostgreSQL refuses to run as root; run its tools as user `postgres` then.
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+fn start_postgres(port: u16) -> Postgres {
+    let bin = pg_bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("pgdata");
+    std::fs::create_dir(&data).expect("pgdata");
+    let _ = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir.path())
+        .status();
+    let _ = Command::new("chmod").args(["755"]).arg(dir.path()).status();
+    let ok = pg_command(&bin, "initdb")
+        .args(["-D"])
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("initdb");
+    assert!(ok.success(), "initdb failed");
+    let opts = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on -c synchronous_commit=on -c max_connections=100",
+        dir.path().display()
+    );
+    let ok = pg_command(&bin, "pg_ctl")
+        .args(["-D"])
+        .arg(&data)
+        .args(["-o", &opts, "-l"])
+        .arg(dir.path().join("pg.log"))
+        .args(["-w", "start"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("pg_ctl start");
+    assert!(ok.success(), "pg_ctl start failed");
+    Postgres {
+        bin,
+        data,
+        conninfo: format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        _dir: dir,
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .status();
+    }
+}
+
+impl Drop for Sluice {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let seconds: u64 = std::env::var("SLUICE_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let sluice = start_sluice();
+    let postgres = start_postgres(55432);
+    connect(&sluice.conninfo)
+        .await
+        .batch_execute(&format!(
+            "CREATE STREAM clicks {CREATE_SQL} WITH (shards = 4, partition_key = 'user_id')"
+        ))
+        .await
+        .expect("create stream");
+    connect(&postgres.conninfo)
+        .await
+        .batch_execute(&format!("CREATE TABLE clicks {CREATE_SQL}"))
+        .await
+        .expect("create table");
+
+    println!("| rows/stmt | clients | sluice rows/s | p50 ms | p99 ms | PostgreSQL rows/s | p50 ms | p99 ms | ratio |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for rows in [1usize, 100] {
+        for clients in [1usize, 4, 16] {
+            let s = measure(&sluice.conninfo, "clicks", clients, rows, duration).await;
+            let p = measure(&postgres.conninfo, "clicks", clients, rows, duration).await;
+            println!(
+                "| {rows} | {clients} | {:.0} | {:.2} | {:.2} | {:.0} | {:.2} | {:.2} | {:.1}× |",
+                s.rows_per_sec,
+                s.p50_ms,
+                s.p99_ms,
+                p.rows_per_sec,
+                p.p50_ms,
+                p.p99_ms,
+                s.rows_per_sec / p.rows_per_sec
+            );
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Decoding records into Arrow batches of a stream's schema, with errors
+//! that name the column and value. Today: `INSERT … VALUES` of literals
+//! (the hot path of psql and drivers, which skips query planning). Bad
+//! input is refused as a whole statement; nothing of it is written.
+
+mod values;
+
+pub use values::{plan_values_insert, ValuesInsert};

@@ -1,0 +1,198 @@
+//! `INSERT INTO stream [(cols)] VALUES (literal, …), …` straight to a
+//! RecordBatch: literals are collected per column as text and cast once per
+//! column to the declared type, like Postgres coerces untyped literals.
+//! Anything else (expressions, placeholders, SELECT sources) returns `None`
+//! and goes through the query engine instead.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
+use datafusion::arrow::compute::{cast_with_options, CastOptions};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::sql::sqlparser::ast::{
+    Expr, SetExpr, Statement, TableObject, UnaryOperator, Value,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
+
+use crate::engine::{Registry, Stream};
+use crate::error::{Error, Result};
+use crate::sql::{leading_words, object_name};
+
+/// A parsed literal INSERT: the target and its rows, not yet converted.
+pub struct ValuesInsert {
+    pub stream: Arc<Stream>,
+    /// For each VALUES position, the stream column it fills.
+    targets: Vec<usize>,
+    /// Row-major literal text; `None` is SQL NULL.
+    rows: Vec<Vec<Option<String>>>,
+}
+
+/// Recognises a literal-only INSERT into a stream; `Ok(None)` when the
+/// statement is something else (left to the query engine).
+pub fn plan_values_insert(registry: &Registry, stmt: &str) -> Result<Option<ValuesInsert>> {
+    let words = leading_words(stmt, 2);
+    if words.first().map(String::as_str) != Some("INSERT") {
+        return Ok(None);
+    }
+    let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, stmt) else {
+        return Ok(None);
+    };
+    let Some(Statement::Insert(insert)) = parsed.pop() else {
+        return Ok(None);
+    };
+    if insert.on.is_some()
+        || insert.returning.is_some()
+        || insert.overwrite
+        || !insert.assignments.is_empty()
+    {
+        return Ok(None);
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return Ok(None);
+    };
+    let Some(stream) = object_name(name).ok().and_then(|n| registry.get(&n)) else {
+        return Ok(None);
+    };
+    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+        return Ok(None);
+    };
+    let mut rows = Vec::with_capacity(values.rows.len());
+    for row in &values.rows {
+        let mut literals = Vec::with_capacity(row.content.len());
+        for expr in &row.content {
+            match literal_text(expr) {
+                Some(lit) => literals.push(lit),
+                None => return Ok(None),
+            }
+        }
+        rows.push(literals);
+    }
+    let relation = &stream.def.name;
+    let targets: Vec<usize> = if insert.columns.is_empty() {
+        (0..stream.def.columns.len()).collect()
+    } else {
+        let mut targets = Vec::with_capacity(insert.columns.len());
+        for column in &insert.columns {
+            let name = object_name(column)?;
+            let index = stream
+                .def
+                .columns
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| {
+                    Error::UndefinedColumn(format!(
+                        "column \"{name}\" of relation \"{relation}\" does not exist"
+                    ))
+                })?;
+            if targets.contains(&index) {
+                return Err(Error::Syntax(format!(
+                    "column \"{name}\" specified more than once"
+                )));
+            }
+            targets.push(index);
+        }
+        targets
+    };
+    for row in &rows {
+        if row.len() > targets.len() {
+            return Err(Error::Syntax(
+                "INSERT has more expressions than target columns".into(),
+            ));
+        }
+        if row.len() < targets.len() && !insert.columns.is_empty() {
+            return Err(Error::Syntax(
+                "INSERT has more target columns than expressions".into(),
+            ));
+        }
+    }
+    Ok(Some(ValuesInsert {
+        stream,
+        targets,
+        rows,
+    }))
+}
+
+/// The text of a literal (`'x'`, `42`, `-1.5`, `true`, `NULL`), or `None`
+/// for anything that needs evaluation.
+fn literal_text(expr: &Expr) -> Option<Option<String>> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::Null => Some(None),
+            Value::SingleQuotedString(s) | Value::EscapedStringLiteral(s) => Some(Some(s.clone())),
+            Value::Number(n, _) => Some(Some(n.clone())),
+            Value::Boolean(b) => Some(Some(b.to_string())),
+            _ => None,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Minus,
+            expr,
+        } => match expr.as_ref() {
+            Expr::Value(v) => match &v.value {
+                Value::Number(n, _) => Some(Some(format!("-{n}"))),
+                _ => None,
+            },
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+impl ValuesInsert {
+    pub fn row_count(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Converts the literals to a batch of the stream's schema; the error
+    /// names the first bad value, its column and the relation.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        let def = &self.stream.def;
+        let schema = &self.stream.schema;
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(def.columns.len());
+        for (index, column) in def.columns.iter().enumerate() {
+            let field = schema.field(index);
+            let array = match self.targets.iter().position(|t| *t == index) {
+                Some(position) => {
+                    let text = StringArray::from_iter(
+                        self.rows.iter().map(|r| r.get(position).cloned().flatten()),
+                    );
+                    convert(&text, field.data_type()).map_err(|bad| {
+                        Error::InvalidText(format!(
+                            "invalid input syntax for type {}: \"{bad}\" (column \"{}\" of relation \"{}\")",
+                            column.sql_type.pg_name(),
+                            column.name,
+                            def.name
+                        ))
+                    })?
+                }
+                None => new_null_array(field.data_type(), self.rows.len()),
+            };
+            if !column.nullable && array.null_count() > 0 {
+                return Err(Error::NotNull(format!(
+                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
+                    column.name, def.name
+                )));
+            }
+            columns.push(array);
+        }
+        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    }
+}
+
+/// Casts a column of literal text; on failure returns the first value that
+/// does not convert.
+fn convert(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, String> {
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    if let Ok(array) = cast_with_options(text, to, &strict) {
+        return Ok(array);
+    }
+    for i in 0..text.len() {
+        if text.is_valid(i) && cast_with_options(&text.slice(i, 1), to, &strict).is_err() {
+            return Err(text.value(i).to_string());
+        }
+    }
+    Err(String::new())
+}
