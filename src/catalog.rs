@@ -34,6 +34,21 @@ pub struct StreamDef {
     /// Bumped by every schema change.
     pub schema_version: u32,
     pub created_at_ms: i64,
+    /// Set for a derived stream: the continuous query that fills it.
+    #[serde(default)]
+    pub pipeline: Option<PipelineDef>,
+}
+
+/// The continuous query behind a derived stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDef {
+    /// The SELECT as the user wrote it.
+    pub sql: String,
+    /// The one stream it reads.
+    pub source: String,
+    /// Where reading started per source shard (`start = 'earliest'` gives
+    /// the first retained record, `'latest'` the end at creation time).
+    pub start_offsets: Vec<u64>,
 }
 
 pub struct Catalog {
@@ -157,6 +172,7 @@ mod tests {
             event_time: None,
             schema_version: 1,
             created_at_ms: 0,
+            pipeline: None,
         }
     }
 

@@ -36,6 +36,9 @@ pub enum Error {
     /// 42804: a value of the wrong type where no implicit cast exists.
     #[error("{0}")]
     DatatypeMismatch(String),
+    /// 42809: the statement does not fit the object (INSERT into a derived stream).
+    #[error("{0}")]
+    WrongObjectType(String),
     /// 0A000: valid SQL that sluice does not do (yet).
     #[error("{0}")]
     FeatureNotSupported(String),
@@ -81,6 +84,7 @@ impl Error {
             Error::NotNull(_) => "23502",
             Error::InvalidParameter(_) => "22023",
             Error::DatatypeMismatch(_) => "42804",
+            Error::WrongObjectType(_) => "42809",
             Error::FeatureNotSupported(_) => "0A000",
             Error::DependentObjects(_) => "2BP01",
             Error::DiskFull(_) => "53100",
@@ -137,6 +141,7 @@ impl Error {
             Error::NotNull(_) => Error::NotNull(msg),
             Error::InvalidParameter(_) => Error::InvalidParameter(msg),
             Error::DatatypeMismatch(_) => Error::DatatypeMismatch(msg),
+            Error::WrongObjectType(_) => Error::WrongObjectType(msg),
             Error::FeatureNotSupported(_) => Error::FeatureNotSupported(msg),
             Error::DependentObjects(_) => Error::DependentObjects(msg),
             Error::DiskFull(d) => Error::DiskFull(d.clone()),

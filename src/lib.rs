@@ -14,7 +14,11 @@
 //! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
 //! - [`log`]: per-stream shard logs of checksummed segment files, group
 //!   commit (one fsync per shard per group), recovery, retention, followers.
-//! - [`engine`]: shared state (catalog + open logs + template session) and DDL.
+//! - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
+//!   physical expressions, run per micro-batch, exactly once via progress
+//!   recorded in the output frames; failed records to `sluice.errors`.
+//! - [`engine`]: shared state (catalog + open logs + pipelines + template
+//!   session) and DDL.
 //! - [`query`]: DataFusion catalog over streams and `sluice.*` system
 //!   relations; one session per connection.
 //! - [`pgwire`]: Postgres protocol handlers (simple and extended) routing
@@ -26,6 +30,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod cq;
 pub mod engine;
 pub mod error;
 pub mod http;

@@ -36,6 +36,7 @@ pub async fn start(config: Config) -> Result<Server> {
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await
         .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+    engine.start_pipelines().await?;
     let (shutdown, rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(pgwire::serve(pg_listener, engine.clone(), rx.clone())),
@@ -60,8 +61,7 @@ impl Server {
         for task in self.tasks {
             let _ = task.await;
         }
-        let engine = self.engine.clone();
-        let _ = tokio::task::spawn_blocking(move || engine.close()).await;
+        self.engine.close().await;
         tracing::info!("sluice stopped");
     }
 }

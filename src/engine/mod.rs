@@ -2,14 +2,16 @@
 //! template query session, and the DDL that changes them. Front ends
 //! (pgwire, HTTP) call into this; it calls into `catalog` and `log`.
 
+mod derived;
 mod explain;
+mod registry;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
-use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::prelude::SessionContext;
+
+pub use registry::{Registry, Stream, ERRORS_STREAM};
 
 use crate::catalog::{Catalog, StreamDef};
 use crate::config::Config;
@@ -19,43 +21,6 @@ use crate::log::{LogOptions, StreamLog};
 use crate::query;
 use crate::sql::{CreateStream, DropStream};
 use crate::types::arrow_schema;
-
-/// An open stream: its declaration and its log.
-#[derive(Debug)]
-pub struct Stream {
-    pub def: StreamDef,
-    pub schema: SchemaRef,
-    pub log: Arc<StreamLog>,
-}
-
-/// The streams that exist now, by name.
-#[derive(Debug, Default)]
-pub struct Registry {
-    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
-}
-
-impl Registry {
-    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams.read().ok()?.get(name).cloned()
-    }
-
-    pub fn list(&self) -> Vec<Arc<Stream>> {
-        self.streams
-            .read()
-            .map(|s| s.values().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    fn insert(&self, stream: Arc<Stream>) {
-        if let Ok(mut s) = self.streams.write() {
-            s.insert(stream.def.name.clone(), stream);
-        }
-    }
-
-    fn remove(&self, name: &str) -> Option<Arc<Stream>> {
-        self.streams.write().ok()?.remove(name)
-    }
-}
 
 /// What a DDL statement did, for the command tag and notices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -92,11 +57,20 @@ impl Engine {
         let registry = Arc::new(Registry::default());
         for def in catalog.streams()? {
             let stream = open_stream(&config, def)?;
-            registry.insert(stream);
+            if stream.def.name == ERRORS_STREAM {
+                registry.set_errors(stream);
+            } else {
+                registry.insert(stream);
+            }
+        }
+        if registry.errors().is_none() {
+            let def = catalog.create_stream(derived::errors_stream_def())?;
+            registry.set_errors(open_stream(&config, def)?);
         }
         let known: Vec<String> = registry
             .list()
             .iter()
+            .chain(registry.errors().iter())
             .map(|s| s.def.id.to_string())
             .collect();
         for entry in std::fs::read_dir(config.data_dir.join("streams"))?.flatten() {
@@ -144,6 +118,7 @@ impl Engine {
             event_time: create.event_time,
             schema_version: 1,
             created_at_ms: now_ms(),
+            pipeline: None,
         };
         let def = self.catalog.create_stream(def)?;
         let stream = match open_stream(&self.config, def.clone()) {
@@ -160,34 +135,68 @@ impl Engine {
 
     pub async fn drop_stream(&self, drop: DropStream) -> Result<Vec<DdlOutcome>> {
         let _guard = self.ddl_lock.lock().await;
-        // Check all names first, so a failing DROP a, b drops neither.
-        for name in &drop.names {
-            if self.registry.get(name).is_none() && !drop.if_exists {
-                return Err(Error::UndefinedTable(name.clone()));
-            }
-        }
+        // Check every name first, so a failing DROP a, b drops neither.
+        let mut doomed: Vec<Arc<Stream>> = Vec::new();
         let mut outcomes = Vec::new();
         for name in &drop.names {
             let Some(stream) = self.registry.get(name) else {
+                if !drop.if_exists {
+                    return Err(Error::UndefinedTable(name.clone()));
+                }
                 outcomes.push(DdlOutcome::Skipped(format!(
                     "stream \"{name}\" does not exist, skipping"
                 )));
                 continue;
             };
-            self.catalog.drop_stream(name)?;
-            self.registry.remove(name);
-            stream.log.close();
-            let dir: PathBuf = stream.log.dir().to_path_buf();
-            // Deleting data is off the statement's critical path; a crash
-            // before it finishes is cleaned up at the next start.
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = std::fs::remove_dir_all(&dir) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove dropped stream's log");
-                }
-            });
+            let dependents = self.registry.dependents(name);
+            if !dependents.is_empty() && !drop.cascade {
+                let names: Vec<String> = dependents
+                    .iter()
+                    .map(|d| format!("stream {}", d.def.name))
+                    .collect();
+                return Err(Error::DependentObjects(format!(
+                    "cannot drop stream {name} because other objects depend on it: {}; use DROP STREAM ... CASCADE to drop the dependent objects too",
+                    names.join(", ")
+                )));
+            }
+            self.collect_with_dependents(stream, &mut doomed);
             outcomes.push(DdlOutcome::Done);
         }
+        // Dependents before what they read, so no pipeline outlives its source.
+        for stream in doomed.iter().rev() {
+            self.drop_one(stream).await?;
+        }
         Ok(outcomes)
+    }
+
+    fn collect_with_dependents(&self, stream: Arc<Stream>, out: &mut Vec<Arc<Stream>>) {
+        if out.iter().any(|s| s.def.name == stream.def.name) {
+            return;
+        }
+        let name = stream.def.name.clone();
+        out.push(stream);
+        for dependent in self.registry.dependents(&name) {
+            self.collect_with_dependents(dependent, out);
+        }
+    }
+
+    async fn drop_one(&self, stream: &Arc<Stream>) -> Result<()> {
+        let name = &stream.def.name;
+        if let Some(pipeline) = self.registry.remove_pipeline(name) {
+            pipeline.stop().await;
+        }
+        self.catalog.drop_stream(name)?;
+        self.registry.remove(name);
+        stream.log.close();
+        let dir: PathBuf = stream.log.dir().to_path_buf();
+        // Deleting data is off the statement's critical path; a crash
+        // before it finishes is cleaned up at the next start.
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove dropped stream's log");
+            }
+        });
+        Ok(())
     }
 
     /// Runs `INSERT … VALUES` of literals into a stream without the query
@@ -236,15 +245,23 @@ impl Engine {
             .sum()
     }
 
-    /// Stops every log writer after it commits what is queued.
-    pub fn close(&self) {
-        for stream in self.registry.list() {
-            stream.log.close();
+    /// Stops the pipelines, then every log writer after it commits what
+    /// is queued.
+    pub async fn close(&self) {
+        for pipeline in self.registry.pipelines() {
+            pipeline.stop().await;
         }
+        let registry = self.registry.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            for stream in registry.list().iter().chain(registry.errors().iter()) {
+                stream.log.close();
+            }
+        })
+        .await;
     }
 }
 
-fn open_stream(config: &Config, def: StreamDef) -> Result<Arc<Stream>> {
+pub(crate) fn open_stream(config: &Config, def: StreamDef) -> Result<Arc<Stream>> {
     let schema = arrow_schema(&def.columns);
     let partition_key = def
         .partition_key

@@ -54,6 +54,9 @@ pub fn plan_values_insert(registry: &Registry, stmt: &str) -> Result<Option<Valu
     let Some(stream) = object_name(name).ok().and_then(|n| registry.get(&n)) else {
         return Ok(None);
     };
+    if !stream.accepts_inserts() {
+        return Err(crate::query::not_insertable(&stream));
+    }
     let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
         return Ok(None);
     };

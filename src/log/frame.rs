@@ -1,11 +1,15 @@
 //! The on-disk frame: one checksummed unit of a shard log.
 //!
 //! ```text
-//! 0      4            8       12             16         24               32
-//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | payload (Arrow IPC stream) |
+//! 0      4            8       12             16         24               32           40
+//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_seq | payload (Arrow IPC stream) |
 //! ```
-//! The CRC covers bytes 12..32 of the header and the payload, so a frame
+//! The CRC covers bytes 12..40 of the header and the payload, so a frame
 //! whose sequence number, count or bytes were damaged is never served.
+//! `source_seq` is where a pipeline's input stood after this frame's rows
+//! (`u64::MAX` when the frame was not written by a pipeline): recording it
+//! in the same frame as the output makes output and progress one atomic
+//! write.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -18,7 +22,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 
 pub const FRAME_MAGIC: u32 = 0x534c_4346;
-pub const FRAME_HEADER_BYTES: usize = 32;
+pub const FRAME_HEADER_BYTES: usize = 40;
+const NO_SOURCE_SEQ: u64 = u64::MAX;
 /// The largest payload a frame may carry; bounds memory when reading a
 /// damaged length field and bounds one group commit per shard.
 pub const MAX_FRAME_PAYLOAD_BYTES: usize = 512 * 1024 * 1024;
@@ -30,6 +35,7 @@ pub struct FrameHeader {
     pub record_count: u32,
     pub first_seq: u64,
     pub append_time_ms: i64,
+    pub source_seq: Option<u64>,
 }
 
 impl FrameHeader {
@@ -54,6 +60,7 @@ impl FrameHeader {
             record_count: u32_at(12),
             first_seq: u64_at(16),
             append_time_ms: u64_at(24) as i64,
+            source_seq: Some(u64_at(32)).filter(|s| *s != NO_SOURCE_SEQ),
         })
     }
 
@@ -65,7 +72,12 @@ impl FrameHeader {
 }
 
 /// Encodes a batch into a complete frame (header + payload).
-pub fn encode(first_seq: u64, append_time_ms: i64, batch: &RecordBatch) -> Result<Vec<u8>> {
+pub fn encode(
+    first_seq: u64,
+    append_time_ms: i64,
+    source_seq: Option<u64>,
+    batch: &RecordBatch,
+) -> Result<Vec<u8>> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
     {
         let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
@@ -85,6 +97,7 @@ pub fn encode(first_seq: u64, append_time_ms: i64, batch: &RecordBatch) -> Resul
     out[12..16].copy_from_slice(&record_count.to_le_bytes());
     out[16..24].copy_from_slice(&first_seq.to_le_bytes());
     out[24..32].copy_from_slice(&append_time_ms.to_le_bytes());
+    out[32..40].copy_from_slice(&source_seq.unwrap_or(NO_SOURCE_SEQ).to_le_bytes());
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -132,13 +145,14 @@ mod tests {
 
     #[test]
     fn round_trip_with_projection() {
-        let frame = encode(42, 7, &sample(5)).unwrap();
+        let frame = encode(42, 7, Some(99), &sample(5)).unwrap();
         let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
         header_bytes.copy_from_slice(&frame[..FRAME_HEADER_BYTES]);
         let header = FrameHeader::parse(&header_bytes).unwrap();
         assert_eq!(header.first_seq, 42);
         assert_eq!(header.record_count, 5);
         assert_eq!(header.append_time_ms, 7);
+        assert_eq!(header.source_seq, Some(99));
         let payload = &frame[FRAME_HEADER_BYTES..];
         assert!(header.verify(&header_bytes, payload));
         let batch = decode(payload, Some(&[1])).unwrap();
@@ -149,8 +163,8 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_fails_verification() {
-        let frame = encode(1, 0, &sample(3)).unwrap();
-        for pos in [12, 17, 30, FRAME_HEADER_BYTES + 3, frame.len() - 1] {
+        let frame = encode(1, 0, None, &sample(3)).unwrap();
+        for pos in [12, 17, 30, 37, FRAME_HEADER_BYTES + 3, frame.len() - 1] {
             let mut damaged = frame.clone();
             damaged[pos] ^= 0x10;
             let mut hb = [0u8; FRAME_HEADER_BYTES];

@@ -61,6 +61,8 @@ impl AppendAck {
 
 struct AppendRequest {
     parts: Vec<(u32, RecordBatch)>,
+    /// Pipeline progress to record with these rows (see `append_to_shard`).
+    source_seq: Option<u64>,
     reply: oneshot::Sender<Result<AppendAck>>,
 }
 
@@ -139,6 +141,37 @@ impl StreamLog {
             )));
         }
         let parts = self.route(batch)?;
+        self.submit(parts, None).await
+    }
+
+    /// Appends a batch (possibly empty) to one shard, recording in the same
+    /// frame that its writer's input has reached `source_seq`. A pipeline
+    /// uses this so that its output and its progress are one durable write;
+    /// [`StreamLog::last_source_seq`] reads the progress back.
+    pub async fn append_to_shard(
+        &self,
+        shard: u32,
+        batch: RecordBatch,
+        source_seq: u64,
+    ) -> Result<AppendAck> {
+        if shard >= self.shard_count() {
+            return Err(Error::Internal(format!("shard {shard} out of range")));
+        }
+        self.submit(vec![(shard, batch)], Some(source_seq)).await
+    }
+
+    /// The newest progress recorded by [`StreamLog::append_to_shard`].
+    pub fn last_source_seq(&self, shard: u32) -> Option<u64> {
+        self.shards
+            .get(shard as usize)
+            .and_then(|s| s.last_source_seq())
+    }
+
+    async fn submit(
+        &self,
+        parts: Vec<(u32, RecordBatch)>,
+        source_seq: Option<u64>,
+    ) -> Result<AppendAck> {
         let sender = self
             .sender
             .lock()
@@ -147,7 +180,11 @@ impl StreamLog {
             .ok_or(Error::ShuttingDown)?;
         let (reply, answer) = oneshot::channel();
         sender
-            .send(AppendRequest { parts, reply })
+            .send(AppendRequest {
+                parts,
+                source_seq,
+                reply,
+            })
             .await
             .map_err(|_| Error::ShuttingDown)?;
         answer.await.map_err(|_| Error::ShuttingDown)?
@@ -315,8 +352,14 @@ fn request_bytes(req: &AppendRequest) -> usize {
         .sum()
 }
 
+/// One request of a group: its rows per shard and pipeline progress.
+type GroupPart = (Vec<(u32, RecordBatch)>, Option<u64>);
+
 fn commit_group(shards: &[Arc<Shard>], group: Vec<AppendRequest>, segment_size_bytes: u64) {
-    let (replies, parts): (Vec<_>, Vec<_>) = group.into_iter().map(|r| (r.reply, r.parts)).unzip();
+    let (replies, parts): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .map(|r| (r.reply, (r.parts, r.source_seq)))
+        .unzip();
     match write_group(shards, &parts, segment_size_bytes) {
         Ok(acks) => {
             for (reply, ack) in replies.into_iter().zip(acks) {
@@ -342,7 +385,7 @@ fn commit_group(shards: &[Arc<Shard>], group: Vec<AppendRequest>, segment_size_b
 /// publishes; on any failure nothing of the group becomes visible.
 fn write_group(
     shards: &[Arc<Shard>],
-    requests: &[Vec<(u32, RecordBatch)>],
+    requests: &[GroupPart],
     segment_size_bytes: u64,
 ) -> Result<Vec<AppendAck>> {
     let append_time_ms = now_ms();
@@ -351,8 +394,10 @@ fn write_group(
     let result = (|| {
         for shard in shards {
             let mut batches = Vec::new();
-            for (i, parts) in requests.iter().enumerate() {
+            let mut source_seq = None;
+            for (i, (parts, request_source_seq)) in requests.iter().enumerate() {
                 for (s, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
+                    source_seq = source_seq.max(*request_source_seq);
                     let first = shard.next_seq()
                         + batches
                             .iter()
@@ -368,7 +413,7 @@ fn write_group(
             let merged = concat_batches(batches[0].schema_ref(), &batches)?;
             pending.push((
                 shard,
-                shard.write(&merged, append_time_ms, segment_size_bytes)?,
+                shard.write(&merged, append_time_ms, source_seq, segment_size_bytes)?,
             ));
         }
         sync_all(&pending)

@@ -19,6 +19,7 @@ pub struct FrameRef {
     pub offset: u64,
     pub payload_len: u32,
     pub append_time_ms: i64,
+    pub source_seq: Option<u64>,
 }
 
 impl FrameRef {
@@ -113,6 +114,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
             offset,
             payload_len: header.payload_len,
             append_time_ms: header.append_time_ms,
+            source_seq: header.source_seq,
         });
         expected_seq += header.record_count as u64;
         offset += header.frame_len();
@@ -163,7 +165,8 @@ mod tests {
         let mut seq = 0u64;
         let mut ends = vec![];
         for &n in counts {
-            f.write_all(&encode(seq, 0, &batch(n)).unwrap()).unwrap();
+            f.write_all(&encode(seq, 0, None, &batch(n)).unwrap())
+                .unwrap();
             seq += n as u64;
             ends.push(f.metadata().unwrap().len());
         }
@@ -204,7 +207,7 @@ mod tests {
         let path = dir.path().join(segment_file_name(0));
         let ends = write_frames(&path, &[3, 4, 5]);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[ends[0] as usize + 40] ^= 0xff; // inside frame 2's payload
+        bytes[ends[0] as usize + 48] ^= 0xff; // inside frame 2's payload
         std::fs::write(&path, &bytes).unwrap();
         let out = scan(&path, 0).unwrap();
         assert_eq!(out.frames.len(), 1);

@@ -133,10 +133,11 @@ impl Shard {
         &self,
         batch: &RecordBatch,
         append_time_ms: i64,
+        source_seq: Option<u64>,
         segment_size_bytes: u64,
     ) -> Result<PendingWrite> {
         let first_seq = self.next_seq();
-        let bytes = frame::encode(first_seq, append_time_ms, batch)?;
+        let bytes = frame::encode(first_seq, append_time_ms, source_seq, batch)?;
         let needs_roll = {
             let state = self.read_state();
             state.segments.last().is_none_or(|s| {
@@ -166,6 +167,7 @@ impl Shard {
                 offset,
                 payload_len: (bytes.len() - frame::FRAME_HEADER_BYTES) as u32,
                 append_time_ms,
+                source_seq,
             },
             file,
         })
@@ -216,6 +218,18 @@ impl Shard {
             size_bytes: 0,
         });
         Ok(())
+    }
+
+    /// The `source_seq` of the newest frame that carries one: where the
+    /// pipeline writing this shard had got to in its input.
+    pub fn last_source_seq(&self) -> Option<u64> {
+        let state = self.read_state();
+        state
+            .segments
+            .iter()
+            .rev()
+            .flat_map(|s| s.frames.iter().rev())
+            .find_map(|f| f.source_seq)
     }
 
     /// Frames holding sequence numbers at or after `from_seq`, in order, at

@@ -188,3 +188,23 @@ async fn retention_deletes_old_segments_but_respects_holds() {
     );
     assert_eq!(log.shard_stats()[0].next_seq, 400);
 }
+
+#[tokio::test]
+async fn progress_is_recorded_with_the_output_even_when_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
+        assert_eq!(log.last_source_seq(1), None);
+        log.append_to_shard(1, batch(0, 3), 10).await.unwrap();
+        log.append_to_shard(1, RecordBatch::new_empty(schema()), 25)
+            .await
+            .unwrap();
+        log.append(batch(100, 1)).await.unwrap();
+        assert_eq!(log.last_source_seq(1), Some(25));
+        log.close();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
+    assert_eq!(log.last_source_seq(1), Some(25), "progress survives reopen");
+    assert_eq!(log.last_source_seq(0), None);
+    assert_eq!(read_all(&log).len(), 4, "the empty frame adds no rows");
+}

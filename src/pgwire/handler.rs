@@ -29,7 +29,7 @@ use pgwire::messages::PgWireBackendMessage;
 use super::{error_info, into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
-use crate::sql::{self, Parsed, SHOW_STREAMS_SQL};
+use crate::sql::{self, Parsed};
 
 type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
@@ -112,6 +112,14 @@ impl Session {
                     .await
                     .map_err(to_pg_error)?],
             ),
+            Parsed::CreateDerived(create) => (
+                "CREATE STREAM",
+                vec![self
+                    .engine
+                    .create_derived(create)
+                    .await
+                    .map_err(to_pg_error)?],
+            ),
             Parsed::DropStream(drop) => (
                 "DROP STREAM",
                 self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
@@ -126,7 +134,9 @@ impl Session {
                         Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
                     }));
             }
-            Parsed::ShowStreams => return Ok(None),
+            Parsed::ShowStreams | Parsed::ShowPipelines | Parsed::ExplainCreateDerived(_) => {
+                return Ok(None)
+            }
         };
         for outcome in outcomes {
             if let DdlOutcome::Skipped(msg) = outcome {
@@ -180,11 +190,7 @@ impl Session {
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
         let parsed = sql::parse(stmt).map_err(to_pg_error)?;
-        let text = match &parsed {
-            Parsed::ShowStreams => SHOW_STREAMS_SQL.to_string(),
-            Parsed::Sql(text) => text.clone(),
-            _ => String::new(),
-        };
+        let text = parsed.as_query().unwrap_or_default();
         if let Some(response) = self.run_sluice(client, parsed).await? {
             return Ok(vec![response]);
         }
@@ -266,21 +272,19 @@ impl QueryParser for RoutingParser {
         let Some(stmt) = statements.pop() else {
             return Ok(None);
         };
-        match sql::parse(stmt).map_err(to_pg_error)? {
-            Parsed::Sql(_) if self.engine.is_values_insert(stmt).map_err(to_pg_error)? => {
-                Ok(Some((stmt.to_string(), None)))
-            }
-            Parsed::Sql(sql) => self
+        let parsed = sql::parse(stmt).map_err(to_pg_error)?;
+        if matches!(parsed, Parsed::Sql(_))
+            && self.engine.is_values_insert(stmt).map_err(to_pg_error)?
+        {
+            return Ok(Some((stmt.to_string(), None)));
+        }
+        match parsed.as_query() {
+            Some(query) => self
                 .df_parser
-                .parse_sql(client, &sql, types)
+                .parse_sql(client, &query, types)
                 .await
                 .map_err(map_pg_error),
-            Parsed::ShowStreams => self
-                .df_parser
-                .parse_sql(client, SHOW_STREAMS_SQL, types)
-                .await
-                .map_err(map_pg_error),
-            _ => Ok(Some((stmt.to_string(), None))),
+            None => Ok(Some((stmt.to_string(), None))),
         }
     }
 

@@ -15,7 +15,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
-pub use stream_table::StreamTable;
+pub use stream_table::{not_insertable, StreamTable};
 pub use system::{SystemRelation, SystemTable};
 
 use crate::engine::Registry;
@@ -45,7 +45,13 @@ pub fn template_context(
             max_statement_bytes,
         }),
     )?;
-    catalog.register_schema(SYSTEM_SCHEMA, Arc::new(SystemSchema { registry }))?;
+    catalog.register_schema(
+        SYSTEM_SCHEMA,
+        Arc::new(SystemSchema {
+            registry,
+            max_statement_bytes,
+        }),
+    )?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
     setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
@@ -97,11 +103,14 @@ impl SchemaProvider for StreamSchema {
     }
 }
 
-/// Schema `sluice`: system relations.
+/// Schema `sluice`: system relations, and the `errors` stream.
 #[derive(Debug)]
 struct SystemSchema {
     registry: Arc<Registry>,
+    max_statement_bytes: u64,
 }
+
+const ERRORS_TABLE: &str = "errors";
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
@@ -109,10 +118,16 @@ impl SchemaProvider for SystemSchema {
         SystemRelation::ALL
             .iter()
             .map(|r| r.name().to_string())
+            .chain(std::iter::once(ERRORS_TABLE.to_string()))
             .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        if name == ERRORS_TABLE {
+            return Ok(self.registry.errors().map(|s| {
+                Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>
+            }));
+        }
         Ok(SystemRelation::ALL
             .iter()
             .find(|r| r.name() == name)
@@ -122,6 +137,6 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        SystemRelation::ALL.iter().any(|r| r.name() == name)
+        name == ERRORS_TABLE || SystemRelation::ALL.iter().any(|r| r.name() == name)
     }
 }

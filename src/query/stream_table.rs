@@ -111,6 +111,9 @@ impl TableProvider for StreamTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        if !self.stream.accepts_inserts() {
+            return Err(not_insertable(&self.stream).into());
+        }
         if insert_op != InsertOp::Append {
             return Err(Error::FeatureNotSupported(format!(
                 "streams are append-only: {insert_op} into \"{}\" is not possible",
@@ -133,6 +136,18 @@ impl TableProvider for StreamTable {
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
+}
+
+/// The refusal for INSERT into a derived stream or `sluice.errors`.
+pub fn not_insertable(stream: &Stream) -> Error {
+    Error::WrongObjectType(format!(
+        "cannot insert into \"{}\": it is written by {}",
+        stream.def.name,
+        match &stream.def.pipeline {
+            Some(p) => format!("its continuous query over \"{}\"", p.source),
+            None => "the server".to_string(),
+        }
+    ))
 }
 
 /// One shard's part of a scan, up to the end offset seen at planning time

@@ -20,15 +20,21 @@ use crate::engine::Registry;
 pub enum SystemRelation {
     Streams,
     Shards,
+    Pipelines,
 }
 
 impl SystemRelation {
-    pub const ALL: [SystemRelation; 2] = [SystemRelation::Streams, SystemRelation::Shards];
+    pub const ALL: [SystemRelation; 3] = [
+        SystemRelation::Streams,
+        SystemRelation::Shards,
+        SystemRelation::Pipelines,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             SystemRelation::Streams => "streams",
             SystemRelation::Shards => "shards",
+            SystemRelation::Pipelines => "pipelines",
         }
     }
 
@@ -53,6 +59,16 @@ impl SystemRelation {
                     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
                     false,
                 ),
+            ],
+            SystemRelation::Pipelines => vec![
+                text("name", false),
+                text("source", false),
+                text("sql", false),
+                text("state", false),
+                int("processed", false),
+                int("errors", false),
+                int("lag_records", false),
+                text("last_error", true),
             ],
             SystemRelation::Shards => vec![
                 text("stream", false),
@@ -142,6 +158,7 @@ impl SystemTable {
                     ),
                 ]
             }
+            SystemRelation::Pipelines => pipeline_columns(&self.registry),
             SystemRelation::Shards => {
                 let rows: Vec<(&str, i32, crate::log::ShardStats)> = streams
                     .iter()
@@ -179,6 +196,43 @@ impl SystemTable {
         };
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+}
+
+fn pipeline_columns(registry: &Registry) -> Vec<ArrayRef> {
+    use std::sync::atomic::Ordering;
+    let pipelines = registry.pipelines();
+    let last_errors: Vec<Option<String>> = pipelines
+        .iter()
+        .map(|p| p.stats.last_error.lock().ok().and_then(|e| e.clone()))
+        .collect();
+    vec![
+        Arc::new(StringArray::from_iter_values(
+            pipelines.iter().map(|p| p.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            pipelines.iter().map(|p| p.source.def.name.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            pipelines.iter().map(|p| p.sql.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            pipelines.iter().map(|p| p.state()),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            pipelines
+                .iter()
+                .map(|p| p.stats.processed.load(Ordering::Relaxed) as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            pipelines
+                .iter()
+                .map(|p| p.stats.errors.load(Ordering::Relaxed) as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            pipelines.iter().map(|p| p.lag_records() as i64),
+        )),
+        Arc::new(StringArray::from(last_errors)),
+    ]
 }
 
 #[async_trait]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use datafusion::sql::sqlparser::ast::{
     ColumnOption, CreateTableOptions, Expr, ObjectName, ObjectType, SqlOption, Statement, Value,
 };
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub use split::{leading_words, split_statements, strip_comments};
@@ -25,9 +25,15 @@ const STREAM_OPTIONS: &str = "shards, partition_key, retention, event_time";
 #[derive(Debug, Clone, PartialEq)]
 pub enum Parsed {
     CreateStream(CreateStream),
+    /// `CREATE STREAM name AS SELECT …`: a derived stream and its pipeline.
+    CreateDerived(CreateDerived),
     DropStream(DropStream),
     /// `SHOW STREAMS`, answered by a query over `sluice.streams`.
     ShowStreams,
+    /// `SHOW PIPELINES`, answered by a query over `sluice.pipelines`.
+    ShowPipelines,
+    /// `EXPLAIN CREATE STREAM … AS SELECT …`: the SELECT's plan.
+    ExplainCreateDerived(CreateDerived),
     /// Anything else: DataFusion SQL, passed on as written.
     Sql(String),
 }
@@ -44,6 +50,17 @@ pub struct CreateStream {
     pub event_time: Option<String>,
 }
 
+/// A validated `CREATE STREAM … AS SELECT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateDerived {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// The SELECT, as text DataFusion plans.
+    pub select: String,
+    /// Start from the first retained record (`true`) or the end.
+    pub from_earliest: bool,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct DropStream {
     pub names: Vec<String>,
@@ -51,18 +68,45 @@ pub struct DropStream {
     pub cascade: bool,
 }
 
+/// The query `SHOW PIPELINES` runs.
+pub const SHOW_PIPELINES_SQL: &str =
+    "SELECT name, source, state, processed, errors, lag_records FROM sluice.pipelines ORDER BY name";
+
 /// The query `SHOW STREAMS` runs.
 pub const SHOW_STREAMS_SQL: &str =
     "SELECT name, shards, partition_key, retention, records, bytes FROM sluice.streams ORDER BY name";
+
+impl Parsed {
+    /// The DataFusion SQL that answers this statement, if DataFusion does.
+    pub fn as_query(&self) -> Option<String> {
+        match self {
+            Parsed::Sql(text) => Some(text.clone()),
+            Parsed::ShowStreams => Some(SHOW_STREAMS_SQL.to_string()),
+            Parsed::ShowPipelines => Some(SHOW_PIPELINES_SQL.to_string()),
+            Parsed::ExplainCreateDerived(c) => Some(format!("EXPLAIN {}", c.select)),
+            Parsed::CreateStream(_) | Parsed::CreateDerived(_) | Parsed::DropStream(_) => None,
+        }
+    }
+}
 
 /// Routes one statement (as split by [`split_statements`]).
 pub fn parse(stmt: &str) -> Result<Parsed> {
     let words = leading_words(stmt, 3);
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
-        ["CREATE", "STREAM", ..] => parse_create_stream(stmt).map(Parsed::CreateStream),
+        ["CREATE", "STREAM", ..] => parse_create_stream(stmt),
+        ["EXPLAIN", "CREATE", "STREAM"] => {
+            let body = strip_comments(stmt);
+            match parse_create_stream(body["EXPLAIN".len()..].trim_start())? {
+                Parsed::CreateDerived(c) => Ok(Parsed::ExplainCreateDerived(c)),
+                _ => Err(Error::Syntax(
+                    "EXPLAIN CREATE STREAM needs AS SELECT …".into(),
+                )),
+            }
+        }
         ["DROP", "STREAM", ..] => parse_drop_stream(stmt).map(Parsed::DropStream),
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
+        ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
         _ => Ok(Parsed::Sql(stmt.to_string())),
     }
 }
@@ -80,7 +124,9 @@ fn as_table_statement(stmt: &str) -> String {
 }
 
 fn parse_one(sql: &str) -> Result<Statement> {
+    // Postgres grammar first; the generic one knows `SELECT * EXCEPT (…)`.
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .or_else(|e| Parser::parse_sql(&GenericDialect {}, sql).map_err(|_| e))
         .map_err(|e| Error::Syntax(e.to_string().replace("sql parser error: ", "")))?;
     match statements.len() {
         1 => Ok(statements.remove(0)),
@@ -117,17 +163,43 @@ fn ident_name(ident: &datafusion::sql::sqlparser::ast::Ident) -> String {
     }
 }
 
-fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
+fn parse_create_stream(stmt: &str) -> Result<Parsed> {
     let Statement::CreateTable(ct) = parse_one(&as_table_statement(stmt))? else {
         return Err(Error::Syntax(
             "expected CREATE STREAM name (columns) [WITH (...)]".into(),
         ));
     };
     let name = object_name(&ct.name)?;
-    if ct.query.is_some() {
-        return Err(Error::FeatureNotSupported(
-            "CREATE STREAM ... AS SELECT (continuous queries) is not available yet".into(),
-        ));
+    if name.contains('.') {
+        return Err(Error::InvalidParameter(format!(
+            "stream name \"{name}\" must not contain a dot"
+        )));
+    }
+    let options = match &ct.table_options {
+        CreateTableOptions::None => Vec::new(),
+        CreateTableOptions::With(opts) => opts.clone(),
+        _ => {
+            return Err(Error::Syntax(format!(
+                "stream options go in WITH (...); valid options: {STREAM_OPTIONS}"
+            )))
+        }
+    };
+    if let Some(query) = &ct.query {
+        if !ct.columns.is_empty() {
+            return Err(Error::Syntax(format!(
+                "a derived stream takes its columns from the query; drop the column list of \"{name}\""
+            )));
+        }
+        let mut derived = CreateDerived {
+            name,
+            if_not_exists: ct.if_not_exists,
+            select: query.to_string(),
+            from_earliest: true,
+        };
+        for opt in &options {
+            apply_derived_option(&mut derived, opt)?;
+        }
+        return Ok(Parsed::CreateDerived(derived));
     }
     if ct.columns.is_empty() {
         return Err(Error::Syntax(format!(
@@ -174,19 +246,46 @@ fn parse_create_stream(stmt: &str) -> Result<CreateStream> {
         retention: None,
         event_time: None,
     };
-    let options = match &ct.table_options {
-        CreateTableOptions::None => Vec::new(),
-        CreateTableOptions::With(opts) => opts.clone(),
-        _ => {
-            return Err(Error::Syntax(format!(
-                "stream options go in WITH (...); valid options: {STREAM_OPTIONS}"
-            )))
-        }
-    };
     for opt in &options {
         apply_option(&mut create, opt)?;
     }
-    Ok(create)
+    Ok(Parsed::CreateStream(create))
+}
+
+const DERIVED_OPTIONS: &str = "start";
+
+fn apply_derived_option(derived: &mut CreateDerived, opt: &SqlOption) -> Result<()> {
+    let SqlOption::KeyValue { key, value } = opt else {
+        return Err(Error::Syntax(format!(
+            "stream option {opt} must be written key = value; valid options: {DERIVED_OPTIONS}"
+        )));
+    };
+    match key.value.to_lowercase().as_str() {
+        "start" => {
+            let start = option_text(value).unwrap_or_default().to_lowercase();
+            derived.from_earliest = match start.as_str() {
+                "earliest" => true,
+                "latest" => false,
+                other => {
+                    return Err(Error::InvalidParameter(format!(
+                        "start must be 'earliest' or 'latest', got '{other}'"
+                    )))
+                }
+            }
+        }
+        "shards" | "partition_key" | "retention" | "event_time" => {
+            return Err(Error::FeatureNotSupported(format!(
+                "option \"{}\" is not supported on derived streams yet: a derived stream has its source's shards and each output shard follows its input shard; valid options: {DERIVED_OPTIONS}",
+                key.value
+            )))
+        }
+        other => {
+            return Err(Error::Syntax(format!(
+                "unknown option \"{other}\" for a derived stream; valid options: {DERIVED_OPTIONS}"
+            )))
+        }
+    }
+    Ok(())
 }
 
 fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {

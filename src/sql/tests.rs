@@ -70,3 +70,39 @@ fn drop_and_show_and_passthrough() {
     assert_eq!(parse("show streams").unwrap(), Parsed::ShowStreams);
     assert_eq!(parse("SELECT 1").unwrap(), Parsed::Sql("SELECT 1".into()));
 }
+
+#[test]
+fn derived_streams_parse_with_start_option() {
+    let Parsed::CreateDerived(d) = parse(
+        "CREATE STREAM clean WITH (start = 'latest') AS SELECT a, lower(b) AS b FROM raw WHERE a > 1",
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert_eq!(d.name, "clean");
+    assert!(!d.from_earliest);
+    assert_eq!(d.select, "SELECT a, lower(b) AS b FROM raw WHERE a > 1");
+    let Parsed::CreateDerived(d) =
+        parse("create stream c as select * except (email) from raw").unwrap()
+    else {
+        panic!()
+    };
+    assert!(d.from_earliest);
+    assert!(matches!(
+        parse("EXPLAIN CREATE STREAM c AS SELECT 1 FROM raw").unwrap(),
+        Parsed::ExplainCreateDerived(_)
+    ));
+    assert_eq!(
+        parse("CREATE STREAM c WITH (shards = 2) AS SELECT * FROM raw")
+            .unwrap_err()
+            .sqlstate(),
+        "0A000"
+    );
+    assert_eq!(
+        parse("CREATE STREAM c WITH (start = 'soon') AS SELECT * FROM raw")
+            .unwrap_err()
+            .sqlstate(),
+        "22023"
+    );
+    assert_eq!(parse("SHOW PIPELINES").unwrap(), Parsed::ShowPipelines);
+}

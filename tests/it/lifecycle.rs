@@ -88,8 +88,21 @@ async fn a_dropped_stream_leaves_no_files_and_a_new_one_starts_empty() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start_in(dir.path());
     let client = server.client().await;
+    let logs = || -> std::collections::BTreeSet<String> {
+        std::fs::read_dir(dir.path().join("streams"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect()
+    };
+    let before = logs();
     client
-        .batch_execute("CREATE STREAM d (a INT); INSERT INTO d VALUES (1), (2); DROP STREAM d; CREATE STREAM d (a INT)")
+        .batch_execute("CREATE STREAM d (a INT); INSERT INTO d VALUES (1), (2)")
+        .await
+        .unwrap();
+    let old: Vec<String> = logs().difference(&before).cloned().collect();
+    assert_eq!(old.len(), 1, "one log directory per stream");
+    client
+        .batch_execute("DROP STREAM d; CREATE STREAM d (a INT)")
         .await
         .unwrap();
     let count: i64 = client
@@ -98,17 +111,18 @@ async fn a_dropped_stream_leaves_no_files_and_a_new_one_starts_empty() {
         .unwrap()
         .get(0);
     assert_eq!(count, 0);
-    let logs = std::fs::read_dir(dir.path().join("streams"))
-        .unwrap()
-        .count();
     // Removal of the old log runs in the background; give it a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let mut remaining = logs;
-    while remaining > 1 && std::time::Instant::now() < deadline {
+    while logs().contains(&old[0]) && std::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        remaining = std::fs::read_dir(dir.path().join("streams"))
-            .unwrap()
-            .count();
     }
-    assert_eq!(remaining, 1, "only the new stream's log remains");
+    assert!(
+        !logs().contains(&old[0]),
+        "the dropped stream's log is gone"
+    );
+    assert_eq!(
+        logs().len(),
+        before.len() + 1,
+        "the new stream has a fresh log"
+    );
 }

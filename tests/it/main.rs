@@ -3,6 +3,7 @@
 mod crash;
 mod harness;
 mod lifecycle;
+mod pipelines;
 mod protocol;
 mod psql;
 mod slt;

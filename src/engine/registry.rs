@@ -1,0 +1,94 @@
+//! What is open now: streams by name, the `sluice.errors` stream, and the
+//! running pipelines.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::catalog::StreamDef;
+use crate::cq::Pipeline;
+use crate::log::StreamLog;
+
+/// The catalog name of the dead-letter stream (schema `sluice`).
+pub const ERRORS_STREAM: &str = "sluice.errors";
+
+/// An open stream: its declaration and its log.
+#[derive(Debug)]
+pub struct Stream {
+    pub def: StreamDef,
+    pub schema: SchemaRef,
+    pub log: Arc<StreamLog>,
+}
+
+impl Stream {
+    /// Users write only to declared streams: a derived stream is written
+    /// by its pipeline, `sluice.errors` by the server.
+    pub fn accepts_inserts(&self) -> bool {
+        self.def.pipeline.is_none() && self.def.name != ERRORS_STREAM
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    streams: RwLock<BTreeMap<String, Arc<Stream>>>,
+    errors: OnceLock<Arc<Stream>>,
+    pipelines: RwLock<BTreeMap<String, Arc<Pipeline>>>,
+}
+
+impl Registry {
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.read().ok()?.get(name).cloned()
+    }
+
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        self.streams
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The dead-letter stream; present once the engine is open.
+    pub fn errors(&self) -> Option<Arc<Stream>> {
+        self.errors.get().cloned()
+    }
+
+    pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {
+        self.pipelines
+            .read()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Streams whose pipeline reads `source`.
+    pub fn dependents(&self, source: &str) -> Vec<Arc<Stream>> {
+        self.list()
+            .into_iter()
+            .filter(|s| s.def.pipeline.as_ref().is_some_and(|p| p.source == source))
+            .collect()
+    }
+
+    pub(super) fn set_errors(&self, stream: Arc<Stream>) {
+        let _ = self.errors.set(stream);
+    }
+
+    pub(super) fn insert(&self, stream: Arc<Stream>) {
+        if let Ok(mut s) = self.streams.write() {
+            s.insert(stream.def.name.clone(), stream);
+        }
+    }
+
+    pub(super) fn remove(&self, name: &str) -> Option<Arc<Stream>> {
+        self.streams.write().ok()?.remove(name)
+    }
+
+    pub(super) fn insert_pipeline(&self, pipeline: Arc<Pipeline>) {
+        if let Ok(mut p) = self.pipelines.write() {
+            p.insert(pipeline.name.clone(), pipeline);
+        }
+    }
+
+    pub(super) fn remove_pipeline(&self, name: &str) -> Option<Arc<Pipeline>> {
+        self.pipelines.write().ok()?.remove(name)
+    }
+}
