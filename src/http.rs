@@ -68,6 +68,15 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             metrics::gauge!("sluice_stream_next_sequence", &labels).set(stats.next_seq as f64);
         }
     }
+    for pipeline in engine.registry.pipelines() {
+        use std::sync::atomic::Ordering;
+        let labels = [("pipeline", pipeline.name.clone())];
+        metrics::gauge!("sluice_pipeline_lag_records", &labels).set(pipeline.lag_records() as f64);
+        metrics::gauge!("sluice_pipeline_processed_records", &labels)
+            .set(pipeline.stats.processed.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("sluice_pipeline_failed_records", &labels)
+            .set(pipeline.stats.errors.load(Ordering::Relaxed) as f64);
+    }
     match prometheus() {
         Some(handle) => (StatusCode::OK, handle.render()).into_response(),
         None => error_response(&Error::Internal("metrics recorder unavailable".into())),

@@ -200,6 +200,24 @@ async fn a_failing_record_goes_to_sluice_errors_and_the_rest_flows() {
         .await,
         1
     );
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_pipeline_failed_records{pipeline=\"clean_clicks\"} 1")),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_pipeline_lag_records{pipeline=\"clean_clicks\"} 0")),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
