@@ -7,13 +7,14 @@
 //! Prints one markdown table: rows/s, p50/p99 statement latency, and the
 //! sluice/PostgreSQL throughput ratio.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::{Client, NoTls};
+use common::{connect, start_sluice};
 
 const CREATE_SQL: &str =
     "(event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT)";
@@ -22,16 +23,6 @@ struct Measurement {
     rows_per_sec: f64,
     p50_ms: f64,
     p99_ms: f64,
-}
-
-async fn connect(conninfo: &str) -> Client {
-    let (client, conn) = tokio_postgres::connect(conninfo, NoTls)
-        .await
-        .expect("connect");
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    client
 }
 
 fn insert_sql(table: &str, rows: usize, salt: usize) -> String {
@@ -86,51 +77,6 @@ async fn measure(
         rows_per_sec: (all.len() * rows) as f64 / elapsed,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
-    }
-}
-
-struct Sluice {
-    child: Child,
-    conninfo: String,
-    _dir: tempfile::TempDir,
-}
-
-fn start_sluice() -> Sluice {
-    let bin = std::env::var("SLUICE_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-            PathBuf::from(target).join("release").join("sluice")
-        });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(&bin)
-        .args([
-            "serve",
-            "--pg-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("address line");
-    let addr = line
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("pg="))
-        .expect("pg address")
-        .to_string();
-    let (host, port) = addr.rsplit_once(':').expect("host:port");
-    Sluice {
-        child,
-        conninfo: format!("host={host} port={port} user=sluice dbname=sluice"),
-        _dir: dir,
     }
 }
 
@@ -215,13 +161,6 @@ impl Drop for Postgres {
             .args(["-m", "fast", "stop"])
             .stdout(Stdio::null())
             .status();
-    }
-}
-
-impl Drop for Sluice {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
