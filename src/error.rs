@@ -73,6 +73,13 @@ pub enum Error {
 }
 
 impl Error {
+    /// 23502 with Postgres's wording.
+    pub fn not_null(column: &str, relation: &str) -> Error {
+        Error::NotNull(format!(
+            "null value in column \"{column}\" of relation \"{relation}\" violates not-null constraint"
+        ))
+    }
+
     /// The SQLSTATE a Postgres client sees for this error.
     pub fn sqlstate(&self) -> &'static str {
         match self {

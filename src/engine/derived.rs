@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::common::TableReference;
 
-use super::{now_ms, open_stream, DdlOutcome, Engine, Stream, ERRORS_STREAM};
+use super::{now_ms, DdlOutcome, Engine, Stream, ERRORS_STREAM};
 use crate::catalog::{PipelineDef, StreamDef};
 use crate::cq::{compile, errors_columns, Pipeline, Program};
 use crate::error::{Error, Result};
@@ -54,15 +54,8 @@ impl Engine {
 
     pub async fn create_derived(&self, create: CreateDerived) -> Result<DdlOutcome> {
         let _guard = self.ddl_lock.lock().await;
-        if self.registry.get(&create.name).is_some() {
-            return if create.if_not_exists {
-                Ok(DdlOutcome::Skipped(format!(
-                    "relation \"{}\" already exists, skipping",
-                    create.name
-                )))
-            } else {
-                Err(Error::DuplicateTable(create.name))
-            };
+        if let Some(skipped) = self.name_taken(&create.name, create.if_not_exists)? {
+            return Ok(skipped);
         }
         let (program, source) = self.plan_pipeline(&create.select).await?;
         let mut columns: Vec<ColumnDef> = Vec::new();
@@ -112,15 +105,7 @@ impl Engine {
                 start_offsets,
             }),
         };
-        let def = self.catalog.create_stream(def)?;
-        let output = match open_stream(&self.config, def.clone()) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = self.catalog.drop_stream(&def.name);
-                return Err(e);
-            }
-        };
-        self.registry.insert(output.clone());
+        let output = self.create_and_open(def)?;
         self.start_pipeline(program, source, output)?;
         Ok(DdlOutcome::Done)
     }

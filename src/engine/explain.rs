@@ -66,10 +66,7 @@ pub(super) fn explain(registry: &Registry, stmt: &str, err: Error) -> Error {
         .and_then(|n| n.parse::<usize>().ok())
         .filter(|_| message.contains("non-nullable"));
     if let Some(col) = null_column.and_then(|i| shape.columns.get(i.saturating_sub(1))) {
-        return Error::NotNull(format!(
-            "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-            col.name, shape.relation
-        ));
+        return Error::not_null(&col.name, &shape.relation);
     }
     // "Cannot cast string 'abc' to value of Int32 type",
     // "Error parsing timestamp from 'x': error parsing date"

@@ -98,15 +98,8 @@ impl Engine {
 
     pub async fn create_stream(&self, create: CreateStream) -> Result<DdlOutcome> {
         let _guard = self.ddl_lock.lock().await;
-        if self.registry.get(&create.name).is_some() {
-            return if create.if_not_exists {
-                Ok(DdlOutcome::Skipped(format!(
-                    "relation \"{}\" already exists, skipping",
-                    create.name
-                )))
-            } else {
-                Err(Error::DuplicateTable(create.name))
-            };
+        if let Some(skipped) = self.name_taken(&create.name, create.if_not_exists)? {
+            return Ok(skipped);
         }
         let def = StreamDef {
             name: create.name,
@@ -120,6 +113,24 @@ impl Engine {
             created_at_ms: now_ms(),
             pipeline: None,
         };
+        self.create_and_open(def)?;
+        Ok(DdlOutcome::Done)
+    }
+
+    /// `Ok(Some(notice))` when `name` exists and IF NOT EXISTS was given;
+    /// 42P07 when it exists without; `Ok(None)` when it is free.
+    fn name_taken(&self, name: &str, if_not_exists: bool) -> Result<Option<DdlOutcome>> {
+        match (self.registry.get(name), if_not_exists) {
+            (None, _) => Ok(None),
+            (Some(_), true) => Ok(Some(DdlOutcome::Skipped(format!(
+                "relation \"{name}\" already exists, skipping"
+            )))),
+            (Some(_), false) => Err(Error::DuplicateTable(name.to_string())),
+        }
+    }
+
+    /// Records a new stream in the catalog, opens its log and registers it.
+    fn create_and_open(&self, def: StreamDef) -> Result<Arc<Stream>> {
         let def = self.catalog.create_stream(def)?;
         let stream = match open_stream(&self.config, def.clone()) {
             Ok(s) => s,
@@ -129,8 +140,8 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.registry.insert(stream);
-        Ok(DdlOutcome::Done)
+        self.registry.insert(stream.clone());
+        Ok(stream)
     }
 
     pub async fn drop_stream(&self, drop: DropStream) -> Result<Vec<DdlOutcome>> {

@@ -171,10 +171,7 @@ impl ValuesInsert {
                 None => new_null_array(field.data_type(), self.rows.len()),
             };
             if !column.nullable && array.null_count() > 0 {
-                return Err(Error::NotNull(format!(
-                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                    column.name, def.name
-                )));
+                return Err(Error::not_null(&column.name, &def.name));
             }
             columns.push(array);
         }

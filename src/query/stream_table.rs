@@ -273,12 +273,7 @@ impl StreamSink {
         let mut columns = Vec::with_capacity(target.fields().len());
         for (field, column) in target.fields().iter().zip(batch.columns()) {
             if !field.is_nullable() && column.logical_null_count() > 0 {
-                return Err(Error::NotNull(format!(
-                    "null value in column \"{}\" of relation \"{}\" violates not-null constraint",
-                    field.name(),
-                    self.stream.def.name
-                ))
-                .into());
+                return Err(Error::not_null(field.name(), &self.stream.def.name).into());
             }
             columns.push(if column.data_type() == field.data_type() {
                 column.clone()
