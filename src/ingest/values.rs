@@ -6,9 +6,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::array::{new_null_array, Array, ArrayRef, RecordBatch, StringArray};
-use datafusion::arrow::compute::{cast_with_options, CastOptions};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     Expr, SetExpr, Statement, TableObject, UnaryOperator, Value,
 };
@@ -18,6 +16,8 @@ use datafusion::sql::sqlparser::parser::Parser;
 use crate::engine::{Registry, Stream};
 use crate::error::{Error, Result};
 use crate::sql::{leading_words, object_name};
+
+use super::rows::{build_batch, resolve_targets, OnError};
 
 /// A parsed literal INSERT: the target and its rows, not yet converted.
 pub struct ValuesInsert {
@@ -71,32 +71,12 @@ pub fn plan_values_insert(registry: &Registry, stmt: &str) -> Result<Option<Valu
         }
         rows.push(literals);
     }
-    let relation = &stream.def.name;
-    let targets: Vec<usize> = if insert.columns.is_empty() {
-        (0..stream.def.columns.len()).collect()
-    } else {
-        let mut targets = Vec::with_capacity(insert.columns.len());
-        for column in &insert.columns {
-            let name = object_name(column)?;
-            let index = stream
-                .def
-                .columns
-                .iter()
-                .position(|c| c.name == name)
-                .ok_or_else(|| {
-                    Error::UndefinedColumn(format!(
-                        "column \"{name}\" of relation \"{relation}\" does not exist"
-                    ))
-                })?;
-            if targets.contains(&index) {
-                return Err(Error::Syntax(format!(
-                    "column \"{name}\" specified more than once"
-                )));
-            }
-            targets.push(index);
-        }
-        targets
-    };
+    let names = insert
+        .columns
+        .iter()
+        .map(object_name)
+        .collect::<Result<Vec<_>>>()?;
+    let targets = resolve_targets(&stream, (!names.is_empty()).then_some(names.as_slice()))?;
     for row in &rows {
         if row.len() > targets.len() {
             return Err(Error::Syntax(
@@ -149,50 +129,8 @@ impl ValuesInsert {
     /// Converts the literals to a batch of the stream's schema; the error
     /// names the first bad value, its column and the relation.
     pub fn to_batch(&self) -> Result<RecordBatch> {
-        let def = &self.stream.def;
-        let schema = &self.stream.schema;
-        let mut columns: Vec<ArrayRef> = Vec::with_capacity(def.columns.len());
-        for (index, column) in def.columns.iter().enumerate() {
-            let field = schema.field(index);
-            let array = match self.targets.iter().position(|t| *t == index) {
-                Some(position) => {
-                    let text = StringArray::from_iter(
-                        self.rows.iter().map(|r| r.get(position).cloned().flatten()),
-                    );
-                    convert(&text, field.data_type()).map_err(|bad| {
-                        Error::InvalidText(format!(
-                            "invalid input syntax for type {}: \"{bad}\" (column \"{}\" of relation \"{}\")",
-                            column.sql_type.pg_name(),
-                            column.name,
-                            def.name
-                        ))
-                    })?
-                }
-                None => new_null_array(field.data_type(), self.rows.len()),
-            };
-            if !column.nullable && array.null_count() > 0 {
-                return Err(Error::not_null(&column.name, &def.name));
-            }
-            columns.push(array);
-        }
-        Ok(RecordBatch::try_new(schema.clone(), columns)?)
+        build_batch(&self.stream, &self.targets, &self.rows, OnError::Abort)
+            .map(|(batch, _)| batch)
+            .map_err(|e| e.error)
     }
-}
-
-/// Casts a column of literal text; on failure returns the first value that
-/// does not convert.
-fn convert(text: &StringArray, to: &DataType) -> std::result::Result<ArrayRef, String> {
-    let strict = CastOptions {
-        safe: false,
-        ..CastOptions::default()
-    };
-    if let Ok(array) = cast_with_options(text, to, &strict) {
-        return Ok(array);
-    }
-    for i in 0..text.len() {
-        if text.is_valid(i) && cast_with_options(&text.slice(i, 1), to, &strict).is_err() {
-            return Err(text.value(i).to_string());
-        }
-    }
-    Err(String::new())
 }

@@ -1,0 +1,152 @@
+//! The one conversion every ingest path shares: rows of field text (SQL
+//! literals, COPY fields, JSON values) to a RecordBatch of a stream's
+//! schema. Each column is cast once, like Postgres coerces untyped input;
+//! only when a cast fails are values tried one by one to find the bad rows.
+
+use datafusion::arrow::array::{
+    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, StringArray,
+};
+use datafusion::arrow::compute::{cast_with_options, filter, CastOptions};
+
+use crate::engine::Stream;
+use crate::error::{Error, Result};
+
+/// What to do with a row that does not convert.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnError {
+    /// Fail the whole statement with the first bad row's error.
+    Abort,
+    /// Leave the row out and report it.
+    Skip,
+}
+
+/// A row that did not convert, by its index in the input.
+#[derive(Debug)]
+pub struct RowError {
+    pub row: usize,
+    pub error: Error,
+}
+
+/// Converts `rows` (field text per entry of `targets`, which names stream
+/// columns; missing columns are NULL) to a batch of the stream's schema.
+/// With [`OnError::Abort`] the first bad row is the error; with
+/// [`OnError::Skip`] bad rows are left out and returned.
+pub fn build_batch(
+    stream: &Stream,
+    targets: &[usize],
+    rows: &[Vec<Option<String>>],
+    on_error: OnError,
+) -> std::result::Result<(RecordBatch, Vec<RowError>), RowError> {
+    let def = &stream.def;
+    let schema = &stream.schema;
+    let n = rows.len();
+    let mut bad: Vec<Option<Error>> = (0..n).map(|_| None).collect();
+    let mut columns: Vec<ArrayRef> = Vec::with_capacity(def.columns.len());
+    let strict = CastOptions {
+        safe: false,
+        ..CastOptions::default()
+    };
+    for (index, column) in def.columns.iter().enumerate() {
+        let data_type = schema.field(index).data_type();
+        let array = match targets.iter().position(|t| *t == index) {
+            Some(position) => {
+                let text =
+                    StringArray::from_iter(rows.iter().map(|r| r.get(position).cloned().flatten()));
+                match cast_with_options(&text, data_type, &strict) {
+                    Ok(array) => array,
+                    Err(_) => {
+                        for (row, slot) in bad.iter_mut().enumerate() {
+                            if text.is_valid(row)
+                                && cast_with_options(&text.slice(row, 1), data_type, &strict)
+                                    .is_err()
+                            {
+                                let error = Error::InvalidText(format!(
+                                    "invalid input syntax for type {}: \"{}\" (column \"{}\" of relation \"{}\")",
+                                    column.sql_type.pg_name(),
+                                    text.value(row),
+                                    column.name,
+                                    def.name
+                                ));
+                                if on_error == OnError::Abort {
+                                    return Err(RowError { row, error });
+                                }
+                                slot.get_or_insert(error);
+                            }
+                        }
+                        // Bad values become NULL here; their rows are dropped below.
+                        cast_with_options(&text, data_type, &CastOptions::default()).map_err(
+                            |e| RowError {
+                                row: 0,
+                                error: e.into(),
+                            },
+                        )?
+                    }
+                }
+            }
+            None => new_null_array(data_type, n),
+        };
+        if !column.nullable && array.null_count() > 0 {
+            for (row, slot) in bad.iter_mut().enumerate() {
+                if array.is_null(row) && slot.is_none() {
+                    let error = Error::not_null(&column.name, &def.name);
+                    if on_error == OnError::Abort {
+                        return Err(RowError { row, error });
+                    }
+                    *slot = Some(error);
+                }
+            }
+        }
+        columns.push(array);
+    }
+    let errors: Vec<RowError> = bad
+        .iter_mut()
+        .enumerate()
+        .filter_map(|(row, e)| e.take().map(|error| RowError { row, error }))
+        .collect();
+    if !errors.is_empty() {
+        let keep =
+            BooleanArray::from_iter((0..n).map(|row| Some(!errors.iter().any(|e| e.row == row))));
+        columns = columns
+            .iter()
+            .map(|c| filter(c, &keep))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| RowError {
+                row: 0,
+                error: e.into(),
+            })?;
+    }
+    let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| RowError {
+        row: 0,
+        error: e.into(),
+    })?;
+    Ok((batch, errors))
+}
+
+/// Resolves a column list (names as written) to stream column indices;
+/// `None` means all columns in order.
+pub fn resolve_targets(stream: &Stream, names: Option<&[String]>) -> Result<Vec<usize>> {
+    let Some(names) = names else {
+        return Ok((0..stream.def.columns.len()).collect());
+    };
+    let mut targets = Vec::with_capacity(names.len());
+    for name in names {
+        let index = stream
+            .def
+            .columns
+            .iter()
+            .position(|c| &c.name == name)
+            .ok_or_else(|| {
+                Error::UndefinedColumn(format!(
+                    "column \"{name}\" of relation \"{}\" does not exist",
+                    stream.def.name
+                ))
+            })?;
+        if targets.contains(&index) {
+            return Err(Error::Syntax(format!(
+                "column \"{name}\" specified more than once"
+            )));
+        }
+        targets.push(index);
+    }
+    Ok(targets)
+}
