@@ -30,6 +30,15 @@ pub enum Error {
     /// 23502: NULL into a NOT NULL column.
     #[error("{0}")]
     NotNull(String),
+    /// 22P04: COPY data that is not in the declared format.
+    #[error("{0}")]
+    BadCopyFormat(String),
+    /// 22021: bytes that are not valid UTF-8.
+    #[error("{0}")]
+    CharacterNotInRepertoire(String),
+    /// An error with Postgres's CONTEXT line (e.g. `COPY t, line 3`).
+    #[error("{error}")]
+    WithContext { error: Box<Error>, context: String },
     /// 22023: an option value out of range (shards = 0, retention = 'soon').
     #[error("{0}")]
     InvalidParameter(String),
@@ -73,6 +82,22 @@ pub enum Error {
 }
 
 impl Error {
+    /// Attaches a CONTEXT line (shown by psql after the message).
+    pub fn with_context(self, context: String) -> Error {
+        Error::WithContext {
+            error: Box::new(self),
+            context,
+        }
+    }
+
+    /// The CONTEXT line, if any.
+    pub fn context(&self) -> Option<&str> {
+        match self {
+            Error::WithContext { context, .. } => Some(context),
+            _ => None,
+        }
+    }
+
     /// 23502 with Postgres's wording.
     pub fn not_null(column: &str, relation: &str) -> Error {
         Error::NotNull(format!(
@@ -88,6 +113,9 @@ impl Error {
             Error::Syntax(_) => "42601",
             Error::UndefinedColumn(_) => "42703",
             Error::InvalidText(_) => "22P02",
+            Error::BadCopyFormat(_) => "22P04",
+            Error::CharacterNotInRepertoire(_) => "22021",
+            Error::WithContext { error, .. } => error.sqlstate(),
             Error::NotNull(_) => "23502",
             Error::InvalidParameter(_) => "22023",
             Error::DatatypeMismatch(_) => "42804",
@@ -145,6 +173,12 @@ impl Error {
             Error::Syntax(_) => Error::Syntax(msg),
             Error::UndefinedColumn(_) => Error::UndefinedColumn(msg),
             Error::InvalidText(_) => Error::InvalidText(msg),
+            Error::BadCopyFormat(_) => Error::BadCopyFormat(msg),
+            Error::CharacterNotInRepertoire(_) => Error::CharacterNotInRepertoire(msg),
+            Error::WithContext { error, context } => Error::WithContext {
+                error: Box::new(error.duplicate()),
+                context: context.clone(),
+            },
             Error::NotNull(_) => Error::NotNull(msg),
             Error::InvalidParameter(_) => Error::InvalidParameter(msg),
             Error::DatatypeMismatch(_) => Error::DatatypeMismatch(msg),

@@ -14,15 +14,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 pub use compile::{compile, Program};
 
-use crate::engine::{now_ms, Stream};
+use crate::engine::Stream;
 use crate::error::{Error, Result};
+use crate::ingest::dead_letter::{self, DeadLetter};
 use crate::log::read_frame;
 use crate::types::{ColumnDef, SqlType};
 
@@ -247,9 +248,8 @@ impl ShardWorker {
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         let (output, failures) = self.transform(&input);
-        if !failures.is_empty() {
-            self.dead_letter(&failures).await?;
-        }
+        let failed = failures.len() as u64;
+        self.dead_letter(failures).await?;
         let output = self.conform(output)?;
         self.output
             .log
@@ -258,9 +258,7 @@ impl ShardWorker {
         self.stats
             .processed
             .fetch_add(input.num_rows() as u64, Ordering::Relaxed);
-        self.stats
-            .errors
-            .fetch_add(failures.len() as u64, Ordering::Relaxed);
+        self.stats.errors.fetch_add(failed, Ordering::Relaxed);
         Ok(())
     }
 
@@ -307,32 +305,18 @@ impl ShardWorker {
         )?)
     }
 
-    async fn dead_letter(&self, failures: &[(RecordBatch, Error)]) -> Result<()> {
-        let n = failures.len();
-        let at = now_ms() * 1000;
-        let raw: Vec<Option<String>> = failures.iter().map(|(row, _)| row_json(row)).collect();
-        let batch = RecordBatch::try_new(
-            self.errors.schema.clone(),
-            vec![
-                Arc::new(TimestampMicrosecondArray::from(vec![at; n]).with_timezone("UTC")),
-                Arc::new(StringArray::from(vec![
-                    Some(self.source.def.name.as_str());
-                    n
-                ])),
-                Arc::new(StringArray::from(vec![Some(self.name.as_str()); n])),
-                Arc::new(StringArray::from(vec!["transform"; n])),
-                Arc::new(StringArray::from_iter_values(
-                    failures.iter().map(|(_, e)| e.sqlstate()),
-                )),
-                Arc::new(StringArray::from_iter_values(
-                    failures.iter().map(|(_, e)| e.to_string()),
-                )),
-                Arc::new(StringArray::from(raw)),
-                Arc::new(Int32Array::from(vec![1; n])),
-            ],
-        )?;
-        self.errors.log.append(batch).await?;
-        Ok(())
+    async fn dead_letter(&self, failures: Vec<(RecordBatch, Error)>) -> Result<()> {
+        let letters: Vec<DeadLetter> = failures
+            .into_iter()
+            .map(|(row, error)| DeadLetter {
+                stream: Some(self.source.def.name.clone()),
+                pipeline: Some(self.name.clone()),
+                stage: "transform",
+                raw: row_json(&row),
+                error,
+            })
+            .collect();
+        dead_letter::record(&self.errors, &letters).await
     }
 }
 

@@ -30,7 +30,8 @@ pub struct RowError {
 /// Converts `rows` (field text per entry of `targets`, which names stream
 /// columns; missing columns are NULL) to a batch of the stream's schema.
 /// With [`OnError::Abort`] the first bad row is the error; with
-/// [`OnError::Skip`] bad rows are left out and returned.
+/// [`OnError::Skip`] bad rows are left out and returned. Within a row the
+/// first failing column (in stream order) is reported.
 pub fn build_batch(
     stream: &Stream,
     targets: &[usize],
@@ -67,9 +68,6 @@ pub fn build_batch(
                                     column.name,
                                     def.name
                                 ));
-                                if on_error == OnError::Abort {
-                                    return Err(RowError { row, error });
-                                }
                                 slot.get_or_insert(error);
                             }
                         }
@@ -88,21 +86,22 @@ pub fn build_batch(
         if !column.nullable && array.null_count() > 0 {
             for (row, slot) in bad.iter_mut().enumerate() {
                 if array.is_null(row) && slot.is_none() {
-                    let error = Error::not_null(&column.name, &def.name);
-                    if on_error == OnError::Abort {
-                        return Err(RowError { row, error });
-                    }
-                    *slot = Some(error);
+                    *slot = Some(Error::not_null(&column.name, &def.name));
                 }
             }
         }
         columns.push(array);
     }
-    let errors: Vec<RowError> = bad
+    let mut errors: Vec<RowError> = bad
         .iter_mut()
         .enumerate()
         .filter_map(|(row, e)| e.take().map(|error| RowError { row, error }))
         .collect();
+    if on_error == OnError::Abort && !errors.is_empty() {
+        // The first bad row, as Postgres reports it (checked column by
+        // column, so the lowest row is not always found first).
+        return Err(errors.swap_remove(0));
+    }
     if !errors.is_empty() {
         let keep =
             BooleanArray::from_iter((0..n).map(|row| Some(!errors.iter().any(|e| e.row == row))));

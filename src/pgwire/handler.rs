@@ -10,12 +10,14 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser;
 use datafusion_postgres::DfSessionService;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
 use pgwire::api::results::{FieldInfo, Response, Tag};
@@ -26,6 +28,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
+use super::copy::CopyState;
 use super::{error_info, into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
@@ -43,7 +46,7 @@ pub struct ConnectionHandlers {
 impl ConnectionHandlers {
     pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>) -> Self {
         let ctx = Arc::new(engine.new_session());
-        let df = Arc::new(DfSessionService::new(ctx));
+        let df = Arc::new(DfSessionService::new(ctx.clone()));
         ConnectionHandlers {
             session: Arc::new(Session {
                 parser: Arc::new(RoutingParser {
@@ -51,7 +54,9 @@ impl ConnectionHandlers {
                     engine: engine.clone(),
                 }),
                 engine,
+                ctx,
                 df,
+                copy: tokio::sync::Mutex::new(None),
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
@@ -77,6 +82,10 @@ impl PgWireServerHandlers for ConnectionHandlers {
     fn cancel_handler(&self) -> Arc<impl CancelHandler> {
         self.cancel.clone()
     }
+
+    fn copy_handler(&self) -> Arc<impl CopyHandler> {
+        self.session.clone()
+    }
 }
 
 struct Startup {
@@ -90,9 +99,11 @@ impl NoopStartupHandler for Startup {
 }
 
 pub struct Session {
-    engine: Arc<Engine>,
+    pub(super) engine: Arc<Engine>,
+    pub(super) ctx: Arc<SessionContext>,
     df: Arc<DfSessionService>,
     parser: Arc<RoutingParser>,
+    pub(super) copy: tokio::sync::Mutex<Option<CopyState>>,
 }
 
 impl Session {
@@ -133,6 +144,9 @@ impl Session {
                     .map(|rows| {
                         Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
                     }));
+            }
+            Parsed::Copy(copy) => {
+                return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
             }
             Parsed::ShowStreams | Parsed::ShowPipelines | Parsed::ExplainCreateDerived(_) => {
                 return Ok(None)

@@ -3,6 +3,7 @@
 //! handlers that route sluice statements to the engine and the rest to a
 //! DataFusion session of the connection's own.
 
+mod copy;
 mod handler;
 
 use std::sync::Arc;
@@ -60,7 +61,9 @@ pub fn to_pg_error(e: Error) -> PgWireError {
 }
 
 pub fn error_info(e: &Error) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_string(), e.sqlstate().to_string(), e.to_string())
+    let mut info = ErrorInfo::new("ERROR".to_string(), e.sqlstate().to_string(), e.to_string());
+    info.where_context = e.context().map(str::to_string);
+    info
 }
 
 /// Gives errors coming back from DataFusion's handlers our SQLSTATEs.

@@ -3,6 +3,7 @@
 //! everything else is DataFusion SQL and is passed on as text. Parsing only:
 //! nothing here executes.
 
+mod copy;
 mod split;
 
 use std::time::Duration;
@@ -13,6 +14,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
+pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use split::{leading_words, split_statements, strip_comments};
 
 use crate::error::{Error, Result};
@@ -32,6 +34,8 @@ pub enum Parsed {
     ShowStreams,
     /// `SHOW PIPELINES`, answered by a query over `sluice.pipelines`.
     ShowPipelines,
+    /// `COPY … FROM STDIN` / `COPY … TO STDOUT`.
+    Copy(CopyStatement),
     /// `EXPLAIN CREATE STREAM … AS SELECT …`: the SELECT's plan.
     ExplainCreateDerived(CreateDerived),
     /// Anything else: DataFusion SQL, passed on as written.
@@ -84,7 +88,10 @@ impl Parsed {
             Parsed::ShowStreams => Some(SHOW_STREAMS_SQL.to_string()),
             Parsed::ShowPipelines => Some(SHOW_PIPELINES_SQL.to_string()),
             Parsed::ExplainCreateDerived(c) => Some(format!("EXPLAIN {}", c.select)),
-            Parsed::CreateStream(_) | Parsed::CreateDerived(_) | Parsed::DropStream(_) => None,
+            Parsed::CreateStream(_)
+            | Parsed::CreateDerived(_)
+            | Parsed::DropStream(_)
+            | Parsed::Copy(_) => None,
         }
     }
 }
@@ -107,6 +114,7 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["DROP", "STREAM", ..] => parse_drop_stream(stmt).map(Parsed::DropStream),
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
+        ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
         _ => Ok(Parsed::Sql(stmt.to_string())),
     }
 }

@@ -1,0 +1,373 @@
+//! `COPY … FROM STDIN`: data arrives in CopyData chunks of any size; this
+//! splits it into records (CSV quotes may span lines), fields (text-format
+//! escapes, CSV quoting, NULL markers) and converts every 8192 rows to an
+//! Arrow batch. The batches are appended as one unit at the end, so a
+//! COPY is all-or-nothing (bounded by `max_statement_bytes`); with
+//! `ON_ERROR 'dead_letter'` bad rows go to `sluice.errors` instead.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+
+use super::dead_letter::DeadLetter;
+use super::rows::{build_batch, OnError};
+use crate::engine::Stream;
+use crate::error::{Error, Result};
+use crate::sql::{CopyFormat, CopyOptions};
+
+const CHUNK_ROWS: usize = 8192;
+
+/// A COPY in progress.
+pub struct CopyIn {
+    pub stream: Arc<Stream>,
+    targets: Vec<usize>,
+    force_null: Vec<bool>,
+    options: CopyOptions,
+    max_bytes: u64,
+    /// Bytes of a record not yet complete.
+    carry: Vec<u8>,
+    /// Lines consumed so far (1-based line of the next record).
+    line: u64,
+    header_pending: bool,
+    finished_marker: bool,
+    rows: Vec<Vec<Option<String>>>,
+    /// Per buffered row: its first line and raw text (kept for dead letters).
+    row_info: Vec<(u64, Option<String>)>,
+    batches: Vec<RecordBatch>,
+    bytes: u64,
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl CopyIn {
+    pub fn new(
+        stream: Arc<Stream>,
+        targets: Vec<usize>,
+        options: CopyOptions,
+        max_bytes: u64,
+    ) -> Self {
+        let force_null = targets
+            .iter()
+            .map(|t| options.force_null.contains(&stream.def.columns[*t].name))
+            .collect();
+        CopyIn {
+            header_pending: options.header,
+            stream,
+            targets,
+            force_null,
+            options,
+            max_bytes,
+            carry: Vec::new(),
+            line: 1,
+            finished_marker: false,
+            rows: Vec::new(),
+            row_info: Vec::new(),
+            batches: Vec::new(),
+            bytes: 0,
+            dead_letters: Vec::new(),
+        }
+    }
+
+    /// Consumes one CopyData chunk.
+    pub fn feed(&mut self, data: &[u8]) -> Result<()> {
+        if self.finished_marker {
+            return Ok(());
+        }
+        self.carry.extend_from_slice(data);
+        let mut start = 0;
+        let mut in_quotes = false;
+        let mut i = 0;
+        let bytes = std::mem::take(&mut self.carry);
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.options.format {
+                CopyFormat::Csv => {
+                    if in_quotes
+                        && b == self.options.escape
+                        && self.options.escape != self.options.quote
+                    {
+                        i += 2;
+                        continue;
+                    }
+                    if b == self.options.quote {
+                        in_quotes = !in_quotes;
+                    }
+                }
+                CopyFormat::Text => {
+                    if b == b'\\' {
+                        i += 2;
+                        continue;
+                    }
+                }
+            }
+            if b == b'\n' && !in_quotes {
+                let record = &bytes[start..i];
+                let lines = 1 + record.iter().filter(|&&c| c == b'\n').count() as u64;
+                self.record(record)?;
+                self.line += lines;
+                start = i + 1;
+                if self.finished_marker {
+                    return Ok(());
+                }
+            }
+            i += 1;
+        }
+        self.carry = bytes[start..].to_vec();
+        if self.carry.len() as u64 > self.max_bytes {
+            return Err(Error::ProgramLimit(format!(
+                "a COPY record longer than {} bytes",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, record: &[u8]) -> Result<()> {
+        let record = record.strip_suffix(b"\r").unwrap_or(record);
+        if record == b"\\." {
+            self.finished_marker = true;
+            return Ok(());
+        }
+        if self.header_pending {
+            self.header_pending = false;
+            return Ok(());
+        }
+        let parsed = match self.options.format {
+            CopyFormat::Text => self.text_fields(record),
+            CopyFormat::Csv => self.csv_fields(record),
+        };
+        let fields = match parsed.and_then(|f| self.check_count(f)) {
+            Ok(f) => f,
+            Err(e) => return self.bad_record(record, e),
+        };
+        self.rows.push(fields);
+        self.row_info.push((
+            self.line,
+            self.options
+                .dead_letter
+                .then(|| String::from_utf8_lossy(record).into_owned()),
+        ));
+        if self.rows.len() >= CHUNK_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn check_count(&self, fields: Vec<Option<String>>) -> Result<Vec<Option<String>>> {
+        let want = self.targets.len();
+        if fields.len() > want {
+            return Err(Error::BadCopyFormat(
+                "extra data after last expected column".into(),
+            ));
+        }
+        if fields.len() < want {
+            let missing = &self.stream.def.columns[self.targets[fields.len()]].name;
+            return Err(Error::BadCopyFormat(format!(
+                "missing data for column \"{missing}\""
+            )));
+        }
+        Ok(fields)
+    }
+
+    fn bad_record(&mut self, record: &[u8], error: Error) -> Result<()> {
+        let error = self.at_line(self.line, error);
+        if !self.options.dead_letter {
+            return Err(error);
+        }
+        self.dead_letters.push(DeadLetter {
+            stream: Some(self.stream.def.name.clone()),
+            pipeline: None,
+            stage: "ingest",
+            error,
+            raw: Some(String::from_utf8_lossy(record).into_owned()),
+        });
+        Ok(())
+    }
+
+    /// Adds Postgres's context line: `COPY t, line N`.
+    fn at_line(&self, line: u64, error: Error) -> Error {
+        error.with_context(format!("COPY {}, line {line}", self.stream.def.name))
+    }
+
+    fn text_fields(&self, record: &[u8]) -> Result<Vec<Option<String>>> {
+        let text = std::str::from_utf8(record).map_err(|e| {
+            Error::CharacterNotInRepertoire(format!(
+                "invalid byte sequence for encoding \"UTF8\": {e}"
+            ))
+        })?;
+        let delimiter = self.options.delimiter as char;
+        let mut fields = Vec::new();
+        let mut current = String::new();
+        let mut raw_field = String::new();
+        let mut chars = text.chars();
+        loop {
+            match chars.next() {
+                Some('\\') => {
+                    let Some(next) = chars.next() else {
+                        current.push('\\');
+                        raw_field.push('\\');
+                        continue;
+                    };
+                    raw_field.push('\\');
+                    raw_field.push(next);
+                    match next {
+                        't' => current.push('\t'),
+                        'n' => current.push('\n'),
+                        'r' => current.push('\r'),
+                        'b' => current.push('\u{8}'),
+                        'f' => current.push('\u{c}'),
+                        'v' => current.push('\u{b}'),
+                        other => current.push(other),
+                    }
+                }
+                Some(c) if c == delimiter => {
+                    fields.push(self.text_field(&raw_field, std::mem::take(&mut current)));
+                    raw_field.clear();
+                }
+                Some(c) => {
+                    current.push(c);
+                    raw_field.push(c);
+                }
+                None => {
+                    fields.push(self.text_field(&raw_field, current));
+                    return Ok(fields);
+                }
+            }
+        }
+    }
+
+    fn text_field(&self, raw: &str, value: String) -> Option<String> {
+        (raw != self.options.null).then_some(value)
+    }
+
+    fn csv_fields(&self, record: &[u8]) -> Result<Vec<Option<String>>> {
+        let (delimiter, quote, escape) = (
+            self.options.delimiter,
+            self.options.quote,
+            self.options.escape,
+        );
+        let mut fields = Vec::new();
+        let mut i = 0;
+        loop {
+            let index = fields.len();
+            if record.get(i) == Some(&quote) {
+                let mut value = Vec::new();
+                i += 1;
+                loop {
+                    match record.get(i) {
+                        None => {
+                            return Err(Error::BadCopyFormat(
+                                "unterminated CSV quoted field".into(),
+                            ))
+                        }
+                        Some(&b)
+                            if b == escape
+                                && matches!(record.get(i + 1), Some(&n) if n == quote || n == escape) =>
+                        {
+                            value.push(record[i + 1]);
+                            i += 2;
+                        }
+                        Some(&b) if b == quote => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&b) => {
+                            value.push(b);
+                            i += 1;
+                        }
+                    }
+                }
+                let value = utf8(value)?;
+                let forced = self.force_null.get(index).copied().unwrap_or(false)
+                    && value == self.options.null;
+                fields.push((!forced).then_some(value));
+                match record.get(i) {
+                    None => return Ok(fields),
+                    Some(&b) if b == delimiter => i += 1,
+                    Some(_) => {
+                        return Err(Error::BadCopyFormat(
+                            "unexpected character after a closing CSV quote".into(),
+                        ))
+                    }
+                }
+            } else {
+                let end = record[i..]
+                    .iter()
+                    .position(|&b| b == delimiter)
+                    .map_or(record.len(), |p| i + p);
+                let value = utf8(record[i..end].to_vec())?;
+                fields.push((value != self.options.null).then_some(value));
+                if end == record.len() {
+                    return Ok(fields);
+                }
+                i = end + 1;
+            }
+        }
+    }
+
+    /// Converts buffered rows to a batch (all-or-nothing, or dead letters).
+    fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mode = if self.options.dead_letter {
+            OnError::Skip
+        } else {
+            OnError::Abort
+        };
+        let rows = std::mem::take(&mut self.rows);
+        let info = std::mem::take(&mut self.row_info);
+        let (batch, errors) = match build_batch(&self.stream, &self.targets, &rows, mode) {
+            Ok(ok) => ok,
+            Err(bad) => {
+                let line = info.get(bad.row).map_or(self.line, |i| i.0);
+                return Err(self.at_line(line, bad.error));
+            }
+        };
+        for bad in errors {
+            let (line, raw) = info.get(bad.row).cloned().unwrap_or((self.line, None));
+            let error = self.at_line(line, bad.error);
+            self.dead_letters.push(DeadLetter {
+                stream: Some(self.stream.def.name.clone()),
+                pipeline: None,
+                stage: "ingest",
+                error,
+                raw,
+            });
+        }
+        self.bytes += batch.get_array_memory_size() as u64;
+        if self.bytes > self.max_bytes {
+            return Err(Error::ProgramLimit(format!(
+                "COPY into \"{}\" exceeds max_statement_bytes ({} bytes); a COPY is stored as one unit, split the input",
+                self.stream.def.name, self.max_bytes
+            )));
+        }
+        self.batches.push(batch);
+        Ok(())
+    }
+
+    /// Ends the input: the last record (without a newline) is taken too.
+    /// Returns every good row as one batch.
+    pub fn finish(&mut self) -> Result<RecordBatch> {
+        if !self.finished_marker && !self.carry.is_empty() {
+            let rest = std::mem::take(&mut self.carry);
+            if self.options.format == CopyFormat::Csv
+                && rest.iter().filter(|&&b| b == self.options.quote).count() % 2 == 1
+            {
+                return Err(self.at_line(
+                    self.line,
+                    Error::BadCopyFormat("unterminated CSV quoted field".into()),
+                ));
+            }
+            self.record(&rest)?;
+        }
+        self.flush()?;
+        Ok(concat_batches(&self.stream.schema, &self.batches)?)
+    }
+}
+
+fn utf8(bytes: Vec<u8>) -> Result<String> {
+    String::from_utf8(bytes).map_err(|e| {
+        Error::CharacterNotInRepertoire(format!("invalid byte sequence for encoding \"UTF8\": {e}"))
+    })
+}

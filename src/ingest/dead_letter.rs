@@ -1,0 +1,56 @@
+//! Writing to `sluice.errors`, the one dead-letter stream of every stage.
+
+use std::sync::Arc;
+
+use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+
+use crate::engine::{now_ms, Stream};
+use crate::error::{Error, Result};
+
+/// One failed record and why.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub stream: Option<String>,
+    pub pipeline: Option<String>,
+    /// `ingest`, `transform` or `delivery`.
+    pub stage: &'static str,
+    pub error: Error,
+    /// The record as received (a line, or the row as JSON).
+    pub raw: Option<String>,
+}
+
+/// Appends dead letters to `sluice.errors` (durable when this returns).
+pub async fn record(errors: &Stream, letters: &[DeadLetter]) -> Result<()> {
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let n = letters.len();
+    let at = now_ms() * 1000;
+    let batch = RecordBatch::try_new(
+        errors.schema.clone(),
+        vec![
+            Arc::new(TimestampMicrosecondArray::from(vec![at; n]).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter(
+                letters.iter().map(|l| l.stream.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter(
+                letters.iter().map(|l| l.pipeline.as_deref()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                letters.iter().map(|l| l.stage),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                letters.iter().map(|l| l.error.sqlstate()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                letters.iter().map(|l| l.error.to_string()),
+            )),
+            Arc::new(StringArray::from_iter(
+                letters.iter().map(|l| l.raw.as_deref()),
+            )),
+            Arc::new(Int32Array::from(vec![1; n])),
+        ],
+    )?;
+    errors.log.append(batch).await?;
+    Ok(())
+}

@@ -1,0 +1,243 @@
+//! The COPY sub-protocol: `COPY … FROM STDIN` feeds CopyData chunks to an
+//! [`CopyIn`] decoder and stores the rows as one unit on CopyDone;
+//! `COPY … TO STDOUT` streams query results as text or CSV lines.
+
+use std::fmt::Debug;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use futures::{Sink, SinkExt, StreamExt};
+use pgwire::api::copy::CopyHandler;
+use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::api::ClientInfo;
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
+use pgwire::messages::PgWireBackendMessage;
+
+use super::handler::Session;
+use super::to_pg_error;
+use crate::error::{Error, Result};
+use crate::ingest::{dead_letter, resolve_targets, CopyIn};
+use crate::query::not_insertable;
+use crate::sql::{CopyFormat, CopyOptions, CopySource, CopyStatement};
+
+/// The COPY state of one connection.
+pub enum CopyState {
+    Receiving(Box<CopyIn>),
+    /// A chunk failed; the rest of the data is discarded until CopyDone.
+    Failed(Error),
+}
+
+impl Session {
+    /// Starts a COPY: FROM STDIN answers CopyInResponse and waits for data;
+    /// TO STDOUT runs the query and streams it.
+    pub(super) async fn start_copy(&self, copy: CopyStatement) -> Result<Response> {
+        if copy.from_stdin {
+            let CopySource::Table { name, columns } = &copy.source else {
+                return Err(Error::Syntax("COPY (query) works only TO STDOUT".into()));
+            };
+            let stream = self
+                .engine
+                .registry
+                .get(name)
+                .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
+            if !stream.accepts_inserts() {
+                return Err(not_insertable(&stream));
+            }
+            let targets = resolve_targets(&stream, columns.as_deref())?;
+            let columns = targets.len();
+            let decoder = CopyIn::new(
+                stream,
+                targets,
+                copy.options,
+                self.engine.config.limits.max_statement_bytes,
+            );
+            *self.copy.lock().await = Some(CopyState::Receiving(Box::new(decoder)));
+            return Ok(Response::CopyIn(CopyResponse::new(
+                0,
+                columns,
+                futures::stream::empty(),
+            )));
+        }
+        let query = match &copy.source {
+            CopySource::Query(q) => q.clone(),
+            CopySource::Table { name, columns } => format!(
+                "SELECT {} FROM \"{name}\"",
+                columns.as_ref().map_or("*".to_string(), |c| c
+                    .iter()
+                    .map(|c| format!("\"{c}\""))
+                    .collect::<Vec<_>>()
+                    .join(", "))
+            ),
+        };
+        let df = self.ctx.sql(&query).await?;
+        let columns = df.schema().fields().len();
+        let header = copy.options.header.then(|| {
+            df.schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect::<Vec<_>>()
+        });
+        let batches = df.execute_stream().await?;
+        let options = Arc::new(copy.options);
+        let header_line = header.map(|names| {
+            let cells: Vec<Option<String>> = names.into_iter().map(Some).collect();
+            Ok(CopyData::new(encode_line(&cells, &options).into()))
+        });
+        let rows = batches.flat_map(move |batch| {
+            let lines: Vec<PgWireResult<CopyData>> = match batch {
+                Ok(batch) => match encode_batch(&batch, &options) {
+                    Ok(lines) => lines
+                        .into_iter()
+                        .map(|l| Ok(CopyData::new(l.into())))
+                        .collect(),
+                    Err(e) => vec![Err(to_pg_error(e))],
+                },
+                Err(e) => vec![Err(to_pg_error(Error::from_datafusion(e)))],
+            };
+            futures::stream::iter(lines)
+        });
+        let stream = futures::stream::iter(header_line).chain(rows);
+        Ok(Response::CopyOut(CopyResponse::new(0, columns, stream)))
+    }
+}
+
+/// One line per row; every column formatted as Postgres text output.
+fn encode_batch(batch: &RecordBatch, options: &CopyOptions) -> Result<Vec<String>> {
+    let format = FormatOptions::new()
+        .with_null("")
+        .with_timestamp_format(Some("%Y-%m-%d %H:%M:%S%.f"))
+        .with_timestamp_tz_format(Some("%Y-%m-%d %H:%M:%S%.f%:z"));
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| ArrayFormatter::try_new(c.as_ref(), &format))
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let mut lines = Vec::with_capacity(batch.num_rows());
+    let mut cells: Vec<Option<String>> = Vec::with_capacity(batch.num_columns());
+    for row in 0..batch.num_rows() {
+        cells.clear();
+        for (column, formatter) in batch.columns().iter().zip(&formatters) {
+            cells.push((!column.is_null(row)).then(|| formatter.value(row).to_string()));
+        }
+        lines.push(encode_line(&cells, options));
+    }
+    Ok(lines)
+}
+
+fn encode_line(cells: &[Option<String>], options: &CopyOptions) -> String {
+    let delimiter = options.delimiter as char;
+    let mut line = String::new();
+    for (i, cell) in cells.iter().enumerate() {
+        if i > 0 {
+            line.push(delimiter);
+        }
+        match (cell, options.format) {
+            (None, _) => line.push_str(&options.null),
+            (Some(v), CopyFormat::Text) => {
+                for c in v.chars() {
+                    match c {
+                        '\\' => line.push_str("\\\\"),
+                        '\n' => line.push_str("\\n"),
+                        '\r' => line.push_str("\\r"),
+                        '\t' => line.push_str("\\t"),
+                        c if c == delimiter => {
+                            line.push('\\');
+                            line.push(c);
+                        }
+                        c => line.push(c),
+                    }
+                }
+            }
+            (Some(v), CopyFormat::Csv) => {
+                let quote = options.quote as char;
+                let needs_quotes = v.is_empty()
+                    || v.contains([delimiter, quote, '\n', '\r'])
+                    || *v == options.null;
+                if needs_quotes {
+                    line.push(quote);
+                    for c in v.chars() {
+                        if c == quote {
+                            line.push(options.escape as char);
+                        }
+                        line.push(c);
+                    }
+                    line.push(quote);
+                } else {
+                    line.push_str(v);
+                }
+            }
+        }
+    }
+    line.push('\n');
+    line
+}
+
+#[async_trait]
+impl CopyHandler for Session {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let mut state = self.copy.lock().await;
+        if let Some(CopyState::Receiving(decoder)) = state.as_mut() {
+            if let Err(e) = decoder.feed(&copy_data.data) {
+                *state = Some(CopyState::Failed(e));
+            }
+        }
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let state = self.copy.lock().await.take();
+        let rows = match state {
+            Some(CopyState::Receiving(mut decoder)) => {
+                self.store(&mut decoder).await.map_err(to_pg_error)?
+            }
+            Some(CopyState::Failed(e)) => return Err(to_pg_error(e)),
+            None => return Err(to_pg_error(Error::Internal("CopyDone without COPY".into()))),
+        };
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        // Nothing of an aborted COPY is stored.
+        self.copy.lock().await.take();
+        PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
+            "ERROR".into(),
+            "57014".into(),
+            format!("COPY from stdin failed: {}", fail.message),
+        )))
+    }
+}
+
+impl Session {
+    /// Stores a finished COPY as one append; dead letters after it.
+    async fn store(&self, decoder: &mut CopyIn) -> Result<u64> {
+        let batch = decoder.finish()?;
+        let rows = decoder.stream.log.append(batch).await?.records();
+        if let Some(errors) = self.engine.registry.errors() {
+            dead_letter::record(&errors, &decoder.dead_letters).await?;
+        }
+        Ok(rows)
+    }
+}
