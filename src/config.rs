@@ -44,6 +44,8 @@ pub struct Limits {
     pub append_queue_depth: usize,
     /// Concurrent pgwire connections; further ones wait for a slot.
     pub max_connections: usize,
+    /// Largest HTTP request body accepted (413 beyond).
+    pub max_request_bytes: u64,
 }
 
 impl Default for Limits {
@@ -53,6 +55,7 @@ impl Default for Limits {
             max_statement_bytes: 256 * 1024 * 1024,
             append_queue_depth: 1024,
             max_connections: 512,
+            max_request_bytes: 16 * 1024 * 1024,
         }
     }
 }

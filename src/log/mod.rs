@@ -199,6 +199,24 @@ impl StreamLog {
             let shard = (self.round_robin.fetch_add(1, Ordering::Relaxed) % shards as u64) as u32;
             return Ok(vec![(shard, batch)]);
         };
+        let mut parts = Vec::new();
+        for (shard, rows) in self.rows_by_shard(&batch, key)?.into_iter().enumerate() {
+            if rows.is_empty() {
+                continue;
+            }
+            let part = if rows.len() == batch.num_rows() {
+                batch.clone()
+            } else {
+                take_record_batch(&batch, &UInt32Array::from(rows))?
+            };
+            parts.push((shard as u32, part));
+        }
+        Ok(parts)
+    }
+
+    /// Row indices per shard, by the partition key column `key`.
+    fn rows_by_shard(&self, batch: &RecordBatch, key: usize) -> Result<Vec<Vec<u32>>> {
+        let shards = self.shards.len() as u32;
         let text: ArrayRef = cast(batch.column(key), &DataType::Utf8)?;
         let text = text
             .as_any()
@@ -213,19 +231,39 @@ impl StreamLog {
             };
             indices[shard as usize].push(row as u32);
         }
-        let mut parts = Vec::new();
-        for (shard, rows) in indices.into_iter().enumerate() {
-            if rows.is_empty() {
-                continue;
+        Ok(indices)
+    }
+
+    /// Like [`StreamLog::append`], and tells where each row landed:
+    /// `(shard, sequence)` per input row (for per-record answers).
+    pub async fn append_positions(&self, batch: RecordBatch) -> Result<Vec<(u32, u64)>> {
+        let n = batch.num_rows();
+        let shards = self.shards.len() as u32;
+        let by_shard: Vec<(u32, Vec<u32>)> = match self.options.partition_key.filter(|_| shards > 1)
+        {
+            Some(key) => self
+                .rows_by_shard(&batch, key)?
+                .into_iter()
+                .enumerate()
+                .filter(|(_, rows)| !rows.is_empty())
+                .map(|(s, rows)| (s as u32, rows))
+                .collect(),
+            None => vec![(u32::MAX, (0..n as u32).collect())],
+        };
+        let ack = self.append(batch).await?;
+        let mut positions = vec![(0u32, 0u64); n];
+        for (shard, rows) in by_shard {
+            // Round-robin put the whole batch on the one shard in the ack.
+            let range = ack
+                .ranges
+                .iter()
+                .find(|r| shard == u32::MAX || r.0 == shard)
+                .ok_or_else(|| Error::Internal("append ack misses a shard".into()))?;
+            for (k, row) in rows.into_iter().enumerate() {
+                positions[row as usize] = (range.0, range.1 + k as u64);
             }
-            let part = if rows.len() == batch.num_rows() {
-                batch.clone()
-            } else {
-                take_record_batch(&batch, &UInt32Array::from(rows))?
-            };
-            parts.push((shard as u32, part));
         }
-        Ok(parts)
+        Ok(positions)
     }
 
     pub fn shard_stats(&self) -> Vec<ShardStats> {

@@ -208,3 +208,23 @@ async fn progress_is_recorded_with_the_output_even_when_empty() {
     assert_eq!(log.last_source_seq(0), None);
     assert_eq!(read_all(&log).len(), 4, "the empty frame adds no rows");
 }
+
+#[tokio::test]
+async fn positions_follow_rows_to_their_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let first = log.append_positions(batch(0, 30)).await.unwrap();
+    let again = log.append_positions(batch(0, 30)).await.unwrap();
+    for row in 0..30 {
+        assert_eq!(first[row].0, again[row].0, "same key, same shard");
+        assert!(again[row].1 > first[row].1);
+    }
+    let mut all: Vec<(u32, u64)> = first.iter().chain(&again).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len(), 60, "every row has its own position");
+    let rr = StreamLog::open(&dir.path().join("rr"), schema(), options(2, None)).unwrap();
+    let p = rr.append_positions(batch(0, 3)).await.unwrap();
+    assert_eq!(p.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 1, 2]);
+    assert!(p.iter().all(|x| x.0 == p[0].0));
+}

@@ -26,8 +26,23 @@ impl Server {
         server
     }
 
+    /// A server on a fresh data directory with `toml` as its config file.
+    pub fn start_with_config(toml: &str) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let config = tmp.path().join("sluice.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let mut server = Server::spawn(&tmp.path().join("data"), Some(&config));
+        server._tmp = Some(tmp);
+        server
+    }
+
     /// A server on `data_dir` (which may hold an earlier server's data).
     pub fn start_in(data_dir: &Path) -> Server {
+        Server::spawn(data_dir, None)
+    }
+
+    fn spawn(data_dir: &Path, config: Option<&Path>) -> Server {
+        std::fs::create_dir_all(data_dir).expect("data dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -43,6 +58,11 @@ impl Server {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(
+                config
+                    .map(|c| vec!["--config".as_ref(), c.as_os_str()])
+                    .unwrap_or_default(),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))

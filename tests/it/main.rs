@@ -3,6 +3,7 @@
 mod copy;
 mod crash;
 mod harness;
+mod http;
 mod lifecycle;
 mod pipelines;
 mod protocol;

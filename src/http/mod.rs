@@ -1,12 +1,14 @@
-//! The HTTP front end (axum): health and Prometheus metrics now; record
-//! ingestion and the Kinesis-compatible API build on the same router.
+//! The HTTP front end (axum): record ingestion (`records`), health and
+//! Prometheus metrics.
+
+mod records;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
@@ -29,6 +31,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
+        .route("/v1/streams/{name}/records", post(records::put_records))
         .with_state(engine)
 }
 

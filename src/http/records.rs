@@ -1,0 +1,82 @@
+//! `POST /v1/streams/{name}/records`: NDJSON or a JSON array, answered per
+//! record like Kinesis PutRecords.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use super::error_response;
+use crate::engine::Engine;
+use crate::error::Error;
+use crate::ingest::{ingest_json, JsonBody};
+use crate::query::not_insertable;
+
+pub async fn put_records(
+    State(engine): State<Arc<Engine>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let Some(stream) = engine.registry.get(&name) else {
+        return error_response(&Error::UndefinedTable(name));
+    };
+    if !stream.accepts_inserts() {
+        return error_response(&not_insertable(&stream));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default();
+    let kind = match content_type.as_str() {
+        "application/x-ndjson"
+        | "application/jsonl"
+        | "application/json-lines"
+        | "application/x-jsonlines" => JsonBody::Lines,
+        "application/json" => JsonBody::Document,
+        other => {
+            return (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Json(serde_json::json!({
+                    "error_code": "0A000",
+                    "error_message": format!(
+                        "content type {:?} is not accepted; send application/x-ndjson (one JSON object per line) or application/json (an array of objects)",
+                        other
+                    ),
+                })),
+            )
+                .into_response();
+        }
+    };
+    let limit = engine.config.limits.max_request_bytes;
+    let bytes = match axum::body::to_bytes(body, limit as usize).await {
+        Ok(b) => b,
+        Err(_) => {
+            return error_response(&Error::ProgramLimit(format!(
+            "request body exceeds the limit of {limit} bytes (limits.max_request_bytes); split it"
+        )))
+        }
+    };
+    let errors = engine.registry.errors();
+    match ingest_json(&stream, errors.as_deref(), &bytes, kind).await {
+        Ok(report) => {
+            let stored = (report.records.len() - report.failed) as u64;
+            metrics::counter!("sluice_ingest_records_total", "stream" => name.clone(), "path" => "http")
+                .increment(stored);
+            metrics::counter!("sluice_ingest_failed_records_total", "stream" => name, "path" => "http")
+                .increment(report.failed as u64);
+            (StatusCode::OK, Json(report)).into_response()
+        }
+        Err(e) => error_response(&e),
+    }
+}

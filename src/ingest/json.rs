@@ -1,0 +1,274 @@
+//! JSON records (NDJSON lines or a JSON array of objects) to rows of a
+//! stream, with a fate per record: stored at (shard, sequence), or failed
+//! with a SQLSTATE and message (and written to `sluice.errors`).
+
+use serde_json::{Map, Value};
+
+use super::dead_letter::{self, DeadLetter};
+use super::rows::{build_batch, OnError};
+use crate::engine::Stream;
+use crate::error::{Error, Result};
+use crate::types::SqlType;
+
+/// How a request body holds its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JsonBody {
+    /// One JSON object per line; a bad line fails alone.
+    Lines,
+    /// One JSON array (or one object); a body that does not parse is
+    /// refused whole.
+    Document,
+}
+
+/// The fate of one record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum RecordResult {
+    Stored {
+        shard: u32,
+        sequence: u64,
+    },
+    Failed {
+        error_code: String,
+        error_message: String,
+    },
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct IngestReport {
+    pub failed: usize,
+    pub records: Vec<RecordResult>,
+    /// Fields that named no column (ignored).
+    pub unknown_fields: u64,
+}
+
+/// Decodes, validates and stores JSON records; failed ones go to
+/// `errors`. `Err` only when the request as a whole is refused.
+pub async fn ingest_json(
+    stream: &Stream,
+    errors: Option<&Stream>,
+    body: &[u8],
+    kind: JsonBody,
+) -> Result<IngestReport> {
+    let records: Vec<(String, std::result::Result<Value, Error>)> = match kind {
+        JsonBody::Lines => body
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, line)| {
+                let raw = String::from_utf8_lossy(line)
+                    .trim_end_matches('\r')
+                    .to_string();
+                let value = serde_json::from_slice::<Value>(line)
+                    .map_err(|e| Error::InvalidText(format!("line {}: invalid JSON: {e}", i + 1)));
+                (raw, value)
+            })
+            .collect(),
+        JsonBody::Document => {
+            let doc: Value = serde_json::from_slice(body).map_err(|e| {
+                Error::InvalidText(format!(
+                    "invalid JSON at byte {}: {e}; nothing was stored",
+                    byte_offset(body, e.line(), e.column())
+                ))
+            })?;
+            let items = match doc {
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            items.into_iter().map(|v| (v.to_string(), Ok(v))).collect()
+        }
+    };
+    if records.is_empty() {
+        return Err(Error::InvalidText("the request holds no records".into()));
+    }
+    let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
+    let mut letters = Vec::new();
+    let mut rows = Vec::new();
+    let mut row_records = Vec::new();
+    let mut unknown_fields = 0u64;
+    for (index, (raw, value)) in records.iter().enumerate() {
+        let row = value
+            .as_ref()
+            .map_err(|e| Error::InvalidText(e.to_string()))
+            .and_then(|v| object_row(stream, v, &mut unknown_fields));
+        match row {
+            Ok(row) => {
+                rows.push(row);
+                row_records.push(index);
+            }
+            Err(error) => fail(&mut results, &mut letters, stream, index, raw, error),
+        }
+    }
+    let targets: Vec<usize> = (0..stream.def.columns.len()).collect();
+    let (batch, bad) = build_batch(stream, &targets, &rows, OnError::Skip).map_err(|e| e.error)?;
+    for bad in bad {
+        let index = row_records[bad.row];
+        fail(
+            &mut results,
+            &mut letters,
+            stream,
+            index,
+            &records[index].0,
+            bad.error,
+        );
+    }
+    let stored: Vec<usize> = row_records
+        .into_iter()
+        .filter(|i| results[*i].is_none())
+        .collect();
+    let positions = stream.log.append_positions(batch).await?;
+    for (index, (shard, sequence)) in stored.into_iter().zip(positions) {
+        results[index] = Some(RecordResult::Stored { shard, sequence });
+    }
+    if let Some(errors) = errors {
+        dead_letter::record(errors, &letters).await?;
+    }
+    let records: Vec<RecordResult> = results
+        .into_iter()
+        .map(|r| {
+            r.unwrap_or(RecordResult::Failed {
+                error_code: "XX000".into(),
+                error_message: "record lost track of".into(),
+            })
+        })
+        .collect();
+    Ok(IngestReport {
+        failed: records
+            .iter()
+            .filter(|r| matches!(r, RecordResult::Failed { .. }))
+            .count(),
+        records,
+        unknown_fields,
+    })
+}
+
+fn fail(
+    results: &mut [Option<RecordResult>],
+    letters: &mut Vec<DeadLetter>,
+    stream: &Stream,
+    index: usize,
+    raw: &str,
+    error: Error,
+) {
+    results[index] = Some(RecordResult::Failed {
+        error_code: error.sqlstate().to_string(),
+        error_message: error.to_string(),
+    });
+    letters.push(DeadLetter {
+        stream: Some(stream.def.name.clone()),
+        pipeline: None,
+        stage: "ingest",
+        error,
+        raw: Some(raw.to_string()),
+    });
+}
+
+/// A JSON object's fields as text per stream column, like COPY fields.
+fn object_row(stream: &Stream, value: &Value, unknown: &mut u64) -> Result<Vec<Option<String>>> {
+    let Value::Object(map) = value else {
+        return Err(Error::DatatypeMismatch(format!(
+            "a record must be a JSON object, got {}",
+            kind_of(value)
+        )));
+    };
+    *unknown += map
+        .keys()
+        .filter(|k| !stream.def.columns.iter().any(|c| &c.name == *k))
+        .count() as u64;
+    Ok(stream
+        .def
+        .columns
+        .iter()
+        .map(|c| field_text(map, &c.name, c.sql_type))
+        .collect())
+}
+
+fn field_text(map: &Map<String, Value>, name: &str, sql_type: SqlType) -> Option<String> {
+    match map.get(name)? {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) if matches!(sql_type, SqlType::Timestamp | SqlType::TimestampTz) => {
+            Some(epoch_to_iso(n.as_f64().unwrap_or_default()))
+        }
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// Epoch seconds (or milliseconds, when the number is too large to be
+/// seconds) as an ISO-8601 UTC timestamp.
+fn epoch_to_iso(epoch: f64) -> String {
+    let micros = if epoch.abs() >= 1e11 {
+        epoch * 1e3
+    } else {
+        epoch * 1e6
+    } as i64;
+    let secs = micros.div_euclid(1_000_000);
+    let sub_micros = micros.rem_euclid(1_000_000);
+    let days = secs.div_euclid(86_400);
+    let day_secs = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{sub_micros:06}",
+        day_secs / 3600,
+        (day_secs / 60) % 60,
+        day_secs % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {
+    let line_start: usize = body
+        .split(|&b| b == b'\n')
+        .take(line.saturating_sub(1))
+        .map(|l| l.len() + 1)
+        .sum();
+    line_start + column.saturating_sub(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_become_utc_timestamps() {
+        assert_eq!(epoch_to_iso(0.0), "1970-01-01T00:00:00.000000");
+        assert_eq!(epoch_to_iso(1_795_611_600.5), "2026-11-25T13:00:00.500000");
+        assert_eq!(
+            epoch_to_iso(1_795_611_600_250.0),
+            "2026-11-25T13:00:00.250000"
+        );
+        assert_eq!(epoch_to_iso(951_782_400.0), "2000-02-29T00:00:00.000000");
+    }
+
+    #[test]
+    fn offsets_point_into_the_body() {
+        let body = b"[{\"a\": 1},\n {\"a\": }]";
+        let e = serde_json::from_slice::<Value>(body).unwrap_err();
+        assert_eq!(body[byte_offset(body, e.line(), e.column())], b'}');
+    }
+}
