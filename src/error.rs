@@ -30,6 +30,9 @@ pub enum Error {
     /// 23502: NULL into a NOT NULL column.
     #[error("{0}")]
     NotNull(String),
+    /// 22003: a number too large or small for its column.
+    #[error("{0}")]
+    NumericOutOfRange(String),
     /// 22P04: COPY data that is not in the declared format.
     #[error("{0}")]
     BadCopyFormat(String),
@@ -114,6 +117,7 @@ impl Error {
             Error::UndefinedColumn(_) => "42703",
             Error::InvalidText(_) => "22P02",
             Error::BadCopyFormat(_) => "22P04",
+            Error::NumericOutOfRange(_) => "22003",
             Error::CharacterNotInRepertoire(_) => "22021",
             Error::WithContext { error, .. } => error.sqlstate(),
             Error::NotNull(_) => "23502",
@@ -174,6 +178,7 @@ impl Error {
             Error::UndefinedColumn(_) => Error::UndefinedColumn(msg),
             Error::InvalidText(_) => Error::InvalidText(msg),
             Error::BadCopyFormat(_) => Error::BadCopyFormat(msg),
+            Error::NumericOutOfRange(_) => Error::NumericOutOfRange(msg),
             Error::CharacterNotInRepertoire(_) => Error::CharacterNotInRepertoire(msg),
             Error::WithContext { error, context } => Error::WithContext {
                 error: Box::new(error.duplicate()),

@@ -27,6 +27,9 @@ pub struct CopyIn {
     max_bytes: u64,
     /// Bytes of a record not yet complete.
     carry: Vec<u8>,
+    /// How far into `carry` the record scan got, and its quote state there.
+    scan_pos: usize,
+    scan_in_quotes: bool,
     /// Lines consumed so far (1-based line of the next record).
     line: u64,
     header_pending: bool,
@@ -58,6 +61,8 @@ impl CopyIn {
             options,
             max_bytes,
             carry: Vec::new(),
+            scan_pos: 0,
+            scan_in_quotes: false,
             line: 1,
             finished_marker: false,
             rows: Vec::new(),
@@ -75,8 +80,10 @@ impl CopyIn {
         }
         self.carry.extend_from_slice(data);
         let mut start = 0;
-        let mut in_quotes = false;
-        let mut i = 0;
+        // Resume the scan where the previous chunk left it, so a record
+        // spread over many chunks is scanned once, not once per chunk.
+        let mut in_quotes = self.scan_in_quotes;
+        let mut i = self.scan_pos;
         let bytes = std::mem::take(&mut self.carry);
         while i < bytes.len() {
             let b = bytes[i];
@@ -112,7 +119,13 @@ impl CopyIn {
             }
             i += 1;
         }
-        self.carry = bytes[start..].to_vec();
+        self.scan_pos = i - start;
+        self.scan_in_quotes = in_quotes;
+        self.carry = if start == 0 {
+            bytes
+        } else {
+            bytes[start..].to_vec()
+        };
         if self.carry.len() as u64 > self.max_bytes {
             return Err(Error::ProgramLimit(format!(
                 "a COPY record longer than {} bytes",

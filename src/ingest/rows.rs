@@ -61,13 +61,7 @@ pub fn build_batch(
                                 && cast_with_options(&text.slice(row, 1), data_type, &strict)
                                     .is_err()
                             {
-                                let error = Error::InvalidText(format!(
-                                    "invalid input syntax for type {}: \"{}\" (column \"{}\" of relation \"{}\")",
-                                    column.sql_type.pg_name(),
-                                    text.value(row),
-                                    column.name,
-                                    def.name
-                                ));
+                                let error = conversion_error(text.value(row), column, &def.name);
                                 slot.get_or_insert(error);
                             }
                         }
@@ -119,6 +113,33 @@ pub fn build_batch(
         error: e.into(),
     })?;
     Ok((batch, errors))
+}
+
+/// Why `value` did not convert: out of range for a numeric column (22003)
+/// or not a value of the type at all (22P02).
+fn conversion_error(value: &str, column: &crate::types::ColumnDef, relation: &str) -> Error {
+    use crate::types::SqlType;
+    let numeric = matches!(
+        column.sql_type,
+        SqlType::SmallInt
+            | SqlType::Integer
+            | SqlType::BigInt
+            | SqlType::Real
+            | SqlType::Double
+            | SqlType::Numeric { .. }
+    );
+    if numeric && value.trim().parse::<f64>().is_ok_and(f64::is_finite) {
+        return Error::NumericOutOfRange(format!(
+            "value \"{value}\" is out of range for type {} (column \"{}\" of relation \"{relation}\")",
+            column.sql_type.pg_name(),
+            column.name
+        ));
+    }
+    Error::InvalidText(format!(
+        "invalid input syntax for type {}: \"{value}\" (column \"{}\" of relation \"{relation}\")",
+        column.sql_type.pg_name(),
+        column.name
+    ))
 }
 
 /// Resolves a column list (names as written) to stream column indices;

@@ -259,3 +259,52 @@ async fn copy_in_from_a_driver_and_a_client_that_disconnects() {
         .expect("unknown stream");
     assert_eq!(sqlstate(&err), "42P01");
 }
+
+#[tokio::test]
+async fn invalid_utf8_and_huge_fields() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM t (id INT NOT NULL, body TEXT)")
+        .await
+        .unwrap();
+    let sink = client
+        .copy_in::<_, Bytes>("COPY t FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from_static(b"1,ok\n2,bad \xff\xfe bytes\n"))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22021");
+    assert!(err.as_db_error().unwrap().message().contains("UTF8"));
+
+    // A 50 MB field arrives in many chunks and is stored whole.
+    let big = "x".repeat(50 * 1024 * 1024);
+    let sink = client
+        .copy_in::<_, Bytes>("COPY t FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    let line = format!("3,\"{big}\"\n");
+    for chunk in line.as_bytes().chunks(1 << 20) {
+        sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    assert_eq!(sink.finish().await.unwrap(), 1);
+    let len: i64 = client
+        .query_one(
+            "SELECT CAST(length(body) AS BIGINT) FROM t WHERE id = 3",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(len, 50 * 1024 * 1024);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM t", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1, "the COPY with invalid UTF-8 stored nothing");
+}
