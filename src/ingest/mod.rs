@@ -7,6 +7,7 @@ mod copy;
 pub mod dead_letter;
 mod json;
 mod rows;
+mod scan;
 mod values;
 
 pub use copy::CopyIn;

@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::sql::{leading_words, object_name};
 
 use super::rows::{build_batch, resolve_targets, OnError};
+use super::scan::{scan_insert, ScannedInsert};
 
 /// A parsed literal INSERT: the target and its rows, not yet converted.
 pub struct ValuesInsert {
@@ -35,55 +36,24 @@ pub fn plan_values_insert(registry: &Registry, stmt: &str) -> Result<Option<Valu
     if words.first().map(String::as_str) != Some("INSERT") {
         return Ok(None);
     }
-    let Ok(mut parsed) = Parser::parse_sql(&PostgreSqlDialect {}, stmt) else {
+    let Some(scanned) = scan_insert(stmt).or_else(|| parse_insert(stmt)) else {
         return Ok(None);
     };
-    let Some(Statement::Insert(insert)) = parsed.pop() else {
-        return Ok(None);
-    };
-    if insert.on.is_some()
-        || insert.returning.is_some()
-        || insert.overwrite
-        || !insert.assignments.is_empty()
-    {
-        return Ok(None);
-    }
-    let TableObject::TableName(name) = &insert.table else {
-        return Ok(None);
-    };
-    let Some(stream) = object_name(name).ok().and_then(|n| registry.get(&n)) else {
+    let Some(stream) = registry.get(&scanned.table) else {
         return Ok(None);
     };
     if !stream.accepts_inserts() {
         return Err(crate::query::not_insertable(&stream));
     }
-    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
-        return Ok(None);
-    };
-    let mut rows = Vec::with_capacity(values.rows.len());
-    for row in &values.rows {
-        let mut literals = Vec::with_capacity(row.content.len());
-        for expr in &row.content {
-            match literal_text(expr) {
-                Some(lit) => literals.push(lit),
-                None => return Ok(None),
-            }
-        }
-        rows.push(literals);
-    }
-    let names = insert
-        .columns
-        .iter()
-        .map(object_name)
-        .collect::<Result<Vec<_>>>()?;
-    let targets = resolve_targets(&stream, (!names.is_empty()).then_some(names.as_slice()))?;
+    let targets = resolve_targets(&stream, scanned.columns.as_deref())?;
+    let rows = scanned.rows;
     for row in &rows {
         if row.len() > targets.len() {
             return Err(Error::Syntax(
                 "INSERT has more expressions than target columns".into(),
             ));
         }
-        if row.len() < targets.len() && !insert.columns.is_empty() {
+        if row.len() < targets.len() && scanned.columns.is_some() {
             return Err(Error::Syntax(
                 "INSERT has more target columns than expressions".into(),
             ));
@@ -94,6 +64,49 @@ pub fn plan_values_insert(registry: &Registry, stmt: &str) -> Result<Option<Valu
         targets,
         rows,
     }))
+}
+
+/// The same as [`scan_insert`], through the full SQL parser, for literal
+/// INSERTs the scanner does not take (comments, `E'…'` strings).
+fn parse_insert(stmt: &str) -> Option<ScannedInsert> {
+    let mut parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
+    let Some(Statement::Insert(insert)) = parsed.pop() else {
+        return None;
+    };
+    if insert.on.is_some()
+        || insert.returning.is_some()
+        || insert.overwrite
+        || !insert.assignments.is_empty()
+    {
+        return None;
+    }
+    let TableObject::TableName(name) = &insert.table else {
+        return None;
+    };
+    let table = object_name(name).ok()?;
+    let Some(SetExpr::Values(values)) = insert.source.as_deref().map(|q| q.body.as_ref()) else {
+        return None;
+    };
+    let rows = values
+        .rows
+        .iter()
+        .map(|row| {
+            row.content
+                .iter()
+                .map(literal_text)
+                .collect::<Option<Vec<_>>>()
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let columns = insert
+        .columns
+        .iter()
+        .map(|c| object_name(c).ok())
+        .collect::<Option<Vec<_>>>()?;
+    Some(ScannedInsert {
+        table,
+        columns: (!columns.is_empty()).then_some(columns),
+        rows,
+    })
 }
 
 /// The text of a literal (`'x'`, `42`, `-1.5`, `true`, `NULL`), or `None`

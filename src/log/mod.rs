@@ -95,13 +95,14 @@ impl StreamLog {
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = {
             let shards = shards.clone();
+            let helpers = SyncHelpers::start(shards.len())?;
             let segment_size_bytes = options.segment_size_bytes;
             std::thread::Builder::new()
                 .name(format!(
                     "log-writer-{}",
                     dir.file_name().unwrap_or_default().to_string_lossy()
                 ))
-                .spawn(move || writer_loop(shards, rx, segment_size_bytes))?
+                .spawn(move || writer_loop(shards, rx, segment_size_bytes, helpers))?
         };
         Ok(Arc::new(StreamLog {
             dir: dir.to_path_buf(),
@@ -366,6 +367,7 @@ fn writer_loop(
     shards: Vec<Arc<Shard>>,
     mut rx: mpsc::Receiver<AppendRequest>,
     segment_size_bytes: u64,
+    helpers: SyncHelpers,
 ) {
     while let Some(first) = rx.blocking_recv() {
         let mut group_bytes = request_bytes(&first);
@@ -379,7 +381,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit_group(&shards, group, segment_size_bytes);
+        commit_group(&shards, group, segment_size_bytes, &helpers);
     }
 }
 
@@ -393,12 +395,17 @@ fn request_bytes(req: &AppendRequest) -> usize {
 /// One request of a group: its rows per shard and pipeline progress.
 type GroupPart = (Vec<(u32, RecordBatch)>, Option<u64>);
 
-fn commit_group(shards: &[Arc<Shard>], group: Vec<AppendRequest>, segment_size_bytes: u64) {
+fn commit_group(
+    shards: &[Arc<Shard>],
+    group: Vec<AppendRequest>,
+    segment_size_bytes: u64,
+    helpers: &SyncHelpers,
+) {
     let (replies, parts): (Vec<_>, Vec<_>) = group
         .into_iter()
         .map(|r| (r.reply, (r.parts, r.source_seq)))
         .unzip();
-    match write_group(shards, &parts, segment_size_bytes) {
+    match write_group(shards, &parts, segment_size_bytes, helpers) {
         Ok(acks) => {
             for (reply, ack) in replies.into_iter().zip(acks) {
                 let _ = reply.send(Ok(ack));
@@ -425,6 +432,7 @@ fn write_group(
     shards: &[Arc<Shard>],
     requests: &[GroupPart],
     segment_size_bytes: u64,
+    helpers: &SyncHelpers,
 ) -> Result<Vec<AppendAck>> {
     let append_time_ms = now_ms();
     let mut acks = vec![AppendAck::default(); requests.len()];
@@ -454,7 +462,7 @@ fn write_group(
                 shard.write(&merged, append_time_ms, source_seq, segment_size_bytes)?,
             ));
         }
-        sync_all(&pending)
+        helpers.sync_all(&pending)
     })();
     match result {
         Ok(()) => {
@@ -472,20 +480,65 @@ fn write_group(
     }
 }
 
-fn sync_all(pending: &[(&Arc<Shard>, PendingWrite)]) -> Result<()> {
-    if pending.len() <= 1 {
-        return pending.iter().try_for_each(|(_, w)| Shard::sync(w));
+/// Most fsync helper threads per stream; shards beyond share them.
+const MAX_SYNC_HELPERS: usize = 7;
+
+type SyncJob = (
+    Arc<std::fs::File>,
+    std::sync::mpsc::SyncSender<std::io::Result<()>>,
+);
+
+/// Long-lived threads that fsync other shards' files while the writer
+/// fsyncs one itself, so a group touching several shards pays about one
+/// fsync of latency, without spawning a thread per group.
+struct SyncHelpers {
+    jobs: Vec<std::sync::mpsc::Sender<SyncJob>>,
+}
+
+impl SyncHelpers {
+    fn start(shards: usize) -> std::io::Result<SyncHelpers> {
+        let mut jobs = Vec::new();
+        for i in 0..shards.saturating_sub(1).min(MAX_SYNC_HELPERS) {
+            let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+            std::thread::Builder::new()
+                .name(format!("log-fsync-{i}"))
+                .spawn(move || {
+                    for (file, done) in rx {
+                        let _ = done.send(file.sync_data());
+                    }
+                })?;
+            jobs.push(tx);
+        }
+        Ok(SyncHelpers { jobs })
     }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = pending
-            .iter()
-            .map(|(_, w)| scope.spawn(move || Shard::sync(w)))
-            .collect();
-        handles.into_iter().try_for_each(|h| {
-            h.join()
-                .map_err(|_| Error::Internal("fsync thread panicked".into()))?
-        })
-    })
+
+    /// Fsyncs every pending write; the first here, the rest on helpers.
+    fn sync_all(&self, pending: &[(&Arc<Shard>, PendingWrite)]) -> Result<()> {
+        let Some(((_, first), rest)) = pending.split_first() else {
+            return Ok(());
+        };
+        let mut waiting = Vec::with_capacity(rest.len());
+        for (i, (_, write)) in rest.iter().enumerate() {
+            let (done, result) = std::sync::mpsc::sync_channel(1);
+            match self.jobs.get(i % self.jobs.len().max(1)) {
+                Some(helper) if helper.send((write.file().clone(), done)).is_ok() => {
+                    waiting.push(result)
+                }
+                _ => Shard::sync(write)?,
+            }
+        }
+        let mut outcome = Shard::sync(first);
+        for result in waiting {
+            let synced = result
+                .recv()
+                .map_err(|_| Error::Internal("fsync helper stopped".into()))
+                .and_then(|r| r.map_err(Error::from));
+            if outcome.is_ok() {
+                outcome = synced;
+            }
+        }
+        outcome
+    }
 }
 
 #[cfg(test)]

@@ -46,6 +46,12 @@ pub struct PendingWrite {
     file: Arc<File>,
 }
 
+impl PendingWrite {
+    pub fn file(&self) -> &Arc<File> {
+        &self.file
+    }
+}
+
 impl Shard {
     /// Opens (or creates) a shard directory, recovering every segment:
     /// checksums verified, a torn tail of the last segment truncated.
