@@ -89,12 +89,19 @@ impl Engine {
         } else {
             source.log.end_offsets()
         };
+        if let Some(key) = &create.partition_key {
+            if !columns.iter().any(|c| &c.name == key) {
+                return Err(Error::UndefinedColumn(format!(
+                    "partition_key \"{key}\" is not a column of the query's output"
+                )));
+            }
+        }
         let def = StreamDef {
             name: create.name,
             id: 0,
             columns,
-            shards: source.log.shard_count(),
-            partition_key: None,
+            shards: create.shards.unwrap_or_else(|| source.log.shard_count()),
+            partition_key: create.partition_key,
             retention: None,
             event_time: None,
             schema_version: 1,

@@ -1,15 +1,15 @@
 //! The on-disk frame: one checksummed unit of a shard log.
 //!
 //! ```text
-//! 0      4            8       12             16         24               32           40
-//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_seq | payload (Arrow IPC stream) |
+//! 0      4            8       12             16         24               32             36         40           48
+//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_shard | reserved | source_seq | payload (Arrow IPC stream) |
 //! ```
-//! The CRC covers bytes 12..40 of the header and the payload, so a frame
+//! The CRC covers bytes 12..48 of the header and the payload, so a frame
 //! whose sequence number, count or bytes were damaged is never served.
-//! `source_seq` is where a pipeline's input stood after this frame's rows
-//! (`u64::MAX` when the frame was not written by a pipeline): recording it
-//! in the same frame as the output makes output and progress one atomic
-//! write.
+//! `(source_shard, source_seq)` is a pipeline's progress: where its input
+//! shard stood after this frame's rows (`source_seq = u64::MAX` when the
+//! frame was not written by a pipeline). Recording it in the same frame as
+//! the output makes output and progress one atomic write.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 
 pub const FRAME_MAGIC: u32 = 0x534c_4346;
-pub const FRAME_HEADER_BYTES: usize = 40;
+pub const FRAME_HEADER_BYTES: usize = 48;
 const NO_SOURCE_SEQ: u64 = u64::MAX;
 /// The largest payload a frame may carry; bounds memory when reading a
 /// damaged length field and bounds one group commit per shard.
@@ -35,8 +35,11 @@ pub struct FrameHeader {
     pub record_count: u32,
     pub first_seq: u64,
     pub append_time_ms: i64,
-    pub source_seq: Option<u64>,
+    pub progress: Option<Progress>,
 }
+
+/// A pipeline's progress: (source shard, next source sequence).
+pub type Progress = (u32, u64);
 
 impl FrameHeader {
     pub fn frame_len(&self) -> u64 {
@@ -60,7 +63,7 @@ impl FrameHeader {
             record_count: u32_at(12),
             first_seq: u64_at(16),
             append_time_ms: u64_at(24) as i64,
-            source_seq: Some(u64_at(32)).filter(|s| *s != NO_SOURCE_SEQ),
+            progress: Some((u32_at(32), u64_at(40))).filter(|p| p.1 != NO_SOURCE_SEQ),
         })
     }
 
@@ -75,7 +78,7 @@ impl FrameHeader {
 pub fn encode(
     first_seq: u64,
     append_time_ms: i64,
-    source_seq: Option<u64>,
+    progress: Option<Progress>,
     batch: &RecordBatch,
 ) -> Result<Vec<u8>> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
@@ -97,7 +100,9 @@ pub fn encode(
     out[12..16].copy_from_slice(&record_count.to_le_bytes());
     out[16..24].copy_from_slice(&first_seq.to_le_bytes());
     out[24..32].copy_from_slice(&append_time_ms.to_le_bytes());
-    out[32..40].copy_from_slice(&source_seq.unwrap_or(NO_SOURCE_SEQ).to_le_bytes());
+    let (source_shard, source_seq) = progress.unwrap_or((0, NO_SOURCE_SEQ));
+    out[32..36].copy_from_slice(&source_shard.to_le_bytes());
+    out[40..48].copy_from_slice(&source_seq.to_le_bytes());
     let crc = crc32c::crc32c(&out[12..]);
     out[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
@@ -145,14 +150,14 @@ mod tests {
 
     #[test]
     fn round_trip_with_projection() {
-        let frame = encode(42, 7, Some(99), &sample(5)).unwrap();
+        let frame = encode(42, 7, Some((3, 99)), &sample(5)).unwrap();
         let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
         header_bytes.copy_from_slice(&frame[..FRAME_HEADER_BYTES]);
         let header = FrameHeader::parse(&header_bytes).unwrap();
         assert_eq!(header.first_seq, 42);
         assert_eq!(header.record_count, 5);
         assert_eq!(header.append_time_ms, 7);
-        assert_eq!(header.source_seq, Some(99));
+        assert_eq!(header.progress, Some((3, 99)));
         let payload = &frame[FRAME_HEADER_BYTES..];
         assert!(header.verify(&header_bytes, payload));
         let batch = decode(payload, Some(&[1])).unwrap();
@@ -164,7 +169,16 @@ mod tests {
     #[test]
     fn any_flipped_bit_fails_verification() {
         let frame = encode(1, 0, None, &sample(3)).unwrap();
-        for pos in [12, 17, 30, 37, FRAME_HEADER_BYTES + 3, frame.len() - 1] {
+        for pos in [
+            12,
+            17,
+            30,
+            33,
+            37,
+            45,
+            FRAME_HEADER_BYTES + 3,
+            frame.len() - 1,
+        ] {
             let mut damaged = frame.clone();
             damaged[pos] ^= 0x10;
             let mut hb = [0u8; FRAME_HEADER_BYTES];

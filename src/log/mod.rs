@@ -23,6 +23,7 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use frame::Progress;
 pub use segment::FrameRef;
 pub use shard::{read_frame, ShardStats};
 use shard::{PendingWrite, Shard};
@@ -61,8 +62,8 @@ impl AppendAck {
 
 struct AppendRequest {
     parts: Vec<(u32, RecordBatch)>,
-    /// Pipeline progress to record with these rows (see `append_to_shard`).
-    source_seq: Option<u64>,
+    /// Pipeline progress to record with these rows (see `append_progress`).
+    progress: Option<Progress>,
     reply: oneshot::Sender<Result<AppendAck>>,
 }
 
@@ -145,33 +146,33 @@ impl StreamLog {
         self.submit(parts, None).await
     }
 
-    /// Appends a batch (possibly empty) to one shard, recording in the same
-    /// frame that its writer's input has reached `source_seq`. A pipeline
-    /// uses this so that its output and its progress are one durable write;
-    /// [`StreamLog::last_source_seq`] reads the progress back.
-    pub async fn append_to_shard(
+    /// Appends a pipeline's output for one batch of its input: a batch
+    /// (possibly empty) per output shard, each written as its own frame
+    /// that records `progress` (source shard, next source sequence). Output
+    /// and progress are then one durable write per shard;
+    /// [`StreamLog::last_progress`] reads the progress back.
+    pub async fn append_progress(
         &self,
-        shard: u32,
-        batch: RecordBatch,
-        source_seq: u64,
+        parts: Vec<(u32, RecordBatch)>,
+        progress: Progress,
     ) -> Result<AppendAck> {
-        if shard >= self.shard_count() {
+        if let Some((shard, _)) = parts.iter().find(|(s, _)| *s >= self.shard_count()) {
             return Err(Error::Internal(format!("shard {shard} out of range")));
         }
-        self.submit(vec![(shard, batch)], Some(source_seq)).await
+        self.submit(parts, Some(progress)).await
     }
 
-    /// The newest progress recorded by [`StreamLog::append_to_shard`].
-    pub fn last_source_seq(&self, shard: u32) -> Option<u64> {
+    /// The newest progress recorded in `shard` for `source_shard`.
+    pub fn last_progress(&self, shard: u32, source_shard: u32) -> Option<u64> {
         self.shards
             .get(shard as usize)
-            .and_then(|s| s.last_source_seq())
+            .and_then(|s| s.last_progress(source_shard))
     }
 
     async fn submit(
         &self,
         parts: Vec<(u32, RecordBatch)>,
-        source_seq: Option<u64>,
+        progress: Option<Progress>,
     ) -> Result<AppendAck> {
         let sender = self
             .sender
@@ -183,7 +184,7 @@ impl StreamLog {
         sender
             .send(AppendRequest {
                 parts,
-                source_seq,
+                progress,
                 reply,
             })
             .await
@@ -213,6 +214,15 @@ impl StreamLog {
             parts.push((shard as u32, part));
         }
         Ok(parts)
+    }
+
+    /// Row indices per shard by this stream's partition key; `None` when
+    /// the stream has no key (or one shard).
+    pub fn split_by_key(&self, batch: &RecordBatch) -> Result<Option<Vec<Vec<u32>>>> {
+        match self.options.partition_key.filter(|_| self.shards.len() > 1) {
+            Some(key) => self.rows_by_shard(batch, key).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Row indices per shard, by the partition key column `key`.
@@ -393,7 +403,7 @@ fn request_bytes(req: &AppendRequest) -> usize {
 }
 
 /// One request of a group: its rows per shard and pipeline progress.
-type GroupPart = (Vec<(u32, RecordBatch)>, Option<u64>);
+type GroupPart = (Vec<(u32, RecordBatch)>, Option<Progress>);
 
 fn commit_group(
     shards: &[Arc<Shard>],
@@ -403,7 +413,7 @@ fn commit_group(
 ) {
     let (replies, parts): (Vec<_>, Vec<_>) = group
         .into_iter()
-        .map(|r| (r.reply, (r.parts, r.source_seq)))
+        .map(|r| (r.reply, (r.parts, r.progress)))
         .unzip();
     match write_group(shards, &parts, segment_size_bytes, helpers) {
         Ok(acks) => {
@@ -439,27 +449,43 @@ fn write_group(
     let mut pending: Vec<(&Arc<Shard>, PendingWrite)> = Vec::new();
     let result = (|| {
         for shard in shards {
-            let mut batches = Vec::new();
-            let mut source_seq = None;
-            for (i, (parts, request_source_seq)) in requests.iter().enumerate() {
-                for (s, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
-                    source_seq = source_seq.max(*request_source_seq);
-                    let first = shard.next_seq()
-                        + batches
-                            .iter()
-                            .map(|b: &RecordBatch| b.num_rows() as u64)
-                            .sum::<u64>();
-                    acks[i].ranges.push((*s, first, batch.num_rows() as u64));
-                    batches.push(batch.clone());
+            // Plain appends of the group share one frame; each pipeline
+            // append gets a frame of its own, carrying its progress.
+            let mut plain: Vec<(usize, &RecordBatch)> = Vec::new();
+            let mut tagged: Vec<(usize, &RecordBatch, Progress)> = Vec::new();
+            for (i, (parts, progress)) in requests.iter().enumerate() {
+                for (_, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
+                    match progress {
+                        Some(p) => tagged.push((i, batch, *p)),
+                        None => plain.push((i, batch)),
+                    }
                 }
             }
-            if batches.is_empty() {
+            if plain.is_empty() && tagged.is_empty() {
                 continue;
             }
-            let merged = concat_batches(batches[0].schema_ref(), &batches)?;
+            let mut frames: Vec<(RecordBatch, Option<Progress>)> = Vec::new();
+            let mut seq = shard.next_seq();
+            if !plain.is_empty() {
+                let batches: Vec<RecordBatch> = plain.iter().map(|(_, b)| (*b).clone()).collect();
+                for (i, batch) in &plain {
+                    acks[*i]
+                        .ranges
+                        .push((shard.id, seq, batch.num_rows() as u64));
+                    seq += batch.num_rows() as u64;
+                }
+                frames.push((concat_batches(batches[0].schema_ref(), &batches)?, None));
+            }
+            for (i, batch, progress) in tagged {
+                acks[i]
+                    .ranges
+                    .push((shard.id, seq, batch.num_rows() as u64));
+                seq += batch.num_rows() as u64;
+                frames.push((batch.clone(), Some(progress)));
+            }
             pending.push((
                 shard,
-                shard.write(&merged, append_time_ms, source_seq, segment_size_bytes)?,
+                shard.write(&frames, append_time_ms, segment_size_bytes)?,
             ));
         }
         helpers.sync_all(&pending)

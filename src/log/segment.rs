@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::frame::{FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
+use super::frame::{FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
 use crate::error::{Error, Result};
 
 /// Where one frame lives and what it holds.
@@ -19,7 +19,7 @@ pub struct FrameRef {
     pub offset: u64,
     pub payload_len: u32,
     pub append_time_ms: i64,
-    pub source_seq: Option<u64>,
+    pub progress: Option<Progress>,
 }
 
 impl FrameRef {
@@ -114,7 +114,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
             offset,
             payload_len: header.payload_len,
             append_time_ms: header.append_time_ms,
-            source_seq: header.source_seq,
+            progress: header.progress,
         });
         expected_seq += header.record_count as u64;
         offset += header.frame_len();
@@ -207,7 +207,7 @@ mod tests {
         let path = dir.path().join(segment_file_name(0));
         let ends = write_frames(&path, &[3, 4, 5]);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[ends[0] as usize + 48] ^= 0xff; // inside frame 2's payload
+        bytes[ends[0] as usize + 56] ^= 0xff; // inside frame 2's payload
         std::fs::write(&path, &bytes).unwrap();
         let out = scan(&path, 0).unwrap();
         assert_eq!(out.frames.len(), 1);

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
-use super::frame;
+use super::frame::{self, Progress};
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
 use crate::error::{Error, Result};
 
@@ -42,7 +42,9 @@ pub struct ShardStats {
 /// A frame written but not yet published (the writer fsyncs in between).
 #[derive(Debug)]
 pub struct PendingWrite {
-    pub frame: FrameRef,
+    pub frames: Vec<FrameRef>,
+    /// Where the first frame starts (the truncation point on rollback).
+    offset: u64,
     file: Arc<File>,
 }
 
@@ -132,18 +134,33 @@ impl Shard {
         }
     }
 
-    /// Writes `batch` as one frame at the end of the active segment (rolling
-    /// to a new segment first when the active one is full). The frame is not
-    /// visible to readers until [`Shard::publish`].
+    /// Writes `frames` (each a batch and an optional pipeline progress) as
+    /// consecutive frames at the end of the active segment, in one write,
+    /// rolling to a new segment first when the active one is full. Nothing
+    /// is visible to readers until [`Shard::publish`].
     pub fn write(
         &self,
-        batch: &RecordBatch,
+        frames: &[(RecordBatch, Option<Progress>)],
         append_time_ms: i64,
-        source_seq: Option<u64>,
         segment_size_bytes: u64,
     ) -> Result<PendingWrite> {
         let first_seq = self.next_seq();
-        let bytes = frame::encode(first_seq, append_time_ms, source_seq, batch)?;
+        let mut bytes = Vec::new();
+        let mut refs = Vec::with_capacity(frames.len());
+        let mut seq = first_seq;
+        for (batch, progress) in frames {
+            let encoded = frame::encode(seq, append_time_ms, *progress, batch)?;
+            refs.push(FrameRef {
+                first_seq: seq,
+                record_count: batch.num_rows() as u32,
+                offset: bytes.len() as u64,
+                payload_len: (encoded.len() - frame::FRAME_HEADER_BYTES) as u32,
+                append_time_ms,
+                progress: *progress,
+            });
+            seq += batch.num_rows() as u64;
+            bytes.extend_from_slice(&encoded);
+        }
         let needs_roll = {
             let state = self.read_state();
             state.segments.last().is_none_or(|s| {
@@ -166,15 +183,12 @@ impl Shard {
             let _ = file.set_len(offset);
             return Err(e.into());
         }
+        for r in &mut refs {
+            r.offset += offset;
+        }
         Ok(PendingWrite {
-            frame: FrameRef {
-                first_seq,
-                record_count: batch.num_rows() as u32,
-                offset,
-                payload_len: (bytes.len() - frame::FRAME_HEADER_BYTES) as u32,
-                append_time_ms,
-                source_seq,
-            },
+            frames: refs,
+            offset,
             file,
         })
     }
@@ -185,25 +199,27 @@ impl Shard {
         Ok(())
     }
 
-    /// Discards a written-but-unpublished frame after a failed group.
+    /// Discards written-but-unpublished frames after a failed group.
     pub fn rollback(&self, pending: &PendingWrite) {
-        if let Err(e) = pending.file.set_len(pending.frame.offset) {
+        if let Err(e) = pending.file.set_len(pending.offset) {
             tracing::error!(shard = self.id, error = %e, "could not truncate an unacknowledged frame");
         }
     }
 
-    /// Makes a durable frame visible to readers and wakes followers.
+    /// Makes durable frames visible to readers and wakes followers.
     pub fn publish(&self, pending: PendingWrite) {
-        let end = pending.frame.end_seq();
+        let Some(last) = pending.frames.last().copied() else {
+            return;
+        };
         {
             let mut state = self.write_state();
             if let Some(active) = state.segments.last_mut() {
-                active.size_bytes = pending.frame.offset + pending.frame.frame_len();
-                active.frames.push(pending.frame);
+                active.size_bytes = last.offset + last.frame_len();
+                active.frames.extend(pending.frames);
             }
-            state.next_seq = end;
+            state.next_seq = last.end_seq();
         }
-        self.committed.send_replace(end);
+        self.committed.send_replace(last.end_seq());
     }
 
     fn roll(&self, base_seq: u64) -> Result<()> {
@@ -226,16 +242,16 @@ impl Shard {
         Ok(())
     }
 
-    /// The `source_seq` of the newest frame that carries one: where the
-    /// pipeline writing this shard had got to in its input.
-    pub fn last_source_seq(&self) -> Option<u64> {
+    /// The progress recorded by the newest frame written for
+    /// `source_shard`: where the pipeline reading that shard had got to.
+    pub fn last_progress(&self, source_shard: u32) -> Option<u64> {
         let state = self.read_state();
         state
             .segments
             .iter()
             .rev()
             .flat_map(|s| s.frames.iter().rev())
-            .find_map(|f| f.source_seq)
+            .find_map(|f| f.progress.filter(|p| p.0 == source_shard).map(|p| p.1))
     }
 
     /// Frames holding sequence numbers at or after `from_seq`, in order, at

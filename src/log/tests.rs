@@ -194,19 +194,57 @@ async fn progress_is_recorded_with_the_output_even_when_empty() {
     let dir = tempfile::tempdir().unwrap();
     {
         let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
-        assert_eq!(log.last_source_seq(1), None);
-        log.append_to_shard(1, batch(0, 3), 10).await.unwrap();
-        log.append_to_shard(1, RecordBatch::new_empty(schema()), 25)
+        assert_eq!(log.last_progress(1, 0), None);
+        log.append_progress(vec![(1, batch(0, 3)), (0, batch(3, 1))], (0, 10))
+            .await
+            .unwrap();
+        log.append_progress(vec![(1, RecordBatch::new_empty(schema()))], (0, 25))
+            .await
+            .unwrap();
+        log.append_progress(vec![(1, batch(50, 2))], (1, 7))
             .await
             .unwrap();
         log.append(batch(100, 1)).await.unwrap();
-        assert_eq!(log.last_source_seq(1), Some(25));
+        assert_eq!(log.last_progress(1, 0), Some(25));
+        assert_eq!(log.last_progress(1, 1), Some(7));
+        assert_eq!(log.last_progress(0, 0), Some(10));
         log.close();
     }
     let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
-    assert_eq!(log.last_source_seq(1), Some(25), "progress survives reopen");
-    assert_eq!(log.last_source_seq(0), None);
-    assert_eq!(read_all(&log).len(), 4, "the empty frame adds no rows");
+    assert_eq!(
+        log.last_progress(1, 0),
+        Some(25),
+        "progress survives reopen"
+    );
+    assert_eq!(log.last_progress(0, 1), None);
+    assert_eq!(read_all(&log).len(), 7, "the empty frame adds no rows");
+}
+
+#[tokio::test]
+async fn concurrent_pipeline_appends_keep_their_own_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let mut tasks = Vec::new();
+    for source in 0..4u32 {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            for end in 1..=20u64 {
+                log.append_progress(vec![(0, batch(end as i64, 1))], (source, end * 10))
+                    .await
+                    .unwrap();
+                if source == 0 {
+                    log.append(batch(-1, 1)).await.unwrap();
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for source in 0..4 {
+        assert_eq!(log.last_progress(0, source), Some(200));
+    }
+    assert_eq!(read_all(&log).len(), 100);
 }
 
 #[tokio::test]

@@ -63,6 +63,11 @@ pub struct CreateDerived {
     pub select: String,
     /// Start from the first retained record (`true`) or the end.
     pub from_earliest: bool,
+    /// Output shards (default: the source's).
+    pub shards: Option<u32>,
+    /// An output column routing rows to shards (default: a row stays on
+    /// its source shard's number).
+    pub partition_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -203,6 +208,8 @@ fn parse_create_stream(stmt: &str) -> Result<Parsed> {
             if_not_exists: ct.if_not_exists,
             select: query.to_string(),
             from_earliest: true,
+            shards: None,
+            partition_key: None,
         };
         for opt in &options {
             apply_derived_option(&mut derived, opt)?;
@@ -260,7 +267,7 @@ fn parse_create_stream(stmt: &str) -> Result<Parsed> {
     Ok(Parsed::CreateStream(create))
 }
 
-const DERIVED_OPTIONS: &str = "start";
+const DERIVED_OPTIONS: &str = "start, shards, partition_key";
 
 fn apply_derived_option(derived: &mut CreateDerived, opt: &SqlOption) -> Result<()> {
     let SqlOption::KeyValue { key, value } = opt else {
@@ -281,9 +288,11 @@ fn apply_derived_option(derived: &mut CreateDerived, opt: &SqlOption) -> Result<
                 }
             }
         }
-        "shards" | "partition_key" | "retention" | "event_time" => {
+        "shards" => derived.shards = Some(parse_shards(value)?),
+        "partition_key" => derived.partition_key = option_text(value),
+        "retention" | "event_time" => {
             return Err(Error::FeatureNotSupported(format!(
-                "option \"{}\" is not supported on derived streams yet: a derived stream has its source's shards and each output shard follows its input shard; valid options: {DERIVED_OPTIONS}",
+                "option \"{}\" is not supported on derived streams yet; valid options: {DERIVED_OPTIONS}",
                 key.value
             )))
         }
@@ -319,17 +328,7 @@ fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
             })
     };
     match key.as_str() {
-        "shards" => {
-            let n = text
-                .as_deref()
-                .and_then(|t| t.parse::<u32>().ok())
-                .filter(|n| (1..=MAX_SHARDS).contains(n));
-            create.shards = n.ok_or_else(|| {
-                Error::InvalidParameter(format!(
-                    "shards must be an integer from 1 to {MAX_SHARDS}, got {value}"
-                ))
-            })?;
-        }
+        "shards" => create.shards = parse_shards(value)?,
         "partition_key" => create.partition_key = Some(column(create, "partition_key")?),
         "event_time" => {
             let name = column(create, "event_time")?;
@@ -367,6 +366,17 @@ fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_shards(value: &Expr) -> Result<u32> {
+    option_text(value)
+        .and_then(|t| t.parse::<u32>().ok())
+        .filter(|n| (1..=MAX_SHARDS).contains(n))
+        .ok_or_else(|| {
+            Error::InvalidParameter(format!(
+                "shards must be an integer from 1 to {MAX_SHARDS}, got {value}"
+            ))
+        })
 }
 
 /// An option value as text: `'x'`, `x`, `4` and `"x"` all give `x`.

@@ -92,11 +92,18 @@ fn derived_streams_parse_with_start_option() {
         parse("EXPLAIN CREATE STREAM c AS SELECT 1 FROM raw").unwrap(),
         Parsed::ExplainCreateDerived(_)
     ));
+    let Parsed::CreateDerived(d) =
+        parse("CREATE STREAM c WITH (shards = 2, partition_key = 'a') AS SELECT * FROM raw")
+            .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!((d.shards, d.partition_key.as_deref()), (Some(2), Some("a")));
     assert_eq!(
-        parse("CREATE STREAM c WITH (shards = 2) AS SELECT * FROM raw")
+        parse("CREATE STREAM c WITH (shards = 0) AS SELECT * FROM raw")
             .unwrap_err()
             .sqlstate(),
-        "0A000"
+        "22023"
     );
     assert_eq!(
         parse("CREATE STREAM c WITH (start = 'soon') AS SELECT * FROM raw")
