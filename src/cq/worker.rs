@@ -21,6 +21,9 @@ use crate::log::{read_frame, FrameRef};
 const MAX_BATCH_RECORDS: u64 = 65_536;
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
+/// Source rows whose transform failed, with why.
+type Failures = Vec<(RecordBatch, Error)>;
+
 pub(super) struct ShardWorker {
     pub name: String,
     pub program: Arc<Program>,
@@ -127,7 +130,7 @@ impl ShardWorker {
 
     /// Runs the program on the batch; if that fails, row by row, so one bad
     /// record fails alone. Returns the output and the failed rows.
-    fn transform(&self, input: &RecordBatch) -> (RecordBatch, Vec<(RecordBatch, Error)>) {
+    fn transform(&self, input: &RecordBatch) -> (RecordBatch, Failures) {
         if let Ok(out) = self.program.run(input) {
             return (out, Vec::new());
         }
@@ -152,7 +155,7 @@ impl ShardWorker {
         input: &RecordBatch,
         offset: u64,
         ends: &[u64],
-    ) -> Result<(Vec<(u32, RecordBatch)>, Vec<(RecordBatch, Error)>)> {
+    ) -> Result<(Vec<(u32, RecordBatch)>, Failures)> {
         let mut per_shard: Vec<Vec<RecordBatch>> = vec![Vec::new(); ends.len()];
         let mut failures = Vec::new();
         for row in 0..input.num_rows() {
