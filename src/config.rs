@@ -46,6 +46,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest HTTP request body accepted (413 beyond).
     pub max_request_bytes: u64,
+    /// How often expired segments are looked for.
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             append_queue_depth: 1024,
             max_connections: 512,
             max_request_bytes: 16 * 1024 * 1024,
+            retention_check_interval_ms: 10_000,
         }
     }
 }

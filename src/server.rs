@@ -16,8 +16,6 @@ use crate::engine::Engine;
 use crate::error::Result;
 use crate::{http, pgwire};
 
-const RETENTION_INTERVAL: Duration = Duration::from_secs(10);
-
 /// A running server.
 pub struct Server {
     pub pg_addr: SocketAddr,
@@ -67,10 +65,11 @@ impl Server {
 }
 
 async fn retention_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let interval = Duration::from_millis(engine.config.limits.retention_check_interval_ms.max(10));
     loop {
         tokio::select! {
             _ = shutdown.changed() => return,
-            _ = tokio::time::sleep(RETENTION_INTERVAL) => {}
+            _ = tokio::time::sleep(interval) => {}
         }
         let engine = engine.clone();
         if let Ok(deleted) = tokio::task::spawn_blocking(move || engine.enforce_retention()).await {
