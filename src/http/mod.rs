@@ -1,6 +1,7 @@
-//! The HTTP front end (axum): record ingestion (`records`), health and
-//! Prometheus metrics.
+//! The HTTP front end (axum): record ingestion (`records`), the
+//! Kinesis-compatible API (`kinesis`), health and Prometheus metrics.
 
+mod kinesis;
 mod records;
 
 use std::sync::{Arc, OnceLock};
@@ -32,6 +33,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(metrics))
         .route("/v1/streams/{name}/records", post(records::put_records))
+        .route("/", post(kinesis::handle))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            engine.config.limits.max_request_bytes as usize,
+        ))
         .with_state(engine)
 }
 

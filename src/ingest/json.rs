@@ -42,6 +42,9 @@ pub struct IngestReport {
     pub unknown_fields: u64,
 }
 
+/// A record as received (for dead letters) and its parsed JSON.
+pub type JsonRecord = (String, std::result::Result<Value, Error>);
+
 /// Decodes, validates and stores JSON records; failed ones go to
 /// `errors`. `Err` only when the request as a whole is refused.
 pub async fn ingest_json(
@@ -50,7 +53,7 @@ pub async fn ingest_json(
     body: &[u8],
     kind: JsonBody,
 ) -> Result<IngestReport> {
-    let records: Vec<(String, std::result::Result<Value, Error>)> = match kind {
+    let records: Vec<JsonRecord> = match kind {
         JsonBody::Lines => body
             .split(|&b| b == b'\n')
             .enumerate()
@@ -78,6 +81,15 @@ pub async fn ingest_json(
             items.into_iter().map(|v| (v.to_string(), Ok(v))).collect()
         }
     };
+    ingest_records(stream, errors, records).await
+}
+
+/// Stores parsed JSON records (one object each), a fate per record.
+pub async fn ingest_records(
+    stream: &Stream,
+    errors: Option<&Stream>,
+    records: Vec<JsonRecord>,
+) -> Result<IngestReport> {
     if records.is_empty() {
         return Err(Error::InvalidText("the request holds no records".into()));
     }

@@ -11,6 +11,6 @@ mod scan;
 mod values;
 
 pub use copy::CopyIn;
-pub use json::{ingest_json, IngestReport, JsonBody, RecordResult};
+pub use json::{ingest_json, ingest_records, IngestReport, JsonBody, JsonRecord, RecordResult};
 pub use rows::{build_batch, resolve_targets, OnError, RowError};
 pub use values::{plan_values_insert, ValuesInsert};

@@ -162,6 +162,13 @@ impl StreamLog {
         self.submit(parts, Some(progress)).await
     }
 
+    /// The first sequence of `shard` appended at or after `time_ms`.
+    pub fn seq_at_time(&self, shard: u32, time_ms: i64) -> Option<u64> {
+        self.shards
+            .get(shard as usize)
+            .map(|s| s.seq_at_time(time_ms))
+    }
+
     /// The newest progress recorded in `shard` for `source_shard`.
     pub fn last_progress(&self, shard: u32, source_shard: u32) -> Option<u64> {
         self.shards

@@ -254,6 +254,18 @@ impl Shard {
             .find_map(|f| f.progress.filter(|p| p.0 == source_shard).map(|p| p.1))
     }
 
+    /// The first sequence number appended at or after `time_ms` (the end
+    /// of the shard when nothing is that recent).
+    pub fn seq_at_time(&self, time_ms: i64) -> u64 {
+        let state = self.read_state();
+        state
+            .segments
+            .iter()
+            .flat_map(|s| s.frames.iter())
+            .find(|f| f.append_time_ms >= time_ms && f.record_count > 0)
+            .map_or(state.next_seq, |f| f.first_seq)
+    }
+
     /// Frames holding sequence numbers at or after `from_seq`, in order, at
     /// most `max_records` records' worth (at least one frame).
     pub fn frames_from(&self, from_seq: u64, max_records: u64) -> Vec<(Arc<File>, FrameRef)> {

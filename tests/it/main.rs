@@ -4,6 +4,7 @@ mod copy;
 mod crash;
 mod harness;
 mod http;
+mod kinesis;
 mod lifecycle;
 mod pipelines;
 mod protocol;
