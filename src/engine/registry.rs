@@ -53,6 +53,30 @@ impl Registry {
         self.errors.get().cloned()
     }
 
+    /// Records in `sluice.errors` per stream (over what it retains), read
+    /// from its `stream` column.
+    pub fn dead_letter_counts(&self) -> std::collections::HashMap<String, u64> {
+        use datafusion::arrow::array::AsArray;
+        let mut counts = std::collections::HashMap::new();
+        let Some(errors) = self.errors() else {
+            return counts;
+        };
+        let Some(column) = errors.def.columns.iter().position(|c| c.name == "stream") else {
+            return counts;
+        };
+        for shard in 0..errors.log.shard_count() {
+            for (file, frame) in errors.log.frames_from(shard, 0, u64::MAX) {
+                let Ok(batch) = crate::log::read_frame(&file, &frame, Some(&[column]), 0) else {
+                    continue;
+                };
+                for name in batch.column(0).as_string::<i32>().iter().flatten() {
+                    *counts.entry(name.to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
+    }
+
     pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {
         self.pipelines
             .read()

@@ -67,8 +67,11 @@ async fn health(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
 /// Log gauges are read from live state at scrape time, so they are never
 /// stale; counters are recorded where events happen.
 async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    let dead_letters = engine.registry.dead_letter_counts();
     for stream in engine.registry.list() {
         let name = stream.def.name.clone();
+        let dead = dead_letters.get(&name).copied().unwrap_or(0);
+        metrics::gauge!("sluice_stream_dead_letters", "stream" => name.clone()).set(dead as f64);
         for (shard, stats) in stream.log.shard_stats().into_iter().enumerate() {
             let labels = [("stream", name.clone()), ("shard", shard.to_string())];
             metrics::gauge!("sluice_stream_records", &labels).set(stats.records as f64);

@@ -54,6 +54,7 @@ impl SystemRelation {
                 int("last_sequence", true),
                 int("segments", false),
                 Field::new("schema_version", DataType::Int32, false),
+                int("errors", false),
                 Field::new(
                     "created_at",
                     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
@@ -150,6 +151,14 @@ impl SystemTable {
                     Arc::new(Int32Array::from_iter_values(
                         streams.iter().map(|s| s.def.schema_version as i32),
                     )),
+                    {
+                        let dead = self.registry.dead_letter_counts();
+                        Arc::new(Int64Array::from_iter_values(
+                            streams
+                                .iter()
+                                .map(|s| dead.get(&s.def.name).copied().unwrap_or(0) as i64),
+                        ))
+                    },
                     Arc::new(
                         TimestampMillisecondArray::from_iter_values(
                             streams.iter().map(|s| s.def.created_at_ms),

@@ -178,6 +178,27 @@ async fn dead_letter_keeps_good_rows_and_records_bad_ones() {
         .unwrap()
         .get(0);
     assert_eq!(n, 2);
+    let dead: i64 = client
+        .query_one(
+            "SELECT errors FROM sluice.streams WHERE name = 'clicks'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(dead, 3, "dead letters are counted per stream");
+    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "sluice_stream_dead_letters{stream=\"clicks\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
