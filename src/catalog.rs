@@ -37,6 +37,10 @@ pub struct StreamDef {
     /// Set for a derived stream: the continuous query that fills it.
     #[serde(default)]
     pub pipeline: Option<PipelineDef>,
+    /// JSON ingest: refuse a record with a field that names no column
+    /// (`unknown_fields = 'error'`) instead of ignoring the field.
+    #[serde(default)]
+    pub reject_unknown_fields: bool,
 }
 
 /// The continuous query behind a derived stream.
@@ -173,6 +177,7 @@ mod tests {
             schema_version: 1,
             created_at_ms: 0,
             pipeline: None,
+            reject_unknown_fields: false,
         }
     }
 

@@ -25,6 +25,7 @@ pub(super) fn errors_stream_def() -> StreamDef {
         schema_version: 1,
         created_at_ms: now_ms(),
         pipeline: None,
+        reject_unknown_fields: false,
     }
 }
 
@@ -111,6 +112,7 @@ impl Engine {
                 source: source.def.name.clone(),
                 start_offsets,
             }),
+            reject_unknown_fields: false,
         };
         let output = self.create_and_open(def)?;
         self.start_pipeline(program, source, output)?;

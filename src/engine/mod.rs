@@ -112,6 +112,7 @@ impl Engine {
             schema_version: 1,
             created_at_ms: now_ms(),
             pipeline: None,
+            reject_unknown_fields: create.reject_unknown_fields,
         };
         self.create_and_open(def)?;
         Ok(DdlOutcome::Done)

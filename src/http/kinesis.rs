@@ -217,6 +217,7 @@ async fn create_stream(engine: &Engine, request: &Value) -> KResult {
             partition_key: Some("partition_key".into()),
             retention: Some(("24h".into(), std::time::Duration::from_secs(24 * 3600))),
             event_time: Some("arrival_time".into()),
+            reject_unknown_fields: false,
         })
         .await?;
     Ok(json!({}))

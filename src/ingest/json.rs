@@ -183,10 +183,17 @@ fn object_row(stream: &Stream, value: &Value, unknown: &mut u64) -> Result<Vec<O
             kind_of(value)
         )));
     };
-    *unknown += map
+    let extra: Vec<&String> = map
         .keys()
         .filter(|k| !stream.def.columns.iter().any(|c| &c.name == *k))
-        .count() as u64;
+        .collect();
+    if stream.def.reject_unknown_fields && !extra.is_empty() {
+        return Err(Error::UndefinedColumn(format!(
+            "field(s) {extra:?} name no column of stream \"{}\" (unknown_fields = 'error')",
+            stream.def.name
+        )));
+    }
+    *unknown += extra.len() as u64;
     Ok(stream
         .def
         .columns

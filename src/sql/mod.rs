@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::types::{ColumnDef, SqlType};
 
 pub const MAX_SHARDS: u32 = 1024;
-const STREAM_OPTIONS: &str = "shards, partition_key, retention, event_time";
+const STREAM_OPTIONS: &str = "shards, partition_key, retention, event_time, unknown_fields";
 
 /// A statement as routed.
 #[derive(Debug, Clone, PartialEq)]
@@ -52,6 +52,8 @@ pub struct CreateStream {
     pub partition_key: Option<String>,
     pub retention: Option<(String, Duration)>,
     pub event_time: Option<String>,
+    /// `unknown_fields = 'error'`: JSON records with extra fields fail.
+    pub reject_unknown_fields: bool,
 }
 
 /// A validated `CREATE STREAM … AS SELECT`.
@@ -260,6 +262,7 @@ fn parse_create_stream(stmt: &str) -> Result<Parsed> {
         partition_key: None,
         retention: None,
         event_time: None,
+        reject_unknown_fields: false,
     };
     for opt in &options {
         apply_option(&mut create, opt)?;
@@ -329,6 +332,17 @@ fn apply_option(create: &mut CreateStream, opt: &SqlOption) -> Result<()> {
     };
     match key.as_str() {
         "shards" => create.shards = parse_shards(value)?,
+        "unknown_fields" => {
+            create.reject_unknown_fields = match text.as_deref().map(str::to_lowercase).as_deref() {
+                Some("ignore") => false,
+                Some("error") => true,
+                _ => {
+                    return Err(Error::InvalidParameter(format!(
+                        "unknown_fields must be 'ignore' or 'error', got {value}"
+                    )))
+                }
+            }
+        }
         "partition_key" => create.partition_key = Some(column(create, "partition_key")?),
         "event_time" => {
             let name = column(create, "event_time")?;

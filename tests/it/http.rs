@@ -139,6 +139,35 @@ async fn json_arrays_store_good_records_or_nothing_when_unparseable() {
 }
 
 #[tokio::test]
+async fn unknown_fields_can_be_refused_per_stream() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM strict (a INT, b TEXT) WITH (unknown_fields = 'error')")
+        .await
+        .unwrap();
+    let (status, report) = post(
+        &server,
+        "strict",
+        "application/x-ndjson",
+        "{\"a\": 1, \"b\": \"x\"}\n{\"a\": 2, \"c\": true}\n",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(report["failed"], 1);
+    assert_eq!(report["records"][1]["error_code"], "42703");
+    assert!(report["records"][1]["error_message"]
+        .as_str()
+        .unwrap()
+        .contains("\"c\""));
+    let err = client
+        .batch_execute("CREATE STREAM s2 (a INT) WITH (unknown_fields = 'maybe')")
+        .await
+        .unwrap_err();
+    assert_eq!(crate::harness::sqlstate(&err), "22023");
+}
+
+#[tokio::test]
 async fn bad_requests_get_clear_statuses() {
     let server = Server::start_with_config("[limits]\nmax_request_bytes = 1024\n");
     let client = server.client().await;
