@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use tokio_postgres::{Client, NoTls};
@@ -22,6 +22,8 @@ pub async fn connect(conninfo: &str) -> Client {
 pub struct Sluice {
     child: Child,
     pub conninfo: String,
+    /// `host:port` of the HTTP API.
+    pub http: String,
     _dir: tempfile::TempDir,
 }
 
@@ -57,8 +59,14 @@ pub fn start_sluice() -> Sluice {
         .expect("pg address")
         .to_string();
     let (host, port) = addr.rsplit_once(':').expect("host:port");
+    let http = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("http="))
+        .expect("http address")
+        .to_string();
     Sluice {
         child,
+        http,
         conninfo: format!("host={host} port={port} user=sluice dbname=sluice"),
         _dir: dir,
     }
@@ -68,5 +76,89 @@ impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+pub struct Postgres {
+    bin: PathBuf,
+    data: PathBuf,
+    pub conninfo: String,
+    _dir: tempfile::TempDir,
+}
+
+fn pg_bin_dir() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    versions.sort();
+    versions
+        .pop()
+        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+}
+
+/// PostgreSQL refuses to run as root; run its tools as user `postgres` then.
+fn pg_command(bin: &Path, tool: &str) -> Command {
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin.join(tool));
+        c
+    } else {
+        Command::new(bin.join(tool))
+    }
+}
+
+pub fn start_postgres(port: u16) -> Postgres {
+    let bin = pg_bin_dir();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("pgdata");
+    std::fs::create_dir(&data).expect("pgdata");
+    let _ = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir.path())
+        .status();
+    let _ = Command::new("chmod").args(["755"]).arg(dir.path()).status();
+    let ok = pg_command(&bin, "initdb")
+        .args(["-D"])
+        .arg(&data)
+        .args(["-U", "postgres", "--auth=trust", "-E", "UTF8"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("initdb");
+    assert!(ok.success(), "initdb failed");
+    let opts = format!(
+        "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} -c fsync=on -c synchronous_commit=on -c max_connections=100",
+        dir.path().display()
+    );
+    let ok = pg_command(&bin, "pg_ctl")
+        .args(["-D"])
+        .arg(&data)
+        .args(["-o", &opts, "-l"])
+        .arg(dir.path().join("pg.log"))
+        .args(["-w", "start"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("pg_ctl start");
+    assert!(ok.success(), "pg_ctl start failed");
+    Postgres {
+        bin,
+        data,
+        conninfo: format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+        _dir: dir,
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = pg_command(&self.bin, "pg_ctl")
+            .args(["-D"])
+            .arg(&self.data)
+            .args(["-m", "fast", "stop"])
+            .stdout(Stdio::null())
+            .status();
     }
 }
