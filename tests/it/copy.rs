@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures::SinkExt;
 
-use crate::harness::{sqlstate, Server};
+use crate::harness::{scalar, sqlstate, Server};
 
 const CLICKS: &str =
     "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT)";
@@ -103,11 +103,7 @@ async fn a_bad_row_aborts_the_whole_copy_with_its_line() {
     );
     assert!(err.contains("CONTEXT:  COPY clicks, line 3"), "{err}");
     let client = server.client().await;
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM clicks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM clicks").await;
     assert_eq!(n, 0, "nothing of a failed COPY is stored");
 
     let wrong_columns = write(tmp.path(), "cols.csv", "2026-11-25 13:00:01,7\n");
@@ -172,11 +168,7 @@ async fn dead_letter_keeps_good_rows_and_records_bad_ones() {
     assert!(rows
         .iter()
         .all(|r| r.get::<_, String>(3) == "ingest" && r.get::<_, String>(4) == "clicks"));
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM clicks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM clicks").await;
     assert_eq!(n, 2);
     let dead: i64 = client
         .query_one(
@@ -187,12 +179,7 @@ async fn dead_letter_keeps_good_rows_and_records_bad_ones() {
         .unwrap()
         .get(0);
     assert_eq!(dead, 3, "dead letters are counted per stream");
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()
@@ -245,11 +232,7 @@ async fn copy_in_from_a_driver_and_a_client_that_disconnects() {
     }
     let n = sink.finish().await.unwrap();
     assert_eq!(n, 20_000);
-    let stored: i64 = client
-        .query_one("SELECT count(DISTINCT user_id) FROM clicks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let stored = scalar(&client, "SELECT count(DISTINCT user_id) FROM clicks").await;
     assert_eq!(stored, 20_000);
 
     // A client that goes away mid-COPY stores nothing.
@@ -266,11 +249,7 @@ async fn copy_in_from_a_driver_and_a_client_that_disconnects() {
         // Dropped without finish: the connection closes.
     }
     tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM clicks WHERE user_id = -1", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM clicks WHERE user_id = -1").await;
     assert_eq!(n, 0);
 
     let err = client
@@ -322,10 +301,6 @@ async fn invalid_utf8_and_huge_fields() {
         .unwrap()
         .get(0);
     assert_eq!(len, 50 * 1024 * 1024);
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM t", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "the COPY with invalid UTF-8 stored nothing");
 }

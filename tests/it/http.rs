@@ -2,7 +2,7 @@
 
 use serde_json::{json, Value};
 
-use crate::harness::Server;
+use crate::harness::{scalar, Server};
 
 const CLICKS: &str =
     "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, url TEXT, status INT) \
@@ -107,11 +107,7 @@ async fn json_arrays_store_good_records_or_nothing_when_unparseable() {
     assert_eq!(status, 200);
     assert_eq!(report["failed"], 1);
     assert_eq!(report["records"][250]["error_code"], "22P02");
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM clicks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM clicks").await;
     assert_eq!(n, 499);
 
     let (status, report) = post(
@@ -130,11 +126,7 @@ async fn json_arrays_store_good_records_or_nothing_when_unparseable() {
             .contains("at byte 66"), /* the `]`, 0-based */
         "{report}"
     );
-    let n: i64 = client
-        .query_one("SELECT count(*) FROM clicks", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let n = scalar(&client, "SELECT count(*) FROM clicks").await;
     assert_eq!(n, 499, "nothing of an unparseable array is stored");
 }
 

@@ -1,6 +1,6 @@
 //! Start, clean shutdown, restart; health endpoint.
 
-use crate::harness::Server;
+use crate::harness::{scalar, Server};
 
 #[tokio::test]
 async fn sigterm_exits_cleanly_and_data_survives_restart() {
@@ -38,11 +38,7 @@ async fn sigterm_exits_cleanly_and_data_survives_restart() {
         .batch_execute("INSERT INTO s VALUES (4, 'd')")
         .await
         .unwrap();
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM s", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = scalar(&client, "SELECT count(*) FROM s").await;
     assert_eq!(count, 4);
 }
 
@@ -65,14 +61,7 @@ async fn health_and_metrics_answer_over_http() {
         .unwrap();
     assert_eq!(health["status"], "ok");
     assert_eq!(health["streams"], 1);
-    let metrics = http
-        .get(format!("http://{}/metrics", server.http_addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()
@@ -105,11 +94,7 @@ async fn a_dropped_stream_leaves_no_files_and_a_new_one_starts_empty() {
         .batch_execute("DROP STREAM d; CREATE STREAM d (a INT)")
         .await
         .unwrap();
-    let count: i64 = client
-        .query_one("SELECT count(*) FROM d", &[])
-        .await
-        .unwrap()
-        .get(0);
+    let count = scalar(&client, "SELECT count(*) FROM d").await;
     assert_eq!(count, 0);
     // Removal of the old log runs in the background; give it a moment.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);

@@ -6,17 +6,13 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::harness::Server;
+use crate::harness::{scalar as count, Server};
 
 const CLICKS: &str = "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT, payload TEXT) \
                       WITH (shards = 2, partition_key = 'user_id')";
 const CLEAN: &str = "CREATE STREAM clean_clicks AS \
                      SELECT event_time, user_id, lower(url) AS url, status, CAST(payload AS INT) AS amount \
                      FROM clicks WHERE status < 500 AND url NOT LIKE '/internal/%'";
-
-async fn count(client: &Client, sql: &str) -> i64 {
-    client.query_one(sql, &[]).await.unwrap().get(0)
-}
 
 /// Polls `sql` (a count) until it returns `want`; returns how long it took.
 async fn wait_for_count(client: &Client, sql: &str, want: i64, within: Duration) -> Duration {
@@ -200,12 +196,7 @@ async fn a_failing_record_goes_to_sluice_errors_and_the_rest_flows() {
         .await,
         1
     );
-    let metrics = reqwest::get(format!("http://{}/metrics", server.http_addr))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics
             .lines()
