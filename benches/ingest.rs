@@ -188,7 +188,7 @@ async fn main() {
     let unlogged = copy_into(&postgres.conninfo, "unlogged", &data).await;
     println!("COPY csv, {rows} rows, {mb:.0} MB, one client:");
     println!();
-    println!("| target | rows/s | MB/s | sluice ratio |");
+    println!("| target | rows/s | MB/s | sluice ÷ target (rows/s) |");
     println!("|---|---:|---:|---:|");
     for (name, secs) in [
         ("sluice stream (4 shards)", s),
