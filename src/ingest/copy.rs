@@ -11,7 +11,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 
 use super::dead_letter::DeadLetter;
-use super::rows::{build_batch, OnError};
+use datafusion::arrow::array::{StringArray, StringBuilder};
+
+use super::copy_fields::{csv_fields, text_fields, Fields};
+use super::rows::{build_batch_columns, OnError};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
 use crate::sql::{CopyFormat, CopyOptions};
@@ -34,7 +37,10 @@ pub struct CopyIn {
     line: u64,
     header_pending: bool,
     finished_marker: bool,
-    rows: Vec<Vec<Option<String>>>,
+    /// Field text of buffered rows, one builder per target column.
+    columns: Vec<StringBuilder>,
+    /// Reused for each record's fields.
+    fields: Fields,
     /// Per buffered row: its first line and raw text (kept for dead letters).
     row_info: Vec<(u64, Option<String>)>,
     batches: Vec<RecordBatch>,
@@ -49,6 +55,7 @@ impl CopyIn {
         options: CopyOptions,
         max_bytes: u64,
     ) -> Self {
+        let targets_len = targets.len();
         let force_null = targets
             .iter()
             .map(|t| options.force_null.contains(&stream.def.columns[*t].name))
@@ -65,7 +72,8 @@ impl CopyIn {
             scan_in_quotes: false,
             line: 1,
             finished_marker: false,
-            rows: Vec::new(),
+            columns: (0..targets_len).map(|_| StringBuilder::new()).collect(),
+            fields: Fields::default(),
             row_info: Vec::new(),
             batches: Vec::new(),
             bytes: 0,
@@ -145,41 +153,76 @@ impl CopyIn {
             self.header_pending = false;
             return Ok(());
         }
+        let mut fields = std::mem::take(&mut self.fields);
+        fields.clear();
         let parsed = match self.options.format {
-            CopyFormat::Text => self.text_fields(record),
-            CopyFormat::Csv => self.csv_fields(record),
+            CopyFormat::Text => {
+                text_fields(
+                    record,
+                    self.options.delimiter,
+                    self.options.null.as_bytes(),
+                    &mut fields,
+                );
+                Ok(())
+            }
+            CopyFormat::Csv => csv_fields(
+                record,
+                (
+                    self.options.delimiter,
+                    self.options.quote,
+                    self.options.escape,
+                ),
+                self.options.null.as_bytes(),
+                &self.force_null,
+                &mut fields,
+            ),
         };
-        let fields = match parsed.and_then(|f| self.check_count(f)) {
-            Ok(f) => f,
-            Err(e) => return self.bad_record(record, e),
+        let checked = parsed
+            .and_then(|()| self.check_count(fields.spans.len()))
+            .and_then(|()| {
+                std::str::from_utf8(&fields.bytes).map_err(|e| {
+                    Error::CharacterNotInRepertoire(format!(
+                        "invalid byte sequence for encoding \"UTF8\": {e}"
+                    ))
+                })
+            });
+        let result = match checked {
+            Ok(text) => {
+                for (builder, span) in self.columns.iter_mut().zip(&fields.spans) {
+                    builder.append_option(span.map(|(a, b)| &text[a..b]));
+                }
+                self.row_info.push((
+                    self.line,
+                    self.options
+                        .dead_letter
+                        .then(|| String::from_utf8_lossy(record).into_owned()),
+                ));
+                if self.row_info.len() >= CHUNK_ROWS {
+                    self.flush()
+                } else {
+                    Ok(())
+                }
+            }
+            Err(e) => self.bad_record(record, e),
         };
-        self.rows.push(fields);
-        self.row_info.push((
-            self.line,
-            self.options
-                .dead_letter
-                .then(|| String::from_utf8_lossy(record).into_owned()),
-        ));
-        if self.rows.len() >= CHUNK_ROWS {
-            self.flush()?;
-        }
-        Ok(())
+        self.fields = fields;
+        result
     }
 
-    fn check_count(&self, fields: Vec<Option<String>>) -> Result<Vec<Option<String>>> {
+    fn check_count(&self, got: usize) -> Result<()> {
         let want = self.targets.len();
-        if fields.len() > want {
+        if got > want {
             return Err(Error::BadCopyFormat(
                 "extra data after last expected column".into(),
             ));
         }
-        if fields.len() < want {
-            let missing = &self.stream.def.columns[self.targets[fields.len()]].name;
+        if got < want {
+            let missing = &self.stream.def.columns[self.targets[got]].name;
             return Err(Error::BadCopyFormat(format!(
                 "missing data for column \"{missing}\""
             )));
         }
-        Ok(fields)
+        Ok(())
     }
 
     fn bad_record(&mut self, record: &[u8], error: Error) -> Result<()> {
@@ -202,125 +245,9 @@ impl CopyIn {
         error.with_context(format!("COPY {}, line {line}", self.stream.def.name))
     }
 
-    fn text_fields(&self, record: &[u8]) -> Result<Vec<Option<String>>> {
-        let text = std::str::from_utf8(record).map_err(|e| {
-            Error::CharacterNotInRepertoire(format!(
-                "invalid byte sequence for encoding \"UTF8\": {e}"
-            ))
-        })?;
-        let delimiter = self.options.delimiter as char;
-        let mut fields = Vec::new();
-        let mut current = String::new();
-        let mut raw_field = String::new();
-        let mut chars = text.chars();
-        loop {
-            match chars.next() {
-                Some('\\') => {
-                    let Some(next) = chars.next() else {
-                        current.push('\\');
-                        raw_field.push('\\');
-                        continue;
-                    };
-                    raw_field.push('\\');
-                    raw_field.push(next);
-                    match next {
-                        't' => current.push('\t'),
-                        'n' => current.push('\n'),
-                        'r' => current.push('\r'),
-                        'b' => current.push('\u{8}'),
-                        'f' => current.push('\u{c}'),
-                        'v' => current.push('\u{b}'),
-                        other => current.push(other),
-                    }
-                }
-                Some(c) if c == delimiter => {
-                    fields.push(self.text_field(&raw_field, std::mem::take(&mut current)));
-                    raw_field.clear();
-                }
-                Some(c) => {
-                    current.push(c);
-                    raw_field.push(c);
-                }
-                None => {
-                    fields.push(self.text_field(&raw_field, current));
-                    return Ok(fields);
-                }
-            }
-        }
-    }
-
-    fn text_field(&self, raw: &str, value: String) -> Option<String> {
-        (raw != self.options.null).then_some(value)
-    }
-
-    fn csv_fields(&self, record: &[u8]) -> Result<Vec<Option<String>>> {
-        let (delimiter, quote, escape) = (
-            self.options.delimiter,
-            self.options.quote,
-            self.options.escape,
-        );
-        let mut fields = Vec::new();
-        let mut i = 0;
-        loop {
-            let index = fields.len();
-            if record.get(i) == Some(&quote) {
-                let mut value = Vec::new();
-                i += 1;
-                loop {
-                    match record.get(i) {
-                        None => {
-                            return Err(Error::BadCopyFormat(
-                                "unterminated CSV quoted field".into(),
-                            ))
-                        }
-                        Some(&b)
-                            if b == escape
-                                && matches!(record.get(i + 1), Some(&n) if n == quote || n == escape) =>
-                        {
-                            value.push(record[i + 1]);
-                            i += 2;
-                        }
-                        Some(&b) if b == quote => {
-                            i += 1;
-                            break;
-                        }
-                        Some(&b) => {
-                            value.push(b);
-                            i += 1;
-                        }
-                    }
-                }
-                let value = utf8(value)?;
-                let forced = self.force_null.get(index).copied().unwrap_or(false)
-                    && value == self.options.null;
-                fields.push((!forced).then_some(value));
-                match record.get(i) {
-                    None => return Ok(fields),
-                    Some(&b) if b == delimiter => i += 1,
-                    Some(_) => {
-                        return Err(Error::BadCopyFormat(
-                            "unexpected character after a closing CSV quote".into(),
-                        ))
-                    }
-                }
-            } else {
-                let end = record[i..]
-                    .iter()
-                    .position(|&b| b == delimiter)
-                    .map_or(record.len(), |p| i + p);
-                let value = utf8(record[i..end].to_vec())?;
-                fields.push((value != self.options.null).then_some(value));
-                if end == record.len() {
-                    return Ok(fields);
-                }
-                i = end + 1;
-            }
-        }
-    }
-
     /// Converts buffered rows to a batch (all-or-nothing, or dead letters).
     fn flush(&mut self) -> Result<()> {
-        if self.rows.is_empty() {
+        if self.row_info.is_empty() {
             return Ok(());
         }
         let mode = if self.options.dead_letter {
@@ -328,15 +255,16 @@ impl CopyIn {
         } else {
             OnError::Abort
         };
-        let rows = std::mem::take(&mut self.rows);
         let info = std::mem::take(&mut self.row_info);
-        let (batch, errors) = match build_batch(&self.stream, &self.targets, &rows, mode) {
-            Ok(ok) => ok,
-            Err(bad) => {
-                let line = info.get(bad.row).map_or(self.line, |i| i.0);
-                return Err(self.at_line(line, bad.error));
-            }
-        };
+        let text: Vec<StringArray> = self.columns.iter_mut().map(|b| b.finish()).collect();
+        let (batch, errors) =
+            match build_batch_columns(&self.stream, &self.targets, &text, info.len(), mode) {
+                Ok(ok) => ok,
+                Err(bad) => {
+                    let line = info.get(bad.row).map_or(self.line, |i| i.0);
+                    return Err(self.at_line(line, bad.error));
+                }
+            };
         for bad in errors {
             let (line, raw) = info.get(bad.row).cloned().unwrap_or((self.line, None));
             let error = self.at_line(line, bad.error);
@@ -377,10 +305,4 @@ impl CopyIn {
         self.flush()?;
         Ok(concat_batches(&self.stream.schema, &self.batches)?)
     }
-}
-
-fn utf8(bytes: Vec<u8>) -> Result<String> {
-    String::from_utf8(bytes).map_err(|e| {
-        Error::CharacterNotInRepertoire(format!("invalid byte sequence for encoding \"UTF8\": {e}"))
-    })
 }

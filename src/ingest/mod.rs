@@ -4,6 +4,7 @@
 //! text-to-Arrow conversion (`rows`) and one dead-letter writer.
 
 mod copy;
+mod copy_fields;
 pub mod dead_letter;
 mod json;
 mod rows;
@@ -12,5 +13,5 @@ mod values;
 
 pub use copy::CopyIn;
 pub use json::{ingest_json, ingest_records, IngestReport, JsonBody, JsonRecord, RecordResult};
-pub use rows::{build_batch, resolve_targets, OnError, RowError};
+pub use rows::{build_batch, build_batch_columns, resolve_targets, OnError, RowError};
 pub use values::{plan_values_insert, ValuesInsert};

@@ -38,9 +38,28 @@ pub fn build_batch(
     rows: &[Vec<Option<String>>],
     on_error: OnError,
 ) -> std::result::Result<(RecordBatch, Vec<RowError>), RowError> {
+    let text: Vec<StringArray> = (0..targets.len())
+        .map(|position| {
+            StringArray::from_iter(
+                rows.iter()
+                    .map(|r| r.get(position).and_then(|v| v.as_deref())),
+            )
+        })
+        .collect();
+    build_batch_columns(stream, targets, &text, rows.len(), on_error)
+}
+
+/// [`build_batch`] for input already in columns: `text[i]` holds the field
+/// text of stream column `targets[i]` for all `n` rows.
+pub fn build_batch_columns(
+    stream: &Stream,
+    targets: &[usize],
+    text_columns: &[StringArray],
+    n: usize,
+    on_error: OnError,
+) -> std::result::Result<(RecordBatch, Vec<RowError>), RowError> {
     let def = &stream.def;
     let schema = &stream.schema;
-    let n = rows.len();
     let mut bad: Vec<Option<Error>> = (0..n).map(|_| None).collect();
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(def.columns.len());
     let strict = CastOptions {
@@ -51,9 +70,8 @@ pub fn build_batch(
         let data_type = schema.field(index).data_type();
         let array = match targets.iter().position(|t| *t == index) {
             Some(position) => {
-                let text =
-                    StringArray::from_iter(rows.iter().map(|r| r.get(position).cloned().flatten()));
-                match cast_with_options(&text, data_type, &strict) {
+                let text = &text_columns[position];
+                match cast_with_options(text, data_type, &strict) {
                     Ok(array) => array,
                     Err(_) => {
                         for (row, slot) in bad.iter_mut().enumerate() {
@@ -66,7 +84,7 @@ pub fn build_batch(
                             }
                         }
                         // Bad values become NULL here; their rows are dropped below.
-                        cast_with_options(&text, data_type, &CastOptions::default()).map_err(
+                        cast_with_options(text, data_type, &CastOptions::default()).map_err(
                             |e| RowError {
                                 row: 0,
                                 error: e.into(),
