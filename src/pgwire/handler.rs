@@ -29,7 +29,7 @@ use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
 use super::copy::CopyState;
-use super::{error_info, into_error, map_pg_error, to_pg_error};
+use super::{into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
 use crate::sql::{self, Parsed};
@@ -319,8 +319,3 @@ impl QueryParser for RoutingParser {
     }
 }
 
-impl From<Error> for ErrorInfo {
-    fn from(e: Error) -> Self {
-        error_info(&e)
-    }
-}
