@@ -318,4 +318,3 @@ impl QueryParser for RoutingParser {
             .map_err(map_pg_error)
     }
 }
-

@@ -53,6 +53,7 @@ pub fn template_context(
         }),
     )?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
+    ctx.register_udf(col_description());
     setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
     Ok(ctx)
@@ -139,4 +140,46 @@ impl SchemaProvider for SystemSchema {
     fn table_exist(&self, name: &str) -> bool {
         name == ERRORS_TABLE || SystemRelation::ALL.iter().any(|r| r.name() == name)
     }
+}
+
+/// `col_description(table_oid, column_number)`: psql's `\d+` asks for
+/// column comments; sluice has none, so it is always NULL.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct ColDescription {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for ColDescription {
+    fn name(&self) -> &str {
+        "col_description"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(
+        &self,
+        _args: &[datafusion::arrow::datatypes::DataType],
+    ) -> DfResult<datafusion::arrow::datatypes::DataType> {
+        Ok(datafusion::arrow::datatypes::DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> DfResult<datafusion::logical_expr::ColumnarValue> {
+        Ok(datafusion::logical_expr::ColumnarValue::Scalar(
+            datafusion::common::ScalarValue::Utf8(None),
+        ))
+    }
+}
+
+fn col_description() -> datafusion::logical_expr::ScalarUDF {
+    datafusion::logical_expr::ScalarUDF::new_from_impl(ColDescription {
+        signature: datafusion::logical_expr::Signature::any(
+            2,
+            datafusion::logical_expr::Volatility::Immutable,
+        ),
+    })
 }

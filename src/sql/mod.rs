@@ -4,6 +4,7 @@
 //! nothing here executes.
 
 mod copy;
+mod psql_compat;
 mod split;
 
 use std::time::Duration;
@@ -122,7 +123,7 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
-        _ => Ok(Parsed::Sql(stmt.to_string())),
+        _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),
     }
 }
 

@@ -12,6 +12,7 @@ fn psql_sees_tags_tables_and_columns() {
          SELECT url, count(*) FROM clicks WHERE status = 200 GROUP BY url;\n\
          \\dt\n\
          \\d clicks\n\
+         \\d+ clicks\n\
          \\l\n\
          \\dn\n\
          SHOW STREAMS;\n\
@@ -54,6 +55,12 @@ fn psql_sees_tags_tables_and_columns() {
     );
     assert!(
         out.lines().any(|l| l.trim() == "sluice | postgres"),
+        "{out}"
+    );
+    // \d+ adds storage details.
+    assert!(
+        out.lines()
+            .any(|l| l.contains("Storage") && l.contains("Description")),
         "{out}"
     );
     assert!(out.contains("DROP STREAM"), "{out}");

@@ -1,0 +1,23 @@
+//! Rewrites of the catalog queries psql's meta-commands send that the
+//! query engine cannot run as written. Each is a literal fragment psql 15
+//! emits, replaced by an equivalent the engine plans; nothing else changes.
+
+/// (fragment psql sends, replacement).
+const REWRITES: &[(&str, &str)] = &[
+    // `\d+`: table options. sluice tables have no reloptions and no TOAST.
+    (
+        "pg_catalog.array_to_string(c.reloptions || array(select 'toast.' || x from pg_catalog.unnest(tc.reloptions) x), ', ')",
+        "''",
+    ),
+];
+
+/// `sql` with psql's unplannable fragments replaced (borrowed when none).
+pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
+    let mut out = std::borrow::Cow::Borrowed(sql);
+    for (from, to) in REWRITES {
+        if out.contains(from) {
+            out = std::borrow::Cow::Owned(out.replace(from, to));
+        }
+    }
+    out
+}
