@@ -1,6 +1,6 @@
-//! Engine-level tests that need control over when pipeline tasks run: on
-//! the single-threaded test runtime, spawned tasks wait until the test
-//! yields.
+//! Engine-level tests (a `#[cfg(test)]` module of `engine`) that need
+//! control over when pipeline tasks run: on the single-threaded test
+//! runtime, spawned tasks wait until the test yields.
 
 use std::time::Duration;
 

@@ -1,3 +1,6 @@
+//! Unit tests of the stream log (a `#[cfg(test)]` module of `log`):
+//! appends, reopen, torn tails, group commit, followers, retention, progress.
+
 use super::*;
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{Field, Schema};

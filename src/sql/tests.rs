@@ -1,3 +1,5 @@
+//! Unit tests of the front parser (a `#[cfg(test)]` module of `sql`).
+
 use super::*;
 
 fn create(sql: &str) -> CreateStream {
