@@ -7,8 +7,9 @@ use datafusion::common::TableReference;
 
 use super::{now_ms, DdlOutcome, Engine, Stream, ERRORS_STREAM};
 use crate::catalog::{PipelineDef, StreamDef};
-use crate::cq::{compile, errors_columns, Pipeline, Program};
+use crate::cq::{compile, Pipeline, Program};
 use crate::error::{Error, Result};
+use crate::ingest::dead_letter::errors_columns;
 use crate::sql::CreateDerived;
 use crate::types::{ColumnDef, SqlType};
 

@@ -6,6 +6,26 @@ use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMi
 
 use crate::engine::{now_ms, Stream};
 use crate::error::{Error, Result};
+use crate::types::{ColumnDef, SqlType};
+
+/// The columns of `sluice.errors`, the dead-letter stream of every stage.
+pub fn errors_columns() -> Vec<ColumnDef> {
+    let col = |name: &str, sql_type: SqlType, nullable: bool| ColumnDef {
+        name: name.into(),
+        sql_type,
+        nullable,
+    };
+    vec![
+        col("at", SqlType::TimestampTz, false),
+        col("stream", SqlType::Text, true),
+        col("pipeline", SqlType::Text, true),
+        col("stage", SqlType::Text, false),
+        col("error_code", SqlType::Text, false),
+        col("error_message", SqlType::Text, false),
+        col("raw", SqlType::Text, true),
+        col("attempts", SqlType::Integer, false),
+    ]
+}
 
 /// One failed record and why.
 #[derive(Debug)]
