@@ -1,15 +1,18 @@
 //! The on-disk frame: one checksummed unit of a shard log.
 //!
 //! ```text
-//! 0      4            8       12             16         24               32             36         40           48
-//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_shard | reserved | source_seq | payload (Arrow IPC stream) |
+//! 0      4            8       12             16         24               32             36         40           48        56               60         64
+//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_shard | reserved | source_seq | bulk_id | bulk_end_shards | reserved | payload (Arrow IPC stream) |
 //! ```
-//! The CRC covers bytes 12..48 of the header and the payload, so a frame
+//! The CRC covers bytes 12..64 of the header and the payload, so a frame
 //! whose sequence number, count or bytes were damaged is never served.
 //! `(source_shard, source_seq)` is a pipeline's progress: where its input
 //! shard stood after this frame's rows (`source_seq = u64::MAX` when the
 //! frame was not written by a pipeline). Recording it in the same frame as
-//! the output makes output and progress one atomic write.
+//! the output makes output and progress one atomic write. `bulk_id` marks
+//! the frames of one large atomic append (a big COPY); the last frame of a
+//! bulk in each shard is an empty end marker that carries how many shards
+//! the bulk touched, so recovery can tell a complete bulk from a torn one.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -22,7 +25,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use crate::error::{Error, Result};
 
 pub const FRAME_MAGIC: u32 = 0x534c_4346;
-pub const FRAME_HEADER_BYTES: usize = 48;
+pub const FRAME_HEADER_BYTES: usize = 64;
 const NO_SOURCE_SEQ: u64 = u64::MAX;
 /// The largest payload a frame may carry; bounds memory when reading a
 /// damaged length field and bounds one group commit per shard.
@@ -36,10 +39,27 @@ pub struct FrameHeader {
     pub first_seq: u64,
     pub append_time_ms: i64,
     pub progress: Option<Progress>,
+    pub bulk: Option<Bulk>,
 }
 
 /// A pipeline's progress: (source shard, next source sequence).
 pub type Progress = (u32, u64);
+
+/// Membership of a frame in a bulk append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bulk {
+    pub id: u64,
+    /// 0 for a frame of data; for the end marker, the number of shards the
+    /// bulk wrote to.
+    pub end_of_shards: u32,
+}
+
+/// What a frame records besides its rows.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    pub progress: Option<Progress>,
+    pub bulk: Option<Bulk>,
+}
 
 impl FrameHeader {
     pub fn frame_len(&self) -> u64 {
@@ -64,6 +84,11 @@ impl FrameHeader {
             first_seq: u64_at(16),
             append_time_ms: u64_at(24) as i64,
             progress: Some((u32_at(32), u64_at(40))).filter(|p| p.1 != NO_SOURCE_SEQ),
+            bulk: Some(Bulk {
+                id: u64_at(48),
+                end_of_shards: u32_at(56),
+            })
+            .filter(|b| b.id != 0),
         })
     }
 
@@ -78,7 +103,7 @@ impl FrameHeader {
 pub fn encode(
     first_seq: u64,
     append_time_ms: i64,
-    progress: Option<Progress>,
+    meta: FrameMeta,
     batch: &RecordBatch,
 ) -> Result<Vec<u8>> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
@@ -100,7 +125,13 @@ pub fn encode(
     out[12..16].copy_from_slice(&record_count.to_le_bytes());
     out[16..24].copy_from_slice(&first_seq.to_le_bytes());
     out[24..32].copy_from_slice(&append_time_ms.to_le_bytes());
-    let (source_shard, source_seq) = progress.unwrap_or((0, NO_SOURCE_SEQ));
+    let (source_shard, source_seq) = meta.progress.unwrap_or((0, NO_SOURCE_SEQ));
+    let bulk = meta.bulk.unwrap_or(Bulk {
+        id: 0,
+        end_of_shards: 0,
+    });
+    out[48..56].copy_from_slice(&bulk.id.to_le_bytes());
+    out[56..60].copy_from_slice(&bulk.end_of_shards.to_le_bytes());
     out[32..36].copy_from_slice(&source_shard.to_le_bytes());
     out[40..48].copy_from_slice(&source_seq.to_le_bytes());
     let crc = crc32c::crc32c(&out[12..]);
@@ -150,14 +181,21 @@ mod tests {
 
     #[test]
     fn round_trip_with_projection() {
-        let frame = encode(42, 7, Some((3, 99)), &sample(5)).unwrap();
+        let meta = FrameMeta {
+            progress: Some((3, 99)),
+            bulk: Some(Bulk {
+                id: 5,
+                end_of_shards: 2,
+            }),
+        };
+        let frame = encode(42, 7, meta, &sample(5)).unwrap();
         let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
         header_bytes.copy_from_slice(&frame[..FRAME_HEADER_BYTES]);
         let header = FrameHeader::parse(&header_bytes).unwrap();
         assert_eq!(header.first_seq, 42);
         assert_eq!(header.record_count, 5);
         assert_eq!(header.append_time_ms, 7);
-        assert_eq!(header.progress, Some((3, 99)));
+        assert_eq!((header.progress, header.bulk), (meta.progress, meta.bulk));
         let payload = &frame[FRAME_HEADER_BYTES..];
         assert!(header.verify(&header_bytes, payload));
         let batch = decode(payload, Some(&[1])).unwrap();
@@ -168,7 +206,7 @@ mod tests {
 
     #[test]
     fn any_flipped_bit_fails_verification() {
-        let frame = encode(1, 0, None, &sample(3)).unwrap();
+        let frame = encode(1, 0, FrameMeta::default(), &sample(3)).unwrap();
         for pos in [
             12,
             17,

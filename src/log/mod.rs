@@ -6,6 +6,7 @@
 //! only acknowledged records and can follow new appends through a watch
 //! channel per shard. Nothing here knows SQL.
 
+mod bulk;
 mod frame;
 mod segment;
 mod shard;
@@ -23,6 +24,8 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
+pub use bulk::{BulkFiles, BulkSpill};
+use frame::FrameMeta;
 pub use frame::Progress;
 pub use segment::FrameRef;
 pub use shard::{read_frame, ShardStats};
@@ -64,6 +67,8 @@ struct AppendRequest {
     parts: Vec<(u32, RecordBatch)>,
     /// Pipeline progress to record with these rows (see `append_progress`).
     progress: Option<Progress>,
+    /// A spilled bulk append, written alone (see `bulk`).
+    bulk: Option<BulkFiles>,
     reply: oneshot::Sender<Result<AppendAck>>,
 }
 
@@ -93,6 +98,8 @@ impl StreamLog {
         let shards = (0..options.shards)
             .map(|i| Shard::open(&dir.join(format!("shard-{i}")), i).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
+        let last_bulk_id = bulk::recover(&shards)?.unwrap_or(0);
+        bulk::remove_stale_spills(dir)?;
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = {
             let shards = shards.clone();
@@ -103,7 +110,7 @@ impl StreamLog {
                     "log-writer-{}",
                     dir.file_name().unwrap_or_default().to_string_lossy()
                 ))
-                .spawn(move || writer_loop(shards, rx, segment_size_bytes, helpers))?
+                .spawn(move || writer_loop(shards, rx, segment_size_bytes, helpers, last_bulk_id))?
         };
         Ok(Arc::new(StreamLog {
             dir: dir.to_path_buf(),
@@ -176,10 +183,45 @@ impl StreamLog {
             .and_then(|s| s.last_progress(source_shard))
     }
 
+    /// Starts a bulk append: rows pushed with [`StreamLog::spill`] are
+    /// routed and written to disk, then stored as one unit by
+    /// [`StreamLog::append_bulk`].
+    pub fn bulk_spill(&self) -> Result<BulkSpill> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = (now_ms() as u64) << 16 | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff);
+        BulkSpill::create(
+            bulk::spill_dir(&self.dir, id),
+            self.schema.clone(),
+            self.shard_count(),
+        )
+    }
+
+    /// Routes a batch (of the stream's schema) into a bulk spill.
+    pub fn spill(&self, spill: &mut BulkSpill, batch: RecordBatch) -> Result<()> {
+        for (shard, part) in self.route(batch)? {
+            spill.push_part(shard, &part)?;
+        }
+        Ok(())
+    }
+
+    /// Stores a spilled bulk: all of it or, after a crash, none of it.
+    pub async fn append_bulk(&self, files: BulkFiles) -> Result<AppendAck> {
+        self.submit_request(Vec::new(), None, Some(files)).await
+    }
+
     async fn submit(
         &self,
         parts: Vec<(u32, RecordBatch)>,
         progress: Option<Progress>,
+    ) -> Result<AppendAck> {
+        self.submit_request(parts, progress, None).await
+    }
+
+    async fn submit_request(
+        &self,
+        parts: Vec<(u32, RecordBatch)>,
+        progress: Option<Progress>,
+        bulk: Option<BulkFiles>,
     ) -> Result<AppendAck> {
         let sender = self
             .sender
@@ -192,6 +234,7 @@ impl StreamLog {
             .send(AppendRequest {
                 parts,
                 progress,
+                bulk,
                 reply,
             })
             .await
@@ -385,20 +428,38 @@ fn writer_loop(
     mut rx: mpsc::Receiver<AppendRequest>,
     segment_size_bytes: u64,
     helpers: SyncHelpers,
+    mut last_bulk_id: u64,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut group_bytes = request_bytes(&first);
-        let mut group = vec![first];
-        while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
-            match rx.try_recv() {
-                Ok(req) => {
-                    group_bytes += request_bytes(&req);
-                    group.push(req);
-                }
-                Err(_) => break,
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            if let Some(files) = request.bulk {
+                // Bulk ids grow over time, so recovery can tell the newest.
+                let micros = (now_ms() as u64).saturating_mul(1000);
+                last_bulk_id = micros.max(last_bulk_id + 1);
+                let result =
+                    bulk::write_bulk(&shards, &files, last_bulk_id, segment_size_bytes, &helpers);
+                let _ = request.reply.send(result);
+                continue;
             }
+            let mut group_bytes = request_bytes(&request);
+            let mut group = vec![request];
+            while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    // A bulk is written alone, after this group.
+                    Ok(req) if req.bulk.is_some() => {
+                        next = Some(req);
+                        break;
+                    }
+                    Ok(req) => {
+                        group_bytes += request_bytes(&req);
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            commit_group(&shards, group, segment_size_bytes, &helpers);
         }
-        commit_group(&shards, group, segment_size_bytes, &helpers);
     }
 }
 
@@ -471,7 +532,7 @@ fn write_group(
             if plain.is_empty() && tagged.is_empty() {
                 continue;
             }
-            let mut frames: Vec<(RecordBatch, Option<Progress>)> = Vec::new();
+            let mut frames: Vec<(RecordBatch, FrameMeta)> = Vec::new();
             let mut seq = shard.next_seq();
             if !plain.is_empty() {
                 let batches: Vec<RecordBatch> = plain.iter().map(|(_, b)| (*b).clone()).collect();
@@ -481,14 +542,23 @@ fn write_group(
                         .push((shard.id, seq, batch.num_rows() as u64));
                     seq += batch.num_rows() as u64;
                 }
-                frames.push((concat_batches(batches[0].schema_ref(), &batches)?, None));
+                frames.push((
+                    concat_batches(batches[0].schema_ref(), &batches)?,
+                    FrameMeta::default(),
+                ));
             }
             for (i, batch, progress) in tagged {
                 acks[i]
                     .ranges
                     .push((shard.id, seq, batch.num_rows() as u64));
                 seq += batch.num_rows() as u64;
-                frames.push((batch.clone(), Some(progress)));
+                frames.push((
+                    batch.clone(),
+                    FrameMeta {
+                        progress: Some(progress),
+                        bulk: None,
+                    },
+                ));
             }
             pending.push((
                 shard,

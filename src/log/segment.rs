@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::frame::{FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
+use super::frame::{Bulk, FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
 use crate::error::{Error, Result};
 
 /// Where one frame lives and what it holds.
@@ -20,6 +20,7 @@ pub struct FrameRef {
     pub payload_len: u32,
     pub append_time_ms: i64,
     pub progress: Option<Progress>,
+    pub bulk: Option<Bulk>,
 }
 
 impl FrameRef {
@@ -115,6 +116,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
             payload_len: header.payload_len,
             append_time_ms: header.append_time_ms,
             progress: header.progress,
+            bulk: header.bulk,
         });
         expected_seq += header.record_count as u64;
         offset += header.frame_len();
@@ -165,7 +167,7 @@ mod tests {
         let mut seq = 0u64;
         let mut ends = vec![];
         for &n in counts {
-            f.write_all(&encode(seq, 0, None, &batch(n)).unwrap())
+            f.write_all(&encode(seq, 0, Default::default(), &batch(n)).unwrap())
                 .unwrap();
             seq += n as u64;
             ends.push(f.metadata().unwrap().len());
@@ -207,7 +209,7 @@ mod tests {
         let path = dir.path().join(segment_file_name(0));
         let ends = write_frames(&path, &[3, 4, 5]);
         let mut bytes = std::fs::read(&path).unwrap();
-        bytes[ends[0] as usize + 56] ^= 0xff; // inside frame 2's payload
+        bytes[ends[0] as usize + 72] ^= 0xff; // inside frame 2's payload
         std::fs::write(&path, &bytes).unwrap();
         let out = scan(&path, 0).unwrap();
         assert_eq!(out.frames.len(), 1);

@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
-use super::frame::{self, Progress};
+use super::frame::{self, FrameMeta};
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
 use crate::error::{Error, Result};
 
@@ -49,6 +49,14 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
+    pub fn new(frames: Vec<FrameRef>, offset: u64, file: Arc<File>) -> Self {
+        PendingWrite {
+            frames,
+            offset,
+            file,
+        }
+    }
+
     pub fn file(&self) -> &Arc<File> {
         &self.file
     }
@@ -140,7 +148,7 @@ impl Shard {
     /// is visible to readers until [`Shard::publish`].
     pub fn write(
         &self,
-        frames: &[(RecordBatch, Option<Progress>)],
+        frames: &[(RecordBatch, FrameMeta)],
         append_time_ms: i64,
         segment_size_bytes: u64,
     ) -> Result<PendingWrite> {
@@ -148,15 +156,16 @@ impl Shard {
         let mut bytes = Vec::new();
         let mut refs = Vec::with_capacity(frames.len());
         let mut seq = first_seq;
-        for (batch, progress) in frames {
-            let encoded = frame::encode(seq, append_time_ms, *progress, batch)?;
+        for (batch, meta) in frames {
+            let encoded = frame::encode(seq, append_time_ms, *meta, batch)?;
             refs.push(FrameRef {
                 first_seq: seq,
                 record_count: batch.num_rows() as u32,
                 offset: bytes.len() as u64,
                 payload_len: (encoded.len() - frame::FRAME_HEADER_BYTES) as u32,
                 append_time_ms,
-                progress: *progress,
+                progress: meta.progress,
+                bulk: meta.bulk,
             });
             seq += batch.num_rows() as u64;
             bytes.extend_from_slice(&encoded);
@@ -220,6 +229,62 @@ impl Shard {
             state.next_seq = last.end_seq();
         }
         self.committed.send_replace(last.end_seq());
+    }
+
+    /// Where a bulk starts: the active segment (rolled first when full),
+    /// its end offset and the next sequence. A bulk never spans segments,
+    /// so recovery can cut it from one file.
+    pub fn tail_for_bulk(&self, segment_size_bytes: u64) -> Result<(Arc<File>, u64, u64)> {
+        let next_seq = self.next_seq();
+        let needs_roll = self
+            .read_state()
+            .segments
+            .last()
+            .is_none_or(|s| s.size_bytes > 0 && s.size_bytes >= segment_size_bytes);
+        if needs_roll {
+            self.roll(next_seq)?;
+        }
+        let state = self.read_state();
+        let active = state
+            .segments
+            .last()
+            .ok_or_else(|| Error::Internal("shard has no active segment".into()))?;
+        Ok((active.file.clone(), active.size_bytes, next_seq))
+    }
+
+    /// The bulk this shard ends with, if any: (bulk id, the end marker's
+    /// shard count or 0 when the marker is missing, offset of its first
+    /// frame).
+    pub fn tail_bulk(&self) -> Option<(u64, u32, u64)> {
+        let state = self.read_state();
+        let frames = &state.segments.last()?.frames;
+        let last = frames.last()?.bulk?;
+        let first = frames
+            .iter()
+            .rev()
+            .take_while(|f| f.bulk.is_some_and(|b| b.id == last.id))
+            .last()?;
+        Some((last.id, last.end_of_shards, first.offset))
+    }
+
+    /// Cuts the active segment at `offset` (a frame boundary) for good.
+    pub fn truncate_to(&self, offset: u64) -> Result<()> {
+        let mut state = self.write_state();
+        let Some(active) = state.segments.last_mut() else {
+            return Ok(());
+        };
+        active.file.set_len(offset)?;
+        active.file.sync_all()?;
+        active.frames.retain(|f| f.offset < offset);
+        active.size_bytes = offset;
+        let next = active
+            .frames
+            .last()
+            .map_or(active.base_seq, |f| f.end_seq());
+        state.next_seq = next;
+        drop(state);
+        self.committed.send_replace(next);
+        Ok(())
     }
 
     fn roll(&self, base_seq: u64) -> Result<()> {
