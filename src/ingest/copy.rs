@@ -1,8 +1,9 @@
 //! `COPY … FROM STDIN`: data arrives in CopyData chunks of any size; this
 //! splits it into records (CSV quotes may span lines), fields (text-format
 //! escapes, CSV quoting, NULL markers) and converts every 8192 rows to an
-//! Arrow batch. The batches are appended as one unit at the end, so a
-//! COPY is all-or-nothing (bounded by `max_statement_bytes`); with
+//! Arrow batch. Batches stay in memory up to `max_statement_bytes`; beyond
+//! that they are routed and spilled to disk and stored as one bulk append.
+//! Either way a COPY is all-or-nothing in bounded memory; with
 //! `ON_ERROR 'dead_letter'` bad rows go to `sluice.errors` instead.
 
 use std::sync::Arc;
@@ -17,9 +18,16 @@ use super::copy_fields::{csv_fields, text_fields, Fields};
 use super::rows::{build_batch_columns, OnError};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
+use crate::log::{BulkFiles, BulkSpill};
 use crate::sql::{CopyFormat, CopyOptions};
 
 const CHUNK_ROWS: usize = 8192;
+
+/// The rows of a finished COPY.
+pub enum CopyRows {
+    InMemory(RecordBatch),
+    Spilled(BulkFiles),
+}
 
 /// A COPY in progress.
 pub struct CopyIn {
@@ -45,6 +53,8 @@ pub struct CopyIn {
     row_info: Vec<(u64, Option<String>)>,
     batches: Vec<RecordBatch>,
     bytes: u64,
+    /// Set once the batches outgrow `max_bytes`: where the rest goes.
+    spill: Option<BulkSpill>,
     pub dead_letters: Vec<DeadLetter>,
 }
 
@@ -77,6 +87,7 @@ impl CopyIn {
             row_info: Vec::new(),
             batches: Vec::new(),
             bytes: 0,
+            spill: None,
             dead_letters: Vec::new(),
         }
     }
@@ -276,20 +287,25 @@ impl CopyIn {
                 raw,
             });
         }
-        self.bytes += batch.get_array_memory_size() as u64;
-        if self.bytes > self.max_bytes {
-            return Err(Error::ProgramLimit(format!(
-                "COPY into \"{}\" exceeds max_statement_bytes ({} bytes); a COPY is stored as one unit, split the input",
-                self.stream.def.name, self.max_bytes
-            )));
+        if let Some(spill) = self.spill.as_mut() {
+            return self.stream.log.spill(spill, batch);
         }
+        self.bytes += batch.get_array_memory_size() as u64;
         self.batches.push(batch);
+        if self.bytes > self.max_bytes {
+            // Too large to hold: from here on, rows go to disk.
+            let mut spill = self.stream.log.bulk_spill()?;
+            for batch in std::mem::take(&mut self.batches) {
+                self.stream.log.spill(&mut spill, batch)?;
+            }
+            self.spill = Some(spill);
+        }
         Ok(())
     }
 
     /// Ends the input: the last record (without a newline) is taken too.
-    /// Returns every good row as one batch.
-    pub fn finish(&mut self) -> Result<RecordBatch> {
+    /// Returns every good row, in memory or spilled.
+    pub fn finish(&mut self) -> Result<CopyRows> {
         if !self.finished_marker && !self.carry.is_empty() {
             let rest = std::mem::take(&mut self.carry);
             if self.options.format == CopyFormat::Csv
@@ -303,6 +319,12 @@ impl CopyIn {
             self.record(&rest)?;
         }
         self.flush()?;
-        Ok(concat_batches(&self.stream.schema, &self.batches)?)
+        match self.spill.take() {
+            Some(spill) => Ok(CopyRows::Spilled(spill.finish()?)),
+            None => Ok(CopyRows::InMemory(concat_batches(
+                &self.stream.schema,
+                &self.batches,
+            )?)),
+        }
     }
 }

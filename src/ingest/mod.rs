@@ -11,7 +11,7 @@ mod rows;
 mod scan;
 mod values;
 
-pub use copy::CopyIn;
+pub use copy::{CopyIn, CopyRows};
 pub use json::{ingest_json, ingest_records, IngestReport, JsonBody, JsonRecord, RecordResult};
 pub use rows::{build_batch, build_batch_columns, resolve_targets, OnError, RowError};
 pub use values::{plan_values_insert, ValuesInsert};

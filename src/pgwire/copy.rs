@@ -19,7 +19,7 @@ use pgwire::messages::PgWireBackendMessage;
 use super::handler::Session;
 use super::to_pg_error;
 use crate::error::{Error, Result};
-use crate::ingest::{dead_letter, resolve_targets, CopyIn};
+use crate::ingest::{dead_letter, resolve_targets, CopyIn, CopyRows};
 use crate::query::not_insertable;
 use crate::sql::{CopyFormat, CopyOptions, CopySource, CopyStatement};
 
@@ -233,8 +233,11 @@ impl CopyHandler for Session {
 impl Session {
     /// Stores a finished COPY as one append; dead letters after it.
     async fn store(&self, decoder: &mut CopyIn) -> Result<u64> {
-        let batch = decoder.finish()?;
-        let rows = decoder.stream.log.append(batch).await?.records();
+        let rows = match decoder.finish()? {
+            CopyRows::InMemory(batch) => decoder.stream.log.append(batch).await?,
+            CopyRows::Spilled(files) => decoder.stream.log.append_bulk(files).await?,
+        }
+        .records();
         if let Some(errors) = self.engine.registry.errors() {
             dead_letter::record(&errors, &decoder.dead_letters).await?;
         }

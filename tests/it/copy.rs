@@ -304,3 +304,60 @@ async fn invalid_utf8_and_huge_fields() {
     let n = scalar(&client, "SELECT count(*) FROM t").await;
     assert_eq!(n, 1, "the COPY with invalid UTF-8 stored nothing");
 }
+
+/// With `max_statement_bytes` at 1 MiB, a COPY of several MiB is spilled to
+/// disk and stored as one bulk append: all of it, or (bad row at the end)
+/// none of it, and no spill files stay behind.
+#[tokio::test]
+async fn a_copy_larger_than_memory_is_spilled_and_still_atomic() {
+    let server = Server::start_with_config("[limits]\nmax_statement_bytes = 1048576\n");
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')")
+        .await
+        .unwrap();
+    let rows = 60_000;
+    let mut data = String::new();
+    for i in 0..rows {
+        data.push_str(&format!("{i},payload-{i}-{}\n", "y".repeat(60)));
+    }
+    let copy = |data: String| {
+        let client = &client;
+        async move {
+            let sink = client
+                .copy_in::<_, Bytes>("COPY big FROM STDIN WITH (FORMAT csv)")
+                .await
+                .unwrap();
+            futures::pin_mut!(sink);
+            for chunk in data.as_bytes().chunks(64 * 1024) {
+                sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
+            }
+            sink.finish().await
+        }
+    };
+    assert_eq!(copy(data.clone()).await.unwrap(), rows);
+    assert_eq!(
+        scalar(&client, "SELECT count(DISTINCT id) FROM big").await,
+        rows as i64
+    );
+
+    let err = copy(format!("{data}not-a-number,x\n")).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22P02");
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM big").await,
+        rows as i64,
+        "the failed COPY stored nothing"
+    );
+    let leftovers = std::fs::read_dir(server.data_dir().join("streams"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bulk-")
+        })
+        .count();
+    assert_eq!(leftovers, 0, "spills are removed");
+}

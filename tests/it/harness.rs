@@ -14,6 +14,7 @@ pub struct Server {
     _stdout: Option<BufReader<ChildStdout>>,
     pub pg_addr: SocketAddr,
     pub http_addr: SocketAddr,
+    data_dir: std::path::PathBuf,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -88,8 +89,13 @@ impl Server {
             http_addr: addr("http="),
             child: Some(child),
             _stdout: Some(stdout),
+            data_dir: data_dir.to_path_buf(),
             _tmp: None,
         }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
     }
 
     pub async fn client(&self) -> Client {
