@@ -177,11 +177,11 @@ pub(super) fn recover(shards: &[Arc<Shard>]) -> Result<Option<u64>> {
     let Some(newest) = tails.iter().flatten().map(|t| t.0).max() else {
         return Ok(None);
     };
-    let markers: Vec<u32> = tails
+    // Look for the end markers anywhere in each shard, not only at the
+    // tail: after a complete bulk, later appends may follow it in some shards.
+    let markers: Vec<u32> = shards
         .iter()
-        .flatten()
-        .filter(|t| t.0 == newest && t.1 > 0)
-        .map(|t| t.1)
+        .filter_map(|s| s.bulk_marker(newest))
         .collect();
     let complete = markers.first().is_some_and(|k| markers.len() as u32 == *k);
     if !complete {

@@ -267,6 +267,19 @@ impl Shard {
         Some((last.id, last.end_of_shards, first.offset))
     }
 
+    /// The end marker of bulk `id` in this shard, if present: the number of
+    /// shards the bulk touched.
+    pub fn bulk_marker(&self, id: u64) -> Option<u32> {
+        let state = self.read_state();
+        state
+            .segments
+            .iter()
+            .rev()
+            .flat_map(|s| s.frames.iter().rev())
+            .find_map(|f| f.bulk.filter(|b| b.id == id && b.end_of_shards > 0))
+            .map(|b| b.end_of_shards)
+    }
+
     /// Cuts the active segment at `offset` (a frame boundary) for good.
     pub fn truncate_to(&self, offset: u64) -> Result<()> {
         let mut state = self.write_state();

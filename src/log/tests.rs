@@ -349,3 +349,21 @@ async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
         "appends after the cut are whole and stay"
     );
 }
+
+#[tokio::test]
+async fn a_complete_bulk_followed_by_appends_in_some_shards_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        bulk(&log, 0, 300, 100).await;
+        // One key: later rows land in one shard only, after the bulk.
+        log.append(batch(7, 1)).await.unwrap();
+        log.append(batch(7, 1)).await.unwrap();
+        log.close();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let mut want: Vec<i64> = (0..300).collect();
+    want.extend([7, 7]);
+    want.sort_unstable();
+    assert_eq!(read_all(&log), want);
+}
