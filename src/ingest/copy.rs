@@ -1,7 +1,7 @@
 //! `COPY … FROM STDIN`: data arrives in CopyData chunks of any size; this
-//! splits it into records (CSV quotes may span lines), fields (text-format
-//! escapes, CSV quoting, NULL markers) and converts every 8192 rows to an
-//! Arrow batch. Batches stay in memory up to `max_statement_bytes`; beyond
+//! splits it into records (CSV quotes may span lines; binary tuples by
+//! their length prefixes), fields (text-format escapes, CSV quoting, NULL
+//! markers) and converts every 8192 rows to an Arrow batch. Batches stay in memory up to `max_statement_bytes`; beyond
 //! that they are routed and spilled to disk and stored as one bulk append.
 //! Either way a COPY is all-or-nothing in bounded memory; with
 //! `ON_ERROR 'dead_letter'` bad rows go to `sluice.errors` instead.
@@ -14,12 +14,15 @@ use datafusion::arrow::compute::concat_batches;
 use super::dead_letter::DeadLetter;
 use datafusion::arrow::array::{StringArray, StringBuilder};
 
-use super::copy_fields::{csv_fields, text_fields, Fields};
+use super::copy_fields::{
+    binary_header, binary_tuple, csv_fields, text_fields, BinaryTuple, Fields,
+};
 use super::rows::{build_batch_columns, OnError};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
 use crate::log::{BulkFiles, BulkSpill};
 use crate::sql::{CopyFormat, CopyOptions};
+use crate::types::SqlType;
 
 const CHUNK_ROWS: usize = 8192;
 
@@ -71,7 +74,7 @@ impl CopyIn {
             .map(|t| options.force_null.contains(&stream.def.columns[*t].name))
             .collect();
         CopyIn {
-            header_pending: options.header,
+            header_pending: options.header || options.format == CopyFormat::Binary,
             stream,
             targets,
             force_null,
@@ -97,6 +100,9 @@ impl CopyIn {
         if self.finished_marker {
             return Ok(());
         }
+        if self.options.format == CopyFormat::Binary {
+            return self.feed_binary(data);
+        }
         self.carry.extend_from_slice(data);
         let mut start = 0;
         // Resume the scan where the previous chunk left it, so a record
@@ -119,7 +125,7 @@ impl CopyIn {
                         in_quotes = !in_quotes;
                     }
                 }
-                CopyFormat::Text => {
+                CopyFormat::Text | CopyFormat::Binary => {
                     if b == b'\\' {
                         i += 2;
                         continue;
@@ -148,6 +154,64 @@ impl CopyIn {
         if self.carry.len() as u64 > self.max_bytes {
             return Err(Error::ProgramLimit(format!(
                 "a COPY record longer than {} bytes",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Binary format: length-prefixed tuples after a fixed header.
+    fn feed_binary(&mut self, data: &[u8]) -> Result<()> {
+        self.carry.extend_from_slice(data);
+        let mut at = 0;
+        if self.header_pending {
+            match binary_header(&self.carry).map_err(|e| self.at_line(self.line, e))? {
+                None => return Ok(()),
+                Some(n) => {
+                    at = n;
+                    self.header_pending = false;
+                }
+            }
+        }
+        let types: Vec<SqlType> = self
+            .targets
+            .iter()
+            .map(|t| self.stream.def.columns[*t].sql_type)
+            .collect();
+        loop {
+            let mut fields = std::mem::take(&mut self.fields);
+            fields.clear();
+            match binary_tuple(&self.carry[at..], &types, &mut fields) {
+                Ok(BinaryTuple::Incomplete) => {
+                    self.fields = fields;
+                    break;
+                }
+                Ok(BinaryTuple::Trailer) => {
+                    self.fields = fields;
+                    self.finished_marker = true;
+                    break;
+                }
+                Ok(BinaryTuple::Row(n)) => {
+                    let raw = if self.options.dead_letter {
+                        self.carry[at..at + n].to_vec()
+                    } else {
+                        Vec::new()
+                    };
+                    at += n;
+                    self.accept(fields, Ok(()), &raw)?;
+                    self.line += 1;
+                }
+                // A malformed tuple leaves no way to find the next one.
+                Err(e) => {
+                    self.fields = fields;
+                    return Err(self.at_line(self.line, e));
+                }
+            }
+        }
+        self.carry.drain(..at);
+        if self.carry.len() as u64 > self.max_bytes {
+            return Err(Error::ProgramLimit(format!(
+                "a COPY row longer than {} bytes",
                 self.max_bytes
             )));
         }
@@ -187,7 +251,14 @@ impl CopyIn {
                 &self.force_null,
                 &mut fields,
             ),
+            CopyFormat::Binary => Err(Error::Internal("binary COPY data read as lines".into())),
         };
+        self.accept(fields, parsed, record)
+    }
+
+    /// Takes one parsed record: checks it and appends its fields to the
+    /// column builders (or dead-letters it).
+    fn accept(&mut self, fields: Fields, parsed: Result<()>, record: &[u8]) -> Result<()> {
         let checked = parsed
             .and_then(|()| self.check_count(fields.spans.len()))
             .and_then(|()| {
@@ -306,6 +377,12 @@ impl CopyIn {
     /// Ends the input: the last record (without a newline) is taken too.
     /// Returns every good row, in memory or spilled.
     pub fn finish(&mut self) -> Result<CopyRows> {
+        if self.options.format == CopyFormat::Binary && !self.finished_marker {
+            return Err(self.at_line(
+                self.line,
+                Error::BadCopyFormat("binary COPY data ended without its trailer".into()),
+            ));
+        }
         if !self.finished_marker && !self.carry.is_empty() {
             let rest = std::mem::take(&mut self.carry);
             if self.options.format == CopyFormat::Csv

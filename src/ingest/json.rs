@@ -223,6 +223,11 @@ fn epoch_to_iso(epoch: f64) -> String {
     } else {
         epoch * 1e6
     } as i64;
+    micros_to_iso(micros)
+}
+
+/// Microseconds since 1970-01-01 UTC as an ISO-8601 timestamp.
+pub(super) fn micros_to_iso(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
     let sub_micros = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
@@ -237,7 +242,7 @@ fn epoch_to_iso(epoch: f64) -> String {
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

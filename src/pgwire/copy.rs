@@ -61,6 +61,11 @@ impl Session {
                 futures::stream::empty(),
             )));
         }
+        if copy.options.format == CopyFormat::Binary {
+            return Err(Error::FeatureNotSupported(
+                "COPY … TO STDOUT supports text and csv; binary is accepted only FROM STDIN".into(),
+            ));
+        }
         let query = match &copy.source {
             CopySource::Query(q) => q.clone(),
             CopySource::Table { name, columns } => format!(
@@ -137,7 +142,7 @@ fn encode_line(cells: &[Option<String>], options: &CopyOptions) -> String {
         }
         match (cell, options.format) {
             (None, _) => line.push_str(&options.null),
-            (Some(v), CopyFormat::Text) => {
+            (Some(v), CopyFormat::Text | CopyFormat::Binary) => {
                 for c in v.chars() {
                     match c {
                         '\\' => line.push_str("\\\\"),

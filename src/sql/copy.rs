@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 pub enum CopyFormat {
     Text,
     Csv,
+    /// Postgres's binary COPY format (FROM STDIN only).
+    Binary,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -281,9 +283,10 @@ fn options_from(raw: &[(String, Option<String>)]) -> Result<CopyOptions> {
         None => CopyFormat::Text,
         Some(f) if f.eq_ignore_ascii_case("text") => CopyFormat::Text,
         Some(f) if f.eq_ignore_ascii_case("csv") => CopyFormat::Csv,
+        Some(f) if f.eq_ignore_ascii_case("binary") => CopyFormat::Binary,
         Some(f) => {
             return Err(Error::FeatureNotSupported(format!(
-                "COPY format \"{f}\" is not supported; use text or csv"
+                "COPY format \"{f}\" is not supported; use text, csv or binary"
             )))
         }
     };

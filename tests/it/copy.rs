@@ -361,3 +361,77 @@ async fn a_copy_larger_than_memory_is_spilled_and_still_atomic() {
         .count();
     assert_eq!(leftovers, 0, "spills are removed");
 }
+
+/// Binary COPY, as drivers send it (tokio-postgres' BinaryCopyInWriter).
+#[tokio::test]
+async fn binary_copy_from_a_driver() {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM b (id BIGINT NOT NULL, name TEXT, at TIMESTAMP, score DOUBLE PRECISION, ok BOOLEAN, n INT)",
+        )
+        .await
+        .unwrap();
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_micros(1_795_611_600_123_456);
+    let sink = client
+        .copy_in("COPY b FROM STDIN WITH (FORMAT binary)")
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(
+        sink,
+        &[
+            Type::INT8,
+            Type::TEXT,
+            Type::TIMESTAMP,
+            Type::FLOAT8,
+            Type::BOOL,
+            Type::INT4,
+        ],
+    );
+    futures::pin_mut!(writer);
+    for i in 0..1000i64 {
+        let name = (i % 3 != 0).then(|| format!("name {i}"));
+        writer
+            .as_mut()
+            .write(&[
+                &i,
+                &name,
+                &at,
+                &(i as f64 / 4.0),
+                &(i % 2 == 0),
+                &(i as i32 - 500),
+            ])
+            .await
+            .unwrap();
+    }
+    assert_eq!(writer.finish().await.unwrap(), 1000);
+    let row = client
+        .query_one("SELECT name, at, score, ok, n FROM b WHERE id = 7", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("name 7"));
+    assert_eq!(row.get::<_, std::time::SystemTime>(1), at);
+    assert_eq!(row.get::<_, f64>(2), 1.75);
+    assert!(!row.get::<_, bool>(3));
+    assert_eq!(row.get::<_, i32>(4), -493);
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM b WHERE name IS NULL").await,
+        334
+    );
+
+    // Bytes that are not binary COPY data are refused, and nothing is stored.
+    let sink = client
+        .copy_in::<_, Bytes>("COPY b FROM STDIN WITH (FORMAT binary)")
+        .await
+        .unwrap();
+    futures::pin_mut!(sink);
+    sink.send(Bytes::from_static(b"1,not binary\n"))
+        .await
+        .unwrap();
+    let err = sink.finish().await.unwrap_err();
+    assert_eq!(sqlstate(&err), "22P04");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM b").await, 1000);
+}
