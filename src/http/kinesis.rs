@@ -6,7 +6,8 @@
 //! stream declared in SQL, a record's `Data` must be a JSON object whose
 //! fields fill the columns (routed by the stream's own partition key), and
 //! GetRecords returns each row as a JSON object. Sequence numbers are the
-//! per-shard log sequence numbers; shard iterators are opaque tokens.
+//! per-shard log sequence numbers; shard iterators are opaque tokens. Both
+//! JSON 1.1 and CBOR 1.1 (the Java SDK's default) are spoken.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use serde_json::{json, Value};
 
+use super::cbor;
 use crate::engine::{now_ms, Engine, Stream};
 use crate::error::Error;
 use crate::ingest::{ingest_records, JsonRecord, RecordResult};
@@ -71,13 +73,30 @@ impl From<Error> for KinesisError {
     }
 }
 
-impl IntoResponse for KinesisError {
-    fn into_response(self) -> Response {
-        let body = json!({ "__type": self.kind, "message": self.message }).to_string();
-        (
+impl KinesisError {
+    fn reply(self, cbor: bool) -> Response {
+        reply(
+            cbor,
             self.status,
+            &json!({ "__type": self.kind, "message": self.message }),
+        )
+    }
+}
+
+/// An answer in the protocol the request used (JSON 1.1 or CBOR 1.1).
+fn reply(cbor: bool, status: StatusCode, body: &Value) -> Response {
+    if cbor {
+        (
+            status,
+            [("content-type", cbor::CONTENT_TYPE)],
+            cbor::encode(body),
+        )
+            .into_response()
+    } else {
+        (
+            status,
             [("content-type", "application/x-amz-json-1.1")],
-            body,
+            body.to_string(),
         )
             .into_response()
     }
@@ -96,18 +115,25 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
+    let cbor = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(cbor::CONTENT_TYPE));
     let Some(action) = target.strip_prefix(TARGET_PREFIX) else {
         return KinesisError::new(
             "UnknownOperationException",
             format!("unknown target {target:?}"),
         )
-        .into_response();
+        .reply(cbor);
     };
-    let request: Value = match serde_json::from_slice(&body) {
+    let decoded = if cbor {
+        cbor::decode(&body)
+    } else {
+        serde_json::from_slice(&body).map_err(|e| e.to_string())
+    };
+    let request: Value = match decoded {
         Ok(v) => v,
-        Err(e) => {
-            return KinesisError::new("SerializationException", e.to_string()).into_response()
-        }
+        Err(e) => return KinesisError::new("SerializationException", e).reply(cbor),
     };
     let result = match action {
         "CreateStream" => create_stream(&engine, &request).await,
@@ -136,13 +162,8 @@ pub async fn handle(
         )),
     };
     match result {
-        Ok(body) => (
-            StatusCode::OK,
-            [("content-type", "application/x-amz-json-1.1")],
-            body.to_string(),
-        )
-            .into_response(),
-        Err(e) => e.into_response(),
+        Ok(body) => reply(cbor, StatusCode::OK, &body),
+        Err(e) => e.reply(cbor),
     }
 }
 

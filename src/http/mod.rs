@@ -1,6 +1,7 @@
 //! The HTTP front end (axum): record ingestion (`records`), the
 //! Kinesis-compatible API (`kinesis`), health and Prometheus metrics.
 
+mod cbor;
 mod kinesis;
 mod records;
 

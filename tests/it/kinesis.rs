@@ -44,3 +44,103 @@ async fn boto3_producer_and_consumer() {
         .get(0);
     assert_eq!(n, 1);
 }
+
+/// The CBOR 1.1 protocol (the AWS Java SDK's default): blobs travel as
+/// byte strings and timestamps as tag-1 epoch values.
+#[tokio::test]
+async fn cbor_protocol_round_trip() {
+    use ciborium::Value as Cbor;
+    let server = Server::start();
+    let http = reqwest::Client::new();
+    let call = |target: &'static str, body: Vec<(&'static str, Cbor)>| {
+        let http = http.clone();
+        let url = format!("http://{}/", server.http_addr);
+        async move {
+            let map = Cbor::Map(
+                body.into_iter()
+                    .map(|(k, v)| (Cbor::Text(k.into()), v))
+                    .collect(),
+            );
+            let mut bytes = Vec::new();
+            ciborium::ser::into_writer(&map, &mut bytes).unwrap();
+            let response = http
+                .post(url)
+                .header("x-amz-target", format!("Kinesis_20131202.{target}"))
+                .header("content-type", "application/x-amz-cbor-1.1")
+                .body(bytes)
+                .send()
+                .await
+                .unwrap();
+            let status = response.status().as_u16();
+            assert_eq!(
+                response.headers()["content-type"].to_str().unwrap(),
+                "application/x-amz-cbor-1.1"
+            );
+            let body = response.bytes().await.unwrap();
+            let value: Cbor = ciborium::de::from_reader(body.as_ref()).unwrap();
+            (status, value)
+        }
+    };
+    let get = |value: &Cbor, key: &str| -> Cbor {
+        value
+            .as_map()
+            .unwrap()
+            .iter()
+            .find(|(k, _)| k.as_text() == Some(key))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {key} in {value:?}"))
+    };
+    let name = || Cbor::Text("c".into());
+    let (status, _) = call(
+        "CreateStream",
+        vec![
+            ("StreamName", name()),
+            ("ShardCount", Cbor::Integer(1.into())),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let payload = vec![0u8, 255, 1, 2];
+    let (status, put) = call(
+        "PutRecord",
+        vec![
+            ("StreamName", name()),
+            ("Data", Cbor::Bytes(payload.clone())),
+            ("PartitionKey", Cbor::Text("k".into())),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{put:?}");
+    let shard = get(&put, "ShardId");
+    let (_, it) = call(
+        "GetShardIterator",
+        vec![
+            ("StreamName", name()),
+            ("ShardId", shard),
+            ("ShardIteratorType", Cbor::Text("TRIM_HORIZON".into())),
+        ],
+    )
+    .await;
+    let (status, records) = call(
+        "GetRecords",
+        vec![("ShardIterator", get(&it, "ShardIterator"))],
+    )
+    .await;
+    assert_eq!(status, 200);
+    let record = get(&records, "Records").as_array().unwrap()[0].clone();
+    assert_eq!(get(&record, "Data").as_bytes(), Some(&payload));
+    assert!(matches!(
+        get(&record, "ApproximateArrivalTimestamp"),
+        Cbor::Tag(1, _)
+    ));
+    let (status, err) = call(
+        "DescribeStreamSummary",
+        vec![("StreamName", Cbor::Text("missing".into()))],
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        get(&err, "__type").as_text(),
+        Some("ResourceNotFoundException")
+    );
+}
