@@ -19,7 +19,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::frame::{self, Bulk, FrameMeta};
 use super::segment::FrameRef;
 use super::shard::{PendingWrite, Shard};
-use super::{now_ms, AppendAck, SyncHelpers};
+use super::{now_ms, settle, AppendAck, SyncHelpers};
 use crate::error::{Error, Result};
 
 /// Rows of one bulk, routed and spilled per shard while they arrive.
@@ -153,20 +153,8 @@ pub(super) fn write_bulk(
         }
         helpers.sync_all(&pending)
     })();
-    match result {
-        Ok(()) => {
-            for (shard, write) in pending {
-                shard.publish(write);
-            }
-            Ok(ack)
-        }
-        Err(e) => {
-            for (shard, write) in &pending {
-                shard.rollback(write);
-            }
-            Err(e)
-        }
-    }
+    settle(pending, result)?;
+    Ok(ack)
 }
 
 /// After a crash: cuts the newest bulk from every shard unless every shard

@@ -567,12 +567,19 @@ fn write_group(
         }
         helpers.sync_all(&pending)
     })();
+    settle(pending, result)?;
+    Ok(acks)
+}
+
+/// Ends a group: publishes every written frame if `result` is Ok (all
+/// are durable), else truncates them all so none is ever served.
+fn settle(pending: Vec<(&Arc<Shard>, PendingWrite)>, result: Result<()>) -> Result<()> {
     match result {
         Ok(()) => {
             for (shard, write) in pending {
                 shard.publish(write);
             }
-            Ok(acks)
+            Ok(())
         }
         Err(e) => {
             for (shard, write) in &pending {

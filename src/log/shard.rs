@@ -270,14 +270,19 @@ impl Shard {
     /// The end marker of bulk `id` in this shard, if present: the number of
     /// shards the bulk touched.
     pub fn bulk_marker(&self, id: u64) -> Option<u32> {
+        self.find_newest(|f| f.bulk.filter(|b| b.id == id && b.end_of_shards > 0))
+            .map(|b| b.end_of_shards)
+    }
+
+    /// The first `Some` of `pick` over frames, newest first.
+    fn find_newest<T>(&self, pick: impl Fn(&FrameRef) -> Option<T>) -> Option<T> {
         let state = self.read_state();
         state
             .segments
             .iter()
             .rev()
             .flat_map(|s| s.frames.iter().rev())
-            .find_map(|f| f.bulk.filter(|b| b.id == id && b.end_of_shards > 0))
-            .map(|b| b.end_of_shards)
+            .find_map(pick)
     }
 
     /// Cuts the active segment at `offset` (a frame boundary) for good.
@@ -323,13 +328,7 @@ impl Shard {
     /// The progress recorded by the newest frame written for
     /// `source_shard`: where the pipeline reading that shard had got to.
     pub fn last_progress(&self, source_shard: u32) -> Option<u64> {
-        let state = self.read_state();
-        state
-            .segments
-            .iter()
-            .rev()
-            .flat_map(|s| s.frames.iter().rev())
-            .find_map(|f| f.progress.filter(|p| p.0 == source_shard).map(|p| p.1))
+        self.find_newest(|f| f.progress.filter(|p| p.0 == source_shard).map(|p| p.1))
     }
 
     /// The first sequence number appended at or after `time_ms` (the end
