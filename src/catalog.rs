@@ -1,7 +1,9 @@
-//! The catalog: what exists (streams now; pipelines, sinks and tables
-//! next) and what consumers have committed, in redb, an embedded ACID
-//! store. Every change is one write transaction, fsynced on commit, so the
-//! catalog is whole after a crash at any point. It never touches data files.
+//! The catalog: what exists (streams, pipelines, sinks, tables) and what
+//! consumers have committed, in redb, an embedded ACID store. Every change
+//! is one write transaction, fsynced on commit, so the catalog is whole
+//! after a crash at any point. A sink's delivered files and its source
+//! offsets change in the same transaction: that is its exactly-once commit.
+//! It never touches data files.
 
 use std::path::Path;
 
@@ -17,6 +19,13 @@ const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
 const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
 /// "consumer\0shard" → next sequence number to consume.
 const OFFSETS: TableDefinition<&str, u64> = TableDefinition::new("offsets");
+/// name → JSON-encoded [`SinkDef`].
+const SINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("sinks");
+/// "{sink id:020}/{object path}" → JSON-encoded [`SinkFile`]: the files a
+/// sink has committed, which are exactly what its table reads.
+const SINK_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_files");
+/// name → JSON-encoded [`TableDef`].
+const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
 
 /// A stream as declared.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -55,6 +64,70 @@ pub struct PipelineDef {
     pub start_offsets: Vec<u64>,
 }
 
+/// How a sink derives time partitions from the event-time column (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePartition {
+    /// No time partition.
+    None,
+    /// `dt=YYYY-MM-DD`.
+    Day,
+    /// `dt=YYYY-MM-DD/hour=HH`.
+    Hour,
+}
+
+/// A sink as declared: where and how a stream is delivered as Parquet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkDef {
+    pub name: String,
+    pub id: u64,
+    /// The stream it delivers (`sluice.errors` included).
+    pub source: String,
+    /// As written by the user (`s3://…`, `file:///…` or data-dir relative).
+    pub location: String,
+    pub compression: String,
+    pub time_partition: TimePartition,
+    /// The timestamp column time partitions come from.
+    pub event_time: Option<String>,
+    /// Further Hive partition columns, in path order.
+    pub partition_by: Vec<String>,
+    pub rollover_interval_ms: u64,
+    pub rollover_size_bytes: u64,
+    /// Where delivery starts per source shard (before any commit).
+    pub start_offsets: Vec<u64>,
+    pub created_at_ms: i64,
+}
+
+/// One committed file of a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkFile {
+    /// Object path inside the sink's store (no scheme, no bucket).
+    pub path: String,
+    pub shard: u32,
+    /// Source sequence numbers of its first and last record.
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Hive partition values in the table's partition-column order; `None`
+    /// for `__HIVE_DEFAULT_PARTITION__`.
+    pub partition_values: Vec<Option<String>>,
+    pub committed_at_ms: i64,
+}
+
+/// A table over files: `CREATE EXTERNAL TABLE` or `CREATE TABLE … AS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub id: u64,
+    /// The `CREATE EXTERNAL TABLE` that (re)creates it at every start.
+    pub sql: String,
+    /// Set when sluice wrote the data (CTAS) and owns it: DROP TABLE
+    /// removes this directory. External data is never deleted.
+    pub managed_dir: Option<String>,
+    pub created_at_ms: i64,
+}
+
 pub struct Catalog {
     db: Database,
 }
@@ -72,33 +145,23 @@ impl Catalog {
         txn.open_table(STREAMS)?;
         txn.open_table(COUNTERS)?;
         txn.open_table(OFFSETS)?;
+        txn.open_table(SINKS)?;
+        txn.open_table(SINK_FILES)?;
+        txn.open_table(TABLES)?;
         txn.commit()?;
         Ok(Catalog { db })
     }
 
     pub fn streams(&self) -> Result<Vec<StreamDef>> {
-        let txn = self.db.begin_read()?;
-        let table = txn.open_table(STREAMS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (_, value) = entry?;
-            out.push(decode(value.value())?);
-        }
-        Ok(out)
+        self.all(STREAMS)
     }
 
     /// Creates a stream, assigning its id; 42P07 if the name is taken.
     pub fn create_stream(&self, mut def: StreamDef) -> Result<StreamDef> {
         let txn = self.db.begin_write()?;
         {
+            def.id = new_object_id(&txn, &def.name)?;
             let mut streams = txn.open_table(STREAMS)?;
-            if streams.get(def.name.as_str())?.is_some() {
-                return Err(Error::DuplicateTable(def.name));
-            }
-            let mut counters = txn.open_table(COUNTERS)?;
-            let id = counters.get("object_id")?.map_or(0, |v| v.value()) + 1;
-            counters.insert("object_id", id)?;
-            def.id = id;
             streams.insert(def.name.as_str(), encode(&def)?.as_slice())?;
         }
         txn.commit()?;
@@ -145,13 +208,169 @@ impl Catalog {
             })
             .collect()
     }
+
+    fn all<T: for<'de> Deserialize<'de>>(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(def)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn sinks(&self) -> Result<Vec<SinkDef>> {
+        self.all(SINKS)
+    }
+
+    /// Creates a sink, assigning its id; 42P07 if the name is taken.
+    pub fn create_sink(&self, mut def: SinkDef) -> Result<SinkDef> {
+        let txn = self.db.begin_write()?;
+        def.id = new_object_id(&txn, &def.name)?;
+        txn.open_table(SINKS)?
+            .insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        txn.commit()?;
+        Ok(def)
+    }
+
+    /// Forgets a sink, its file list and its offsets (the files stay on
+    /// storage: delivered data outlives its delivery).
+    pub fn drop_sink(&self, name: &str) -> Result<SinkDef> {
+        let txn = self.db.begin_write()?;
+        let def: SinkDef = match txn.open_table(SINKS)?.remove(name)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(Error::UndefinedTable(name.to_string())),
+        };
+        {
+            let mut files = txn.open_table(SINK_FILES)?;
+            let prefix = file_key(def.id, "");
+            let keys: Vec<String> = files
+                .range(prefix.as_str()..)?
+                .map_while(|e| e.ok().map(|(k, _)| k.value().to_string()))
+                .take_while(|k| k.starts_with(&prefix))
+                .collect();
+            for key in keys {
+                files.remove(key.as_str())?;
+            }
+            let mut offsets = txn.open_table(OFFSETS)?;
+            for shard in 0..def.start_offsets.len() {
+                offsets.remove(format!("{}\0{shard}", sink_consumer(def.id)).as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(def)
+    }
+
+    /// The committed files of a sink, in key order.
+    pub fn sink_files(&self, sink_id: u64) -> Result<Vec<SinkFile>> {
+        let txn = self.db.begin_read()?;
+        let files = txn.open_table(SINK_FILES)?;
+        let prefix = file_key(sink_id, "");
+        let mut out = Vec::new();
+        for entry in files.range(prefix.as_str()..)? {
+            let (key, value) = entry?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The exactly-once step of a sink: the files it made visible and the
+    /// source offset they cover, in one transaction.
+    pub fn commit_sink(
+        &self,
+        sink_id: u64,
+        files: &[SinkFile],
+        shard: u32,
+        next_offset: u64,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SINK_FILES)?;
+            for file in files {
+                table.insert(
+                    file_key(sink_id, &file.path).as_str(),
+                    encode(file)?.as_slice(),
+                )?;
+            }
+            txn.open_table(OFFSETS)?.insert(
+                format!("{}\0{shard}", sink_consumer(sink_id)).as_str(),
+                next_offset,
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A sink's committed next offset per shard; `None` for a shard that
+    /// never committed.
+    pub fn sink_offsets(&self, sink_id: u64, shards: u32) -> Result<Vec<Option<u64>>> {
+        let txn = self.db.begin_read()?;
+        let offsets = txn.open_table(OFFSETS)?;
+        (0..shards)
+            .map(|shard| {
+                Ok(offsets
+                    .get(format!("{}\0{shard}", sink_consumer(sink_id)).as_str())?
+                    .map(|v| v.value()))
+            })
+            .collect()
+    }
+
+    pub fn tables(&self) -> Result<Vec<TableDef>> {
+        self.all(TABLES)
+    }
+
+    pub fn create_table(&self, mut def: TableDef) -> Result<TableDef> {
+        let txn = self.db.begin_write()?;
+        def.id = new_object_id(&txn, &def.name)?;
+        txn.open_table(TABLES)?
+            .insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        txn.commit()?;
+        Ok(def)
+    }
+
+    pub fn drop_table(&self, name: &str) -> Result<TableDef> {
+        let txn = self.db.begin_write()?;
+        let def = match txn.open_table(TABLES)?.remove(name)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(Error::UndefinedTable(name.to_string())),
+        };
+        txn.commit()?;
+        Ok(def)
+    }
 }
 
-fn encode(def: &StreamDef) -> Result<Vec<u8>> {
+/// Checks that no stream, sink or table is called `name` (42P07) and
+/// takes the next object id; ids are never reused.
+fn new_object_id(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
+    for table in [STREAMS, SINKS, TABLES] {
+        if txn.open_table(table)?.get(name)?.is_some() {
+            return Err(Error::DuplicateTable(name.to_string()));
+        }
+    }
+    let mut counters = txn.open_table(COUNTERS)?;
+    let id = counters.get("object_id")?.map_or(0, |v| v.value()) + 1;
+    counters.insert("object_id", id)?;
+    Ok(id)
+}
+
+/// The offsets key of a sink: by id, so a re-created sink starts afresh.
+fn sink_consumer(sink_id: u64) -> String {
+    format!("sink/{sink_id}")
+}
+
+fn file_key(sink_id: u64, path: &str) -> String {
+    format!("{sink_id:020}/{path}")
+}
+
+fn encode<T: Serialize>(def: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(def).map_err(|e| Error::Catalog(e.to_string()))
 }
 
-fn decode(bytes: &[u8]) -> Result<StreamDef> {
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| Error::Catalog(format!("undecodable catalog entry: {e}")))
 }

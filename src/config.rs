@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 pub const DEFAULT_DATA_DIR: &str = "./sluice-data";
 pub const DEFAULT_PG_ADDR: &str = "127.0.0.1:5433";
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8433";
+const MIN_UPLOAD_PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
 
 /// The resolved configuration the server runs with.
 #[derive(Debug, Clone)]
@@ -48,6 +49,12 @@ pub struct Limits {
     pub max_request_bytes: u64,
     /// How often expired segments are looked for.
     pub retention_check_interval_ms: u64,
+    /// Open Parquet files per sink shard task; more rolls them all.
+    pub sink_max_open_files: usize,
+    /// Bytes buffered in a sink shard task's open writers; more rolls them.
+    pub sink_max_buffered_bytes: u64,
+    /// Part size of multipart uploads (S3 needs at least 5 MiB).
+    pub upload_part_size_bytes: u64,
 }
 
 impl Default for Limits {
@@ -59,6 +66,9 @@ impl Default for Limits {
             max_connections: 512,
             max_request_bytes: 16 * 1024 * 1024,
             retention_check_interval_ms: 10_000,
+            sink_max_open_files: 64,
+            sink_max_buffered_bytes: 256 * 1024 * 1024,
+            upload_part_size_bytes: 10 * 1024 * 1024,
         }
     }
 }
@@ -97,6 +107,11 @@ impl Config {
             s.parse()
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
         };
+        if file.limits.upload_part_size_bytes < MIN_UPLOAD_PART_SIZE_BYTES {
+            return Err(Error::InvalidParameter(format!(
+                "limits.upload_part_size_bytes must be at least {MIN_UPLOAD_PART_SIZE_BYTES} (S3's smallest part)"
+            )));
+        }
         Ok(Config {
             data_dir: overrides
                 .data_dir

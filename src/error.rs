@@ -72,6 +72,9 @@ pub enum Error {
     /// 58030: an I/O error other than a full disk.
     #[error("I/O error: {0}")]
     Io(std::io::Error),
+    /// 58030: the object store (S3, local directory) failed or is unreachable.
+    #[error("object store: {0}")]
+    Storage(String),
     /// The catalog store failed (XX000).
     #[error("catalog: {0}")]
     Catalog(String),
@@ -130,7 +133,7 @@ impl Error {
             Error::ProgramLimit(_) => "54000",
             Error::ShuttingDown => "57P01",
             Error::Corrupt(_) => "XX001",
-            Error::Io(_) => "58030",
+            Error::Io(_) | Error::Storage(_) => "58030",
             Error::Catalog(_) | Error::Internal(_) => "XX000",
             Error::DataFusion(e) => datafusion_sqlstate(e),
         }
@@ -196,6 +199,7 @@ impl Error {
             Error::Corrupt(d) => Error::Corrupt(d.clone()),
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
             Error::Catalog(d) => Error::Catalog(d.clone()),
+            Error::Storage(d) => Error::Storage(d.clone()),
             Error::DataFusion(_) | Error::Internal(_) => Error::Internal(msg),
         }
     }
@@ -325,6 +329,18 @@ impl From<Error> for DataFusionError {
             Error::DataFusion(inner) => inner,
             other => DataFusionError::External(Box::new(other)),
         }
+    }
+}
+
+impl From<object_store::Error> for Error {
+    fn from(e: object_store::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<datafusion::parquet::errors::ParquetError> for Error {
+    fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
+        Error::Storage(e.to_string())
     }
 }
 

@@ -39,5 +39,7 @@ pub mod log;
 pub mod pgwire;
 pub mod query;
 pub mod server;
+pub mod sink;
 pub mod sql;
+pub mod storage;
 pub mod types;

@@ -35,6 +35,8 @@ pub async fn start(config: Config) -> Result<Server> {
         .await
         .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
     engine.start_pipelines().await?;
+    engine.open_tables().await?;
+    engine.start_sinks().await?;
     let (shutdown, rx) = watch::channel(false);
     let tasks = vec![
         tokio::spawn(pgwire::serve(pg_listener, engine.clone(), rx.clone())),

@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use super::{PipelineStats, Program};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
-use crate::ingest::dead_letter::{self, DeadLetter};
+use crate::ingest::dead_letter::{self, row_json, DeadLetter};
 use crate::log::{read_frame, FrameRef};
 
 /// Most source records taken into one micro-batch; bounds memory and the
@@ -241,17 +241,4 @@ impl ShardWorker {
             .collect();
         dead_letter::record(&self.errors, &letters).await
     }
-}
-
-/// One row as a JSON object, for `sluice.errors.raw`.
-fn row_json(row: &RecordBatch) -> Option<String> {
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(row).ok()?;
-        writer.finish().ok()?;
-    }
-    String::from_utf8(out)
-        .ok()
-        .map(|s| s.trim_end().to_string())
 }

@@ -5,13 +5,15 @@
 mod derived;
 mod explain;
 mod registry;
+mod sinks;
+mod tables;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 
-pub use registry::{Registry, Stream, ERRORS_STREAM};
+pub use registry::{Registry, Relation, Stream, ERRORS_STREAM};
 
 use crate::catalog::{Catalog, StreamDef};
 use crate::config::Config;
@@ -20,6 +22,7 @@ use crate::ingest;
 use crate::log::{LogOptions, StreamLog};
 use crate::query;
 use crate::sql::{CreateStream, DropStream};
+use crate::storage::StoreRegistry;
 use crate::types::arrow_schema;
 
 /// What a DDL statement did, for the command tag and notices.
@@ -32,8 +35,10 @@ pub enum DdlOutcome {
 
 pub struct Engine {
     pub config: Config,
-    catalog: Catalog,
+    catalog: Arc<Catalog>,
     pub registry: Arc<Registry>,
+    /// Object stores for sinks and tables (shared with the query engine).
+    pub stores: Arc<StoreRegistry>,
     template: SessionContext,
     /// Serialises DDL so catalog and registry change together.
     ddl_lock: tokio::sync::Mutex<()>,
@@ -80,12 +85,17 @@ impl Engine {
                 std::fs::remove_dir_all(entry.path())?;
             }
         }
-        let template =
-            query::template_context(registry.clone(), config.limits.max_statement_bytes)?;
+        let stores = Arc::new(StoreRegistry::new(config.s3.clone()));
+        let template = query::template_context(
+            registry.clone(),
+            stores.clone(),
+            config.limits.max_statement_bytes,
+        )?;
         Ok(Arc::new(Engine {
             config,
-            catalog,
+            catalog: Arc::new(catalog),
             registry,
+            stores,
             template,
             ddl_lock: tokio::sync::Mutex::new(()),
         }))
@@ -121,7 +131,7 @@ impl Engine {
     /// `Ok(Some(notice))` when `name` exists and IF NOT EXISTS was given;
     /// 42P07 when it exists without; `Ok(None)` when it is free.
     fn name_taken(&self, name: &str, if_not_exists: bool) -> Result<Option<DdlOutcome>> {
-        match (self.registry.get(name), if_not_exists) {
+        match (self.registry.relation(name), if_not_exists) {
             (None, _) => Ok(None),
             (Some(_), true) => Ok(Some(DdlOutcome::Skipped(format!(
                 "relation \"{name}\" already exists, skipping"
@@ -161,10 +171,12 @@ impl Engine {
                 continue;
             };
             let dependents = self.registry.dependents(name);
-            if !dependents.is_empty() && !drop.cascade {
+            let sinks = self.registry.sinks_of(name);
+            if (!dependents.is_empty() || !sinks.is_empty()) && !drop.cascade {
                 let names: Vec<String> = dependents
                     .iter()
                     .map(|d| format!("stream {}", d.def.name))
+                    .chain(sinks.iter().map(|s| format!("sink {}", s.name())))
                     .collect();
                 return Err(Error::DependentObjects(format!(
                     "cannot drop stream {name} because other objects depend on it: {}; use DROP STREAM ... CASCADE to drop the dependent objects too",
@@ -194,6 +206,9 @@ impl Engine {
 
     async fn drop_one(&self, stream: &Arc<Stream>) -> Result<()> {
         let name = &stream.def.name;
+        for sink in self.registry.sinks_of(name) {
+            self.drop_sink_now(&sink).await?;
+        }
         if let Some(pipeline) = self.registry.remove_pipeline(name) {
             pipeline.stop().await;
         }
@@ -260,6 +275,9 @@ impl Engine {
     /// Stops the pipelines, then every log writer after it commits what
     /// is queued.
     pub async fn close(&self) {
+        for sink in self.registry.sinks() {
+            sink.stop().await;
+        }
         for pipeline in self.registry.pipelines() {
             pipeline.stop().await;
         }

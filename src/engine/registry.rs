@@ -1,14 +1,16 @@
-//! What is open now: streams by name, the `sluice.errors` stream, and the
-//! running pipelines.
+//! What is open now: streams by name, the `sluice.errors` stream, the
+//! running pipelines and sinks, and tables over files.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::TableProvider;
 
 use crate::catalog::StreamDef;
 use crate::cq::Pipeline;
 use crate::log::StreamLog;
+use crate::sink::Sink;
 
 /// The catalog name of the dead-letter stream (schema `sluice`).
 pub const ERRORS_STREAM: &str = "sluice.errors";
@@ -34,6 +36,15 @@ pub struct Registry {
     streams: RwLock<BTreeMap<String, Arc<Stream>>>,
     errors: OnceLock<Arc<Stream>>,
     pipelines: RwLock<BTreeMap<String, Arc<Pipeline>>>,
+    sinks: RwLock<BTreeMap<String, Arc<Sink>>>,
+    tables: RwLock<BTreeMap<String, Arc<dyn TableProvider>>>,
+}
+
+/// What a name in schema `public` is.
+pub enum Relation {
+    Stream(Arc<Stream>),
+    Sink(Arc<Sink>),
+    Table(Arc<dyn TableProvider>),
 }
 
 impl Registry {
@@ -75,6 +86,70 @@ impl Registry {
             }
         }
         counts
+    }
+
+    /// The stream, sink or table called `name`.
+    pub fn relation(&self, name: &str) -> Option<Relation> {
+        if let Some(s) = self.get(name) {
+            return Some(Relation::Stream(s));
+        }
+        if let Some(s) = self.sink(name) {
+            return Some(Relation::Sink(s));
+        }
+        self.table(name).map(Relation::Table)
+    }
+
+    /// Every name in schema `public`.
+    pub fn relation_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.list().iter().map(|s| s.def.name.clone()).collect();
+        names.extend(self.sinks().iter().map(|s| s.name().to_string()));
+        if let Ok(tables) = self.tables.read() {
+            names.extend(tables.keys().cloned());
+        }
+        names
+    }
+
+    pub fn sink(&self, name: &str) -> Option<Arc<Sink>> {
+        self.sinks.read().ok()?.get(name).cloned()
+    }
+
+    pub fn sinks(&self) -> Vec<Arc<Sink>> {
+        self.sinks
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Sinks that deliver `source`.
+    pub fn sinks_of(&self, source: &str) -> Vec<Arc<Sink>> {
+        self.sinks()
+            .into_iter()
+            .filter(|s| s.core.def.source == source)
+            .collect()
+    }
+
+    pub fn table(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.read().ok()?.get(name).cloned()
+    }
+
+    pub(super) fn insert_sink(&self, sink: Arc<Sink>) {
+        if let Ok(mut s) = self.sinks.write() {
+            s.insert(sink.name().to_string(), sink);
+        }
+    }
+
+    pub(super) fn remove_sink(&self, name: &str) -> Option<Arc<Sink>> {
+        self.sinks.write().ok()?.remove(name)
+    }
+
+    pub(super) fn insert_table(&self, name: &str, table: Arc<dyn TableProvider>) {
+        if let Ok(mut t) = self.tables.write() {
+            t.insert(name.to_string(), table);
+        }
+    }
+
+    pub(super) fn remove_table(&self, name: &str) -> Option<Arc<dyn TableProvider>> {
+        self.tables.write().ok()?.remove(name)
     }
 
     pub fn pipelines(&self) -> Vec<Arc<Pipeline>> {

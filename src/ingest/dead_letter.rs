@@ -74,3 +74,16 @@ pub async fn record(errors: &Stream, letters: &[DeadLetter]) -> Result<()> {
     errors.log.append(batch).await?;
     Ok(())
 }
+
+/// One row as a JSON object, for `sluice.errors.raw`.
+pub fn row_json(row: &RecordBatch) -> Option<String> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+        writer.write(row).ok()?;
+        writer.finish().ok()?;
+    }
+    String::from_utf8(out)
+        .ok()
+        .map(|s| s.trim_end().to_string())
+}

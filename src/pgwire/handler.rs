@@ -135,6 +135,41 @@ impl Session {
                 "DROP STREAM",
                 self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
             ),
+            Parsed::CreateSink(create) => (
+                "CREATE SINK",
+                vec![self.engine.create_sink(create).await.map_err(to_pg_error)?],
+            ),
+            Parsed::DropSink(drop) => (
+                "DROP SINK",
+                self.engine.drop_sink(drop).await.map_err(to_pg_error)?,
+            ),
+            Parsed::FlushSink(name) => {
+                self.engine.flush_sink(&name).await.map_err(to_pg_error)?;
+                ("FLUSH SINK", Vec::new())
+            }
+            Parsed::CreateExternalTable(sql) => (
+                "CREATE TABLE",
+                vec![self
+                    .engine
+                    .create_external_table(&sql)
+                    .await
+                    .map_err(to_pg_error)?],
+            ),
+            Parsed::CreateTableAs(ctas) => {
+                let (outcome, rows) = self
+                    .engine
+                    .create_table_as(ctas, &self.ctx)
+                    .await
+                    .map_err(to_pg_error)?;
+                send_notices(client, vec![outcome]).await?;
+                return Ok(Some(Response::Execution(
+                    Tag::new("SELECT").with_rows(rows as usize),
+                )));
+            }
+            Parsed::DropTable(drop) => (
+                "DROP TABLE",
+                self.engine.drop_table(drop).await.map_err(to_pg_error)?,
+            ),
             Parsed::Sql(text) => {
                 return Ok(self
                     .engine
@@ -148,22 +183,33 @@ impl Session {
             Parsed::Copy(copy) => {
                 return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
             }
-            Parsed::ShowStreams | Parsed::ShowPipelines | Parsed::ExplainCreateDerived(_) => {
-                return Ok(None)
-            }
+            Parsed::ShowStreams
+            | Parsed::ShowPipelines
+            | Parsed::ShowSinks
+            | Parsed::ExplainCreateDerived(_) => return Ok(None),
         };
-        for outcome in outcomes {
-            if let DdlOutcome::Skipped(msg) = outcome {
-                let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), msg);
-                client
-                    .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
-                        notice,
-                    )))
-                    .await?;
-            }
-        }
+        send_notices(client, outcomes).await?;
         Ok(Some(Response::Execution(Tag::new(tag))))
     }
+}
+
+/// A NOTICE per statement that IF [NOT] EXISTS turned into a no-op.
+async fn send_notices<C>(client: &mut C, outcomes: Vec<DdlOutcome>) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    for outcome in outcomes {
+        if let DdlOutcome::Skipped(msg) = outcome {
+            let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), msg);
+            client
+                .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+                    notice,
+                )))
+                .await?;
+        }
+    }
+    Ok(())
 }
 
 #[async_trait]

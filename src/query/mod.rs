@@ -2,6 +2,7 @@
 //! `public`) and system relations (schema `sluice`), and the construction
 //! of one `SessionContext` per connection from shared state.
 
+mod sink_table;
 mod stream_table;
 mod system;
 
@@ -15,10 +16,12 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
+pub use sink_table::SinkTable;
 pub use stream_table::{not_insertable, StreamTable};
 pub use system::{SystemRelation, SystemTable};
 
-use crate::engine::Registry;
+use crate::engine::{Registry, Relation};
+use crate::storage::StoreRegistry;
 use crate::error::{Error, Result};
 
 /// The database name clients see (`current_database()`, `\l`).
@@ -29,14 +32,31 @@ pub const SYSTEM_SCHEMA: &str = "sluice";
 /// Builds the template context every connection's session is cloned from.
 pub fn template_context(
     registry: Arc<Registry>,
+    stores: Arc<StoreRegistry>,
     max_statement_bytes: u64,
 ) -> Result<SessionContext> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
         .with_create_default_catalog_and_schema(false);
-    config.options_mut().execution.time_zone = Some("UTC".to_string());
-    let ctx = SessionContext::new_with_config(config);
+    let options = config.options_mut();
+    options.execution.time_zone = Some("UTC".to_string());
+    // Point lookups and selective filters: let the Parquet reader use
+    // page indexes and evaluate filters while decoding.
+    options.execution.parquet.enable_page_index = true;
+    options.execution.parquet.pushdown_filters = true;
+    options.execution.parquet.reorder_filters = true;
+    // External tables see new files and partitions at the next query
+    // (no MSCK REPAIR): no listing cache. Sink tables list nothing; they
+    // read the catalog's file set.
+    let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_object_store_registry(stores)
+        .with_cache_manager(
+            datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+                .with_list_files_cache_limit(0),
+        )
+        .build_arc()?;
+    let ctx = SessionContext::new_with_config_rt(config, runtime);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(
         PUBLIC_SCHEMA,
@@ -65,7 +85,7 @@ pub fn new_session(template: &SessionContext) -> SessionContext {
     SessionContext::new_with_state(template.state())
 }
 
-/// Schema `public`: every stream, as a table.
+/// Schema `public`: every stream, sink and table over files.
 #[derive(Debug)]
 struct StreamSchema {
     registry: Arc<Registry>,
@@ -75,16 +95,16 @@ struct StreamSchema {
 #[async_trait]
 impl SchemaProvider for StreamSchema {
     fn table_names(&self) -> Vec<String> {
-        self.registry
-            .list()
-            .iter()
-            .map(|s| s.def.name.clone())
-            .collect()
+        self.registry.relation_names()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Ok(self.registry.get(name).map(|s| {
-            Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>
+        Ok(self.registry.relation(name).map(|r| match r {
+            Relation::Stream(s) => {
+                Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>
+            }
+            Relation::Sink(s) => Arc::new(SinkTable::new(s.core.clone())),
+            Relation::Table(t) => t,
         }))
     }
 
@@ -94,13 +114,13 @@ impl SchemaProvider for StreamSchema {
         _table: Arc<dyn TableProvider>,
     ) -> DfResult<Option<Arc<dyn TableProvider>>> {
         Err(Error::FeatureNotSupported(format!(
-            "CREATE TABLE \"{name}\" is not supported yet; use CREATE STREAM for data you write"
+            "tables are created with CREATE TABLE \"{name}\" AS SELECT or CREATE EXTERNAL TABLE; use CREATE STREAM for data you write"
         ))
         .into())
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.registry.get(name).is_some()
+        self.registry.relation(name).is_some()
     }
 }
 

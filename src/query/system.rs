@@ -21,13 +21,15 @@ pub enum SystemRelation {
     Streams,
     Shards,
     Pipelines,
+    Sinks,
 }
 
 impl SystemRelation {
-    pub const ALL: [SystemRelation; 3] = [
+    pub const ALL: [SystemRelation; 4] = [
         SystemRelation::Streams,
         SystemRelation::Shards,
         SystemRelation::Pipelines,
+        SystemRelation::Sinks,
     ];
 
     pub fn name(self) -> &'static str {
@@ -35,6 +37,7 @@ impl SystemRelation {
             SystemRelation::Streams => "streams",
             SystemRelation::Shards => "shards",
             SystemRelation::Pipelines => "pipelines",
+            SystemRelation::Sinks => "sinks",
         }
     }
 
@@ -70,6 +73,25 @@ impl SystemRelation {
                 int("errors", false),
                 int("lag_records", false),
                 text("last_error", true),
+            ],
+            SystemRelation::Sinks => vec![
+                text("name", false),
+                text("source", false),
+                text("location", false),
+                text("format", false),
+                text("state", false),
+                text("committed_offsets", false),
+                int("lag_records", false),
+                int("files", false),
+                int("bytes", false),
+                int("rows", false),
+                Field::new(
+                    "last_commit",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    true,
+                ),
+                text("last_error", true),
+                int("errors", false),
             ],
             SystemRelation::Shards => vec![
                 text("stream", false),
@@ -168,6 +190,7 @@ impl SystemTable {
                 ]
             }
             SystemRelation::Pipelines => pipeline_columns(&self.registry),
+            SystemRelation::Sinks => sink_columns(&self.registry),
             SystemRelation::Shards => {
                 let rows: Vec<(&str, i32, crate::log::ShardStats)> = streams
                     .iter()
@@ -241,6 +264,67 @@ fn pipeline_columns(registry: &Registry) -> Vec<ArrayRef> {
             pipelines.iter().map(|p| p.lag_records() as i64),
         )),
         Arc::new(StringArray::from(last_errors)),
+    ]
+}
+
+fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
+    use std::sync::atomic::Ordering;
+    let sinks = registry.sinks();
+    let files: Vec<_> = sinks.iter().map(|s| s.core.files()).collect();
+    let committed: Vec<String> = sinks
+        .iter()
+        .map(|s| {
+            let offsets: Vec<String> = s
+                .core
+                .stats
+                .committed
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed).to_string())
+                .collect();
+            format!("[{}]", offsets.join(", "))
+        })
+        .collect();
+    let last_errors: Vec<Option<String>> = sinks
+        .iter()
+        .map(|s| s.core.stats.last_error.lock().ok().and_then(|e| e.clone()))
+        .collect();
+    let sum = |f: fn(&crate::catalog::SinkFile) -> u64| {
+        Arc::new(Int64Array::from_iter_values(
+            files.iter().map(|fs| fs.iter().map(f).sum::<u64>() as i64),
+        )) as ArrayRef
+    };
+    vec![
+        Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| s.name()))),
+        Arc::new(StringArray::from_iter_values(
+            sinks.iter().map(|s| s.core.def.source.as_str()),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            sinks.iter().map(|s| s.core.location.url_string()),
+        )),
+        Arc::new(StringArray::from_iter_values(sinks.iter().map(|_| "parquet"))),
+        Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| s.state()))),
+        Arc::new(StringArray::from_iter_values(committed)),
+        Arc::new(Int64Array::from_iter_values(
+            sinks.iter().map(|s| s.lag_records() as i64),
+        )),
+        Arc::new(Int64Array::from_iter_values(
+            files.iter().map(|f| f.len() as i64),
+        )),
+        sum(|f| f.bytes),
+        sum(|f| f.rows),
+        Arc::new(
+            TimestampMillisecondArray::from_iter(sinks.iter().map(|s| {
+                let ms = s.core.stats.last_commit_ms.load(Ordering::Relaxed);
+                (ms > 0).then_some(ms)
+            }))
+            .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from(last_errors)),
+        Arc::new(Int64Array::from_iter_values(
+            sinks
+                .iter()
+                .map(|s| s.core.stats.dead_letters.load(Ordering::Relaxed) as i64),
+        )),
     ]
 }
 

@@ -5,6 +5,7 @@
 
 mod copy;
 mod psql_compat;
+mod sink;
 mod split;
 
 use std::time::Duration;
@@ -16,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
+pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
 
 use crate::error::{Error, Result};
@@ -39,6 +41,17 @@ pub enum Parsed {
     Copy(CopyStatement),
     /// `EXPLAIN CREATE STREAM … AS SELECT …`: the SELECT's plan.
     ExplainCreateDerived(CreateDerived),
+    CreateSink(CreateSink),
+    DropSink(DropStream),
+    /// `FLUSH SINK name`: deliver what is acknowledged now, wait for the commit.
+    FlushSink(String),
+    /// `SHOW SINKS`, answered by a query over `sluice.sinks`.
+    ShowSinks,
+    /// `CREATE EXTERNAL TABLE …` as written (DataFusion's grammar, Hive
+    /// clause order accepted); kept in the catalog.
+    CreateExternalTable(String),
+    CreateTableAs(CreateTableAs),
+    DropTable(DropStream),
     /// Anything else: DataFusion SQL, passed on as written.
     Sql(String),
 }
@@ -84,6 +97,10 @@ pub struct DropStream {
 pub const SHOW_PIPELINES_SQL: &str =
     "SELECT name, source, state, processed, errors, lag_records FROM sluice.pipelines ORDER BY name";
 
+/// The query `SHOW SINKS` runs.
+pub const SHOW_SINKS_SQL: &str =
+    "SELECT name, source, location, state, files, bytes, lag_records FROM sluice.sinks ORDER BY name";
+
 /// The query `SHOW STREAMS` runs.
 pub const SHOW_STREAMS_SQL: &str =
     "SELECT name, shards, partition_key, retention, records, bytes FROM sluice.streams ORDER BY name";
@@ -95,11 +112,18 @@ impl Parsed {
             Parsed::Sql(text) => Some(text.clone()),
             Parsed::ShowStreams => Some(SHOW_STREAMS_SQL.to_string()),
             Parsed::ShowPipelines => Some(SHOW_PIPELINES_SQL.to_string()),
+            Parsed::ShowSinks => Some(SHOW_SINKS_SQL.to_string()),
             Parsed::ExplainCreateDerived(c) => Some(format!("EXPLAIN {}", c.select)),
             Parsed::CreateStream(_)
             | Parsed::CreateDerived(_)
             | Parsed::DropStream(_)
-            | Parsed::Copy(_) => None,
+            | Parsed::Copy(_)
+            | Parsed::CreateSink(_)
+            | Parsed::DropSink(_)
+            | Parsed::FlushSink(_)
+            | Parsed::CreateExternalTable(_)
+            | Parsed::CreateTableAs(_)
+            | Parsed::DropTable(_) => None,
         }
     }
 }
@@ -122,6 +146,15 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["DROP", "STREAM", ..] => parse_drop_stream(stmt).map(Parsed::DropStream),
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
+        ["SHOW", "SINKS"] => Ok(Parsed::ShowSinks),
+        ["CREATE", "SINK", ..] => sink::parse_create_sink(stmt).map(Parsed::CreateSink),
+        ["DROP", "SINK", ..] => sink::parse_drop(stmt, "SINK").map(Parsed::DropSink),
+        ["DROP", "TABLE", ..] => sink::parse_drop(stmt, "TABLE").map(Parsed::DropTable),
+        ["FLUSH", "SINK", ..] => sink::parse_flush_sink(stmt).map(Parsed::FlushSink),
+        ["CREATE", "EXTERNAL", "TABLE"] | ["CREATE", "UNBOUNDED", "EXTERNAL"] => {
+            Ok(Parsed::CreateExternalTable(strip_comments(stmt).to_string()))
+        }
+        ["CREATE", "TABLE", ..] => sink::parse_create_table(stmt).map(Parsed::CreateTableAs),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
         _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),
     }

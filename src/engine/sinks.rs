@@ -1,0 +1,177 @@
+//! Sink DDL: `CREATE SINK` (validated up front: options, columns, and a
+//! writable location), `DROP SINK`, `FLUSH SINK`, and starting every sink
+//! at server start.
+
+use std::sync::Arc;
+
+use super::{now_ms, DdlOutcome, Engine, Relation, Stream, ERRORS_STREAM};
+use crate::catalog::{SinkDef, TimePartition};
+use crate::error::{Error, Result};
+use crate::sink::{Layout, Sink, SinkLimits};
+use crate::sql::{CreateSink, DropStream};
+use crate::storage::Location;
+use crate::types::SqlType;
+
+impl Engine {
+    fn sink_limits(&self) -> SinkLimits {
+        let l = &self.config.limits;
+        SinkLimits {
+            max_open_files: l.sink_max_open_files,
+            max_buffered_bytes: l.sink_max_buffered_bytes,
+            upload_part_size_bytes: l.upload_part_size_bytes as usize,
+        }
+    }
+
+    fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
+        if name == ERRORS_STREAM {
+            return self
+                .registry
+                .errors()
+                .ok_or_else(|| Error::Internal("sluice.errors is not open".into()));
+        }
+        match self.registry.relation(name) {
+            Some(Relation::Stream(s)) => Ok(s),
+            Some(_) => Err(Error::WrongObjectType(format!(
+                "\"{name}\" is not a stream; a sink delivers a stream"
+            ))),
+            None => Err(Error::UndefinedTable(name.to_string())),
+        }
+    }
+
+    pub async fn create_sink(&self, create: CreateSink) -> Result<DdlOutcome> {
+        let _guard = self.ddl_lock.lock().await;
+        if let Some(skipped) = self.name_taken(&create.name, create.if_not_exists)? {
+            return Ok(skipped);
+        }
+        let source = self.sink_source(&create.source)?;
+        let o = create.options;
+        // The event time: named, else the stream's, else its only timestamp.
+        let event_time = o.event_time.clone().or_else(|| source.def.event_time.clone()).or_else(|| {
+            let mut times = source
+                .def
+                .columns
+                .iter()
+                .filter(|c| matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz));
+            match (times.next(), times.next()) {
+                (Some(only), None) => Some(only.name.clone()),
+                _ => None,
+            }
+        });
+        let time_partition = match (o.time_partition, &event_time) {
+            (Some(t), _) => t,
+            (None, Some(_)) => TimePartition::Hour,
+            (None, None) => TimePartition::None,
+        };
+        let def = SinkDef {
+            name: create.name,
+            id: 0,
+            source: source.def.name.clone(),
+            location: o.location.clone(),
+            compression: o.compression,
+            time_partition,
+            event_time: (time_partition != TimePartition::None)
+                .then_some(event_time)
+                .flatten(),
+            partition_by: o.partition_by,
+            rollover_interval_ms: o.rollover_interval.as_millis() as u64,
+            rollover_size_bytes: o.rollover_size_bytes,
+            start_offsets: if o.from_earliest {
+                source.log.shard_stats().iter().map(|s| s.first_seq).collect()
+            } else {
+                source.log.end_offsets()
+            },
+            created_at_ms: now_ms(),
+        };
+        Layout::new(&def, &source.schema)?;
+        let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
+        location.check_writable().await?;
+        let def = self.catalog.create_sink(def)?;
+        match self.start_sink(def.clone(), source, location).await {
+            Ok(()) => Ok(DdlOutcome::Done),
+            Err(e) => {
+                let _ = self.catalog.drop_sink(&def.name);
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_sink(&self, def: SinkDef, source: Arc<Stream>, location: Location) -> Result<()> {
+        let errors = self
+            .registry
+            .errors()
+            .ok_or_else(|| Error::Internal("sluice.errors is not open".into()))?;
+        let sink = Sink::start(
+            def,
+            source,
+            location,
+            self.catalog.clone(),
+            errors,
+            self.sink_limits(),
+        )
+        .await?;
+        self.registry.insert_sink(sink);
+        Ok(())
+    }
+
+    /// Starts every sink in the catalog (at server start). A sink whose
+    /// location cannot be reached now is logged and skipped, not fatal:
+    /// its source keeps the records until it runs again.
+    pub async fn start_sinks(&self) -> Result<()> {
+        for def in self.catalog.sinks()? {
+            let name = def.name.clone();
+            let started = async {
+                let source = self.sink_source(&def.source)?;
+                let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
+                self.start_sink(def, source, location).await
+            };
+            if let Err(e) = started.await {
+                tracing::error!(sink = %name, error = %e, "sink did not start; its source keeps the records");
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn drop_sink(&self, drop: DropStream) -> Result<Vec<DdlOutcome>> {
+        let _guard = self.ddl_lock.lock().await;
+        let mut doomed = Vec::new();
+        let mut outcomes = Vec::new();
+        for name in &drop.names {
+            match self.registry.relation(name) {
+                Some(Relation::Sink(sink)) => {
+                    doomed.push(sink);
+                    outcomes.push(DdlOutcome::Done);
+                }
+                Some(_) => return Err(wrong_kind(name, "sink")),
+                None if drop.if_exists => outcomes.push(DdlOutcome::Skipped(format!(
+                    "sink \"{name}\" does not exist, skipping"
+                ))),
+                None => return Err(Error::UndefinedTable(name.clone())),
+            }
+        }
+        for sink in doomed {
+            self.drop_sink_now(&sink).await?;
+        }
+        Ok(outcomes)
+    }
+
+    /// Stops a sink and forgets it; its delivered files stay on storage.
+    pub(super) async fn drop_sink_now(&self, sink: &Arc<Sink>) -> Result<()> {
+        sink.stop().await;
+        self.catalog.drop_sink(sink.name())?;
+        self.registry.remove_sink(sink.name());
+        Ok(())
+    }
+
+    pub async fn flush_sink(&self, name: &str) -> Result<()> {
+        match self.registry.relation(name) {
+            Some(Relation::Sink(sink)) => sink.flush().await,
+            Some(_) => Err(wrong_kind(name, "sink")),
+            None => Err(Error::UndefinedTable(name.to_string())),
+        }
+    }
+}
+
+/// 42809 for a statement aimed at the wrong kind of relation.
+pub(super) fn wrong_kind(name: &str, expected: &str) -> Error {
+    Error::WrongObjectType(format!("\"{name}\" is not a {expected}"))
+}

@@ -1,0 +1,223 @@
+//! Tables over files, Athena style: `CREATE EXTERNAL TABLE` over Parquet,
+//! CSV or JSON already on storage (partitions found from `k=v`
+//! directories at every query, no repair step), and `CREATE TABLE … AS
+//! SELECT`, which writes Parquet into the warehouse and registers it.
+//! Both are kept in the catalog as the `CREATE EXTERNAL TABLE` that
+//! re-creates them at start. DROP TABLE never deletes external data.
+
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::prelude::SessionContext;
+use futures::StreamExt;
+use object_store::buffered::BufWriter;
+use object_store::ObjectStoreExt;
+
+use super::sinks::wrong_kind;
+use super::{now_ms, DdlOutcome, Engine, Relation};
+use crate::catalog::TableDef;
+use crate::error::{Error, Result};
+use crate::sql::{CreateTableAs, DropStream};
+use crate::storage::Location;
+
+impl Engine {
+    pub async fn create_external_table(&self, sql: &str) -> Result<DdlOutcome> {
+        let _guard = self.ddl_lock.lock().await;
+        let (cmd, provider) = self.plan_external(sql).await?;
+        let name = cmd.name.table().to_string();
+        if let Some(skipped) = self.name_taken(&name, cmd.if_not_exists)? {
+            return Ok(skipped);
+        }
+        self.catalog.create_table(TableDef {
+            name: name.clone(),
+            id: 0,
+            sql: sql.to_string(),
+            managed_dir: None,
+            created_at_ms: now_ms(),
+        })?;
+        self.registry.insert_table(&name, provider);
+        Ok(DdlOutcome::Done)
+    }
+
+    /// Plans `CREATE EXTERNAL TABLE` and builds its listing table. A local
+    /// relative location is taken relative to the data dir.
+    async fn plan_external(
+        &self,
+        sql: &str,
+    ) -> Result<(CreateExternalTable, Arc<dyn TableProvider>)> {
+        let state = self.template.state();
+        let plan = state.create_logical_plan(sql).await?;
+        let LogicalPlan::Ddl(DdlStatement::CreateExternalTable(mut cmd)) = plan else {
+            return Err(Error::Syntax(
+                "expected CREATE EXTERNAL TABLE name [(columns)] STORED AS PARQUET|CSV|JSON [PARTITIONED BY (…)] LOCATION '…'".into(),
+            ));
+        };
+        if cmd.name.schema().is_some_and(|s| s != crate::query::PUBLIC_SCHEMA) {
+            return Err(Error::InvalidParameter(format!(
+                "tables live in schema \"public\"; \"{}\" names another schema",
+                cmd.name
+            )));
+        }
+        for location in cmd.locations.iter_mut() {
+            if !location.contains("://") && !location.starts_with('/') {
+                *location = self
+                    .config
+                    .data_dir
+                    .join(&*location)
+                    .to_string_lossy()
+                    .to_string();
+            }
+        }
+        let file_type = cmd.file_type.to_uppercase();
+        let factory = state.table_factories().get(file_type.as_str()).ok_or_else(|| {
+            Error::FeatureNotSupported(format!(
+                "STORED AS {} is not supported; use PARQUET, CSV or JSON",
+                cmd.file_type
+            ))
+        })?;
+        let provider = factory.create(&state, &cmd).await?;
+        Ok((*cmd, provider))
+    }
+
+    /// `CREATE TABLE name AS SELECT`: streams the result into one Parquet
+    /// file, then registers it. Returns the outcome and the row count.
+    pub async fn create_table_as(
+        &self,
+        ctas: CreateTableAs,
+        session: &SessionContext,
+    ) -> Result<(DdlOutcome, u64)> {
+        let _guard = self.ddl_lock.lock().await;
+        if let Some(skipped) = self.name_taken(&ctas.name, ctas.if_not_exists)? {
+            return Ok((skipped, 0));
+        }
+        let managed = ctas.location.is_none();
+        let text = ctas
+            .location
+            .clone()
+            .unwrap_or_else(|| format!("warehouse/{}", ctas.name));
+        let location = Location::resolve(&text, &self.config.data_dir, &self.stores)?;
+        let mut existing = location.store.list(Some(&location.prefix));
+        if existing.next().await.is_some() {
+            return Err(Error::InvalidParameter(format!(
+                "location '{text}' already holds files; CREATE TABLE … AS writes into an empty location"
+            )));
+        }
+        let rows = match self.write_query(&ctas.query, session, &location).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = location
+                    .store
+                    .delete(&location.child(CTAS_FILE))
+                    .await;
+                return Err(e);
+            }
+        };
+        let sql = format!(
+            "CREATE EXTERNAL TABLE \"{}\" STORED AS PARQUET LOCATION '{}'",
+            ctas.name.replace('"', "\"\""),
+            location.url_string().replace('\'', "''")
+        );
+        let (_, provider) = self.plan_external(&sql).await?;
+        self.catalog.create_table(TableDef {
+            name: ctas.name.clone(),
+            id: 0,
+            sql,
+            managed_dir: managed.then(|| location.prefix.to_string()),
+            created_at_ms: now_ms(),
+        })?;
+        self.registry.insert_table(&ctas.name, provider);
+        Ok((DdlOutcome::Done, rows))
+    }
+
+    async fn write_query(
+        &self,
+        query: &str,
+        session: &SessionContext,
+        location: &Location,
+    ) -> Result<u64> {
+        let df = session.sql(query).await?;
+        let mut stream = df.execute_stream().await?;
+        let upload = BufWriter::with_capacity(
+            location.store.clone(),
+            location.child(CTAS_FILE),
+            self.config.limits.upload_part_size_bytes as usize,
+        );
+        let mut writer = AsyncArrowWriter::try_new(upload, stream.schema(), None)?;
+        let mut rows = 0u64;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            rows += batch.num_rows() as u64;
+            writer.write(&batch).await?;
+        }
+        writer.close().await?;
+        Ok(rows)
+    }
+
+    pub async fn drop_table(&self, drop: DropStream) -> Result<Vec<DdlOutcome>> {
+        let _guard = self.ddl_lock.lock().await;
+        let mut outcomes = Vec::new();
+        for name in &drop.names {
+            match self.registry.relation(name) {
+                Some(Relation::Table(_)) => outcomes.push(DdlOutcome::Done),
+                Some(_) => return Err(wrong_kind(name, "table")),
+                None if drop.if_exists => outcomes.push(DdlOutcome::Skipped(format!(
+                    "table \"{name}\" does not exist, skipping"
+                ))),
+                None => return Err(Error::UndefinedTable(name.clone())),
+            }
+        }
+        for name in &drop.names {
+            if self.registry.remove_table(name).is_none() {
+                continue;
+            }
+            let def = self.catalog.drop_table(name)?;
+            if let Some(dir) = def.managed_dir {
+                // Only CTAS output in the warehouse is ours to delete.
+                let path = std::path::PathBuf::from(format!("/{dir}"));
+                tokio::task::spawn_blocking(move || {
+                    if let Err(e) = std::fs::remove_dir_all(&path) {
+                        tracing::warn!(dir = %path.display(), error = %e, "could not remove a dropped table's files");
+                    }
+                });
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Re-creates every table of the catalog (at server start), then
+    /// removes warehouse directories no table owns (a crash mid-CTAS).
+    /// A table whose files cannot be reached now is logged and skipped.
+    pub async fn open_tables(&self) -> Result<()> {
+        let defs = self.catalog.tables()?;
+        for def in &defs {
+            match self.plan_external(&def.sql).await {
+                Ok((_, provider)) => self.registry.insert_table(&def.name, provider),
+                Err(e) => {
+                    tracing::error!(table = %def.name, error = %e, "table is unavailable until its files can be read")
+                }
+            }
+        }
+        let warehouse = self.config.data_dir.join("warehouse");
+        if let Ok(entries) = std::fs::read_dir(&warehouse) {
+            for entry in entries.flatten() {
+                let Ok(path) = entry.path().canonicalize() else {
+                    continue;
+                };
+                let owned = defs.iter().any(|d| {
+                    d.managed_dir
+                        .as_deref()
+                        .is_some_and(|m| path.to_string_lossy().trim_start_matches('/') == m)
+                });
+                if !owned {
+                    tracing::info!(dir = %path.display(), "removing warehouse files no table owns");
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+const CTAS_FILE: &str = "part-00000.parquet";

@@ -1,0 +1,131 @@
+//! A sink as a table: a Parquet scan over exactly the files its catalog
+//! lists (never a directory listing, so an uncommitted upload is never
+//! read), with partition values from the catalog. Filters on partition
+//! columns drop files before the scan; other filters reach the Parquet
+//! reader for row-group statistics and page-index pruning.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::Session;
+use datafusion::catalog::TableProvider;
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, Result as DfResult, Statistics};
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::listing::helpers::{expr_applicable_for_cols, filter_partitioned_file};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::ExecutionPlan;
+
+use crate::sink::SinkCore;
+
+#[derive(Debug)]
+pub struct SinkTable {
+    core: Arc<SinkCore>,
+}
+
+impl SinkTable {
+    pub fn new(core: Arc<SinkCore>) -> SinkTable {
+        SinkTable { core }
+    }
+
+    fn partition_names(&self) -> Vec<&str> {
+        self.core
+            .layout
+            .partition_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
+}
+
+#[async_trait]
+impl TableProvider for SinkTable {
+    fn schema(&self) -> SchemaRef {
+        self.core.layout.table_schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        let names = self.partition_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if expr_applicable_for_cols(&names, f) {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let layout = &self.core.layout;
+        let names = self.partition_names();
+        let partition_filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| expr_applicable_for_cols(&names, f))
+            .cloned()
+            .collect();
+        let partition_schema = DFSchema::try_from(Schema::new(layout.partition_fields.clone()))?;
+        let files = self.core.files();
+        let mut kept = Vec::with_capacity(files.len());
+        let (mut rows, mut bytes) = (0u64, 0u64);
+        for file in files.iter() {
+            let mut pf = PartitionedFile::new(file.path.clone(), file.bytes)
+                .with_partition_values(layout.scalars(&file.partition_values));
+            let mut stats = Statistics::new_unknown(&layout.file_schema);
+            stats.num_rows = Precision::Exact(file.rows as usize);
+            stats.total_byte_size = Precision::Inexact(file.bytes as usize);
+            pf.statistics = Some(Arc::new(stats));
+            if let Some(pf) = filter_partitioned_file(pf, &partition_filters, &partition_schema)? {
+                rows += file.rows;
+                bytes += file.bytes;
+                kept.push(pf);
+            }
+        }
+        let table_schema = self.schema();
+        if kept.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(table_schema.project(p)?),
+                None => table_schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let mut statistics = Statistics::new_unknown(&table_schema);
+        statistics.num_rows = Precision::Exact(rows as usize);
+        statistics.total_byte_size = Precision::Inexact(bytes as usize);
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(
+            TableSchema::builder(layout.file_schema.clone())
+                .with_table_partition_cols(layout.partition_fields.clone())
+                .build(),
+        );
+        let groups = FileGroup::new(kept).split_files(state.config().target_partitions().max(1));
+        let config = FileScanConfigBuilder::new(self.core.location.url.clone(), source)
+            .with_file_groups(groups)
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}

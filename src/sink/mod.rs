@@ -1,0 +1,266 @@
+//! Sinks: deliver a stream as Parquet files in Hive partitions to a local
+//! directory or S3, exactly once, and expose what was delivered as a table.
+//!
+//! One task per source shard reads from the shard's committed offset,
+//! splits rows by partition, and streams them into one Parquet writer per
+//! open partition (multipart uploads, so nothing is visible before it is
+//! complete). At rollover (size, age of the oldest buffered record, open
+//! files, memory, or `FLUSH SINK`) the task completes every file and then
+//! commits the file list together with the new source offset in one
+//! catalog transaction. A file's name is fixed by (sink, shard, first
+//! source offset, partition), so a replay after a crash rewrites the same
+//! names; files the catalog does not list are never read and are removed
+//! when the sink starts. Storage failures are retried with bounded
+//! backoff; the source keeps the records meanwhile (retention holds).
+
+pub mod layout;
+mod worker;
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::TryStreamExt;
+use object_store::ObjectStoreExt;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+pub use layout::Layout;
+use worker::ShardWorker;
+
+use crate::catalog::{Catalog, SinkDef, SinkFile};
+use crate::engine::Stream;
+use crate::error::{Error, Result};
+use crate::storage::Location;
+
+/// Bounds on one shard task's buffered output.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkLimits {
+    /// Open partition files per shard task; one more rolls them all.
+    pub max_open_files: usize,
+    /// Bytes buffered in open writers per shard task.
+    pub max_buffered_bytes: u64,
+    /// Size of an upload part (and of the buffer before one starts).
+    pub upload_part_size_bytes: usize,
+}
+
+/// A flush request: deliver up to `offset`, answer when committed.
+pub(crate) struct FlushRequest {
+    offset: u64,
+    done: oneshot::Sender<std::result::Result<(), String>>,
+}
+
+/// Counters and state shown in `sluice.sinks`.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    /// Next source offset to deliver per shard (committed).
+    pub committed: Vec<AtomicU64>,
+    pub last_commit_ms: AtomicI64,
+    pub last_error: Mutex<Option<String>>,
+    /// Records sent to `sluice.errors` at delivery.
+    pub dead_letters: AtomicU64,
+}
+
+/// What a sink's tasks share.
+#[derive(Debug)]
+pub struct SinkCore {
+    pub def: SinkDef,
+    pub source: Arc<Stream>,
+    pub location: Location,
+    pub layout: Arc<Layout>,
+    pub stats: SinkStats,
+    pub limits: SinkLimits,
+    catalog: Arc<Catalog>,
+    errors: Arc<Stream>,
+    /// Committed files, replaced (not mutated) on every commit so a query
+    /// holds one consistent set.
+    files: RwLock<Arc<Vec<SinkFile>>>,
+}
+
+impl SinkCore {
+    /// The committed files now.
+    pub fn files(&self) -> Arc<Vec<SinkFile>> {
+        self.files
+            .read()
+            .map(|f| f.clone())
+            .unwrap_or_else(|p| p.into_inner().clone())
+    }
+
+    fn add_files(&self, added: Vec<SinkFile>) {
+        let mut guard = self.files.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<SinkFile> = guard.as_ref().clone();
+        next.extend(added);
+        *guard = Arc::new(next);
+    }
+
+    /// The retention-hold name of this sink on its source.
+    fn hold_name(&self) -> String {
+        format!("sink:{}", self.def.name)
+    }
+}
+
+/// A running sink.
+#[derive(Debug)]
+pub struct Sink {
+    pub core: Arc<SinkCore>,
+    flush: Vec<mpsc::Sender<FlushRequest>>,
+    stop: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sink {
+    /// Loads the committed state, removes files of this sink the catalog
+    /// does not list (a crash between upload and commit), and starts one
+    /// task per source shard.
+    pub async fn start(
+        def: SinkDef,
+        source: Arc<Stream>,
+        location: Location,
+        catalog: Arc<Catalog>,
+        errors: Arc<Stream>,
+        limits: SinkLimits,
+    ) -> Result<Arc<Sink>> {
+        let layout = Arc::new(Layout::new(&def, &source.schema)?);
+        let shards = source.log.shard_count();
+        let committed: Vec<u64> = catalog
+            .sink_offsets(def.id, shards)?
+            .iter()
+            .enumerate()
+            .map(|(s, c)| c.unwrap_or_else(|| def.start_offsets.get(s).copied().unwrap_or(0)))
+            .collect();
+        let files = catalog.sink_files(def.id)?;
+        remove_unlisted(&location, def.id, &files).await?;
+        let core = Arc::new(SinkCore {
+            stats: SinkStats {
+                committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
+                last_commit_ms: AtomicI64::new(files.iter().map(|f| f.committed_at_ms).max().unwrap_or(0)),
+                ..SinkStats::default()
+            },
+            files: RwLock::new(Arc::new(files)),
+            def,
+            source,
+            location,
+            layout,
+            limits,
+            catalog,
+            errors,
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let mut flush = Vec::new();
+        let mut tasks = Vec::new();
+        for shard in 0..shards {
+            core.source
+                .log
+                .hold(&core.hold_name(), shard, committed[shard as usize]);
+            let (tx, rx) = mpsc::channel(16);
+            flush.push(tx);
+            let worker = ShardWorker::new(core.clone(), shard, committed[shard as usize]);
+            tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
+        }
+        Ok(Arc::new(Sink {
+            core,
+            flush,
+            stop,
+            tasks: Mutex::new(tasks),
+        }))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.core.def.name
+    }
+
+    /// Delivers everything acknowledged in the source before this call and
+    /// returns once it is committed (or the first failure).
+    pub async fn flush(&self) -> Result<()> {
+        let ends = self.core.source.log.end_offsets();
+        let mut waits = Vec::new();
+        for (shard, tx) in self.flush.iter().enumerate() {
+            let (done, wait) = oneshot::channel();
+            let offset = ends.get(shard).copied().unwrap_or(0);
+            tx.send(FlushRequest { offset, done })
+                .await
+                .map_err(|_| Error::Internal(format!("sink {} is stopped", self.name())))?;
+            waits.push(wait);
+        }
+        for wait in waits {
+            match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(msg)) => return Err(Error::Storage(msg)),
+                Err(_) => return Err(Error::ShuttingDown),
+            }
+        }
+        Ok(())
+    }
+
+    /// Source records not yet committed, over all shards.
+    pub fn lag_records(&self) -> u64 {
+        self.core
+            .source
+            .log
+            .end_offsets()
+            .iter()
+            .zip(&self.core.stats.committed)
+            .map(|(end, done)| end.saturating_sub(done.load(Ordering::Relaxed)))
+            .sum()
+    }
+
+    pub fn state(&self) -> &'static str {
+        if *self.stop.borrow() {
+            "stopped"
+        } else if self
+            .core
+            .stats
+            .last_error
+            .lock()
+            .map(|e| e.is_some())
+            .unwrap_or(false)
+        {
+            "retrying"
+        } else {
+            "running"
+        }
+    }
+
+    /// Stops the tasks; what they buffered and did not commit is
+    /// delivered again from the committed offsets at the next start.
+    pub async fn stop(&self) {
+        let _ = self.stop.send(true);
+        let tasks: Vec<_> = self
+            .tasks
+            .lock()
+            .map(|mut t| t.drain(..).collect())
+            .unwrap_or_default();
+        for task in tasks {
+            let _ = task.await;
+        }
+        self.core.source.log.release(&self.core.hold_name());
+    }
+}
+
+/// The file-name prefix of one sink's files; names carry the sink id so
+/// sinks sharing a location never clean up each other's files.
+pub fn file_prefix(sink_id: u64) -> String {
+    format!("part-{sink_id}-")
+}
+
+/// Deletes objects under the sink's location that carry its file prefix
+/// (or are a local upload's staging file) and that the catalog does not
+/// list: leftovers of an upload whose commit never happened.
+async fn remove_unlisted(location: &Location, sink_id: u64, files: &[SinkFile]) -> Result<()> {
+    let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+    let prefix = file_prefix(sink_id);
+    let objects: Vec<_> = location
+        .store
+        .list(Some(&location.prefix))
+        .try_collect()
+        .await?;
+    for meta in objects {
+        let Some(name) = meta.location.filename() else {
+            continue;
+        };
+        if name.starts_with(&prefix) && !listed.contains(meta.location.as_ref()) {
+            tracing::info!(path = %meta.location, "removing an uncommitted sink file");
+            location.store.delete(&meta.location).await?;
+        }
+    }
+    Ok(())
+}

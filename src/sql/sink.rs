@@ -1,0 +1,298 @@
+//! Sink and table statements: `CREATE SINK … FROM … WITH (…)`,
+//! `FLUSH SINK`, `DROP SINK|TABLE`, and `CREATE TABLE … AS SELECT`.
+//! Options are validated here, so a bad one fails before anything exists.
+
+use std::time::Duration;
+
+use datafusion::sql::sqlparser::ast::{CreateTableOptions, ObjectName, SqlOption, Statement};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::keywords::Keyword;
+use datafusion::sql::sqlparser::parser::Parser;
+use datafusion::sql::sqlparser::tokenizer::Token;
+
+use super::{object_name, option_text, parse_one, strip_comments, DropStream};
+use crate::catalog::TimePartition;
+use crate::error::{Error, Result};
+
+const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start";
+pub const COMPRESSIONS: &[&str] = &["zstd", "snappy", "gzip", "lz4", "uncompressed"];
+const MIN_ROLLOVER_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_ROLLOVER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+const MIN_ROLLOVER_SIZE_BYTES: u64 = 1024;
+const MAX_ROLLOVER_SIZE_BYTES: u64 = 5 * 1024 * 1024 * 1024;
+
+/// A validated `CREATE SINK`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSink {
+    pub name: String,
+    pub if_not_exists: bool,
+    /// The stream it delivers: a name in `public`, or `sluice.errors`.
+    pub source: String,
+    pub options: SinkOptions,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SinkOptions {
+    pub location: String,
+    pub compression: String,
+    /// `None`: hourly when the source has an event-time column.
+    pub time_partition: Option<TimePartition>,
+    pub event_time: Option<String>,
+    pub partition_by: Vec<String>,
+    pub rollover_interval: Duration,
+    pub rollover_size_bytes: u64,
+    pub from_earliest: bool,
+}
+
+impl Default for SinkOptions {
+    fn default() -> Self {
+        SinkOptions {
+            location: String::new(),
+            compression: "zstd".into(),
+            time_partition: None,
+            event_time: None,
+            partition_by: Vec::new(),
+            rollover_interval: Duration::from_secs(60),
+            rollover_size_bytes: 128 * 1024 * 1024,
+            from_earliest: true,
+        }
+    }
+}
+
+/// A validated `CREATE TABLE … AS SELECT`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateTableAs {
+    pub name: String,
+    pub if_not_exists: bool,
+    pub query: String,
+    /// `WITH (location = …)`; default `<data-dir>/warehouse/<name>/`.
+    pub location: Option<String>,
+}
+
+fn syntax(e: impl std::fmt::Display) -> Error {
+    Error::Syntax(e.to_string().replace("sql parser error: ", ""))
+}
+
+/// A source relation name: a stream in `public`, or `sluice.errors`.
+fn source_name(name: &ObjectName) -> Result<String> {
+    let text = name.to_string().to_lowercase();
+    if text == "sluice.errors" {
+        return Ok(text);
+    }
+    object_name(name)
+}
+
+pub(super) fn parse_create_sink(stmt: &str) -> Result<CreateSink> {
+    let mut p = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(strip_comments(stmt))
+        .map_err(syntax)?;
+    p.expect_keyword(Keyword::CREATE).map_err(syntax)?;
+    p.next_token(); // SINK, checked by the router
+    let if_not_exists = p.parse_keywords(&[Keyword::IF, Keyword::NOT, Keyword::EXISTS]);
+    let name = object_name(&p.parse_object_name(false).map_err(syntax)?)?;
+    if name.contains('.') {
+        return Err(Error::InvalidParameter(format!(
+            "sink name \"{name}\" must not contain a dot"
+        )));
+    }
+    p.expect_keyword(Keyword::FROM)
+        .map_err(|_| Error::Syntax(format!("expected CREATE SINK {name} FROM stream WITH (location = '…', …)")))?;
+    let source = source_name(&p.parse_object_name(false).map_err(syntax)?)?;
+    let options = p.parse_options(Keyword::WITH).map_err(syntax)?;
+    if p.peek_token().token != Token::EOF {
+        return Err(Error::Syntax(format!(
+            "unexpected {} after CREATE SINK … WITH (…)",
+            p.peek_token().token
+        )));
+    }
+    let mut parsed = SinkOptions::default();
+    for opt in &options {
+        apply_sink_option(&mut parsed, opt)?;
+    }
+    if parsed.location.is_empty() {
+        return Err(Error::InvalidParameter(format!(
+            "sink \"{name}\" needs WITH (location = 's3://bucket/prefix/' | 'file:///dir' | 'dir')"
+        )));
+    }
+    Ok(CreateSink {
+        name,
+        if_not_exists,
+        source,
+        options: parsed,
+    })
+}
+
+fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
+    let SqlOption::KeyValue { key, value } = opt else {
+        return Err(Error::Syntax(format!(
+            "sink option {opt} must be written key = value; valid options: {SINK_OPTIONS}"
+        )));
+    };
+    let key = key.value.to_lowercase();
+    let text = option_text(value).unwrap_or_default();
+    let invalid = |why: String| Error::InvalidParameter(format!("{key}: {why}"));
+    match key.as_str() {
+        "location" => o.location = text,
+        "format" => {
+            if !text.eq_ignore_ascii_case("parquet") {
+                return Err(Error::FeatureNotSupported(format!(
+                    "sink format '{text}' is not supported; sinks write 'parquet'"
+                )));
+            }
+        }
+        "compression" => {
+            let c = text.to_lowercase();
+            if !COMPRESSIONS.contains(&c.as_str()) {
+                return Err(invalid(format!(
+                    "'{text}' is not one of {}",
+                    COMPRESSIONS.join(", ")
+                )));
+            }
+            o.compression = c;
+        }
+        "time_partition" => {
+            o.time_partition = Some(match text.to_lowercase().as_str() {
+                "hour" => TimePartition::Hour,
+                "day" => TimePartition::Day,
+                "none" => TimePartition::None,
+                _ => return Err(invalid(format!("'{text}' is not 'hour', 'day' or 'none'"))),
+            })
+        }
+        "event_time" => o.event_time = Some(text),
+        "partition_by" => {
+            o.partition_by = text
+                .split(',')
+                .map(|c| c.trim().to_string())
+                .filter(|c| !c.is_empty())
+                .collect()
+        }
+        "rollover_interval" => {
+            let d = humantime::parse_duration(&text).map_err(|e| {
+                invalid(format!("'{text}' is not a duration like '60 s' or '5min' ({e})"))
+            })?;
+            if !(MIN_ROLLOVER_INTERVAL..=MAX_ROLLOVER_INTERVAL).contains(&d) {
+                return Err(invalid(format!(
+                    "'{text}' is outside 100 ms .. 24 h"
+                )));
+            }
+            o.rollover_interval = d;
+        }
+        "rollover_size" => {
+            let bytes = parse_size_bytes(&text)
+                .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
+            if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
+                return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
+            }
+            o.rollover_size_bytes = bytes;
+        }
+        "start" => {
+            o.from_earliest = match text.to_lowercase().as_str() {
+                "earliest" => true,
+                "latest" => false,
+                _ => return Err(invalid(format!("'{text}' is not 'earliest' or 'latest'"))),
+            }
+        }
+        other => {
+            return Err(Error::Syntax(format!(
+                "unknown sink option \"{other}\"; valid options: {SINK_OPTIONS}"
+            )))
+        }
+    }
+    Ok(())
+}
+
+/// `'128 MB'`, `'64kB'`, `'1 GiB'`, `'4096'` (bytes). Units are powers of
+/// 1024, as in Postgres settings.
+pub fn parse_size_bytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let multiplier: u64 = match unit.trim().to_lowercase().as_str() {
+        "" | "b" | "bytes" => 1,
+        "kb" | "kib" | "k" => 1 << 10,
+        "mb" | "mib" | "m" => 1 << 20,
+        "gb" | "gib" | "g" => 1 << 30,
+        _ => return None,
+    };
+    let bytes = number * multiplier as f64;
+    (bytes.is_finite() && bytes >= 0.0).then_some(bytes as u64)
+}
+
+/// `FLUSH SINK name`.
+pub(super) fn parse_flush_sink(stmt: &str) -> Result<String> {
+    let mut p = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(strip_comments(stmt))
+        .map_err(syntax)?;
+    p.next_token(); // FLUSH
+    p.next_token(); // SINK
+    let name = object_name(&p.parse_object_name(false).map_err(syntax)?)?;
+    if p.peek_token().token != Token::EOF {
+        return Err(Error::Syntax("expected FLUSH SINK name".into()));
+    }
+    Ok(name)
+}
+
+/// `DROP SINK|TABLE [IF EXISTS] names [CASCADE]`, parsed as a DROP TABLE.
+pub(super) fn parse_drop(stmt: &str, what: &str) -> Result<DropStream> {
+    match parse_one(&super::as_table_statement(stmt))? {
+        Statement::Drop {
+            if_exists,
+            names,
+            cascade,
+            ..
+        } => Ok(DropStream {
+            names: names.iter().map(object_name).collect::<Result<_>>()?,
+            if_exists,
+            cascade,
+        }),
+        _ => Err(Error::Syntax(format!(
+            "expected DROP {what} [IF EXISTS] name [CASCADE]"
+        ))),
+    }
+}
+
+/// `CREATE TABLE name [WITH (location = …)] AS SELECT …`; a plain CREATE
+/// TABLE is refused with what to use instead.
+pub(super) fn parse_create_table(stmt: &str) -> Result<CreateTableAs> {
+    let Statement::CreateTable(ct) = parse_one(strip_comments(stmt))? else {
+        return Err(Error::Syntax("expected CREATE TABLE name AS SELECT …".into()));
+    };
+    let name = object_name(&ct.name)?;
+    let Some(query) = &ct.query else {
+        return Err(Error::FeatureNotSupported(format!(
+            "CREATE TABLE \"{name}\" without AS SELECT is not supported: use CREATE STREAM for data you write, CREATE TABLE … AS SELECT for a Parquet copy, or CREATE EXTERNAL TABLE over existing files"
+        )));
+    };
+    if !ct.columns.is_empty() {
+        return Err(Error::Syntax(format!(
+            "CREATE TABLE \"{name}\" AS SELECT takes its columns from the query; drop the column list"
+        )));
+    }
+    let mut location = None;
+    let options = match &ct.table_options {
+        CreateTableOptions::With(opts) => opts.clone(),
+        CreateTableOptions::None => Vec::new(),
+        _ => return Err(Error::Syntax("table options go in WITH (location = '…')".into())),
+    };
+    for opt in &options {
+        match opt {
+            SqlOption::KeyValue { key, value } if key.value.eq_ignore_ascii_case("location") => {
+                location = option_text(value)
+            }
+            other => {
+                return Err(Error::Syntax(format!(
+                    "unknown table option {other}; valid options: location"
+                )))
+            }
+        }
+    }
+    Ok(CreateTableAs {
+        name,
+        if_not_exists: ct.if_not_exists,
+        query: query.to_string(),
+        location,
+    })
+}

@@ -1,0 +1,189 @@
+//! Object stores: where sinks deliver and external tables read. One
+//! registry serves both the query engine and the sinks, so a bucket is
+//! configured once: local directories through `LocalFileSystem`, `s3://`
+//! buckets through object_store's S3 client, built on first use from the
+//! standard AWS environment variables plus `[s3]` in the config (endpoint,
+//! region, plain HTTP for S3-compatible stores).
+
+use std::path::Path as FsPath;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::object_store::{
+    DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
+};
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
+use url::Url;
+
+use crate::config::S3Config;
+use crate::error::{Error, Result};
+
+/// Object stores by URL (`file:///`, `s3://bucket`); S3 buckets are added
+/// on first use.
+#[derive(Debug)]
+pub struct StoreRegistry {
+    inner: DefaultObjectStoreRegistry,
+    s3: S3Config,
+}
+
+impl StoreRegistry {
+    pub fn new(s3: S3Config) -> StoreRegistry {
+        StoreRegistry {
+            inner: DefaultObjectStoreRegistry::new(),
+            s3,
+        }
+    }
+
+    fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+        // Bounded retries inside one request; a sink retries on top with
+        // its own backoff and shows the failure meanwhile.
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+            ..RetryConfig::default()
+        };
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_retry(retry);
+        if let Some(endpoint) = &self.s3.endpoint {
+            builder = builder.with_endpoint(endpoint);
+        }
+        if let Some(region) = &self.s3.region {
+            builder = builder.with_region(region);
+        }
+        if self.s3.allow_http {
+            builder = builder.with_allow_http(true);
+        }
+        Ok(Arc::new(builder.build()?))
+    }
+}
+
+impl ObjectStoreRegistry for StoreRegistry {
+    fn register_store(
+        &self,
+        url: &Url,
+        store: Arc<dyn ObjectStore>,
+    ) -> Option<Arc<dyn ObjectStore>> {
+        self.inner.register_store(url, store)
+    }
+
+    fn get_store(&self, url: &Url) -> datafusion::common::Result<Arc<dyn ObjectStore>> {
+        if let Ok(store) = self.inner.get_store(url) {
+            return Ok(store);
+        }
+        match (url.scheme(), url.host_str()) {
+            ("s3" | "s3a", Some(bucket)) => {
+                let store = self.s3_store(bucket)?;
+                self.inner.register_store(url, store.clone());
+                Ok(store)
+            }
+            _ => Err(Error::InvalidParameter(format!(
+                "no object store for \"{url}\": use s3://bucket/prefix or a local path"
+            ))
+            .into()),
+        }
+    }
+}
+
+/// A resolved sink or table location: a store and a prefix inside it.
+#[derive(Debug, Clone)]
+pub struct Location {
+    /// The store's URL (`file:///`, `s3://bucket`), as DataFusion scans name it.
+    pub url: ObjectStoreUrl,
+    pub store: Arc<dyn ObjectStore>,
+    /// The directory inside the store (no leading or trailing slash).
+    pub prefix: Path,
+}
+
+impl Location {
+    /// Resolves `s3://bucket/prefix`, `file:///abs/dir`, or a directory
+    /// relative to the data dir.
+    pub fn resolve(text: &str, data_dir: &FsPath, stores: &StoreRegistry) -> Result<Location> {
+        let bad = |why: &str| Error::InvalidParameter(format!("location '{text}': {why}"));
+        if text.trim().is_empty() {
+            return Err(bad("must not be empty"));
+        }
+        if let Some(rest) = text.strip_prefix("file://") {
+            if !rest.starts_with('/') {
+                return Err(bad("file:// locations must be absolute (file:///dir)"));
+            }
+            return Self::local(FsPath::new(rest));
+        }
+        if text.contains("://") {
+            let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+            if !matches!(url.scheme(), "s3" | "s3a") {
+                return Err(bad("supported schemes are s3:// and file://"));
+            }
+            let bucket = url
+                .host_str()
+                .filter(|b| !b.is_empty())
+                .ok_or_else(|| bad("names no bucket"))?;
+            let store_url = ObjectStoreUrl::parse(format!("s3://{bucket}"))?;
+            let store = stores.get_store(store_url.as_ref())?;
+            let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
+            return Ok(Location {
+                url: store_url,
+                store,
+                prefix,
+            });
+        }
+        let path = FsPath::new(text);
+        if path.is_absolute() {
+            return Self::local(path);
+        }
+        if path.components().any(|c| c == std::path::Component::ParentDir) {
+            return Err(bad("a relative location must stay inside the data dir"));
+        }
+        Self::local(&data_dir.join(path))
+    }
+
+    fn local(dir: &FsPath) -> Result<Location> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::InvalidParameter(format!("cannot create directory {}: {e}", dir.display()))
+        })?;
+        let dir = dir.canonicalize()?;
+        let prefix = Path::from_absolute_path(&dir)
+            .map_err(|e| Error::InvalidParameter(format!("{}: {e}", dir.display())))?;
+        Ok(Location {
+            url: ObjectStoreUrl::local_filesystem(),
+            store: Arc::new(LocalFileSystem::new()),
+            prefix,
+        })
+    }
+
+    /// `prefix/relative`.
+    pub fn child(&self, relative: &str) -> Path {
+        let mut path = self.prefix.clone();
+        for part in relative.split('/').filter(|p| !p.is_empty()) {
+            path = path.join(part);
+        }
+        path
+    }
+
+    /// The location as a URL with a trailing slash, as DataFusion's
+    /// listing tables and other readers take it.
+    pub fn url_string(&self) -> String {
+        // The store URL ends in '/': `file:///`, `s3://bucket/`.
+        let base = self.url.as_str();
+        if self.prefix.as_ref().is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}{}/", self.prefix)
+        }
+    }
+
+    /// Proves the location is writable now: writes and deletes a marker
+    /// object, so a bad bucket or credentials fail the DDL, not later.
+    pub async fn check_writable(&self) -> Result<()> {
+        let marker = self.prefix.clone().join("_sluice_write_check");
+        self.store
+            .put(&marker, bytes::Bytes::from_static(b"ok").into())
+            .await
+            .map_err(|e| Error::Storage(format!("location is not writable: {e}")))?;
+        self.store.delete(&marker).await?;
+        Ok(())
+    }
+}
