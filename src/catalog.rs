@@ -209,7 +209,10 @@ impl Catalog {
             .collect()
     }
 
-    fn all<T: for<'de> Deserialize<'de>>(&self, def: TableDefinition<&str, &[u8]>) -> Result<Vec<T>> {
+    fn all<T: for<'de> Deserialize<'de>>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>> {
         let txn = self.db.begin_read()?;
         let table = txn.open_table(def)?;
         let mut out = Vec::new();

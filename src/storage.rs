@@ -123,7 +123,8 @@ impl Location {
                 .ok_or_else(|| bad("names no bucket"))?;
             let store_url = ObjectStoreUrl::parse(format!("s3://{bucket}"))?;
             let store = stores.get_store(store_url.as_ref())?;
-            let prefix = Path::parse(url.path().trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
+            let prefix =
+                Path::parse(url.path().trim_matches('/')).map_err(|e| bad(&e.to_string()))?;
             return Ok(Location {
                 url: store_url,
                 store,
@@ -134,7 +135,10 @@ impl Location {
         if path.is_absolute() {
             return Self::local(path);
         }
-        if path.components().any(|c| c == std::path::Component::ParentDir) {
+        if path
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
             return Err(bad("a relative location must stay inside the data dir"));
         }
         Self::local(&data_dir.join(path))
@@ -154,11 +158,17 @@ impl Location {
         })
     }
 
-    /// `prefix/relative`.
+    /// `prefix/relative`, where `relative` is already escaped (Hive
+    /// `%XX`) and names exactly that object: parsed, not encoded again.
     pub fn child(&self, relative: &str) -> Path {
         let mut path = self.prefix.clone();
         for part in relative.split('/').filter(|p| !p.is_empty()) {
-            path = path.join(part);
+            let joined = if path.as_ref().is_empty() {
+                part.to_string()
+            } else {
+                format!("{path}/{part}")
+            };
+            path = Path::parse(joined).unwrap_or_else(|_| path.join(part));
         }
         path
     }
@@ -178,6 +188,12 @@ impl Location {
     /// Proves the location is writable now: writes and deletes a marker
     /// object, so a bad bucket or credentials fail the DDL, not later.
     pub async fn check_writable(&self) -> Result<()> {
+        // Listing is needed anyway (the cleanup of uncommitted files) and
+        // fails for a missing bucket on stores that accept blind PUTs.
+        self.store
+            .list_with_delimiter(Some(&self.prefix))
+            .await
+            .map_err(|e| Error::Storage(format!("location cannot be listed: {e}")))?;
         let marker = self.prefix.clone().join("_sluice_write_check");
         self.store
             .put(&marker, bytes::Bytes::from_static(b"ok").into())

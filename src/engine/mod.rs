@@ -162,6 +162,9 @@ impl Engine {
         let mut outcomes = Vec::new();
         for name in &drop.names {
             let Some(stream) = self.registry.get(name) else {
+                if self.registry.relation(name).is_some() {
+                    return Err(sinks::wrong_kind(name, "stream"));
+                }
                 if !drop.if_exists {
                     return Err(Error::UndefinedTable(name.clone()));
                 }

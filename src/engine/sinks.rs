@@ -46,17 +46,19 @@ impl Engine {
         let source = self.sink_source(&create.source)?;
         let o = create.options;
         // The event time: named, else the stream's, else its only timestamp.
-        let event_time = o.event_time.clone().or_else(|| source.def.event_time.clone()).or_else(|| {
-            let mut times = source
-                .def
-                .columns
-                .iter()
-                .filter(|c| matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz));
-            match (times.next(), times.next()) {
-                (Some(only), None) => Some(only.name.clone()),
-                _ => None,
-            }
-        });
+        let event_time =
+            o.event_time
+                .clone()
+                .or_else(|| source.def.event_time.clone())
+                .or_else(|| {
+                    let mut times = source.def.columns.iter().filter(|c| {
+                        matches!(c.sql_type, SqlType::Timestamp | SqlType::TimestampTz)
+                    });
+                    match (times.next(), times.next()) {
+                        (Some(only), None) => Some(only.name.clone()),
+                        _ => None,
+                    }
+                });
         let time_partition = match (o.time_partition, &event_time) {
             (Some(t), _) => t,
             (None, Some(_)) => TimePartition::Hour,
@@ -76,7 +78,12 @@ impl Engine {
             rollover_interval_ms: o.rollover_interval.as_millis() as u64,
             rollover_size_bytes: o.rollover_size_bytes,
             start_offsets: if o.from_earliest {
-                source.log.shard_stats().iter().map(|s| s.first_seq).collect()
+                source
+                    .log
+                    .shard_stats()
+                    .iter()
+                    .map(|s| s.first_seq)
+                    .collect()
             } else {
                 source.log.end_offsets()
             },
@@ -95,7 +102,12 @@ impl Engine {
         }
     }
 
-    async fn start_sink(&self, def: SinkDef, source: Arc<Stream>, location: Location) -> Result<()> {
+    async fn start_sink(
+        &self,
+        def: SinkDef,
+        source: Arc<Stream>,
+        location: Location,
+    ) -> Result<()> {
         let errors = self
             .registry
             .errors()
@@ -121,7 +133,8 @@ impl Engine {
             let name = def.name.clone();
             let started = async {
                 let source = self.sink_source(&def.source)?;
-                let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
+                let location =
+                    Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
                 self.start_sink(def, source, location).await
             };
             if let Err(e) = started.await {

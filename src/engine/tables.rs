@@ -54,7 +54,11 @@ impl Engine {
                 "expected CREATE EXTERNAL TABLE name [(columns)] STORED AS PARQUET|CSV|JSON [PARTITIONED BY (…)] LOCATION '…'".into(),
             ));
         };
-        if cmd.name.schema().is_some_and(|s| s != crate::query::PUBLIC_SCHEMA) {
+        if cmd
+            .name
+            .schema()
+            .is_some_and(|s| s != crate::query::PUBLIC_SCHEMA)
+        {
             return Err(Error::InvalidParameter(format!(
                 "tables live in schema \"public\"; \"{}\" names another schema",
                 cmd.name
@@ -71,12 +75,15 @@ impl Engine {
             }
         }
         let file_type = cmd.file_type.to_uppercase();
-        let factory = state.table_factories().get(file_type.as_str()).ok_or_else(|| {
-            Error::FeatureNotSupported(format!(
-                "STORED AS {} is not supported; use PARQUET, CSV or JSON",
-                cmd.file_type
-            ))
-        })?;
+        let factory = state
+            .table_factories()
+            .get(file_type.as_str())
+            .ok_or_else(|| {
+                Error::FeatureNotSupported(format!(
+                    "STORED AS {} is not supported; use PARQUET, CSV or JSON",
+                    cmd.file_type
+                ))
+            })?;
         let provider = factory.create(&state, &cmd).await?;
         Ok((*cmd, provider))
     }
@@ -107,10 +114,7 @@ impl Engine {
         let rows = match self.write_query(&ctas.query, session, &location).await {
             Ok(rows) => rows,
             Err(e) => {
-                let _ = location
-                    .store
-                    .delete(&location.child(CTAS_FILE))
-                    .await;
+                let _ = location.store.delete(&location.child(CTAS_FILE)).await;
                 return Err(e);
             }
         };

@@ -21,8 +21,8 @@ pub use stream_table::{not_insertable, StreamTable};
 pub use system::{SystemRelation, SystemTable};
 
 use crate::engine::{Registry, Relation};
-use crate::storage::StoreRegistry;
 use crate::error::{Error, Result};
+use crate::storage::StoreRegistry;
 
 /// The database name clients see (`current_database()`, `\l`).
 pub const CATALOG_NAME: &str = "sluice";

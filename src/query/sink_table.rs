@@ -90,8 +90,11 @@ impl TableProvider for SinkTable {
         let mut kept = Vec::with_capacity(files.len());
         let (mut rows, mut bytes) = (0u64, 0u64);
         for file in files.iter() {
-            let mut pf = PartitionedFile::new(file.path.clone(), file.bytes)
+            let mut pf = PartitionedFile::new(String::new(), file.bytes)
                 .with_partition_values(layout.scalars(&file.partition_values));
+            // The stored path is already in object_store's encoding.
+            pf.object_meta.location = object_store::path::Path::parse(&file.path)
+                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
             let mut stats = Statistics::new_unknown(&layout.file_schema);
             stats.num_rows = Precision::Exact(file.rows as usize);
             stats.total_byte_size = Precision::Inexact(file.bytes as usize);

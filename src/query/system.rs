@@ -294,15 +294,21 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
         )) as ArrayRef
     };
     vec![
-        Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| s.name()))),
+        Arc::new(StringArray::from_iter_values(
+            sinks.iter().map(|s| s.name()),
+        )),
         Arc::new(StringArray::from_iter_values(
             sinks.iter().map(|s| s.core.def.source.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(
             sinks.iter().map(|s| s.core.location.url_string()),
         )),
-        Arc::new(StringArray::from_iter_values(sinks.iter().map(|_| "parquet"))),
-        Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| s.state()))),
+        Arc::new(StringArray::from_iter_values(
+            sinks.iter().map(|_| "parquet"),
+        )),
+        Arc::new(StringArray::from_iter_values(
+            sinks.iter().map(|s| s.state()),
+        )),
         Arc::new(StringArray::from_iter_values(committed)),
         Arc::new(Int64Array::from_iter_values(
             sinks.iter().map(|s| s.lag_records() as i64),
@@ -320,11 +326,9 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
             .with_timezone("UTC"),
         ),
         Arc::new(StringArray::from(last_errors)),
-        Arc::new(Int64Array::from_iter_values(
-            sinks
-                .iter()
-                .map(|s| s.core.stats.dead_letters.load(Ordering::Relaxed) as i64),
-        )),
+        Arc::new(Int64Array::from_iter_values(sinks.iter().map(|s| {
+            s.core.stats.dead_letters.load(Ordering::Relaxed) as i64
+        }))),
     ]
 }
 

@@ -31,6 +31,9 @@ pub struct PartKey {
     pub values: Vec<Option<String>>,
 }
 
+/// Row indices of a batch per partition, and rows that cannot be placed.
+pub type Split = (BTreeMap<PartKey, Vec<u32>>, Vec<u32>);
+
 #[derive(Debug)]
 pub struct Layout {
     pub time: TimePartition,
@@ -130,7 +133,7 @@ impl Layout {
     /// Rows of `batch` per partition (ascending row order within each),
     /// and rows that cannot be placed (a partition value too long for a
     /// directory name).
-    pub fn split(&self, batch: &RecordBatch) -> Result<(BTreeMap<PartKey, Vec<u32>>, Vec<u32>)> {
+    pub fn split(&self, batch: &RecordBatch) -> Result<Split> {
         let rows = batch.num_rows();
         let buckets: Vec<Option<i64>> = match self.event_time {
             None => vec![None; rows],
@@ -236,8 +239,9 @@ impl Layout {
                 let null = ScalarValue::try_from(f.data_type()).unwrap_or(ScalarValue::Null);
                 match v {
                     None => null,
-                    Some(text) => ScalarValue::try_from_string(text.clone(), f.data_type())
-                        .unwrap_or(null),
+                    Some(text) => {
+                        ScalarValue::try_from_string(text.clone(), f.data_type()).unwrap_or(null)
+                    }
                 }
             })
             .collect()
@@ -251,8 +255,20 @@ pub fn escape(value: &str) -> String {
     for c in value.chars() {
         let special = matches!(
             c,
-            '"' | '#' | '%' | '\'' | '*' | '/' | ':' | '=' | '?' | '\\' | '\x7f' | '{' | '['
-                | ']' | '^'
+            '"' | '#'
+                | '%'
+                | '\''
+                | '*'
+                | '/'
+                | ':'
+                | '='
+                | '?'
+                | '\\'
+                | '\x7f'
+                | '{'
+                | '['
+                | ']'
+                | '^'
         ) || (c as u32) < 0x20;
         if special {
             out.push_str(&format!("%{:02X}", c as u32));

@@ -132,7 +132,9 @@ impl Sink {
         let core = Arc::new(SinkCore {
             stats: SinkStats {
                 committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
-                last_commit_ms: AtomicI64::new(files.iter().map(|f| f.committed_at_ms).max().unwrap_or(0)),
+                last_commit_ms: AtomicI64::new(
+                    files.iter().map(|f| f.committed_at_ms).max().unwrap_or(0),
+                ),
                 ..SinkStats::default()
             },
             files: RwLock::new(Arc::new(files)),

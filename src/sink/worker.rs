@@ -98,7 +98,11 @@ impl ShardWorker {
         }
     }
 
-    pub async fn run(mut self, mut flushes: mpsc::Receiver<FlushRequest>, mut stop: watch::Receiver<bool>) {
+    pub async fn run(
+        mut self,
+        mut flushes: mpsc::Receiver<FlushRequest>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let Some(mut appended) = self.core.source.log.subscribe(self.shard) else {
             return;
         };
@@ -166,7 +170,12 @@ impl ShardWorker {
 
     /// Reads what is there, then commits if a rollover is due. Returns
     /// whether it made progress (so the caller loops without waiting).
-    async fn step(&mut self, epoch: &mut Epoch, waiting: &[FlushRequest], interval: Duration) -> Result<bool> {
+    async fn step(
+        &mut self,
+        epoch: &mut Epoch,
+        waiting: &[FlushRequest],
+        interval: Duration,
+    ) -> Result<bool> {
         let frames = self
             .core
             .source
@@ -257,7 +266,11 @@ impl ShardWorker {
             file_prefix(self.core.def.id),
             self.shard
         );
-        let relative = if dir.is_empty() { name } else { format!("{dir}/{name}") };
+        let relative = if dir.is_empty() {
+            name
+        } else {
+            format!("{dir}/{name}")
+        };
         let path = self.core.location.child(&relative);
         let upload = BufWriter::with_capacity(
             self.core.location.store.clone(),
@@ -285,6 +298,7 @@ impl ShardWorker {
         let files = std::mem::take(&mut epoch.files);
         let mut committed = Vec::with_capacity(files.len());
         let now = now_ms();
+        fail_point("sink.before_upload");
         for (_, mut file) in files {
             file.writer.append_key_value_metadata(KeyValue::new(
                 "sluice.source_offsets".to_string(),
@@ -302,6 +316,7 @@ impl ShardWorker {
                 committed_at_ms: now,
             });
         }
+        fail_point("sink.after_upload");
         let next = epoch.read;
         let catalog = self.core.catalog.clone();
         let (sink_id, shard) = (self.core.def.id, self.shard);
@@ -309,6 +324,7 @@ impl ShardWorker {
         tokio::task::spawn_blocking(move || catalog.commit_sink(sink_id, &to_commit, shard, next))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        fail_point("sink.after_commit");
         self.committed = next;
         *epoch = Epoch::new(next);
         let core = &self.core;
@@ -348,6 +364,18 @@ impl ShardWorker {
     }
 }
 
+/// Crash-testing hook: when `SLUICE_FAIL_POINT` names this point, the
+/// process dies here as abruptly as under `kill -9`, so tests can stop it
+/// between upload and commit exactly.
+fn fail_point(name: &str) {
+    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let point = POINT.get_or_init(|| std::env::var("SLUICE_FAIL_POINT").ok());
+    if point.as_deref() == Some(name) {
+        tracing::error!(point = name, "fail point reached; aborting");
+        std::process::abort();
+    }
+}
+
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
@@ -366,6 +394,9 @@ fn writer_properties(compression: &str, sink: &str) -> WriterProperties {
     WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("sluice {} (sink {sink})", env!("CARGO_PKG_VERSION")))
+        .set_created_by(format!(
+            "sluice {} (sink {sink})",
+            env!("CARGO_PKG_VERSION")
+        ))
         .build()
 }

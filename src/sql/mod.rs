@@ -151,9 +151,9 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["DROP", "SINK", ..] => sink::parse_drop(stmt, "SINK").map(Parsed::DropSink),
         ["DROP", "TABLE", ..] => sink::parse_drop(stmt, "TABLE").map(Parsed::DropTable),
         ["FLUSH", "SINK", ..] => sink::parse_flush_sink(stmt).map(Parsed::FlushSink),
-        ["CREATE", "EXTERNAL", "TABLE"] | ["CREATE", "UNBOUNDED", "EXTERNAL"] => {
-            Ok(Parsed::CreateExternalTable(strip_comments(stmt).to_string()))
-        }
+        ["CREATE", "EXTERNAL", "TABLE"] | ["CREATE", "UNBOUNDED", "EXTERNAL"] => Ok(
+            Parsed::CreateExternalTable(strip_comments(stmt).to_string()),
+        ),
         ["CREATE", "TABLE", ..] => sink::parse_create_table(stmt).map(Parsed::CreateTableAs),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
         _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),

@@ -95,8 +95,11 @@ pub(super) fn parse_create_sink(stmt: &str) -> Result<CreateSink> {
             "sink name \"{name}\" must not contain a dot"
         )));
     }
-    p.expect_keyword(Keyword::FROM)
-        .map_err(|_| Error::Syntax(format!("expected CREATE SINK {name} FROM stream WITH (location = '…', …)")))?;
+    p.expect_keyword(Keyword::FROM).map_err(|_| {
+        Error::Syntax(format!(
+            "expected CREATE SINK {name} FROM stream WITH (location = '…', …)"
+        ))
+    })?;
     let source = source_name(&p.parse_object_name(false).map_err(syntax)?)?;
     let options = p.parse_options(Keyword::WITH).map_err(syntax)?;
     if p.peek_token().token != Token::EOF {
@@ -168,12 +171,12 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
         }
         "rollover_interval" => {
             let d = humantime::parse_duration(&text).map_err(|e| {
-                invalid(format!("'{text}' is not a duration like '60 s' or '5min' ({e})"))
+                invalid(format!(
+                    "'{text}' is not a duration like '60 s' or '5min' ({e})"
+                ))
             })?;
             if !(MIN_ROLLOVER_INTERVAL..=MAX_ROLLOVER_INTERVAL).contains(&d) {
-                return Err(invalid(format!(
-                    "'{text}' is outside 100 ms .. 24 h"
-                )));
+                return Err(invalid(format!("'{text}' is outside 100 ms .. 24 h")));
             }
             o.rollover_interval = d;
         }
@@ -258,7 +261,9 @@ pub(super) fn parse_drop(stmt: &str, what: &str) -> Result<DropStream> {
 /// TABLE is refused with what to use instead.
 pub(super) fn parse_create_table(stmt: &str) -> Result<CreateTableAs> {
     let Statement::CreateTable(ct) = parse_one(strip_comments(stmt))? else {
-        return Err(Error::Syntax("expected CREATE TABLE name AS SELECT …".into()));
+        return Err(Error::Syntax(
+            "expected CREATE TABLE name AS SELECT …".into(),
+        ));
     };
     let name = object_name(&ct.name)?;
     let Some(query) = &ct.query else {
@@ -275,7 +280,11 @@ pub(super) fn parse_create_table(stmt: &str) -> Result<CreateTableAs> {
     let options = match &ct.table_options {
         CreateTableOptions::With(opts) => opts.clone(),
         CreateTableOptions::None => Vec::new(),
-        _ => return Err(Error::Syntax("table options go in WITH (location = '…')".into())),
+        _ => {
+            return Err(Error::Syntax(
+                "table options go in WITH (location = '…')".into(),
+            ))
+        }
     };
     for opt in &options {
         match opt {

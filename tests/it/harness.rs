@@ -43,6 +43,12 @@ impl Server {
     }
 
     fn spawn(data_dir: &Path, config: Option<&Path>) -> Server {
+        Server::spawn_with(data_dir, config, &[])
+    }
+
+    /// A server on `data_dir` with an optional config file and extra
+    /// environment variables.
+    pub fn spawn_with(data_dir: &Path, config: Option<&Path>, env: &[(&str, &str)]) -> Server {
         std::fs::create_dir_all(data_dir).expect("data dir");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -65,6 +71,7 @@ impl Server {
                     .unwrap_or_default(),
             )
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .spawn()
@@ -121,6 +128,22 @@ impl Server {
         if let Some(mut child) = self.child.take() {
             child.kill().expect("kill -9");
             child.wait().expect("reap");
+        }
+    }
+
+    /// Waits for the server to exit by itself (e.g. at a fail point).
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("running server");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

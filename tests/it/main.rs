@@ -9,4 +9,6 @@ mod lifecycle;
 mod pipelines;
 mod protocol;
 mod psql;
+mod s3;
+mod sinks;
 mod slt;

@@ -1,0 +1,263 @@
+//! Sinks and external tables on S3, against an S3-compatible server
+//! (s3s-fs) started by the test: delivery, a multipart upload, a crash
+//! between upload and commit, and the store being down for a while.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::harness::{scalar, sqlstate, Server};
+use crate::sinks::{assert_exactly_once, delivered_values, parquet_files, wait_for};
+
+const KEY_ID: &str = "test";
+const SECRET: &str = "testsecret";
+const PART_SIZE_BYTES: u64 = 5 * 1024 * 1024;
+
+/// An in-process S3 server on its own runtime, so the test can take it
+/// down (every connection closed) and bring it back on the same port.
+struct S3Server {
+    addr: SocketAddr,
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl S3Server {
+    fn start(root: &Path, addr: SocketAddr) -> S3Server {
+        let root = root.to_path_buf();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                use hyper_util::rt::{TokioExecutor, TokioIo};
+                use hyper_util::server::conn::auto::Builder;
+                let mut builder =
+                    s3s::service::S3ServiceBuilder::new(s3s_fs::FileSystem::new(&root).unwrap());
+                builder.set_auth(s3s::auth::SimpleAuth::from_single(KEY_ID, SECRET));
+                let service = builder.build();
+                let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                tokio::spawn(async move {
+                    while let Ok((socket, _)) = listener.accept().await {
+                        let service = service.clone();
+                        tokio::spawn(async move {
+                            let _ = Builder::new(TokioExecutor::new())
+                                .serve_connection(TokioIo::new(socket), service)
+                                .await;
+                        });
+                    }
+                });
+            });
+            let _ = stop_rx.recv();
+            rt.shutdown_background();
+        });
+        S3Server {
+            addr: addr_rx.recv().unwrap(),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Closes the listener and every connection.
+    fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config(dir: &Path, addr: SocketAddr) -> PathBuf {
+    let path = dir.join("sluice.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[s3]\nendpoint = \"http://{addr}\"\nregion = \"us-east-1\"\nallow_http = true\n\
+             [limits]\nupload_part_size_bytes = {PART_SIZE_BYTES}\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn start(data: &Path, config: &Path, fail_point: Option<&str>) -> Server {
+    let mut env = vec![
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    if let Some(point) = fail_point {
+        env.push(("SLUICE_FAIL_POINT", point));
+    }
+    Server::spawn_with(data, Some(config), &env)
+}
+
+/// 32 hex digits per `k`, pseudo-random so Parquet cannot compress them away.
+fn noise(k: i64) -> String {
+    let mut x = (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = String::new();
+    for _ in 0..2 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out
+}
+
+#[tokio::test]
+async fn s3_delivery_multipart_crash_and_outage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s3");
+    std::fs::create_dir_all(root.join("lake")).unwrap();
+    let mut s3 = S3Server::start(&root, "127.0.0.1:0".parse().unwrap());
+    let config = config(tmp.path(), s3.addr);
+    let data = tmp.path().join("data");
+    let delivered = root.join("lake/clicks");
+
+    // A bucket that does not exist fails the DDL and creates nothing.
+    let mut server = start(&data, &config, Some("sink.after_upload"));
+    {
+        let client = server.client().await;
+        client
+            .batch_execute(
+                "CREATE STREAM clicks (n BIGINT NOT NULL, payload TEXT) WITH (shards = 2)",
+            )
+            .await
+            .unwrap();
+        let err = client
+            .batch_execute(
+                "CREATE SINK nowhere FROM clicks WITH (location = 's3://no-such-bucket/x/')",
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "58030", "{err}");
+        assert_eq!(
+            scalar(&client, "SELECT count(*) FROM sluice.sinks").await,
+            0
+        );
+
+        // First run dies after its files are uploaded, before the commit.
+        client
+            .batch_execute(
+                "INSERT INTO clicks SELECT n, 'p' FROM (SELECT unnest(range(0, 1000)) AS n)",
+            )
+            .await
+            .unwrap();
+        client
+            .batch_execute("CREATE SINK lake FROM clicks WITH (location = 's3://lake/clicks/', rollover_interval = '200 ms')")
+            .await
+            .unwrap();
+    }
+    assert!(!server.wait_exit(Duration::from_secs(30)).success());
+    assert!(!parquet_files(&delivered).is_empty(), "the upload happened");
+
+    // Restart: uncommitted objects are removed, the replay delivers once.
+    let server = start(&data, &config, None);
+    let client = server.client().await;
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    assert_exactly_once(delivered_values(&delivered, "n"), 0..1000);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1000);
+
+    // A file larger than an upload part goes up as a multipart upload.
+    let rows: i64 = 240_000;
+    let sink = client
+        .copy_in("COPY clicks (n, payload) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    let mut csv = String::new();
+    for k in 1000..1000 + rows {
+        csv.push_str(&format!(
+            "{k},{}{}{}\n",
+            noise(k),
+            noise(k + 1),
+            noise(k + 2)
+        ));
+    }
+    use futures::SinkExt;
+    let mut sink = Box::pin(sink);
+    sink.send(bytes::Bytes::from(csv)).await.unwrap();
+    sink.as_mut().finish().await.unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let largest = parquet_files(&delivered)
+        .iter()
+        .map(|f| std::fs::metadata(f).unwrap().len())
+        .max()
+        .unwrap();
+    assert!(largest > PART_SIZE_BYTES, "largest file {largest} bytes");
+    assert_exactly_once(delivered_values(&delivered, "n"), 0..1000 + rows);
+
+    // The store goes down: the sink retries and says so; FLUSH fails with
+    // the storage error; nothing is lost.
+    s3.stop();
+    client
+        .batch_execute("INSERT INTO clicks SELECT n, 'late' FROM (SELECT unnest(range(1000000, 1000500)) AS n)")
+        .await
+        .unwrap();
+    let err = client.batch_execute("FLUSH SINK lake").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "58030", "{err}");
+    wait_for(
+        "the sink to report retrying",
+        Duration::from_secs(30),
+        async || {
+            let row = client
+                .query_one(
+                    "SELECT state, last_error, lag_records FROM sluice.sinks WHERE name = 'lake'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            row.get::<_, &str>(0) == "retrying"
+                && row.get::<_, Option<&str>>(1).is_some()
+                && row.get::<_, i64>(2) == 500
+        },
+    )
+    .await;
+    let s3 = S3Server::start(&root, s3.addr);
+    wait_for(
+        "the sink to catch up",
+        Duration::from_secs(60),
+        async || {
+            scalar(
+                &client,
+                "SELECT lag_records FROM sluice.sinks WHERE name = 'lake'",
+            )
+            .await
+                == 0
+        },
+    )
+    .await;
+    let state: String = client
+        .query_one("SELECT state FROM sluice.sinks WHERE name = 'lake'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "running");
+    let mut got = delivered_values(&delivered, "n");
+    let late = got.split_off(got.partition_point(|n| *n < 1_000_000));
+    assert_exactly_once(got, 0..1000 + rows);
+    assert_exactly_once(late, 1_000_000..1_000_500);
+    let want_len = 1000 + rows + 500;
+
+    // Athena-style: an external table over the delivered objects.
+    client
+        .batch_execute("CREATE EXTERNAL TABLE on_s3 STORED AS PARQUET LOCATION 's3://lake/clicks/'")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM on_s3").await,
+        want_len
+    );
+    drop(s3);
+}
