@@ -7,9 +7,10 @@
 //! - [`config`]: one typed configuration (flags > `SLUICE_*` env > TOML > defaults).
 //! - [`error`]: the one error type, mapped once to SQLSTATE and HTTP status.
 //! - [`sql`]: the front parser: splits statements, parses sluice's own
-//!   (`CREATE STREAM`, `DROP STREAM`, `SHOW STREAMS`), passes the rest on.
+//!   (`CREATE STREAM`, `CREATE SINK`, `FLUSH SINK`, `DROP …`, `SHOW …`,
+//!   `CREATE TABLE … AS`), passes the rest on.
 //! - [`types`]: the column types a stream declares and their Arrow encoding.
-//! - [`ingest`]: records (today: literal `INSERT … VALUES`) to Arrow batches,
+//! - [`ingest`]: records (literal `INSERT … VALUES`, COPY, JSON) to Arrow batches,
 //!   with errors naming column and value; skips query planning.
 //! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
 //! - [`log`]: per-stream shard logs of checksummed segment files, group
@@ -17,13 +18,18 @@
 //! - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
 //!   physical expressions, run per micro-batch, exactly once via progress
 //!   recorded in the output frames; failed records to `sluice.errors`.
-//! - [`engine`]: shared state (catalog + open logs + pipelines + template
-//!   session) and DDL.
-//! - [`query`]: DataFusion catalog over streams and `sluice.*` system
-//!   relations; one session per connection.
+//! - [`storage`]: object stores (local directories, S3) shared by sinks and
+//!   the query engine.
+//! - [`sink`]: delivery of a stream as Hive-partitioned Parquet, exactly once
+//!   (files and offsets committed in one catalog transaction).
+//! - [`engine`]: shared state (catalog + open logs + pipelines + sinks +
+//!   tables + template session) and DDL.
+//! - [`query`]: DataFusion catalog over streams, sinks (their committed
+//!   files), tables over files and `sluice.*` system relations; one session
+//!   per connection.
 //! - [`pgwire`]: Postgres protocol handlers (simple and extended) routing
 //!   statements to the engine or DataFusion, errors with SQLSTATEs.
-//! - [`http`]: axum routes: `/health`, `/metrics`.
+//! - [`http`]: axum routes: records, the Kinesis API, `/health`, `/metrics`.
 //! - [`server`]: start/stop of all of the above; bound addresses; signals.
 //!
 //! Start reading at [`server::start`], then [`pgwire`] and [`log`].

@@ -72,6 +72,12 @@ pub fn start_sluice() -> Sluice {
     }
 }
 
+impl Sluice {
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for Sluice {
     fn drop(&mut self) {
         let _ = self.child.kill();
