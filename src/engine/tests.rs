@@ -79,3 +79,50 @@ async fn retention_keeps_what_a_pipeline_has_not_processed() {
     );
     engine.close().await;
 }
+
+#[tokio::test]
+async fn retention_keeps_what_a_sink_has_not_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path())).unwrap();
+    run(
+        &engine,
+        "CREATE STREAM src (n BIGINT NOT NULL, pad TEXT) WITH (retention = '1ms')",
+    )
+    .await;
+    for chunk in 0..20 {
+        let values: Vec<String> = (chunk * 100..(chunk + 1) * 100)
+            .map(|n| format!("({n}, 'padding-{n}')"))
+            .collect();
+        run(
+            &engine,
+            &format!("INSERT INTO src VALUES {}", values.join(", ")),
+        )
+        .await;
+    }
+    let src = engine.registry.get("src").unwrap();
+    let segments = src.log.shard_stats()[0].segments;
+    assert!(segments > 5, "{segments}");
+    let Parsed::CreateSink(sink) =
+        parse("CREATE SINK out FROM src WITH (location = 'out', rollover_interval = '1 h')")
+            .unwrap()
+    else {
+        panic!("not a sink");
+    };
+    engine.create_sink(sink).await.unwrap();
+    // Let the sink read everything into its open files: read, not committed.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        engine.enforce_retention(),
+        0,
+        "buffered but uncommitted records are held"
+    );
+    engine.flush_sink("out").await.unwrap();
+    std::thread::sleep(Duration::from_millis(5));
+    assert_eq!(
+        engine.enforce_retention(),
+        segments - 1,
+        "delivered segments expire"
+    );
+    engine.close().await;
+}
