@@ -110,13 +110,21 @@ async fn end_to_end(client: &Client, rows: u64) -> (f64, i64, i64) {
                 .expect("copy data");
         }
     }
-    sink.send(bytes::Bytes::from(chunk)).await.expect("copy data");
+    sink.send(bytes::Bytes::from(chunk))
+        .await
+        .expect("copy data");
     sink.as_mut().finish().await.expect("copy done");
-    client.batch_execute("FLUSH SINK lake").await.expect("flush");
+    client
+        .batch_execute("FLUSH SINK lake")
+        .await
+        .expect("flush");
     wait_committed(client, rows as i64).await;
     let rate = rows as f64 / started.elapsed().as_secs_f64();
     let stats = client
-        .query_one("SELECT files, bytes FROM sluice.sinks WHERE name = 'lake'", &[])
+        .query_one(
+            "SELECT files, bytes FROM sluice.sinks WHERE name = 'lake'",
+            &[],
+        )
         .await
         .expect("sinks");
     (rate, stats.get(0), stats.get(1))
@@ -246,7 +254,8 @@ async fn main() {
         };
         let duck = peer_ms("duckdb");
         let df = peer_ms("datafusion");
-        let ratio = |v: Option<(f64, f64)>| v.map_or("n/a".into(), |(_, w)| format!("{:.2}×", warm / w));
+        let ratio =
+            |v: Option<(f64, f64)>| v.map_or("n/a".into(), |(_, w)| format!("{:.2}×", warm / w));
         println!(
             "  {:<16} {:>18} {:>18} {:>18} {:>10} {:>10}",
             name,

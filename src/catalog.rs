@@ -24,6 +24,8 @@ const SINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("sinks");
 /// "{sink id:020}/{object path}" → JSON-encoded [`SinkFile`]: the files a
 /// sink has committed, which are exactly what its table reads.
 const SINK_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_files");
+/// "{sink id:020}/{shard}" → JSON-encoded [`SinkProgress`].
+const SINK_PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_progress");
 /// name → JSON-encoded [`TableDef`].
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
 
@@ -115,6 +117,25 @@ pub struct SinkFile {
     pub committed_at_ms: i64,
 }
 
+/// How far a sink's shard task has delivered. Every source record below
+/// `next` is in a committed file (or in `sluice.errors`); a record at or
+/// after `next` of the partition directory `d` is delivered too when its
+/// offset is below `through[d]` (a partition that rolled while others
+/// stayed open). Replay starts at `next` and skips those.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkProgress {
+    pub next: u64,
+    #[serde(default)]
+    pub through: std::collections::BTreeMap<String, u64>,
+}
+
+impl SinkProgress {
+    /// Whether the record at `offset` of partition `dir` is delivered.
+    pub fn delivered(&self, dir: &str, offset: u64) -> bool {
+        offset < self.next || self.through.get(dir).is_some_and(|t| offset < *t)
+    }
+}
+
 /// A table over files: `CREATE EXTERNAL TABLE` or `CREATE TABLE … AS`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableDef {
@@ -147,6 +168,7 @@ impl Catalog {
         txn.open_table(OFFSETS)?;
         txn.open_table(SINKS)?;
         txn.open_table(SINK_FILES)?;
+        txn.open_table(SINK_PROGRESS)?;
         txn.open_table(TABLES)?;
         txn.commit()?;
         Ok(Catalog { db })
@@ -256,9 +278,9 @@ impl Catalog {
             for key in keys {
                 files.remove(key.as_str())?;
             }
-            let mut offsets = txn.open_table(OFFSETS)?;
-            for shard in 0..def.start_offsets.len() {
-                offsets.remove(format!("{}\0{shard}", sink_consumer(def.id)).as_str())?;
+            let mut progress = txn.open_table(SINK_PROGRESS)?;
+            for shard in 0..def.start_offsets.len() as u32 {
+                progress.remove(progress_key(def.id, shard).as_str())?;
             }
         }
         txn.commit()?;
@@ -282,13 +304,13 @@ impl Catalog {
     }
 
     /// The exactly-once step of a sink: the files it made visible and the
-    /// source offset they cover, in one transaction.
+    /// progress they bring its shard to, in one transaction.
     pub fn commit_sink(
         &self,
         sink_id: u64,
         files: &[SinkFile],
         shard: u32,
-        next_offset: u64,
+        progress: &SinkProgress,
     ) -> Result<()> {
         let txn = self.db.begin_write()?;
         {
@@ -299,25 +321,26 @@ impl Catalog {
                     encode(file)?.as_slice(),
                 )?;
             }
-            txn.open_table(OFFSETS)?.insert(
-                format!("{}\0{shard}", sink_consumer(sink_id)).as_str(),
-                next_offset,
+            txn.open_table(SINK_PROGRESS)?.insert(
+                progress_key(sink_id, shard).as_str(),
+                encode(progress)?.as_slice(),
             )?;
         }
         txn.commit()?;
         Ok(())
     }
 
-    /// A sink's committed next offset per shard; `None` for a shard that
-    /// never committed.
-    pub fn sink_offsets(&self, sink_id: u64, shards: u32) -> Result<Vec<Option<u64>>> {
+    /// A sink's committed progress per shard; `None` for a shard that never
+    /// committed.
+    pub fn sink_progress(&self, sink_id: u64, shards: u32) -> Result<Vec<Option<SinkProgress>>> {
         let txn = self.db.begin_read()?;
-        let offsets = txn.open_table(OFFSETS)?;
+        let table = txn.open_table(SINK_PROGRESS)?;
         (0..shards)
             .map(|shard| {
-                Ok(offsets
-                    .get(format!("{}\0{shard}", sink_consumer(sink_id)).as_str())?
-                    .map(|v| v.value()))
+                table
+                    .get(progress_key(sink_id, shard).as_str())?
+                    .map(|v| decode(v.value()))
+                    .transpose()
             })
             .collect()
     }
@@ -360,9 +383,9 @@ fn new_object_id(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
     Ok(id)
 }
 
-/// The offsets key of a sink: by id, so a re-created sink starts afresh.
-fn sink_consumer(sink_id: u64) -> String {
-    format!("sink/{sink_id}")
+/// The progress key of a sink's shard: by id, so a re-created sink starts afresh.
+fn progress_key(sink_id: u64, shard: u32) -> String {
+    format!("{sink_id:020}/{shard}")
 }
 
 fn file_key(sink_id: u64, path: &str) -> String {

@@ -4,13 +4,13 @@
 //! One task per source shard reads from the shard's committed offset,
 //! splits rows by partition, and streams them into one Parquet writer per
 //! open partition (multipart uploads, so nothing is visible before it is
-//! complete). At rollover (size, age of the oldest buffered record, open
-//! files, memory, or `FLUSH SINK`) the task completes every file and then
-//! commits the file list together with the new source offset in one
-//! catalog transaction. A file's name is fixed by (sink, shard, first
-//! source offset, partition), so a replay after a crash rewrites the same
-//! names; files the catalog does not list are never read and are removed
-//! when the sink starts. Storage failures are retried with bounded
+//! complete). A file rolls on its size or the age of its oldest record
+//! (or when too many are open, too much is buffered, or on `FLUSH SINK`):
+//! the task completes it and commits it together with the shard's new
+//! progress ([`SinkProgress`]) in one catalog transaction. A file's name
+//! is fixed by (sink, shard, first source offset, partition), so a replay
+//! after a crash rewrites the same names; files the catalog does not list
+//! are never read and are removed when the sink starts. Storage failures are retried with bounded
 //! backoff; the source keeps the records meanwhile (retention holds).
 
 pub mod layout;
@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 pub use layout::Layout;
 use worker::ShardWorker;
 
-use crate::catalog::{Catalog, SinkDef, SinkFile};
+use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
 use crate::storage::Location;
@@ -121,12 +121,18 @@ impl Sink {
     ) -> Result<Arc<Sink>> {
         let layout = Arc::new(Layout::new(&def, &source.schema)?);
         let shards = source.log.shard_count();
-        let committed: Vec<u64> = catalog
-            .sink_offsets(def.id, shards)?
-            .iter()
+        let progress: Vec<SinkProgress> = catalog
+            .sink_progress(def.id, shards)?
+            .into_iter()
             .enumerate()
-            .map(|(s, c)| c.unwrap_or_else(|| def.start_offsets.get(s).copied().unwrap_or(0)))
+            .map(|(s, p)| {
+                p.unwrap_or_else(|| SinkProgress {
+                    next: def.start_offsets.get(s).copied().unwrap_or(0),
+                    ..SinkProgress::default()
+                })
+            })
             .collect();
+        let committed: Vec<u64> = progress.iter().map(|p| p.next).collect();
         let files = catalog.sink_files(def.id)?;
         remove_unlisted(&location, def.id, &files).await?;
         let core = Arc::new(SinkCore {
@@ -155,7 +161,7 @@ impl Sink {
                 .hold(&core.hold_name(), shard, committed[shard as usize]);
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
-            let worker = ShardWorker::new(core.clone(), shard, committed[shard as usize]);
+            let worker = ShardWorker::new(core.clone(), shard, progress[shard as usize].clone());
             tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
         }
         Ok(Arc::new(Sink {

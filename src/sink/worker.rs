@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::layout::PartKey;
 use super::{file_prefix, FlushRequest, SinkCore};
-use crate::catalog::SinkFile;
+use crate::catalog::{SinkFile, SinkProgress};
 use crate::engine::now_ms;
 use crate::error::{Error, Result};
 use crate::ingest::dead_letter::{self, row_json, DeadLetter};
@@ -35,65 +35,48 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 struct OpenFile {
     path: Path,
+    /// The partition's directory: the key of `SinkProgress::through`.
+    dir: String,
     values: Vec<Option<String>>,
     writer: AsyncArrowWriter<BufWriter>,
     rows: u64,
     first_offset: u64,
     last_offset: u64,
+    /// When its first record was read: the age `rollover_interval` bounds.
+    opened: Instant,
 }
 
-/// What one task has read but not committed.
-struct Epoch {
-    /// The committed offset this epoch started at.
-    start: u64,
-    /// Next source offset to read.
-    read: u64,
-    files: BTreeMap<PartKey, OpenFile>,
-    /// When the oldest buffered record was read.
-    oldest: Option<Instant>,
-}
-
-impl Epoch {
-    fn new(start: u64) -> Epoch {
-        Epoch {
-            start,
-            read: start,
-            files: BTreeMap::new(),
-            oldest: None,
-        }
+impl OpenFile {
+    fn size_bytes(&self) -> u64 {
+        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
     }
 
-    fn buffered_bytes(&self) -> u64 {
-        self.files
-            .values()
-            .map(|f| f.writer.memory_size() as u64)
-            .sum()
-    }
-
-    /// Drops the open uploads (a multipart upload is aborted, so nothing
-    /// of it becomes visible).
     async fn abort(self) {
-        for (_, file) in self.files {
-            let mut inner = file.writer.into_inner();
-            let _ = inner.abort().await;
-        }
+        let mut inner = self.writer.into_inner();
+        let _ = inner.abort().await;
     }
 }
 
 pub(super) struct ShardWorker {
     core: Arc<SinkCore>,
     shard: u32,
-    committed: u64,
+    /// What the catalog holds for this shard.
+    committed: SinkProgress,
+    /// Next source offset to read.
+    read: u64,
+    files: BTreeMap<PartKey, OpenFile>,
     props: WriterProperties,
 }
 
 impl ShardWorker {
-    pub fn new(core: Arc<SinkCore>, shard: u32, committed: u64) -> ShardWorker {
+    pub fn new(core: Arc<SinkCore>, shard: u32, committed: SinkProgress) -> ShardWorker {
         let props = writer_properties(&core.def.compression, &core.def.name);
         ShardWorker {
             core,
             shard,
+            read: committed.next,
             committed,
+            files: BTreeMap::new(),
             props,
         }
     }
@@ -107,20 +90,18 @@ impl ShardWorker {
             return;
         };
         let interval = Duration::from_millis(self.core.def.rollover_interval_ms);
-        let mut epoch = Epoch::new(self.committed);
         let mut waiting: Vec<FlushRequest> = Vec::new();
         let mut backoff = MIN_BACKOFF;
         loop {
             if *stop.borrow() {
-                epoch.abort().await;
+                self.abort_all().await;
                 return;
             }
-            let step = self.step(&mut epoch, &waiting, interval).await;
-            match step {
+            match self.step(&waiting, interval).await {
                 Ok(progress) => {
                     backoff = MIN_BACKOFF;
                     self.set_error(None);
-                    let committed = self.committed;
+                    let committed = self.committed.next;
                     let (done, pending): (Vec<_>, Vec<_>) =
                         waiting.drain(..).partition(|f| f.offset <= committed);
                     waiting = pending;
@@ -137,11 +118,9 @@ impl ShardWorker {
                     for f in waiting.drain(..) {
                         let _ = f.done.send(Err(e.to_string()));
                     }
-                    // Start over from the committed offset: the source
-                    // still holds every record not committed.
-                    std::mem::replace(&mut epoch, Epoch::new(self.committed))
-                        .abort()
-                        .await;
+                    // Start over from what is committed: the source still
+                    // holds every record after it.
+                    self.abort_all().await;
                     tokio::select! {
                         _ = stop.changed() => {}
                         _ = tokio::time::sleep(backoff) => {}
@@ -150,14 +129,17 @@ impl ShardWorker {
                     continue;
                 }
             }
-            let deadline = epoch
-                .oldest
+            let deadline = self
+                .files
+                .values()
+                .map(|f| f.opened)
+                .min()
                 .map(|t| tokio::time::Instant::from_std(t + interval));
             tokio::select! {
                 _ = stop.changed() => {}
-                changed = appended.changed() => if changed.is_err() { epoch.abort().await; return },
+                changed = appended.changed() => if changed.is_err() { self.abort_all().await; return },
                 request = flushes.recv() => match request {
-                    Some(request) if request.offset <= self.committed => {
+                    Some(request) if request.offset <= self.committed.next => {
                         let _ = request.done.send(Ok(()));
                     }
                     Some(request) => waiting.push(request),
@@ -168,22 +150,26 @@ impl ShardWorker {
         }
     }
 
-    /// Reads what is there, then commits if a rollover is due. Returns
-    /// whether it made progress (so the caller loops without waiting).
-    async fn step(
-        &mut self,
-        epoch: &mut Epoch,
-        waiting: &[FlushRequest],
-        interval: Duration,
-    ) -> Result<bool> {
+    /// Drops every open upload (a multipart upload is aborted, so nothing of
+    /// it becomes visible) and rewinds reading to the committed progress.
+    async fn abort_all(&mut self) {
+        for (_, file) in std::mem::take(&mut self.files) {
+            file.abort().await;
+        }
+        self.read = self.committed.next;
+    }
+
+    /// Reads what is there, then commits the files whose rollover is due.
+    /// Returns whether it made progress (so the caller loops without waiting).
+    async fn step(&mut self, waiting: &[FlushRequest], interval: Duration) -> Result<bool> {
         let frames = self
             .core
             .source
             .log
-            .frames_from(self.shard, epoch.read, MAX_READ_RECORDS);
+            .frames_from(self.shard, self.read, MAX_READ_RECORDS);
         let read_any = !frames.is_empty();
         if read_any {
-            let offset = epoch.read;
+            let offset = self.read;
             let end = frames.last().map_or(offset, |(_, f)| f.end_seq());
             let schema = self.core.source.schema.clone();
             let batch = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
@@ -195,72 +181,101 @@ impl ShardWorker {
             })
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
-            self.write(epoch, &batch, offset).await?;
-            epoch.read = end;
+            self.write(&batch, offset).await?;
+            self.read = end;
         }
-        let flush_due = waiting.iter().any(|f| f.offset <= epoch.read);
-        let limits = &self.core.limits;
-        let size_due = epoch.files.values().any(|f| {
-            (f.writer.bytes_written() + f.writer.in_progress_size()) as u64
-                >= self.core.def.rollover_size_bytes
-        });
-        let roll = if epoch.files.is_empty() {
-            // Nothing buffered (all filtered or dead-lettered): commit the
-            // offset now, so retention and lag move on.
-            epoch.read > epoch.start && (flush_due || !read_any)
-        } else {
-            flush_due
-                || size_due
-                || epoch.files.len() > limits.max_open_files
-                || epoch.buffered_bytes() >= limits.max_buffered_bytes
-                || epoch.oldest.is_some_and(|t| t.elapsed() >= interval)
-        };
-        if roll {
-            self.commit(epoch).await?;
+        let due = self.due(waiting.iter().any(|f| f.offset <= self.read), interval);
+        if !due.is_empty() || (self.files.is_empty() && self.read > self.committed.next) {
+            // With nothing open, the commit only moves the offset (records
+            // filtered or dead-lettered), so retention and lag move on.
+            self.commit(due).await?;
             return Ok(true);
         }
         Ok(read_any)
     }
 
+    /// The open files to roll now: all of them for a flush; else each one
+    /// over `rollover_size` or older than `rollover_interval`, the oldest
+    /// while too many are open, the largest while too much is buffered.
+    fn due(&self, flush: bool, interval: Duration) -> Vec<PartKey> {
+        if flush {
+            return self.files.keys().cloned().collect();
+        }
+        let limits = &self.core.limits;
+        let mut due: Vec<PartKey> = self
+            .files
+            .iter()
+            .filter(|(_, f)| {
+                f.size_bytes() >= self.core.def.rollover_size_bytes
+                    || f.opened.elapsed() >= interval
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut rest: Vec<(&PartKey, &OpenFile)> = self
+            .files
+            .iter()
+            .filter(|(k, _)| !due.contains(k))
+            .collect();
+        rest.sort_by_key(|(_, f)| f.opened);
+        while rest.len() > limits.max_open_files {
+            due.push(rest.remove(0).0.clone());
+        }
+        let mut buffered: u64 = rest
+            .iter()
+            .map(|(_, f)| f.writer.memory_size() as u64)
+            .sum();
+        rest.sort_by_key(|(_, f)| std::cmp::Reverse(f.writer.memory_size()));
+        for (key, file) in rest {
+            if buffered < limits.max_buffered_bytes {
+                break;
+            }
+            buffered -= file.writer.memory_size() as u64;
+            due.push(key.clone());
+        }
+        due
+    }
+
     /// Writes source rows `[offset, offset + rows)` into their partitions'
-    /// open files.
-    async fn write(&mut self, epoch: &mut Epoch, batch: &RecordBatch, offset: u64) -> Result<()> {
+    /// open files, leaving out what an earlier commit already delivered.
+    async fn write(&mut self, batch: &RecordBatch, offset: u64) -> Result<()> {
         let layout = self.core.layout.clone();
         let (parts, unplaceable) = layout.split(batch)?;
         if !unplaceable.is_empty() {
-            self.dead_letter(batch, &unplaceable).await?;
+            dead_letter(&self.core.clone(), batch, &unplaceable).await?;
         }
         if parts.is_empty() {
             return Ok(());
         }
-        epoch.oldest.get_or_insert_with(Instant::now);
         let files = layout.file_batch(batch)?;
-        for (key, rows) in parts {
-            let first = offset + u64::from(rows[0]);
-            let last = offset + u64::from(rows[rows.len() - 1]);
+        for (key, mut rows) in parts {
+            if !self.files.contains_key(&key) {
+                let dir = layout.dir(&layout.values(&key));
+                rows.retain(|r| !self.committed.delivered(&dir, offset + u64::from(*r)));
+                let Some(first) = rows.first() else {
+                    continue;
+                };
+                let file = self.open(&key, dir, offset + u64::from(*first))?;
+                self.files.insert(key.clone(), file);
+            }
             let piece = if rows.len() == files.num_rows() {
                 files.clone()
             } else {
-                take_record_batch(&files, &UInt32Array::from(rows))?
+                take_record_batch(&files, &UInt32Array::from(rows.clone()))?
             };
-            if !epoch.files.contains_key(&key) {
-                let file = self.open(&key, first)?;
-                epoch.files.insert(key.clone(), file);
-            }
-            let Some(file) = epoch.files.get_mut(&key) else {
+            let Some(file) = self.files.get_mut(&key) else {
                 continue;
             };
             file.writer.write(&piece).await?;
             file.rows += piece.num_rows() as u64;
-            file.last_offset = last;
+            if let Some(last) = rows.last() {
+                file.last_offset = offset + u64::from(*last);
+            }
         }
         Ok(())
     }
 
-    fn open(&self, key: &PartKey, first_offset: u64) -> Result<OpenFile> {
+    fn open(&self, key: &PartKey, dir: String, first_offset: u64) -> Result<OpenFile> {
         let layout = &self.core.layout;
-        let values = layout.values(key);
-        let dir = layout.dir(&values);
         let name = format!(
             "{}{:04}-{first_offset:020}.parquet",
             file_prefix(self.core.def.id),
@@ -284,27 +299,35 @@ impl ShardWorker {
         )?;
         Ok(OpenFile {
             path,
-            values,
+            dir,
+            values: layout.values(key),
             writer,
             rows: 0,
             first_offset,
             last_offset: first_offset,
+            opened: Instant::now(),
         })
     }
 
-    /// Completes every open upload, then commits the files and the new
-    /// offset in one catalog transaction.
-    async fn commit(&mut self, epoch: &mut Epoch) -> Result<()> {
-        let files = std::mem::take(&mut epoch.files);
-        let mut committed = Vec::with_capacity(files.len());
+    /// Completes the uploads of `keys`, then commits those files and the
+    /// shard's new progress in one catalog transaction.
+    async fn commit(&mut self, keys: Vec<PartKey>) -> Result<()> {
         let now = now_ms();
         fail_point("sink.before_upload");
-        for (_, mut file) in files {
+        let mut committed = Vec::with_capacity(keys.len());
+        let mut progress = self.committed.clone();
+        for key in keys {
+            let Some(mut file) = self.files.remove(&key) else {
+                continue;
+            };
             file.writer.append_key_value_metadata(KeyValue::new(
                 "sluice.source_offsets".to_string(),
                 format!("{}..={}", file.first_offset, file.last_offset),
             ));
+            // A failed completion leaves the upload unfinished (never
+            // visible); the writer is dropped, not aborted a second time.
             file.writer.finish().await?;
+            progress.through.insert(file.dir.clone(), self.read);
             committed.push(SinkFile {
                 path: file.path.to_string(),
                 shard: self.shard,
@@ -317,16 +340,26 @@ impl ShardWorker {
             });
         }
         fail_point("sink.after_upload");
-        let next = epoch.read;
+        // Everything before the oldest record still buffered is delivered.
+        progress.next = self
+            .files
+            .values()
+            .map(|f| f.first_offset)
+            .min()
+            .unwrap_or(self.read)
+            .min(self.read);
+        let next = progress.next;
+        progress.through.retain(|_, t| *t > next);
         let catalog = self.core.catalog.clone();
         let (sink_id, shard) = (self.core.def.id, self.shard);
-        let to_commit = committed.clone();
-        tokio::task::spawn_blocking(move || catalog.commit_sink(sink_id, &to_commit, shard, next))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
+        let (to_commit, to_record) = (committed.clone(), progress.clone());
+        tokio::task::spawn_blocking(move || {
+            catalog.commit_sink(sink_id, &to_commit, shard, &to_record)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
         fail_point("sink.after_commit");
-        self.committed = next;
-        *epoch = Epoch::new(next);
+        self.committed = progress;
         let core = &self.core;
         core.add_files(committed);
         core.stats.committed[self.shard as usize].store(next, Ordering::Relaxed);
@@ -335,33 +368,34 @@ impl ShardWorker {
         Ok(())
     }
 
-    async fn dead_letter(&self, batch: &RecordBatch, rows: &[u32]) -> Result<()> {
-        let letters: Vec<DeadLetter> = rows
-            .iter()
-            .map(|r| DeadLetter {
-                stream: Some(self.core.def.source.clone()),
-                pipeline: Some(self.core.def.name.clone()),
-                stage: "delivery",
-                raw: row_json(&batch.slice(*r as usize, 1)),
-                error: Error::ProgramLimit(format!(
-                    "a partition value of this record is longer than a directory name may be ({} bytes escaped)",
-                    super::layout::MAX_SEGMENT_BYTES
-                )),
-            })
-            .collect();
-        dead_letter::record(&self.core.errors, &letters).await?;
-        self.core
-            .stats
-            .dead_letters
-            .fetch_add(letters.len() as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
     fn set_error(&self, error: Option<String>) {
         if let Ok(mut last) = self.core.stats.last_error.lock() {
             *last = error;
         }
     }
+}
+
+/// Records that cannot be placed in a partition go to `sluice.errors`
+/// with stage `delivery`.
+async fn dead_letter(core: &SinkCore, batch: &RecordBatch, rows: &[u32]) -> Result<()> {
+    let letters: Vec<DeadLetter> = rows
+        .iter()
+        .map(|r| DeadLetter {
+            stream: Some(core.def.source.clone()),
+            pipeline: Some(core.def.name.clone()),
+            stage: "delivery",
+            raw: row_json(&batch.slice(*r as usize, 1)),
+            error: Error::ProgramLimit(format!(
+                "a partition value of this record is longer than a directory name may be ({} bytes escaped)",
+                super::layout::MAX_SEGMENT_BYTES
+            )),
+        })
+        .collect();
+    dead_letter::record(&core.errors, &letters).await?;
+    core.stats
+        .dead_letters
+        .fetch_add(letters.len() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Crash-testing hook: when `SLUICE_FAIL_POINT` names this point, the

@@ -458,3 +458,66 @@ async fn tables_over_files_survive_a_restart() {
     client.batch_execute("DROP SINK lake").await.unwrap();
     assert_eq!(parquet_files(&data.join("lake")).len(), 10);
 }
+
+/// A partition that rolls while another stays open moves only its own
+/// progress; after kill -9 the replay skips what it delivered and delivers
+/// the open partition's records once.
+#[tokio::test]
+async fn partitions_roll_alone_and_replay_skips_what_they_delivered() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::start_in(&data);
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM tagged (n BIGINT NOT NULL, tag TEXT, pad TEXT); \
+             CREATE SINK by_tag FROM tagged WITH (location = 'tagged', partition_by = 'tag', \
+               rollover_size = '16 kB', rollover_interval = '1 h')",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO tagged SELECT n, 'small', 'x' FROM (SELECT unnest(range(0, 10)) AS n)",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO tagged SELECT n, 'big', repeat(md5(CAST(n AS TEXT)), 4) FROM (SELECT unnest(range(10, 3000)) AS n)",
+        )
+        .await
+        .unwrap();
+    wait_for(
+        "the big partition to roll",
+        Duration::from_secs(10),
+        async || scalar(&client, "SELECT count(*) FROM by_tag WHERE tag = 'big'").await == 2990,
+    )
+    .await;
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM by_tag WHERE tag = 'small'").await,
+        0,
+        "the small partition is still open"
+    );
+    assert_eq!(
+        client
+            .query_one("SELECT committed_offsets FROM sluice.sinks", &[])
+            .await
+            .unwrap()
+            .get::<_, String>(0),
+        "[0]",
+        "the oldest open record bounds the committed offset"
+    );
+    drop(client);
+    server.kill9();
+
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    client
+        .batch_execute("INSERT INTO tagged VALUES (3000, 'big', 'after'), (3001, 'small', 'after')")
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK by_tag").await.unwrap();
+    assert_exactly_once(delivered_values(&data.join("tagged"), "n"), 0..3002);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM by_tag").await, 3002);
+}
