@@ -98,6 +98,19 @@ pub struct SinkDef {
     /// Where delivery starts per source shard (before any commit).
     pub start_offsets: Vec<u64>,
     pub created_at_ms: i64,
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    #[serde(default)]
+    pub bloom_filter_columns: Vec<String>,
+    #[serde(default)]
+    pub compaction: Option<CompactionDef>,
+}
+
+/// When and how a sink merges a partition's small files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionDef {
+    pub target_size_bytes: u64,
+    pub min_files: u32,
 }
 
 /// One committed file of a sink.
@@ -324,6 +337,33 @@ impl Catalog {
             txn.open_table(SINK_PROGRESS)?.insert(
                 progress_key(sink_id, shard).as_str(),
                 encode(progress)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Compaction's swap: `removed` files leave and `added` joins, in one
+    /// transaction; fails (changing nothing) if a removed file is not listed.
+    pub fn replace_sink_files(
+        &self,
+        sink_id: u64,
+        removed: &[String],
+        added: &SinkFile,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SINK_FILES)?;
+            for path in removed {
+                if table.remove(file_key(sink_id, path).as_str())?.is_none() {
+                    return Err(Error::Internal(format!(
+                        "compaction input {path} is no longer listed"
+                    )));
+                }
+            }
+            table.insert(
+                file_key(sink_id, &added.path).as_str(),
+                encode(added)?.as_slice(),
             )?;
         }
         txn.commit()?;

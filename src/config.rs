@@ -55,6 +55,8 @@ pub struct Limits {
     pub sink_max_buffered_bytes: u64,
     /// Part size of multipart uploads (S3 needs at least 5 MiB).
     pub upload_part_size_bytes: u64,
+    /// How long files merged away by compaction stay for running queries.
+    pub compaction_grace_ms: u64,
 }
 
 impl Default for Limits {
@@ -69,6 +71,7 @@ impl Default for Limits {
             sink_max_open_files: 64,
             sink_max_buffered_bytes: 256 * 1024 * 1024,
             upload_part_size_bytes: 10 * 1024 * 1024,
+            compaction_grace_ms: 60_000,
         }
     }
 }

@@ -338,6 +338,12 @@ impl From<object_store::Error> for Error {
     }
 }
 
+impl From<object_store::path::Error> for Error {
+    fn from(e: object_store::path::Error) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
 impl From<datafusion::parquet::errors::ParquetError> for Error {
     fn from(e: datafusion::parquet::errors::ParquetError) -> Self {
         Error::Storage(e.to_string())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{now_ms, DdlOutcome, Engine, Relation, Stream, ERRORS_STREAM};
-use crate::catalog::{SinkDef, TimePartition};
+use crate::catalog::{CompactionDef, SinkDef, TimePartition};
 use crate::error::{Error, Result};
 use crate::sink::{Layout, Sink, SinkLimits};
 use crate::sql::{CreateSink, DropStream};
@@ -19,6 +19,7 @@ impl Engine {
             max_open_files: l.sink_max_open_files,
             max_buffered_bytes: l.sink_max_buffered_bytes,
             upload_part_size_bytes: l.upload_part_size_bytes as usize,
+            compaction_grace: std::time::Duration::from_millis(l.compaction_grace_ms),
         }
     }
 
@@ -88,6 +89,12 @@ impl Engine {
                 source.log.end_offsets()
             },
             created_at_ms: now_ms(),
+            sort_by: o.sort_by,
+            bloom_filter_columns: o.bloom_filter_columns,
+            compaction: o.compaction.then_some(CompactionDef {
+                target_size_bytes: o.compaction_target_size_bytes,
+                min_files: o.compaction_min_files,
+            }),
         };
         Layout::new(&def, &source.schema)?;
         let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;

@@ -92,6 +92,8 @@ impl SystemRelation {
                 ),
                 text("last_error", true),
                 int("errors", false),
+                int("compactions", false),
+                int("files_compacted", false),
             ],
             SystemRelation::Shards => vec![
                 text("stream", false),
@@ -326,10 +328,20 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
             .with_timezone("UTC"),
         ),
         Arc::new(StringArray::from(last_errors)),
-        Arc::new(Int64Array::from_iter_values(sinks.iter().map(|s| {
-            s.core.stats.dead_letters.load(Ordering::Relaxed) as i64
-        }))),
+        counter(&sinks, |s| &s.dead_letters),
+        counter(&sinks, |s| &s.compactions),
+        counter(&sinks, |s| &s.files_compacted),
     ]
+}
+
+/// One `sluice.sinks` column from a per-sink counter.
+fn counter(
+    sinks: &[Arc<crate::sink::Sink>],
+    field: fn(&crate::sink::SinkStats) -> &std::sync::atomic::AtomicU64,
+) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(sinks.iter().map(|s| {
+        field(&s.core.stats).load(std::sync::atomic::Ordering::Relaxed) as i64
+    })))
 }
 
 #[async_trait]

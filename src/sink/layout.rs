@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, lexsort_to_indices, take_record_batch, SortColumn};
 use datafusion::arrow::datatypes::{
     DataType, Field, FieldRef, Schema, SchemaRef, TimeUnit, TimestampMicrosecondType,
 };
@@ -42,6 +42,9 @@ pub struct Layout {
     /// Source columns written into the files, in order.
     file_columns: Vec<usize>,
     pub file_schema: SchemaRef,
+    /// File-column indices that compacted files (and, with `sort_by`, every
+    /// row group) are sorted by.
+    pub sort_by: Vec<usize>,
     /// Partition columns, in path order: `dt`, `hour`, then `partition_by`.
     pub partition_fields: Vec<FieldRef>,
     /// What `SELECT * FROM sink` shows: file columns, then partition columns.
@@ -113,6 +116,29 @@ impl Layout {
             ));
         }
         let file_schema = Arc::new(source.project(&file_columns)?);
+        let mut sort_by = Vec::new();
+        for (what, names) in [
+            ("sort_by", &def.sort_by),
+            ("bloom_filter_columns", &def.bloom_filter_columns),
+        ] {
+            for name in names {
+                let Ok(i) = file_schema.index_of(name) else {
+                    return Err(Error::UndefinedColumn(format!(
+                        "{what} column \"{name}\" is not a column of the files of sink \"{}\" (partition columns are not)",
+                        def.name
+                    )));
+                };
+                if what == "sort_by" {
+                    sort_by.push(i);
+                }
+            }
+        }
+        // Without sort_by, compacted files are sorted by the event time.
+        if sort_by.is_empty() {
+            if let Some(i) = event_time {
+                sort_by.extend(file_schema.index_of(source.field(i).name()).ok());
+            }
+        }
         let table_fields: Vec<FieldRef> = file_schema
             .fields()
             .iter()
@@ -125,6 +151,7 @@ impl Layout {
             by,
             file_columns,
             file_schema,
+            sort_by,
             partition_fields,
             table_schema: Arc::new(Schema::new(table_fields)),
         })
@@ -185,6 +212,23 @@ impl Layout {
                 .push(row as u32);
         }
         Ok((parts, unplaceable))
+    }
+
+    /// `batch` (of file columns) ordered by `sort_by`.
+    pub fn sort(&self, batch: &RecordBatch) -> Result<RecordBatch> {
+        if self.sort_by.is_empty() || batch.num_rows() < 2 {
+            return Ok(batch.clone());
+        }
+        let columns: Vec<SortColumn> = self
+            .sort_by
+            .iter()
+            .map(|i| SortColumn {
+                values: batch.column(*i).clone(),
+                options: None,
+            })
+            .collect();
+        let indices = lexsort_to_indices(&columns, None)?;
+        Ok(take_record_batch(batch, &indices)?)
     }
 
     /// The file columns of `batch`.
@@ -294,6 +338,25 @@ pub fn date_text(days: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}")
 }
 
+/// Days since 1970-01-01 of `YYYY-MM-DD` (the inverse of [`date_text`]).
+pub fn days_from_date(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, '-');
+    let year: i64 = parts.next()?.parse().ok()?;
+    let month: i64 = parts.next()?.parse().ok()?;
+    let day: i64 = parts.next()?.parse().ok()?;
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -304,6 +367,9 @@ mod tests {
         assert_eq!(date_text(20_417), "2025-11-25");
         assert_eq!(date_text(-1), "1969-12-31");
         assert_eq!(date_text(11_016), "2000-02-29");
+        for days in [-1, 0, 59, 11_016, 20_417, 2_000_000] {
+            assert_eq!(days_from_date(&date_text(days)), Some(days));
+        }
         assert_eq!(escape("a/b=c%"), "a%2Fb%3Dc%25");
         assert_eq!(escape("plain text-1"), "plain text-1");
     }

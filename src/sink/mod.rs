@@ -13,6 +13,7 @@
 //! are never read and are removed when the sink starts. Storage failures are retried with bounded
 //! backoff; the source keeps the records meanwhile (retention holds).
 
+mod compact;
 pub mod layout;
 mod worker;
 
@@ -41,6 +42,8 @@ pub struct SinkLimits {
     pub max_buffered_bytes: u64,
     /// Size of an upload part (and of the buffer before one starts).
     pub upload_part_size_bytes: usize,
+    /// How long compacted-away files stay readable for running queries.
+    pub compaction_grace: std::time::Duration,
 }
 
 /// A flush request: deliver up to `offset`, answer when committed.
@@ -58,6 +61,9 @@ pub struct SinkStats {
     pub last_error: Mutex<Option<String>>,
     /// Records sent to `sluice.errors` at delivery.
     pub dead_letters: AtomicU64,
+    /// Compactions done, and the files they merged away (since start).
+    pub compactions: AtomicU64,
+    pub files_compacted: AtomicU64,
 }
 
 /// What a sink's tasks share.
@@ -89,6 +95,18 @@ impl SinkCore {
         let mut guard = self.files.write().unwrap_or_else(|p| p.into_inner());
         let mut next: Vec<SinkFile> = guard.as_ref().clone();
         next.extend(added);
+        *guard = Arc::new(next);
+    }
+
+    /// Compaction's swap in memory (after the catalog's).
+    fn replace_files(&self, removed: &[String], added: SinkFile) {
+        let mut guard = self.files.write().unwrap_or_else(|p| p.into_inner());
+        let mut next: Vec<SinkFile> = guard
+            .iter()
+            .filter(|f| !removed.contains(&f.path))
+            .cloned()
+            .collect();
+        next.push(added);
         *guard = Arc::new(next);
     }
 
@@ -163,6 +181,14 @@ impl Sink {
             flush.push(tx);
             let worker = ShardWorker::new(core.clone(), shard, progress[shard as usize].clone());
             tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
+        }
+        if let Some(compaction) = core.def.compaction.clone() {
+            tasks.push(tokio::spawn(compact::run(
+                core.clone(),
+                compaction,
+                limits.compaction_grace,
+                stop_rx.clone(),
+            )));
         }
         Ok(Arc::new(Sink {
             core,

@@ -13,13 +13,14 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
 use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::schema::types::ColumnPath;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::sync::{mpsc, watch};
 
-use super::layout::PartKey;
+use super::layout::{Layout, PartKey};
 use super::{file_prefix, FlushRequest, SinkCore};
-use crate::catalog::{SinkFile, SinkProgress};
+use crate::catalog::{SinkDef, SinkFile, SinkProgress};
 use crate::engine::now_ms;
 use crate::error::{Error, Result};
 use crate::ingest::dead_letter::{self, row_json, DeadLetter};
@@ -29,7 +30,7 @@ use crate::log::read_frame;
 const MAX_READ_RECORDS: u64 = 65_536;
 /// Rows per Parquet row group: small enough to bound a writer's memory,
 /// large enough for good compression and min/max pruning.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub(super) const ROW_GROUP_ROWS: usize = 128 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
@@ -44,11 +45,36 @@ struct OpenFile {
     last_offset: u64,
     /// When its first record was read: the age `rollover_interval` bounds.
     opened: Instant,
+    /// With `sort_by`: rows waiting to be sorted into the next row group.
+    pending: Vec<RecordBatch>,
+    pending_rows: usize,
 }
 
 impl OpenFile {
+    fn pending_bytes(&self) -> usize {
+        self.pending.iter().map(|b| b.get_array_memory_size()).sum()
+    }
+
     fn size_bytes(&self) -> u64 {
-        (self.writer.bytes_written() + self.writer.in_progress_size()) as u64
+        (self.writer.bytes_written() + self.writer.in_progress_size() + self.pending_bytes()) as u64
+    }
+
+    fn memory_bytes(&self) -> u64 {
+        (self.writer.memory_size() + self.pending_bytes()) as u64
+    }
+
+    /// Writes the pending rows as one row group, in `sort_by` order, so the
+    /// group's min/max statistics are tight on the sort columns.
+    async fn write_sorted(&mut self, layout: &Layout) -> Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let batch = concat_batches(&layout.file_schema, &self.pending)?;
+        self.pending.clear();
+        self.pending_rows = 0;
+        self.writer.write(&layout.sort(&batch)?).await?;
+        self.writer.flush().await?;
+        Ok(())
     }
 
     async fn abort(self) {
@@ -70,7 +96,7 @@ pub(super) struct ShardWorker {
 
 impl ShardWorker {
     pub fn new(core: Arc<SinkCore>, shard: u32, committed: SinkProgress) -> ShardWorker {
-        let props = writer_properties(&core.def.compression, &core.def.name);
+        let props = writer_properties(&core.def);
         ShardWorker {
             core,
             shard,
@@ -220,16 +246,13 @@ impl ShardWorker {
         while rest.len() > limits.max_open_files {
             due.push(rest.remove(0).0.clone());
         }
-        let mut buffered: u64 = rest
-            .iter()
-            .map(|(_, f)| f.writer.memory_size() as u64)
-            .sum();
-        rest.sort_by_key(|(_, f)| std::cmp::Reverse(f.writer.memory_size()));
+        let mut buffered: u64 = rest.iter().map(|(_, f)| f.memory_bytes()).sum();
+        rest.sort_by_key(|(_, f)| std::cmp::Reverse(f.memory_bytes()));
         for (key, file) in rest {
             if buffered < limits.max_buffered_bytes {
                 break;
             }
-            buffered -= file.writer.memory_size() as u64;
+            buffered -= file.memory_bytes();
             due.push(key.clone());
         }
         due
@@ -265,8 +288,16 @@ impl ShardWorker {
             let Some(file) = self.files.get_mut(&key) else {
                 continue;
             };
-            file.writer.write(&piece).await?;
             file.rows += piece.num_rows() as u64;
+            if self.core.def.sort_by.is_empty() {
+                file.writer.write(&piece).await?;
+            } else {
+                file.pending_rows += piece.num_rows();
+                file.pending.push(piece);
+                if file.pending_rows >= ROW_GROUP_ROWS {
+                    file.write_sorted(&layout).await?;
+                }
+            }
             if let Some(last) = rows.last() {
                 file.last_offset = offset + u64::from(*last);
             }
@@ -306,6 +337,8 @@ impl ShardWorker {
             first_offset,
             last_offset: first_offset,
             opened: Instant::now(),
+            pending: Vec::new(),
+            pending_rows: 0,
         })
     }
 
@@ -320,6 +353,7 @@ impl ShardWorker {
             let Some(mut file) = self.files.remove(&key) else {
                 continue;
             };
+            file.write_sorted(&self.core.layout).await?;
             file.writer.append_key_value_metadata(KeyValue::new(
                 "sluice.source_offsets".to_string(),
                 format!("{}..={}", file.first_offset, file.last_offset),
@@ -417,20 +451,27 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-fn writer_properties(compression: &str, sink: &str) -> WriterProperties {
-    let compression = match compression {
+/// Parquet settings of a sink's files: its compression, bounded row
+/// groups with page statistics (min/max pruning), bloom filters on the
+/// columns chosen for point lookups, and the declared sort order.
+pub(super) fn writer_properties(def: &SinkDef) -> WriterProperties {
+    let compression = match def.compression.as_str() {
         "snappy" => Compression::SNAPPY,
         "gzip" => Compression::GZIP(GzipLevel::default()),
         "lz4" => Compression::LZ4_RAW,
         "uncompressed" => Compression::UNCOMPRESSED,
         _ => Compression::ZSTD(ZstdLevel::default()),
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!(
-            "sluice {} (sink {sink})",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .build()
+            "sluice {} (sink {})",
+            env!("CARGO_PKG_VERSION"),
+            def.name
+        ));
+    for column in &def.bloom_filter_columns {
+        builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
+    }
+    builder.build()
 }

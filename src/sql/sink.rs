@@ -14,7 +14,7 @@ use super::{object_name, option_text, parse_one, strip_comments, DropStream};
 use crate::catalog::TimePartition;
 use crate::error::{Error, Result};
 
-const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start";
+const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files";
 pub const COMPRESSIONS: &[&str] = &["zstd", "snappy", "gzip", "lz4", "uncompressed"];
 const MIN_ROLLOVER_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_ROLLOVER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -42,6 +42,15 @@ pub struct SinkOptions {
     pub rollover_interval: Duration,
     pub rollover_size_bytes: u64,
     pub from_earliest: bool,
+    /// Columns each row group (and compacted file) is sorted by.
+    pub sort_by: Vec<String>,
+    /// Columns that get Parquet bloom filters (point lookups).
+    pub bloom_filter_columns: Vec<String>,
+    /// Merge a partition's small files in the background.
+    pub compaction: bool,
+    pub compaction_target_size_bytes: u64,
+    /// Committed files in one partition that start a compaction.
+    pub compaction_min_files: u32,
 }
 
 impl Default for SinkOptions {
@@ -55,6 +64,11 @@ impl Default for SinkOptions {
             rollover_interval: Duration::from_secs(60),
             rollover_size_bytes: 128 * 1024 * 1024,
             from_earliest: true,
+            sort_by: Vec::new(),
+            bloom_filter_columns: Vec::new(),
+            compaction: true,
+            compaction_target_size_bytes: 128 * 1024 * 1024,
+            compaction_min_files: 8,
         }
     }
 }
@@ -162,12 +176,30 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             })
         }
         "event_time" => o.event_time = Some(text),
-        "partition_by" => {
-            o.partition_by = text
-                .split(',')
-                .map(|c| c.trim().to_string())
-                .filter(|c| !c.is_empty())
-                .collect()
+        "partition_by" => o.partition_by = column_list(&text),
+        "sort_by" => o.sort_by = column_list(&text),
+        "bloom_filter_columns" => o.bloom_filter_columns = column_list(&text),
+        "compaction" => {
+            o.compaction = match text.to_lowercase().as_str() {
+                "on" | "true" => true,
+                "off" | "false" => false,
+                _ => return Err(invalid(format!("'{text}' is not 'on' or 'off'"))),
+            }
+        }
+        "compaction_target_size" => {
+            let bytes = parse_size_bytes(&text)
+                .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
+            if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
+                return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
+            }
+            o.compaction_target_size_bytes = bytes;
+        }
+        "compaction_min_files" => {
+            o.compaction_min_files = text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (2..=10_000).contains(n))
+                .ok_or_else(|| invalid(format!("'{text}' is not a number from 2 to 10000")))?;
         }
         "rollover_interval" => {
             let d = humantime::parse_duration(&text).map_err(|e| {
@@ -202,6 +234,20 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `'a, b'` → `["a", "b"]` (unquoted names fold to lower case).
+fn column_list(text: &str) -> Vec<String> {
+    text.split(',')
+        .map(|c| {
+            let c = c.trim();
+            match c.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+                Some(quoted) => quoted.to_string(),
+                None => c.to_lowercase(),
+            }
+        })
+        .filter(|c| !c.is_empty())
+        .collect()
 }
 
 /// `'128 MB'`, `'64kB'`, `'1 GiB'`, `'4096'` (bytes). Units are powers of

@@ -1,0 +1,212 @@
+//! Background compaction: short rollovers give fresh data and many small
+//! files; once a partition holds `min_files` small files (or it is closed:
+//! its hour or day ended more than a rollover interval ago), its small
+//! files are merged into files near `target_size_bytes`, sorted by
+//! `sort_by` (else the event time). The swap is one catalog transaction,
+//! so a query sees the old set or the new one, never both or neither; the
+//! old objects are deleted after a grace period (queries planned on the
+//! old set still read them), and if the server dies first, the start-up
+//! cleanup removes them as unlisted.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::compute::concat_batches;
+use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use object_store::buffered::BufWriter;
+use object_store::path::Path;
+use object_store::ObjectStoreExt;
+use tokio::sync::watch;
+
+use super::worker::writer_properties;
+use super::{file_prefix, SinkCore};
+use crate::catalog::{CompactionDef, SinkFile, TimePartition};
+use crate::engine::now_ms;
+use crate::error::Result;
+
+/// How often partitions are looked at.
+const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
+pub(super) async fn run(
+    core: Arc<SinkCore>,
+    def: CompactionDef,
+    grace: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            _ = tokio::time::sleep(CHECK_INTERVAL) => {}
+        }
+        for group in due(&core, &def) {
+            if *stop.borrow() {
+                return;
+            }
+            if let Err(e) = compact(&core, group, grace).await {
+                // Nothing changed in the catalog; the next round tries again.
+                tracing::warn!(sink = %core.def.name, error = %e, "compaction failed");
+            }
+        }
+    }
+}
+
+/// Groups of small committed files to merge, each at most about one target
+/// size, from partitions that are due.
+fn due(core: &SinkCore, def: &CompactionDef) -> Vec<Vec<SinkFile>> {
+    let small_bytes = def.target_size_bytes / 2;
+    let mut partitions: BTreeMap<Vec<Option<String>>, Vec<SinkFile>> = BTreeMap::new();
+    for file in core.files().iter().filter(|f| f.bytes < small_bytes) {
+        partitions
+            .entry(file.partition_values.clone())
+            .or_default()
+            .push(file.clone());
+    }
+    let mut groups = Vec::new();
+    for (values, mut files) in partitions {
+        let closed = closed(core, &values);
+        if files.len() < 2 || (files.len() < def.min_files as usize && !closed) {
+            continue;
+        }
+        files.sort_by_key(|f| (f.first_offset, f.shard));
+        let mut group: Vec<SinkFile> = Vec::new();
+        let mut bytes = 0;
+        for file in files {
+            if bytes + file.bytes > def.target_size_bytes && group.len() >= 2 {
+                groups.push(std::mem::take(&mut group));
+                bytes = 0;
+            }
+            bytes += file.bytes;
+            group.push(file);
+        }
+        if group.len() >= 2 {
+            groups.push(group);
+        }
+    }
+    groups
+}
+
+/// Whether no more records are expected for a time partition: its hour
+/// (or day) ended more than one rollover interval ago.
+fn closed(core: &SinkCore, values: &[Option<String>]) -> bool {
+    let (Some(Some(dt)), time) = (values.first(), core.def.time_partition) else {
+        return false;
+    };
+    let hour = match time {
+        TimePartition::None => return false,
+        TimePartition::Day => 24,
+        TimePartition::Hour => match values
+            .get(1)
+            .cloned()
+            .flatten()
+            .and_then(|h| h.parse::<i64>().ok())
+        {
+            Some(h) => h + 1,
+            None => return false,
+        },
+    };
+    let Some(day) = super::layout::days_from_date(dt) else {
+        return false;
+    };
+    let end_ms = (day * 24 + hour) * 3_600_000;
+    now_ms() > end_ms + core.def.rollover_interval_ms as i64
+}
+
+async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -> Result<()> {
+    let store = core.location.store.clone();
+    let layout = &core.layout;
+    // Inputs are small files (under half the target size): fetched whole.
+    let mut objects = Vec::with_capacity(inputs.len());
+    for file in &inputs {
+        objects.push(store.get(&Path::parse(&file.path)?).await?.bytes().await?);
+    }
+    let decode_layout = layout.clone();
+    let merged = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        for bytes in objects {
+            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                batches.push(batch?);
+            }
+        }
+        decode_layout.sort(&concat_batches(&decode_layout.file_schema, &batches)?)
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+    let first = &inputs[0];
+    let dir = layout.dir(&first.partition_values);
+    let name = format!(
+        "{}c{:020}-{}.parquet",
+        file_prefix(core.def.id),
+        inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
+        now_ms()
+    );
+    let relative = if dir.is_empty() {
+        name
+    } else {
+        format!("{dir}/{name}")
+    };
+    let path = core.location.child(&relative);
+    let upload = BufWriter::with_capacity(
+        store.clone(),
+        path.clone(),
+        core.limits.upload_part_size_bytes,
+    );
+    let mut writer = AsyncArrowWriter::try_new(
+        upload,
+        layout.file_schema.clone(),
+        Some(writer_properties(&core.def)),
+    )?;
+    for start in (0..merged.num_rows()).step_by(super::worker::ROW_GROUP_ROWS) {
+        let len = super::worker::ROW_GROUP_ROWS.min(merged.num_rows() - start);
+        writer.write(&merged.slice(start, len)).await?;
+    }
+    writer.finish().await?;
+    let shards: std::collections::BTreeSet<u32> = inputs.iter().map(|f| f.shard).collect();
+    let output = SinkFile {
+        path: path.to_string(),
+        shard: if shards.len() == 1 {
+            first.shard
+        } else {
+            u32::MAX
+        },
+        first_offset: inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
+        last_offset: inputs.iter().map(|f| f.last_offset).max().unwrap_or(0),
+        rows: merged.num_rows() as u64,
+        bytes: writer.bytes_written() as u64,
+        partition_values: first.partition_values.clone(),
+        committed_at_ms: now_ms(),
+    };
+    let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
+    let catalog = core.catalog.clone();
+    let sink_id = core.def.id;
+    let (to_remove, to_add) = (removed.clone(), output.clone());
+    let swapped = tokio::task::spawn_blocking(move || {
+        catalog.replace_sink_files(sink_id, &to_remove, &to_add)
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
+    if let Err(e) = swapped {
+        let _ = store.delete(&path).await;
+        return Err(e);
+    }
+    core.replace_files(&removed, output);
+    core.stats.compactions.fetch_add(1, Ordering::Relaxed);
+    core.stats
+        .files_compacted
+        .fetch_add(removed.len() as u64, Ordering::Relaxed);
+    // Queries planned on the old set may still read these objects.
+    tokio::spawn(async move {
+        tokio::time::sleep(grace).await;
+        for old in removed {
+            if let Ok(old) = Path::parse(&old) {
+                if let Err(e) = store.delete(&old).await {
+                    tracing::warn!(path = %old, error = %e, "could not delete a compacted file");
+                }
+            }
+        }
+    });
+    Ok(())
+}
