@@ -27,13 +27,12 @@ pub struct Sluice {
     _dir: tempfile::TempDir,
 }
 
+/// Starts the `sluice` binary built with this bench (release under
+/// `cargo bench`, debug under `cargo test --bench`), or `SLUICE_BIN`.
 pub fn start_sluice() -> Sluice {
     let bin = std::env::var("SLUICE_BIN")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
-            PathBuf::from(target).join("release").join("sluice")
-        });
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(&bin)
         .args([
@@ -76,6 +75,18 @@ impl Sluice {
     pub fn data_dir(&self) -> &Path {
         self._dir.path()
     }
+
+    /// Peak resident memory of the server process so far (VmHWM), in MB.
+    pub fn peak_rss_mb(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            })
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
 }
 
 impl Drop for Sluice {
@@ -92,14 +103,50 @@ pub struct Postgres {
     _dir: tempfile::TempDir,
 }
 
-fn pg_bin_dir() -> PathBuf {
+fn pg_bin_dir() -> Option<PathBuf> {
     let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.path().join("bin"))
+                .filter(|b| b.join("pg_ctl").exists())
+                .collect()
+        })
         .unwrap_or_default();
     versions.sort();
-    versions
-        .pop()
-        .expect("PostgreSQL server binaries under /usr/lib/postgresql")
+    versions.pop()
+}
+
+/// Whether a PostgreSQL server can be started here; with `install`, tries
+/// the Debian package first when it is missing.
+pub fn postgres_available(install: bool) -> bool {
+    if pg_bin_dir().is_some() {
+        return true;
+    }
+    if install {
+        eprintln!("installing the PostgreSQL server package (peer of the benchmarks)");
+        let root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        let apt = |args: &[&str]| {
+            let mut c = if root {
+                Command::new("apt-get")
+            } else {
+                let mut c = Command::new("sudo");
+                c.args(["-n", "apt-get"]);
+                c
+            };
+            c.args(args)
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .stdout(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        let _ = apt(&["update", "-qq"]) && apt(&["install", "-y", "-qq", "postgresql"]);
+    }
+    pg_bin_dir().is_some()
 }
 
 /// PostgreSQL refuses to run as root; run its tools as user `postgres` then.
@@ -119,7 +166,7 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
 }
 
 pub fn start_postgres(port: u16) -> Postgres {
-    let bin = pg_bin_dir();
+    let bin = pg_bin_dir().expect("PostgreSQL server binaries under /usr/lib/postgresql");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("pgdata");
     std::fs::create_dir(&data).expect("pgdata");

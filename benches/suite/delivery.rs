@@ -1,0 +1,221 @@
+//! Delivery and the lake: COPY → committed Parquet (hourly partitions,
+//! 1 s rollover) end to end, freshness (ack → visible in the sink's table),
+//! files per partition, then four ad hoc queries through sluice over
+//! pgwire against DuckDB and DataFusion (Python, in process) on the same
+//! files: cold, and the median of warm runs.
+
+use std::time::{Duration, Instant};
+
+use futures::SinkExt;
+use tokio_postgres::Client;
+
+use super::data::{self, COLUMNS};
+use super::{quantile_ms, scalar, Row, Scale};
+use crate::common::{connect, start_sluice};
+
+const WARM_RUNS: usize = 5;
+
+pub const QUERIES: [(&str, &str); 4] = [
+    (
+        "count, one hour",
+        "SELECT count(*) FROM lake WHERE dt = '2026-11-25' AND hour = 12",
+    ),
+    (
+        "top-10 urls, avg latency",
+        "SELECT url, count(*) AS c, avg(latency_ms) AS avg_latency FROM lake GROUP BY url ORDER BY c DESC, url LIMIT 10",
+    ),
+    (
+        "distinct users, status+hours",
+        "SELECT count(DISTINCT user_id) FROM lake WHERE status = 500 AND hour BETWEEN 8 AND 11",
+    ),
+    (
+        "one user's 100 newest",
+        "SELECT event_time, url, status FROM lake WHERE user_id = 4242 ORDER BY event_time DESC LIMIT 100",
+    ),
+];
+
+async fn copy_all(client: &Client, rows: u64) {
+    let csv = data::csv(rows);
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY clicks FROM STDIN WITH (FORMAT csv)")
+        .await
+        .expect("copy");
+    futures::pin_mut!(sink);
+    for at in (0..csv.len()).step_by(1 << 20) {
+        sink.send(csv.slice(at..(at + (1 << 20)).min(csv.len())))
+            .await
+            .expect("copy data");
+    }
+    sink.finish().await.expect("copy done");
+}
+
+/// Ack → visible in `lake`, p50/p99 ms, at `rate` rows/s.
+async fn freshness(conninfo: &str, rate: u64, seconds: u64) -> (f64, f64) {
+    let client = connect(conninfo).await;
+    let base = scalar(&client, "SELECT count(*) FROM lake").await as u64;
+    let writer = connect(conninfo).await;
+    let per_tick = (rate / 100).max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let task = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let mut next = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            writer
+                .batch_execute(&data::insert_sql("clicks", sent, per_tick, 1_000_000))
+                .await
+                .expect("insert");
+            sent += per_tick;
+            let _ = tx.send((sent, Instant::now()));
+            next += Duration::from_millis(10);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    });
+    let mut pending = std::collections::VecDeque::new();
+    let mut latencies = Vec::new();
+    loop {
+        while let Ok(item) = rx.try_recv() {
+            pending.push_back(item);
+        }
+        if task.is_finished() && pending.is_empty() && rx.is_empty() {
+            break;
+        }
+        let visible = scalar(&client, "SELECT count(*) FROM lake").await as u64 - base;
+        let now = Instant::now();
+        while let Some(&(rows, acked)) = pending.front() {
+            if rows > visible {
+                break;
+            }
+            latencies.push(now.saturating_duration_since(acked));
+            pending.pop_front();
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    latencies.sort_unstable();
+    (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
+}
+
+/// (cold, median warm) ms of `sql` over pgwire.
+async fn time_query(client: &Client, sql: &str) -> (f64, f64) {
+    let mut times = Vec::new();
+    for _ in 0..=WARM_RUNS {
+        let started = Instant::now();
+        client.simple_query(sql).await.expect(sql);
+        times.push(started.elapsed().as_secs_f64() * 1e3);
+    }
+    let cold = times.remove(0);
+    times.sort_by(f64::total_cmp);
+    (cold, times[times.len() / 2])
+}
+
+/// DuckDB and DataFusion on the same files (benches/peers/lake_queries.py).
+fn peers(dir: &std::path::Path) -> serde_json::Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/lake_queries.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .arg(dir)
+        .arg(WARM_RUNS.to_string())
+        .output();
+    match out {
+        Ok(out) => serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            serde_json::json!({"error": format!("{e}: {}", String::from_utf8_lossy(&out.stderr))})
+        }),
+        Err(e) => serde_json::json!({"error": e.to_string()}),
+    }
+}
+
+pub async fn run(scale: Scale) -> Vec<Row> {
+    let mut out = Vec::new();
+    let sluice = start_sluice();
+    let client = connect(&sluice.conninfo).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM clicks {COLUMNS} WITH (shards = 2, partition_key = 'user_id', event_time = 'event_time'); \
+             CREATE SINK lake FROM clicks WITH (location = 'lake', time_partition = 'hour', rollover_interval = '1 s', \
+               compaction = 'off', bloom_filter_columns = 'user_id')"
+        ))
+        .await
+        .expect("setup");
+    let started = Instant::now();
+    copy_all(&client, scale.rows).await;
+    client
+        .batch_execute("FLUSH SINK lake")
+        .await
+        .expect("flush");
+    let rate = scale.rows as f64 / started.elapsed().as_secs_f64();
+    let row = client
+        .query_one(
+            "SELECT files, bytes FROM sluice.sinks WHERE name = 'lake'",
+            &[],
+        )
+        .await
+        .expect("sinks");
+    let (files, bytes): (i64, i64) = (row.get(0), row.get(1));
+    out.push(
+        Row::new(
+            "delivery",
+            format!(
+                "COPY → committed Parquet, {} rows (24 hourly partitions)",
+                scale.rows
+            ),
+            format!(
+                "{rate:.0} rows/s; {files} files, {:.2} MB/file",
+                bytes as f64 / 1e6 / files.max(1) as f64
+            ),
+        )
+        .rss(sluice.peak_rss_mb()),
+    );
+    let (p50, p99) = freshness(&sluice.conninfo, 10_000, scale.seconds.max(3)).await;
+    out.push(
+        Row::new(
+            "delivery",
+            "ack → visible in the sink table, 10k rows/s, 1 s rollover",
+            format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
+        )
+        .peer("Firehose Parquet: ≥ 60 s buffering", Some(60_000.0 / p99))
+        .rss(sluice.peak_rss_mb()),
+    );
+    let peer = peers(&sluice.data_dir().join("lake"));
+    for (name, sql) in QUERIES {
+        let (cold, warm) = time_query(&client, sql).await;
+        let peer_ms = |engine: &str| -> Option<(f64, f64)> {
+            let q = peer.get(engine)?.get(python_name(name))?;
+            Some((q.get("cold_ms")?.as_f64()?, q.get("warm_ms")?.as_f64()?))
+        };
+        let (duck, df) = (peer_ms("duckdb"), peer_ms("datafusion"));
+        let show = |v: Option<(f64, f64)>| {
+            v.map_or("n/a".to_string(), |(c, w)| format!("{w:.1} (cold {c:.1})"))
+        };
+        out.push(
+            Row::new(
+                "query",
+                format!("{name} (ms, warm)"),
+                format!("{warm:.1} (cold {cold:.1})"),
+            )
+            .peer(
+                format!("DuckDB {} · DataFusion {}", show(duck), show(df)),
+                duck.map(|(_, w)| w / warm),
+            )
+            .rss(sluice.peak_rss_mb()),
+        );
+    }
+    for engine in ["duckdb", "datafusion"] {
+        if let Some(why) = peer.get(engine).and_then(|e| e.get("missing")) {
+            eprintln!("{engine} is not installed ({why}); pip install {engine}");
+        }
+    }
+    if let Some(err) = peer.get("error") {
+        eprintln!("peer queries failed: {err}");
+    }
+    out
+}
+
+/// The key of a query in the peers' JSON.
+fn python_name(name: &str) -> &'static str {
+    match name {
+        "count, one hour" => "count_one_hour",
+        "top-10 urls, avg latency" => "top10_urls",
+        "distinct users, status+hours" => "distinct_users",
+        _ => "user_events",
+    }
+}

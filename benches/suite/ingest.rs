@@ -1,0 +1,257 @@
+//! Ingest: multi-row and single-row INSERT with 1/4/16 clients, COPY csv,
+//! HTTP NDJSON and Kinesis PutRecords into sluice; INSERT and COPY into
+//! PostgreSQL logged and unlogged tables as the peer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use futures::SinkExt;
+
+use super::data::{self, Click, COLUMNS};
+use super::{quantile_ms, Row, Scale};
+use crate::common::{connect, Postgres, Sluice};
+
+struct Inserts {
+    rows_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+async fn inserts(
+    conninfo: &str,
+    table: &str,
+    clients: u64,
+    rows: u64,
+    duration: Duration,
+) -> Inserts {
+    let deadline = Instant::now() + duration;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let conninfo = conninfo.to_string();
+        let sql = Arc::new(data::insert_sql(table, c * rows, rows, 1_000_000));
+        tasks.push(tokio::spawn(async move {
+            let client = connect(&conninfo).await;
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let start = Instant::now();
+                let n = client.execute(sql.as_str(), &[]).await.expect("insert");
+                assert_eq!(n, rows);
+                latencies.push(start.elapsed());
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.expect("client"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Inserts {
+        rows_per_sec: all.len() as f64 * rows as f64 / elapsed,
+        p50_ms: quantile_ms(&all, 0.5),
+        p99_ms: quantile_ms(&all, 0.99),
+    }
+}
+
+/// Seconds for one client to COPY `csv` into `table`.
+async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
+    let client = connect(conninfo).await;
+    let started = Instant::now();
+    let sink = client
+        .copy_in::<_, Bytes>(&format!("COPY {table} FROM STDIN WITH (FORMAT csv)"))
+        .await
+        .expect("copy");
+    futures::pin_mut!(sink);
+    for at in (0..csv.len()).step_by(256 * 1024) {
+        sink.send(csv.slice(at..(at + 256 * 1024).min(csv.len())))
+            .await
+            .expect("copy data");
+    }
+    sink.finish().await.expect("copy done");
+    started.elapsed().as_secs_f64()
+}
+
+async fn http(addr: &str, producers: u64, seconds: u64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let url = format!("http://{addr}/v1/streams/clicks/records");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let body: String = (0..1000)
+                .map(|i| Click::new(p * 1000 + i, 1_000_000).json() + "\n")
+                .collect();
+            let mut rows = 0u64;
+            while Instant::now() < deadline {
+                let report: serde_json::Value = client
+                    .post(&url)
+                    .header("content-type", "application/x-ndjson")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("post")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(report["failed"], 0, "{report}");
+                rows += 1000;
+            }
+            rows
+        }));
+    }
+    let mut rows = 0;
+    for t in tasks {
+        rows += t.await.expect("producer");
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn kinesis(addr: &str, producers: u64, seconds: u64) -> f64 {
+    let client = reqwest::Client::new();
+    client
+        .post(format!("http://{addr}/"))
+        .header("x-amz-target", "Kinesis_20131202.CreateStream")
+        .header("content-type", "application/x-amz-json-1.1")
+        .body(serde_json::json!({"StreamName": "k", "ShardCount": 4}).to_string())
+        .send()
+        .await
+        .expect("create");
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for p in 0..producers {
+        let url = format!("http://{addr}/");
+        tasks.push(tokio::spawn(async move {
+            let client = reqwest::Client::new();
+            let b64 = base64::engine::general_purpose::STANDARD;
+            let records: Vec<serde_json::Value> = (0..500)
+                .map(|i| {
+                    let click = Click::new(p * 500 + i, 1_000_000);
+                    serde_json::json!({"Data": b64.encode(click.json()), "PartitionKey": click.user.to_string()})
+                })
+                .collect();
+            let body = serde_json::json!({"StreamName": "k", "Records": records}).to_string();
+            let mut rows = 0u64;
+            while Instant::now() < deadline {
+                let out: serde_json::Value = client
+                    .post(&url)
+                    .header("x-amz-target", "Kinesis_20131202.PutRecords")
+                    .header("content-type", "application/x-amz-json-1.1")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("put")
+                    .json()
+                    .await
+                    .expect("json");
+                assert_eq!(out["FailedRecordCount"], 0);
+                rows += 500;
+            }
+            rows
+        }));
+    }
+    let mut rows = 0;
+    for t in tasks {
+        rows += t.await.expect("producer");
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
+pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
+    let mut out = Vec::new();
+    connect(&sluice.conninfo)
+        .await
+        .batch_execute(&format!(
+            "CREATE STREAM clicks {COLUMNS} WITH (shards = 4, partition_key = 'user_id')"
+        ))
+        .await
+        .expect("create stream");
+    if let Some(pg) = postgres {
+        connect(&pg.conninfo)
+            .await
+            .batch_execute(&format!(
+                "CREATE TABLE logged {COLUMNS}; CREATE UNLOGGED TABLE unlogged {COLUMNS}"
+            ))
+            .await
+            .expect("create tables");
+    }
+    let duration = Duration::from_secs(scale.seconds);
+    let shapes: &[(u64, u64)] = if scale.quick {
+        &[(1, 4), (100, 4)]
+    } else {
+        &[(1, 1), (1, 4), (1, 16), (100, 1), (100, 4), (100, 16)]
+    };
+    for &(rows, clients) in shapes {
+        let s = inserts(&sluice.conninfo, "clicks", clients, rows, duration).await;
+        let what = format!("INSERT {rows} row(s)/stmt, {clients} clients (p50/p99 ms)");
+        let mut row = Row::new(
+            "ingest",
+            what,
+            format!(
+                "{:.0} rows/s ({:.2}/{:.2})",
+                s.rows_per_sec, s.p50_ms, s.p99_ms
+            ),
+        );
+        if let Some(pg) = postgres {
+            let p = inserts(&pg.conninfo, "logged", clients, rows, duration).await;
+            row = row.peer(
+                format!(
+                    "PG logged {:.0} rows/s ({:.2}/{:.2})",
+                    p.rows_per_sec, p.p50_ms, p.p99_ms
+                ),
+                Some(s.rows_per_sec / p.rows_per_sec),
+            );
+        }
+        out.push(row.rss(sluice.peak_rss_mb()));
+    }
+    let csv = data::csv(scale.rows);
+    let mb = csv.len() as f64 / 1e6;
+    let secs = copy(&sluice.conninfo, "clicks", &csv).await;
+    let rate = |secs: f64| {
+        format!(
+            "{:.0} rows/s, {:.0} MB/s",
+            scale.rows as f64 / secs,
+            mb / secs
+        )
+    };
+    let mut row = Row::new(
+        "ingest",
+        format!("COPY csv, {} rows, 1 client", scale.rows),
+        rate(secs),
+    );
+    if let Some(pg) = postgres {
+        let logged = copy(&pg.conninfo, "logged", &csv).await;
+        let unlogged = copy(&pg.conninfo, "unlogged", &csv).await;
+        row = row.peer(
+            format!("PG logged {} (unlogged {})", rate(logged), rate(unlogged)),
+            Some(logged / secs),
+        );
+    }
+    out.push(row.rss(sluice.peak_rss_mb()));
+    for producers in [1u64, 8] {
+        let r = http(&sluice.http, producers, scale.seconds).await;
+        out.push(
+            Row::new(
+                "ingest",
+                format!("HTTP NDJSON, {producers} producer(s)"),
+                format!("{r:.0} rows/s"),
+            )
+            .rss(sluice.peak_rss_mb()),
+        );
+    }
+    let k = kinesis(&sluice.http, 4, scale.seconds).await;
+    out.push(
+        Row::new(
+            "ingest",
+            "Kinesis PutRecords (500/call), 4 producers",
+            format!("{k:.0} records/s"),
+        )
+        .rss(sluice.peak_rss_mb()),
+    );
+    out
+}

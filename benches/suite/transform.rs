@@ -1,0 +1,137 @@
+//! Transform: a filter + projection pipeline (drops 3 of 10 columns, keeps
+//! the ~90% of rows that are not 404s) draining a backlog, per task, and
+//! the latency from acknowledgement to visibility in the derived stream.
+
+use std::time::{Duration, Instant};
+
+use super::data::{self, COLUMNS};
+use super::{quantile_ms, scalar, Row, Scale};
+use crate::common::{connect, start_sluice};
+
+const CLEAN: &str =
+    "SELECT event_time, user_id, session_id, lower(url) AS url, referrer, status, latency_ms \
+                     FROM raw WHERE status <> 404";
+
+/// Records/s the pipeline drains from a backlog of `rows` over `shards`.
+async fn drain(shards: u32, rows: u64) -> (f64, f64) {
+    let sluice = start_sluice();
+    let client = connect(&sluice.conninfo).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM raw {COLUMNS} WITH (shards = {shards}, partition_key = 'user_id')"
+        ))
+        .await
+        .expect("create raw");
+    let per_stmt = 1000;
+    let mut from = 0;
+    while from < rows {
+        let n = per_stmt.min(rows - from);
+        client
+            .batch_execute(&data::insert_sql("raw", from, n, rows))
+            .await
+            .expect("load");
+        from += n;
+    }
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("CREATE STREAM clean AS {CLEAN}"))
+        .await
+        .expect("create clean");
+    while scalar(
+        &client,
+        "SELECT lag_records FROM sluice.pipelines WHERE name = 'clean'",
+    )
+    .await
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (
+        rows as f64 / started.elapsed().as_secs_f64(),
+        sluice.peak_rss_mb(),
+    )
+}
+
+/// Ack → visible in the derived stream at `rate` rows/s, p50/p99 ms.
+async fn latency(rate: u64, seconds: u64) -> (f64, f64) {
+    let sluice = start_sluice();
+    let client = connect(&sluice.conninfo).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM raw {COLUMNS}; CREATE STREAM clean AS {CLEAN}"
+        ))
+        .await
+        .expect("setup");
+    let per_tick = (rate / 100).max(1);
+    let writer = connect(&sluice.conninfo).await;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let task = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let mut next = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            // Status 200 only: every row passes the filter.
+            let sql =
+                data::insert_sql("raw", sent, per_tick, u64::MAX).replace(", 404, ", ", 200, ");
+            writer.batch_execute(&sql).await.expect("insert");
+            sent += per_tick;
+            let _ = tx.send((sent, Instant::now()));
+            next += Duration::from_millis(10);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    });
+    let mut pending = std::collections::VecDeque::new();
+    let mut latencies = Vec::new();
+    loop {
+        while let Ok(item) = rx.try_recv() {
+            pending.push_back(item);
+        }
+        if task.is_finished() && pending.is_empty() && rx.is_empty() {
+            break;
+        }
+        let visible = scalar(
+            &client,
+            "SELECT records FROM sluice.streams WHERE name = 'clean'",
+        )
+        .await as u64;
+        let now = Instant::now();
+        while let Some(&(rows, acked)) = pending.front() {
+            if rows > visible {
+                break;
+            }
+            latencies.push(now.saturating_duration_since(acked));
+            pending.pop_front();
+        }
+    }
+    latencies.sort_unstable();
+    (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
+}
+
+pub async fn run(scale: Scale) -> Vec<Row> {
+    let mut out = Vec::new();
+    for shards in [1u32, 2] {
+        let (rate, rss) = drain(shards, scale.rows).await;
+        out.push(
+            Row::new(
+                "transform",
+                format!("filter+projection backlog, {shards} task(s)"),
+                format!("{rate:.0} records/s ({:.0}/task)", rate / shards as f64),
+            )
+            .rss(rss),
+        );
+    }
+    let rates: &[u64] = if scale.quick {
+        &[1_000]
+    } else {
+        &[1_000, 10_000, 100_000]
+    };
+    for &rate in rates {
+        let (p50, p99) = latency(rate, scale.seconds).await;
+        out.push(Row::new(
+            "transform",
+            format!("ack → visible in derived stream at {rate} rows/s"),
+            format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+        ));
+    }
+    out
+}
