@@ -15,6 +15,8 @@
 //! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
 //! - [`log`]: per-stream shard logs of checksummed segment files, group
 //!   commit (one fsync per shard per group), recovery, retention, followers.
+//! - [`consumer`]: what pipelines and sinks share as readers of a stream
+//!   (their task set, lag and state).
 //! - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
 //!   physical expressions, run per micro-batch, exactly once via progress
 //!   recorded in the output frames; failed records to `sluice.errors`.
@@ -36,6 +38,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod consumer;
 pub mod cq;
 pub mod engine;
 pub mod error;

@@ -4,13 +4,13 @@
 //! pgwire against DuckDB and DataFusion (Python, in process) on the same
 //! files: cold, and the median of warm runs.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::SinkExt;
 use tokio_postgres::Client;
 
 use super::data::{self, COLUMNS};
-use super::{quantile_ms, scalar, Row, Scale};
+use super::{ack_to_visible, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const WARM_RUNS: usize = 5;
@@ -47,52 +47,6 @@ async fn copy_all(client: &Client, rows: u64) {
             .expect("copy data");
     }
     sink.finish().await.expect("copy done");
-}
-
-/// Ack → visible in `lake`, p50/p99 ms, at `rate` rows/s.
-async fn freshness(conninfo: &str, rate: u64, seconds: u64) -> (f64, f64) {
-    let client = connect(conninfo).await;
-    let base = scalar(&client, "SELECT count(*) FROM lake").await as u64;
-    let writer = connect(conninfo).await;
-    let per_tick = (rate / 100).max(1);
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
-    let task = tokio::spawn(async move {
-        let mut sent = 0u64;
-        let mut next = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < deadline {
-            writer
-                .batch_execute(&data::insert_sql("clicks", sent, per_tick, 1_000_000))
-                .await
-                .expect("insert");
-            sent += per_tick;
-            let _ = tx.send((sent, Instant::now()));
-            next += Duration::from_millis(10);
-            tokio::time::sleep_until(next.into()).await;
-        }
-    });
-    let mut pending = std::collections::VecDeque::new();
-    let mut latencies = Vec::new();
-    loop {
-        while let Ok(item) = rx.try_recv() {
-            pending.push_back(item);
-        }
-        if task.is_finished() && pending.is_empty() && rx.is_empty() {
-            break;
-        }
-        let visible = scalar(&client, "SELECT count(*) FROM lake").await as u64 - base;
-        let now = Instant::now();
-        while let Some(&(rows, acked)) = pending.front() {
-            if rows > visible {
-                break;
-            }
-            latencies.push(now.saturating_duration_since(acked));
-            pending.pop_front();
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    latencies.sort_unstable();
-    (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
 }
 
 /// (cold, median warm) ms of `sql` over pgwire.
@@ -165,7 +119,15 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         )
         .rss(sluice.peak_rss_mb()),
     );
-    let (p50, p99) = freshness(&sluice.conninfo, 10_000, scale.seconds.max(3)).await;
+    let insert = |sent, n| data::insert_sql("clicks", sent, n, 1_000_000);
+    let (p50, p99) = ack_to_visible(
+        &sluice.conninfo,
+        10_000,
+        scale.seconds.max(3),
+        insert,
+        "SELECT count(*) FROM lake",
+    )
+    .await;
     out.push(
         Row::new(
             "delivery",

@@ -60,6 +60,62 @@ pub fn quantile_ms(sorted: &[std::time::Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)].as_secs_f64() * 1e3
 }
 
+/// Latency from INSERT acknowledgement to visibility, p50/p99 ms: one
+/// writer sends `rate` rows/s (a statement every 10 ms, `insert(sent, n)`
+/// builds it) for `seconds`; a reader polls `visible_sql` (a count that
+/// grows by the rows made visible) and times each statement.
+pub async fn ack_to_visible(
+    conninfo: &str,
+    rate: u64,
+    seconds: u64,
+    insert: impl Fn(u64, u64) -> String + Send + 'static,
+    visible_sql: &str,
+) -> (f64, f64) {
+    use std::time::{Duration, Instant};
+    let client = crate::common::connect(conninfo).await;
+    let base = scalar(&client, visible_sql).await as u64;
+    let writer = crate::common::connect(conninfo).await;
+    let per_tick = (rate / 100).max(1);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
+    let task = tokio::spawn(async move {
+        let mut sent = 0u64;
+        let mut next = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        while Instant::now() < deadline {
+            writer
+                .batch_execute(&insert(sent, per_tick))
+                .await
+                .expect("insert");
+            sent += per_tick;
+            let _ = tx.send((sent, Instant::now()));
+            next += Duration::from_millis(10);
+            tokio::time::sleep_until(next.into()).await;
+        }
+    });
+    let mut pending = std::collections::VecDeque::new();
+    let mut latencies = Vec::new();
+    loop {
+        while let Ok(item) = rx.try_recv() {
+            pending.push_back(item);
+        }
+        if task.is_finished() && pending.is_empty() && rx.is_empty() {
+            break;
+        }
+        let visible = (scalar(&client, visible_sql).await as u64).saturating_sub(base);
+        let now = Instant::now();
+        while let Some(&(rows, acked)) = pending.front() {
+            if rows > visible {
+                break;
+            }
+            latencies.push(now.saturating_duration_since(acked));
+            pending.pop_front();
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    latencies.sort_unstable();
+    (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
+}
+
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }

@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::data::{self, COLUMNS};
-use super::{quantile_ms, scalar, Row, Scale};
+use super::{ack_to_visible, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const CLEAN: &str =
@@ -55,56 +55,23 @@ async fn drain(shards: u32, rows: u64) -> (f64, f64) {
 /// Ack → visible in the derived stream at `rate` rows/s, p50/p99 ms.
 async fn latency(rate: u64, seconds: u64) -> (f64, f64) {
     let sluice = start_sluice();
-    let client = connect(&sluice.conninfo).await;
-    client
+    connect(&sluice.conninfo)
+        .await
         .batch_execute(&format!(
             "CREATE STREAM raw {COLUMNS}; CREATE STREAM clean AS {CLEAN}"
         ))
         .await
         .expect("setup");
-    let per_tick = (rate / 100).max(1);
-    let writer = connect(&sluice.conninfo).await;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
-    let task = tokio::spawn(async move {
-        let mut sent = 0u64;
-        let mut next = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(seconds);
-        while Instant::now() < deadline {
-            // Status 200 only: every row passes the filter.
-            let sql =
-                data::insert_sql("raw", sent, per_tick, u64::MAX).replace(", 404, ", ", 200, ");
-            writer.batch_execute(&sql).await.expect("insert");
-            sent += per_tick;
-            let _ = tx.send((sent, Instant::now()));
-            next += Duration::from_millis(10);
-            tokio::time::sleep_until(next.into()).await;
-        }
-    });
-    let mut pending = std::collections::VecDeque::new();
-    let mut latencies = Vec::new();
-    loop {
-        while let Ok(item) = rx.try_recv() {
-            pending.push_back(item);
-        }
-        if task.is_finished() && pending.is_empty() && rx.is_empty() {
-            break;
-        }
-        let visible = scalar(
-            &client,
-            "SELECT records FROM sluice.streams WHERE name = 'clean'",
-        )
-        .await as u64;
-        let now = Instant::now();
-        while let Some(&(rows, acked)) = pending.front() {
-            if rows > visible {
-                break;
-            }
-            latencies.push(now.saturating_duration_since(acked));
-            pending.pop_front();
-        }
-    }
-    latencies.sort_unstable();
-    (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
+    // Status 200 only: every row passes the filter.
+    let insert = |sent, n| data::insert_sql("raw", sent, n, u64::MAX).replace(", 404, ", ", 200, ");
+    ack_to_visible(
+        &sluice.conninfo,
+        rate,
+        seconds,
+        insert,
+        "SELECT records FROM sluice.streams WHERE name = 'clean'",
+    )
+    .await
 }
 
 pub async fn run(scale: Scale) -> Vec<Row> {

@@ -12,15 +12,13 @@
 mod compile;
 mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
-
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
 
 pub use compile::{compile, Program};
 use worker::ShardWorker;
 
+use crate::consumer::{lag_records, Tasks};
 use crate::engine::Stream;
 
 /// Counters and state shown in `sluice.pipelines`.
@@ -42,8 +40,7 @@ pub struct Pipeline {
     pub source: Arc<Stream>,
     pub output: Arc<Stream>,
     pub stats: Arc<PipelineStats>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
 }
 
 impl Pipeline {
@@ -78,72 +75,45 @@ impl Pipeline {
             offsets: offsets.iter().map(|o| AtomicU64::new(*o)).collect(),
             ..PipelineStats::default()
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (tasks, stop_rx) = Tasks::new();
         let program = Arc::new(program);
-        let tasks = (0..shards)
-            .map(|shard| {
-                source.log.hold(name, shard, offsets[shard as usize]);
-                let worker = ShardWorker {
-                    name: name.to_string(),
-                    program: program.clone(),
-                    source: source.clone(),
-                    output: output.clone(),
-                    errors: errors.clone(),
-                    stats: stats.clone(),
-                    shard,
-                };
-                tokio::spawn(worker.run(ends[shard as usize].clone(), stop_rx.clone()))
-            })
-            .collect();
+        for shard in 0..shards {
+            source.log.hold(name, shard, offsets[shard as usize]);
+            let worker = ShardWorker {
+                name: name.to_string(),
+                program: program.clone(),
+                source: source.clone(),
+                output: output.clone(),
+                errors: errors.clone(),
+                stats: stats.clone(),
+                shard,
+            };
+            tasks.push(tokio::spawn(
+                worker.run(ends[shard as usize].clone(), stop_rx.clone()),
+            ));
+        }
         Arc::new(Pipeline {
             name: name.to_string(),
             sql: sql.to_string(),
             source,
             output,
             stats,
-            stop,
-            tasks: Mutex::new(tasks),
+            tasks,
         })
     }
 
     /// Source records not yet processed, over all shards.
     pub fn lag_records(&self) -> u64 {
-        self.source
-            .log
-            .end_offsets()
-            .iter()
-            .zip(&self.stats.offsets)
-            .map(|(end, done)| end.saturating_sub(done.load(Ordering::Relaxed)))
-            .sum()
+        lag_records(&self.source.log, &self.stats.offsets)
     }
 
     pub fn state(&self) -> &'static str {
-        if *self.stop.borrow() {
-            "stopped"
-        } else if self
-            .stats
-            .last_error
-            .lock()
-            .map(|e| e.is_some())
-            .unwrap_or(false)
-        {
-            "failed"
-        } else {
-            "running"
-        }
+        self.tasks.state(&self.stats.last_error, "failed")
     }
 
     /// Stops the tasks (after the batch in hand) and releases retention holds.
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let tasks: Vec<_> = self
-            .tasks
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.tasks.stop().await;
         self.source.log.release(&self.name);
     }
 }

@@ -81,16 +81,7 @@ impl Engine {
                 nullable: true,
             });
         }
-        let start_offsets = if create.from_earliest {
-            source
-                .log
-                .shard_stats()
-                .iter()
-                .map(|s| s.first_seq)
-                .collect()
-        } else {
-            source.log.end_offsets()
-        };
+        let start_offsets = source.start_offsets(create.from_earliest);
         if let Some(key) = &create.partition_key {
             if !columns.iter().any(|c| &c.name == key) {
                 return Err(Error::UndefinedColumn(format!(

@@ -29,6 +29,16 @@ impl Stream {
     pub fn accepts_inserts(&self) -> bool {
         self.def.pipeline.is_none() && self.def.name != ERRORS_STREAM
     }
+
+    /// Where a new consumer starts per shard: the first retained record
+    /// (`start = 'earliest'`) or the end now (`'latest'`).
+    pub fn start_offsets(&self, earliest: bool) -> Vec<u64> {
+        if earliest {
+            self.log.shard_stats().iter().map(|s| s.first_seq).collect()
+        } else {
+            self.log.end_offsets()
+        }
+    }
 }
 
 #[derive(Debug, Default)]

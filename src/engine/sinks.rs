@@ -78,16 +78,7 @@ impl Engine {
             partition_by: o.partition_by,
             rollover_interval_ms: o.rollover_interval.as_millis() as u64,
             rollover_size_bytes: o.rollover_size_bytes,
-            start_offsets: if o.from_earliest {
-                source
-                    .log
-                    .shard_stats()
-                    .iter()
-                    .map(|s| s.first_seq)
-                    .collect()
-            } else {
-                source.log.end_offsets()
-            },
+            start_offsets: source.start_offsets(o.from_earliest),
             created_at_ms: now_ms(),
             sort_by: o.sort_by,
             bloom_filter_columns: o.bloom_filter_columns,

@@ -17,18 +17,18 @@ mod compact;
 pub mod layout;
 mod worker;
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use tokio::sync::{mpsc, oneshot, watch};
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 pub use layout::Layout;
 use worker::ShardWorker;
 
 use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
+use crate::consumer::{lag_records, Tasks};
 use crate::engine::Stream;
 use crate::error::{Error, Result};
 use crate::storage::Location;
@@ -121,8 +121,7 @@ impl SinkCore {
 pub struct Sink {
     pub core: Arc<SinkCore>,
     flush: Vec<mpsc::Sender<FlushRequest>>,
-    stop: watch::Sender<bool>,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
+    tasks: Tasks,
 }
 
 impl Sink {
@@ -170,9 +169,8 @@ impl Sink {
             catalog,
             errors,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (tasks, stop_rx) = Tasks::new();
         let mut flush = Vec::new();
-        let mut tasks = Vec::new();
         for shard in 0..shards {
             core.source
                 .log
@@ -190,12 +188,7 @@ impl Sink {
                 stop_rx.clone(),
             )));
         }
-        Ok(Arc::new(Sink {
-            core,
-            flush,
-            stop,
-            tasks: Mutex::new(tasks),
-        }))
+        Ok(Arc::new(Sink { core, flush, tasks }))
     }
 
     pub fn name(&self) -> &str {
@@ -227,45 +220,17 @@ impl Sink {
 
     /// Source records not yet committed, over all shards.
     pub fn lag_records(&self) -> u64 {
-        self.core
-            .source
-            .log
-            .end_offsets()
-            .iter()
-            .zip(&self.core.stats.committed)
-            .map(|(end, done)| end.saturating_sub(done.load(Ordering::Relaxed)))
-            .sum()
+        lag_records(&self.core.source.log, &self.core.stats.committed)
     }
 
     pub fn state(&self) -> &'static str {
-        if *self.stop.borrow() {
-            "stopped"
-        } else if self
-            .core
-            .stats
-            .last_error
-            .lock()
-            .map(|e| e.is_some())
-            .unwrap_or(false)
-        {
-            "retrying"
-        } else {
-            "running"
-        }
+        self.tasks.state(&self.core.stats.last_error, "retrying")
     }
 
     /// Stops the tasks; what they buffered and did not commit is
     /// delivered again from the committed offsets at the next start.
     pub async fn stop(&self) {
-        let _ = self.stop.send(true);
-        let tasks: Vec<_> = self
-            .tasks
-            .lock()
-            .map(|mut t| t.drain(..).collect())
-            .unwrap_or_default();
-        for task in tasks {
-            let _ = task.await;
-        }
+        self.tasks.stop().await;
         self.core.source.log.release(&self.core.hold_name());
     }
 }

@@ -11,7 +11,7 @@ mod split;
 use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{
-    ColumnOption, CreateTableOptions, Expr, ObjectName, ObjectType, SqlOption, Statement, Value,
+    ColumnOption, CreateTableOptions, Expr, ObjectName, SqlOption, Statement, Value,
 };
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
@@ -143,13 +143,13 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
                 )),
             }
         }
-        ["DROP", "STREAM", ..] => parse_drop_stream(stmt).map(Parsed::DropStream),
+        ["DROP", "STREAM", ..] => parse_drop(stmt, "STREAM").map(Parsed::DropStream),
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
         ["SHOW", "SINKS"] => Ok(Parsed::ShowSinks),
         ["CREATE", "SINK", ..] => sink::parse_create_sink(stmt).map(Parsed::CreateSink),
-        ["DROP", "SINK", ..] => sink::parse_drop(stmt, "SINK").map(Parsed::DropSink),
-        ["DROP", "TABLE", ..] => sink::parse_drop(stmt, "TABLE").map(Parsed::DropTable),
+        ["DROP", "SINK", ..] => parse_drop(stmt, "SINK").map(Parsed::DropSink),
+        ["DROP", "TABLE", ..] => parse_drop(stmt, "TABLE").map(Parsed::DropTable),
         ["FLUSH", "SINK", ..] => sink::parse_flush_sink(stmt).map(Parsed::FlushSink),
         ["CREATE", "EXTERNAL", "TABLE"] | ["CREATE", "UNBOUNDED", "EXTERNAL"] => Ok(
             Parsed::CreateExternalTable(strip_comments(stmt).to_string()),
@@ -442,10 +442,10 @@ fn option_text(value: &Expr) -> Option<String> {
     }
 }
 
-fn parse_drop_stream(stmt: &str) -> Result<DropStream> {
+/// `DROP STREAM|SINK|TABLE [IF EXISTS] names [CASCADE]`, parsed as a DROP TABLE.
+fn parse_drop(stmt: &str, what: &str) -> Result<DropStream> {
     match parse_one(&as_table_statement(stmt))? {
         Statement::Drop {
-            object_type: ObjectType::Table,
             if_exists,
             names,
             cascade,
@@ -455,9 +455,9 @@ fn parse_drop_stream(stmt: &str) -> Result<DropStream> {
             if_exists,
             cascade,
         }),
-        _ => Err(Error::Syntax(
-            "expected DROP STREAM [IF EXISTS] name [CASCADE]".into(),
-        )),
+        _ => Err(Error::Syntax(format!(
+            "expected DROP {what} [IF EXISTS] name [CASCADE]"
+        ))),
     }
 }
 

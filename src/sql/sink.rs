@@ -10,7 +10,7 @@ use datafusion::sql::sqlparser::keywords::Keyword;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
-use super::{object_name, option_text, parse_one, strip_comments, DropStream};
+use super::{object_name, option_text, parse_one, strip_comments};
 use crate::catalog::TimePartition;
 use crate::error::{Error, Result};
 
@@ -282,25 +282,6 @@ pub(super) fn parse_flush_sink(stmt: &str) -> Result<String> {
         return Err(Error::Syntax("expected FLUSH SINK name".into()));
     }
     Ok(name)
-}
-
-/// `DROP SINK|TABLE [IF EXISTS] names [CASCADE]`, parsed as a DROP TABLE.
-pub(super) fn parse_drop(stmt: &str, what: &str) -> Result<DropStream> {
-    match parse_one(&super::as_table_statement(stmt))? {
-        Statement::Drop {
-            if_exists,
-            names,
-            cascade,
-            ..
-        } => Ok(DropStream {
-            names: names.iter().map(object_name).collect::<Result<_>>()?,
-            if_exists,
-            cascade,
-        }),
-        _ => Err(Error::Syntax(format!(
-            "expected DROP {what} [IF EXISTS] name [CASCADE]"
-        ))),
-    }
 }
 
 /// `CREATE TABLE name [WITH (location = …)] AS SELECT …`; a plain CREATE
