@@ -125,8 +125,12 @@ impl ShardWorker {
             }
             match self.step(&waiting, interval).await {
                 Ok(progress) => {
-                    backoff = MIN_BACKOFF;
-                    self.set_error(None);
+                    // Healthy once what was pending is committed; until
+                    // then a past failure still shows (and keeps its backoff).
+                    if self.files.is_empty() {
+                        backoff = MIN_BACKOFF;
+                        self.set_error(None);
+                    }
                     let committed = self.committed.next;
                     let (done, pending): (Vec<_>, Vec<_>) =
                         waiting.drain(..).partition(|f| f.offset <= committed);
@@ -169,7 +173,7 @@ impl ShardWorker {
                         let _ = request.done.send(Ok(()));
                     }
                     Some(request) => waiting.push(request),
-                    None => {}
+                    None => { self.abort_all().await; return }
                 },
                 _ = sleep_until(deadline) => {}
             }
@@ -399,6 +403,7 @@ impl ShardWorker {
         core.stats.committed[self.shard as usize].store(next, Ordering::Relaxed);
         core.stats.last_commit_ms.store(now, Ordering::Relaxed);
         core.source.log.hold(&core.hold_name(), self.shard, next);
+        self.set_error(None);
         Ok(())
     }
 
