@@ -95,7 +95,7 @@ impl TableProvider for SinkTable {
             // The stored path is already in object_store's encoding.
             pf.object_meta.location = object_store::path::Path::parse(&file.path)
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            let mut stats = Statistics::new_unknown(&layout.file_schema);
+            let mut stats = Statistics::new_unknown(&layout.read_schema);
             stats.num_rows = Precision::Exact(file.rows as usize);
             stats.total_byte_size = Precision::Inexact(file.bytes as usize);
             pf.statistics = Some(Arc::new(stats));
@@ -118,7 +118,7 @@ impl TableProvider for SinkTable {
         statistics.total_byte_size = Precision::Inexact(bytes as usize);
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let source = format.file_source(
-            TableSchema::builder(layout.file_schema.clone())
+            TableSchema::builder(layout.read_schema.clone())
                 .with_table_partition_cols(layout.partition_fields.clone())
                 .build(),
         );

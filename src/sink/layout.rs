@@ -42,6 +42,8 @@ pub struct Layout {
     /// Source columns written into the files, in order.
     file_columns: Vec<usize>,
     pub file_schema: SchemaRef,
+    /// The file columns as queries read them (text as `Utf8View`).
+    pub read_schema: SchemaRef,
     /// File-column indices that compacted files (and, with `sort_by`, every
     /// row group) are sorted by.
     pub sort_by: Vec<usize>,
@@ -139,7 +141,20 @@ impl Layout {
                 sort_by.extend(file_schema.index_of(source.field(i).name()).ok());
             }
         }
-        let table_fields: Vec<FieldRef> = file_schema
+        // Reading decodes text into string views (no copy per value).
+        let read_schema = Arc::new(Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .map(|f| match f.data_type() {
+                    DataType::Utf8 => {
+                        Arc::new(f.as_ref().clone().with_data_type(DataType::Utf8View))
+                    }
+                    _ => f.clone(),
+                })
+                .collect::<Vec<FieldRef>>(),
+        ));
+        let table_fields: Vec<FieldRef> = read_schema
             .fields()
             .iter()
             .cloned()
@@ -151,6 +166,7 @@ impl Layout {
             by,
             file_columns,
             file_schema,
+            read_schema,
             sort_by,
             partition_fields,
             table_schema: Arc::new(Schema::new(table_fields)),
