@@ -10,7 +10,7 @@ use futures::SinkExt;
 use tokio_postgres::Client;
 
 use super::data::{self, COLUMNS};
-use super::{ack_to_visible, Row, Scale};
+use super::{ack_to_visible, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const WARM_RUNS: usize = 5;
@@ -161,6 +161,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             .rss(sluice.peak_rss_mb()),
         );
     }
+    out.extend(compaction(&client, &sluice).await);
     for engine in ["duckdb", "datafusion"] {
         if let Some(why) = peer.get(engine).and_then(|e| e.get("missing")) {
             eprintln!("{engine} is not installed ({why}); pip install {engine}");
@@ -170,6 +171,58 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         eprintln!("peer queries failed: {err}");
     }
     out
+}
+
+/// A second sink of the same stream with compaction on: its files once
+/// compaction settles, and the top-10 query on them against the same query
+/// on a single-file copy of the data (CTAS).
+async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row> {
+    client
+        .batch_execute(
+            "CREATE SINK compacted FROM clicks WITH (location = 'compacted', time_partition = 'hour',                rollover_interval = '1 s', compaction_min_files = 2, bloom_filter_columns = 'user_id');              FLUSH SINK compacted",
+        )
+        .await
+        .expect("compacted sink");
+    let files_sql = "SELECT files FROM sluice.sinks WHERE name = 'compacted'";
+    let before = scalar(client, files_sql).await;
+    let started = Instant::now();
+    let (mut last, mut stable) = (before, 0);
+    while stable < 3 && started.elapsed() < std::time::Duration::from_secs(60) {
+        tokio::time::sleep(std::time::Duration::from_millis(1000)).await;
+        let now = scalar(client, files_sql).await;
+        stable = if now == last && now < before {
+            stable + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    client
+        .batch_execute("CREATE TABLE single_file AS SELECT * FROM compacted")
+        .await
+        .expect("ctas");
+    let top10 = QUERIES[1].1;
+    let (_, on_single) = time_query(client, &top10.replace("FROM lake", "FROM single_file")).await;
+    let (_, on_compacted_sink) =
+        time_query(client, &top10.replace("FROM lake", "FROM compacted")).await;
+    vec![
+        Row::new(
+            "delivery",
+            "compaction of the same data (files before → after)",
+            format!("{before} → {last} files"),
+        )
+        .rss(sluice.peak_rss_mb()),
+        Row::new(
+            "query",
+            "top-10 urls after compaction vs a single-file copy (ms, warm)",
+            format!("{on_compacted_sink:.1}"),
+        )
+        .peer(
+            format!("single file {on_single:.1}"),
+            Some(on_single / on_compacted_sink),
+        )
+        .rss(sluice.peak_rss_mb()),
+    ]
 }
 
 /// The key of a query in the peers' JSON.
