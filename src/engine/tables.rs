@@ -10,6 +10,8 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::basic::{Compression, ZstdLevel};
+use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 use object_store::buffered::BufWriter;
@@ -148,7 +150,12 @@ impl Engine {
             location.child(CTAS_FILE),
             self.config.limits.upload_part_size_bytes as usize,
         );
-        let mut writer = AsyncArrowWriter::try_new(upload, stream.schema(), None)?;
+        // Bounded row groups: the writer holds one in memory at a time.
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::default()))
+            .set_max_row_group_row_count(Some(crate::sink::ROW_GROUP_ROWS))
+            .build();
+        let mut writer = AsyncArrowWriter::try_new(upload, stream.schema(), Some(props))?;
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;

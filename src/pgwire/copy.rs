@@ -23,11 +23,45 @@ use crate::ingest::{dead_letter, resolve_targets, CopyIn, CopyRows};
 use crate::query::not_insertable;
 use crate::sql::{CopyFormat, CopyOptions, CopySource, CopyStatement};
 
-/// The COPY state of one connection.
-pub enum CopyState {
-    Receiving(Box<CopyIn>),
-    /// A chunk failed; the rest of the data is discarded until CopyDone.
-    Failed(Error),
+/// CopyData chunks queued for the decoder thread; bounds the memory of
+/// a COPY that arrives faster than it is decoded (backpressure on the
+/// socket beyond it).
+const QUEUED_CHUNKS: usize = 16;
+
+/// The COPY FROM STDIN of one connection: chunks go to a decoder on a
+/// blocking thread, so receiving (pgwire framing) and decoding (records,
+/// fields, Arrow conversion) run on two cores.
+pub struct CopyState {
+    chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
+    /// The decoder and the first error it met (the rest of the data is
+    /// discarded until CopyDone).
+    decoder: tokio::task::JoinHandle<(Box<CopyIn>, Option<Error>)>,
+}
+
+impl CopyState {
+    fn start(mut decoder: Box<CopyIn>) -> CopyState {
+        let (chunks, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUED_CHUNKS);
+        let decoder = tokio::task::spawn_blocking(move || {
+            let mut failed = None;
+            while let Some(chunk) = rx.blocking_recv() {
+                if failed.is_none() {
+                    failed = decoder.feed(&chunk).err();
+                }
+            }
+            (decoder, failed)
+        });
+        CopyState { chunks, decoder }
+    }
+
+    /// Waits for the decoder to take every chunk sent.
+    async fn finish(self) -> Result<Box<CopyIn>> {
+        drop(self.chunks);
+        match self.decoder.await {
+            Ok((decoder, None)) => Ok(decoder),
+            Ok((_, Some(e))) => Err(e),
+            Err(e) => Err(Error::Internal(format!("COPY decoder: {e}"))),
+        }
+    }
 }
 
 impl Session {
@@ -54,7 +88,7 @@ impl Session {
                 copy.options,
                 self.engine.config.limits.max_statement_bytes,
             );
-            *self.copy.lock().await = Some(CopyState::Receiving(Box::new(decoder)));
+            *self.copy.lock().await = Some(CopyState::start(Box::new(decoder)));
             return Ok(Response::CopyIn(CopyResponse::new(
                 0,
                 columns,
@@ -189,11 +223,10 @@ impl CopyHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let mut state = self.copy.lock().await;
-        if let Some(CopyState::Receiving(decoder)) = state.as_mut() {
-            if let Err(e) = decoder.feed(&copy_data.data) {
-                *state = Some(CopyState::Failed(e));
-            }
+        let chunks = self.copy.lock().await.as_ref().map(|s| s.chunks.clone());
+        if let Some(chunks) = chunks {
+            // Fails only if the decoder is gone; CopyDone reports why.
+            let _ = chunks.send(copy_data.data).await;
         }
         Ok(())
     }
@@ -204,14 +237,11 @@ impl CopyHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let state = self.copy.lock().await.take();
-        let rows = match state {
-            Some(CopyState::Receiving(mut decoder)) => {
-                self.store(&mut decoder).await.map_err(to_pg_error)?
-            }
-            Some(CopyState::Failed(e)) => return Err(to_pg_error(e)),
-            None => return Err(to_pg_error(Error::Internal("CopyDone without COPY".into()))),
+        let Some(state) = self.copy.lock().await.take() else {
+            return Err(to_pg_error(Error::Internal("CopyDone without COPY".into())));
         };
+        let mut decoder = state.finish().await.map_err(to_pg_error)?;
+        let rows = self.store(&mut decoder).await.map_err(to_pg_error)?;
         let tag = Tag::new("COPY").with_rows(rows as usize);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))

@@ -30,7 +30,7 @@ use crate::log::read_frame;
 const MAX_READ_RECORDS: u64 = 65_536;
 /// Rows per Parquet row group: small enough to bound a writer's memory,
 /// large enough for good compression and min/max pruning.
-pub(super) const ROW_GROUP_ROWS: usize = 128 * 1024;
+pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
