@@ -68,6 +68,7 @@ async fn health(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
 /// Log gauges are read from live state at scrape time, so they are never
 /// stale; counters are recorded where events happen.
 async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
     let dead_letters = engine.registry.dead_letter_counts();
     for stream in engine.registry.list() {
         let name = stream.def.name.clone();
@@ -81,13 +82,26 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
         }
     }
     for pipeline in engine.registry.pipelines() {
-        use std::sync::atomic::Ordering;
         let labels = [("pipeline", pipeline.name.clone())];
         metrics::gauge!("sluice_pipeline_lag_records", &labels).set(pipeline.lag_records() as f64);
         metrics::gauge!("sluice_pipeline_processed_records", &labels)
             .set(pipeline.stats.processed.load(Ordering::Relaxed) as f64);
         metrics::gauge!("sluice_pipeline_failed_records", &labels)
             .set(pipeline.stats.errors.load(Ordering::Relaxed) as f64);
+    }
+    for sink in engine.registry.sinks() {
+        let labels = [("sink", sink.name().to_string())];
+        let files = sink.core.files();
+        metrics::gauge!("sluice_sink_lag_records", &labels).set(sink.lag_records() as f64);
+        metrics::gauge!("sluice_sink_files", &labels).set(files.len() as f64);
+        metrics::gauge!("sluice_sink_bytes", &labels)
+            .set(files.iter().map(|f| f.bytes).sum::<u64>() as f64);
+        metrics::gauge!("sluice_sink_rows", &labels)
+            .set(files.iter().map(|f| f.rows).sum::<u64>() as f64);
+        metrics::gauge!("sluice_sink_retrying", &labels)
+            .set(f64::from(u8::from(sink.state() == "retrying")));
+        metrics::gauge!("sluice_sink_last_commit_ms", &labels)
+            .set(sink.core.stats.last_commit_ms.load(Ordering::Relaxed) as f64);
     }
     match prometheus() {
         Some(handle) => (StatusCode::OK, handle.render()).into_response(),
