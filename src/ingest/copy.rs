@@ -9,7 +9,6 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
 
 use super::dead_letter::DeadLetter;
 use datafusion::arrow::array::{StringArray, StringBuilder};
@@ -28,7 +27,8 @@ const CHUNK_ROWS: usize = 8192;
 
 /// The rows of a finished COPY.
 pub enum CopyRows {
-    InMemory(RecordBatch),
+    /// Decoded batches, stored as one append (routed batch by batch).
+    InMemory(Vec<RecordBatch>),
     Spilled(BulkFiles),
 }
 
@@ -398,10 +398,7 @@ impl CopyIn {
         self.flush()?;
         match self.spill.take() {
             Some(spill) => Ok(CopyRows::Spilled(spill.finish()?)),
-            None => Ok(CopyRows::InMemory(concat_batches(
-                &self.stream.schema,
-                &self.batches,
-            )?)),
+            None => Ok(CopyRows::InMemory(std::mem::take(&mut self.batches))),
         }
     }
 }

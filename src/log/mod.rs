@@ -139,17 +139,42 @@ impl StreamLog {
     /// Appends a batch (already of the stream's schema), routing rows to
     /// shards, and resolves once every row is durable.
     pub async fn append(&self, batch: RecordBatch) -> Result<AppendAck> {
-        if batch.num_rows() == 0 {
-            return Ok(AppendAck::default());
-        }
-        if batch.schema().fields() != self.schema.fields() {
+        self.append_batches(vec![batch]).await
+    }
+
+    /// Appends batches as one unit (all durable, or none): each is routed
+    /// to shards as it is, without first joining them into one batch.
+    /// Without a partition key they all go to the same next shard.
+    pub async fn append_batches(&self, batches: Vec<RecordBatch>) -> Result<AppendAck> {
+        if let Some(bad) = batches
+            .iter()
+            .find(|b| b.schema().fields() != self.schema.fields())
+        {
             return Err(Error::Internal(format!(
                 "append with schema {:?} to a stream of schema {:?}",
-                batch.schema(),
+                bad.schema(),
                 self.schema
             )));
         }
-        let parts = self.route(batch)?;
+        let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
+        if batches.is_empty() {
+            return Ok(AppendAck::default());
+        }
+        let shards = self.shards.len() as u32;
+        let parts = match self.options.partition_key.filter(|_| shards > 1) {
+            Some(key) => {
+                let mut parts = Vec::new();
+                for batch in batches {
+                    parts.extend(self.split_parts(batch, key)?);
+                }
+                parts
+            }
+            None => {
+                let shard =
+                    (self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(shards)) as u32;
+                batches.into_iter().map(|b| (shard, b)).collect()
+            }
+        };
         self.submit(parts, None).await
     }
 
@@ -244,13 +269,21 @@ impl StreamLog {
 
     /// Splits a batch by shard: the crc32c of the partition key's text form
     /// picks the shard (stable across restarts and versions); without a key
-    /// the whole statement goes to the next shard in turn.
+    /// the whole batch goes to the next shard in turn.
     fn route(&self, batch: RecordBatch) -> Result<Vec<(u32, RecordBatch)>> {
         let shards = self.shards.len() as u32;
-        let Some(key) = self.options.partition_key.filter(|_| shards > 1) else {
-            let shard = (self.round_robin.fetch_add(1, Ordering::Relaxed) % shards as u64) as u32;
-            return Ok(vec![(shard, batch)]);
-        };
+        match self.options.partition_key.filter(|_| shards > 1) {
+            Some(key) => self.split_parts(batch, key),
+            None => {
+                let shard =
+                    (self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(shards)) as u32;
+                Ok(vec![(shard, batch)])
+            }
+        }
+    }
+
+    /// The parts of `batch` per shard by partition key column `key`.
+    fn split_parts(&self, batch: RecordBatch, key: usize) -> Result<Vec<(u32, RecordBatch)>> {
         let mut parts = Vec::new();
         for (shard, rows) in self.rows_by_shard(&batch, key)?.into_iter().enumerate() {
             if rows.is_empty() {
@@ -534,18 +567,24 @@ fn write_group(
             }
             let mut frames: Vec<(RecordBatch, FrameMeta)> = Vec::new();
             let mut seq = shard.next_seq();
-            if !plain.is_empty() {
-                let batches: Vec<RecordBatch> = plain.iter().map(|(_, b)| (*b).clone()).collect();
-                for (i, batch) in &plain {
-                    acks[*i]
-                        .ranges
-                        .push((shard.id, seq, batch.num_rows() as u64));
-                    seq += batch.num_rows() as u64;
+            // Consecutive plain parts share a frame up to FRAME_MAX_ROWS, so
+            // small INSERTs make one frame and a large COPY makes bounded ones.
+            let mut run: Vec<RecordBatch> = Vec::new();
+            let mut run_rows = 0;
+            for (i, batch) in &plain {
+                acks[*i]
+                    .ranges
+                    .push((shard.id, seq, batch.num_rows() as u64));
+                seq += batch.num_rows() as u64;
+                if run_rows + batch.num_rows() > FRAME_MAX_ROWS && !run.is_empty() {
+                    frames.push((join(&mut run)?, FrameMeta::default()));
+                    run_rows = 0;
                 }
-                frames.push((
-                    concat_batches(batches[0].schema_ref(), &batches)?,
-                    FrameMeta::default(),
-                ));
+                run_rows += batch.num_rows();
+                run.push((*batch).clone());
+            }
+            if !run.is_empty() {
+                frames.push((join(&mut run)?, FrameMeta::default()));
             }
             for (i, batch, progress) in tagged {
                 acks[i]
@@ -569,6 +608,23 @@ fn write_group(
     })();
     settle(pending, result)?;
     Ok(acks)
+}
+
+/// Rows in one frame of plain appends; a single larger part is kept whole.
+const FRAME_MAX_ROWS: usize = 65_536;
+
+/// One batch of `run` (taken), copied only when there are several.
+fn join(run: &mut Vec<RecordBatch>) -> Result<RecordBatch> {
+    let mut batches = std::mem::take(run);
+    if batches.len() == 1 {
+        if let Some(only) = batches.pop() {
+            return Ok(only);
+        }
+    }
+    let Some(first) = batches.first() else {
+        return Err(Error::Internal("empty frame".into()));
+    };
+    Ok(concat_batches(first.schema_ref(), &batches)?)
 }
 
 /// Ends a group: publishes every written frame if `result` is Ok (all

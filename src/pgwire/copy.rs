@@ -269,7 +269,7 @@ impl Session {
     /// Stores a finished COPY as one append; dead letters after it.
     async fn store(&self, decoder: &mut CopyIn) -> Result<u64> {
         let rows = match decoder.finish()? {
-            CopyRows::InMemory(batch) => decoder.stream.log.append(batch).await?,
+            CopyRows::InMemory(batches) => decoder.stream.log.append_batches(batches).await?,
             CopyRows::Spilled(files) => decoder.stream.log.append_bulk(files).await?,
         }
         .records();

@@ -170,7 +170,12 @@ async fn s3_delivery_multipart_crash_and_outage() {
     assert_exactly_once(delivered_values(&delivered, "n"), 0..1000);
     assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1000);
 
-    // A file larger than an upload part goes up as a multipart upload.
+    // A file larger than an upload part goes up as a multipart upload (a
+    // sink that rolls only on FLUSH, so the whole COPY makes one file).
+    client
+        .batch_execute("CREATE SINK big FROM clicks WITH (location = 's3://lake/big/', rollover_interval = '1 h', start = 'latest')")
+        .await
+        .unwrap();
     let rows: i64 = 240_000;
     let sink = client
         .copy_in("COPY clicks (n, payload) FROM STDIN WITH (FORMAT csv)")
@@ -189,13 +194,20 @@ async fn s3_delivery_multipart_crash_and_outage() {
     let mut sink = Box::pin(sink);
     sink.send(bytes::Bytes::from(csv)).await.unwrap();
     sink.as_mut().finish().await.unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
-    let largest = parquet_files(&delivered)
+    client
+        .batch_execute("FLUSH SINK lake; FLUSH SINK big")
+        .await
+        .unwrap();
+    let largest = parquet_files(&root.join("lake/big"))
         .iter()
         .map(|f| std::fs::metadata(f).unwrap().len())
         .max()
         .unwrap();
     assert!(largest > PART_SIZE_BYTES, "largest file {largest} bytes");
+    assert_exactly_once(
+        delivered_values(&root.join("lake/big"), "n"),
+        1000..1000 + rows,
+    );
     assert_exactly_once(delivered_values(&delivered, "n"), 0..1000 + rows);
 
     // The store goes down: the sink retries and says so; FLUSH fails with
