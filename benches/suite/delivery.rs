@@ -162,6 +162,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         );
     }
     out.extend(compaction(&client, &sluice).await);
+    out.push(bloom_gain(&client, &sluice).await);
     for engine in ["duckdb", "datafusion"] {
         if let Some(why) = peer.get(engine).and_then(|e| e.get("missing")) {
             eprintln!("{engine} is not installed ({why}); pip install {engine}");
@@ -223,6 +224,31 @@ async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row>
         )
         .rss(sluice.peak_rss_mb()),
     ]
+}
+
+/// The point lookup on the same data delivered without bloom filters, to
+/// show what they are worth.
+async fn bloom_gain(client: &Client, sluice: &crate::common::Sluice) -> Row {
+    client
+        .batch_execute(
+            "CREATE SINK plain FROM clicks WITH (location = 'plain', time_partition = 'hour', \
+               rollover_interval = '1 s', compaction = 'off'); FLUSH SINK plain",
+        )
+        .await
+        .expect("plain sink");
+    let lookup = QUERIES[3].1;
+    let (_, with_bloom) = time_query(client, lookup).await;
+    let (_, without) = time_query(client, &lookup.replace("FROM lake", "FROM plain")).await;
+    Row::new(
+        "query",
+        "one user's 100 newest, bloom filter on user_id vs none (ms, warm)",
+        format!("{with_bloom:.1}"),
+    )
+    .peer(
+        format!("no bloom filter {without:.1}"),
+        Some(without / with_bloom),
+    )
+    .rss(sluice.peak_rss_mb())
 }
 
 /// The key of a query in the peers' JSON.

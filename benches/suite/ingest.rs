@@ -199,10 +199,11 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
         );
         if let Some(pg) = postgres {
             let p = inserts(&pg.conninfo, "logged", clients, rows, duration).await;
+            let u = inserts(&pg.conninfo, "unlogged", clients, rows, duration).await;
             row = row.peer(
                 format!(
-                    "PG logged {:.0} rows/s ({:.2}/{:.2})",
-                    p.rows_per_sec, p.p50_ms, p.p99_ms
+                    "PG logged {:.0} rows/s ({:.2}/{:.2}), unlogged {:.0}",
+                    p.rows_per_sec, p.p50_ms, p.p99_ms, u.rows_per_sec
                 ),
                 Some(s.rows_per_sec / p.rows_per_sec),
             );
