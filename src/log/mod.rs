@@ -576,12 +576,18 @@ fn write_group(
                     .ranges
                     .push((shard.id, seq, batch.num_rows() as u64));
                 seq += batch.num_rows() as u64;
-                if run_rows + batch.num_rows() > FRAME_MAX_ROWS && !run.is_empty() {
-                    frames.push((join(&mut run)?, FrameMeta::default()));
-                    run_rows = 0;
+                let mut start = 0;
+                while start < batch.num_rows() {
+                    // Slices of a large part: no copy until framed.
+                    let rows = (batch.num_rows() - start).min(FRAME_MAX_ROWS);
+                    if run_rows + rows > FRAME_MAX_ROWS && !run.is_empty() {
+                        frames.push((join(&mut run)?, FrameMeta::default()));
+                        run_rows = 0;
+                    }
+                    run_rows += rows;
+                    run.push(batch.slice(start, rows));
+                    start += rows;
                 }
-                run_rows += batch.num_rows();
-                run.push((*batch).clone());
             }
             if !run.is_empty() {
                 frames.push((join(&mut run)?, FrameMeta::default()));
@@ -610,7 +616,8 @@ fn write_group(
     Ok(acks)
 }
 
-/// Rows in one frame of plain appends; a single larger part is kept whole.
+/// Most rows in one frame of plain appends: readers (scans, pipelines,
+/// sinks) take whole frames, so this bounds what they hold at once.
 const FRAME_MAX_ROWS: usize = 65_536;
 
 /// One batch of `run` (taken), copied only when there are several.

@@ -367,3 +367,25 @@ async fn a_complete_bulk_followed_by_appends_in_some_shards_is_kept() {
     want.sort_unstable();
     assert_eq!(read_all(&log), want);
 }
+
+#[tokio::test]
+async fn large_appends_are_framed_in_bounded_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(1, None);
+    opts.segment_size_bytes = 64 << 20;
+    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    // One part larger than a frame, then many small parts in one append.
+    let ack = log.append(batch(0, 200_000)).await.unwrap();
+    assert_eq!(ack.records(), 200_000);
+    let small: Vec<RecordBatch> = (0..100).map(|i| batch(200_000 + i * 1000, 1000)).collect();
+    assert_eq!(log.append_batches(small).await.unwrap().records(), 100_000);
+    let frames = log.frames_from(0, 0, u64::MAX);
+    let rows: Vec<u64> = frames
+        .iter()
+        .map(|(_, f)| f.end_seq() - f.first_seq)
+        .collect();
+    assert!(rows.iter().all(|r| *r <= FRAME_MAX_ROWS as u64), "{rows:?}");
+    // 200k = 3 full frames + 3392 rows; 100 × 1000 fill frames to the bound.
+    assert_eq!(rows.len(), 4 + 2, "{rows:?}");
+    assert_eq!(read_all(&log), (0..300_000).collect::<Vec<_>>());
+}
