@@ -113,7 +113,8 @@ pub async fn run(scale: Scale) -> Vec<Row> {
                 scale.rows
             ),
             format!(
-                "{rate:.0} rows/s; {files} files, {:.2} MB/file",
+                "{rate:.0} rows/s; {files} files ({:.1} per partition), {:.2} MB/file",
+                files as f64 / 24.0,
                 bytes as f64 / 1e6 / files.max(1) as f64
             ),
         )

@@ -75,7 +75,8 @@ async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-async fn http(addr: &str, producers: u64, seconds: u64) -> f64 {
+/// (rows/s, MB/s) of NDJSON POSTs of 1000 records from `producers`.
+async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -87,7 +88,9 @@ async fn http(addr: &str, producers: u64, seconds: u64) -> f64 {
                 .map(|i| Click::new(p * 1000 + i, 1_000_000).json() + "\n")
                 .collect();
             let mut rows = 0u64;
+            let mut bytes = 0u64;
             while Instant::now() < deadline {
+                bytes += body.len() as u64;
                 let report: serde_json::Value = client
                     .post(&url)
                     .header("content-type", "application/x-ndjson")
@@ -101,17 +104,21 @@ async fn http(addr: &str, producers: u64, seconds: u64) -> f64 {
                 assert_eq!(report["failed"], 0, "{report}");
                 rows += 1000;
             }
-            rows
+            (rows, bytes)
         }));
     }
-    let mut rows = 0;
+    let (mut rows, mut bytes) = (0, 0);
     for t in tasks {
-        rows += t.await.expect("producer");
+        let (r, b) = t.await.expect("producer");
+        rows += r;
+        bytes += b;
     }
-    rows as f64 / started.elapsed().as_secs_f64()
+    let secs = started.elapsed().as_secs_f64();
+    (rows as f64 / secs, bytes as f64 / 1e6 / secs)
 }
 
-async fn kinesis(addr: &str, producers: u64, seconds: u64) -> f64 {
+/// (records/s, MB/s of record data) of PutRecords calls of 500 records.
+async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
     let client = reqwest::Client::new();
     client
         .post(format!("http://{addr}/"))
@@ -136,6 +143,9 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> f64 {
                 })
                 .collect();
             let body = serde_json::json!({"StreamName": "k", "Records": records}).to_string();
+            let data_bytes: u64 = (0..500)
+                .map(|i| Click::new(p * 500 + i, 1_000_000).json().len() as u64)
+                .sum();
             let mut rows = 0u64;
             while Instant::now() < deadline {
                 let out: serde_json::Value = client
@@ -152,14 +162,17 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> f64 {
                 assert_eq!(out["FailedRecordCount"], 0);
                 rows += 500;
             }
-            rows
+            (rows, rows / 500 * data_bytes)
         }));
     }
-    let mut rows = 0;
+    let (mut rows, mut bytes) = (0, 0);
     for t in tasks {
-        rows += t.await.expect("producer");
+        let (r, b) = t.await.expect("producer");
+        rows += r;
+        bytes += b;
     }
-    rows as f64 / started.elapsed().as_secs_f64()
+    let secs = started.elapsed().as_secs_f64();
+    (rows as f64 / secs, bytes as f64 / 1e6 / secs)
 }
 
 pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
@@ -235,22 +248,22 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
     }
     out.push(row.rss(sluice.peak_rss_mb()));
     for producers in [1u64, 8] {
-        let r = http(&sluice.http, producers, scale.seconds).await;
+        let (r, mb) = http(&sluice.http, producers, scale.seconds).await;
         out.push(
             Row::new(
                 "ingest",
                 format!("HTTP NDJSON, {producers} producer(s)"),
-                format!("{r:.0} rows/s"),
+                format!("{r:.0} rows/s, {mb:.0} MB/s"),
             )
             .rss(sluice.peak_rss_mb()),
         );
     }
-    let k = kinesis(&sluice.http, 4, scale.seconds).await;
+    let (k, mb) = kinesis(&sluice.http, 4, scale.seconds).await;
     out.push(
         Row::new(
             "ingest",
             "Kinesis PutRecords (500/call), 4 producers",
-            format!("{k:.0} records/s"),
+            format!("{k:.0} records/s, {mb:.0} MB/s"),
         )
         .rss(sluice.peak_rss_mb()),
     );
