@@ -44,6 +44,8 @@ pub struct CopyIn {
     /// How far into `carry` the record scan got, and its quote state there.
     scan_pos: usize,
     scan_in_quotes: bool,
+    /// Newlines inside quotes of the record being scanned (for line numbers).
+    scan_newlines: u64,
     /// Lines consumed so far (1-based line of the next record).
     line: u64,
     header_pending: bool,
@@ -83,6 +85,7 @@ impl CopyIn {
             carry: Vec::new(),
             scan_pos: 0,
             scan_in_quotes: false,
+            scan_newlines: 0,
             line: 1,
             finished_marker: false,
             columns: (0..targets_len).map(|_| StringBuilder::new()).collect(),
@@ -108,42 +111,49 @@ impl CopyIn {
         // Resume the scan where the previous chunk left it, so a record
         // spread over many chunks is scanned once, not once per chunk.
         let mut in_quotes = self.scan_in_quotes;
+        let mut embedded_newlines = self.scan_newlines;
         let mut i = self.scan_pos;
         let bytes = std::mem::take(&mut self.carry);
-        while i < bytes.len() {
+        // Jump from one byte that matters to the next (newline, quote,
+        // escape); most of a record is skipped by memchr, not looked at.
+        let csv = self.options.format == CopyFormat::Csv;
+        let (quote, escape) = (self.options.quote, self.options.escape);
+        let (x, y) = if csv { (quote, escape) } else { (b'\\', b'\\') };
+        while let Some(found) = memchr::memchr3(b'\n', x, y, &bytes[i.min(bytes.len())..]) {
+            i += found;
             let b = bytes[i];
-            match self.options.format {
-                CopyFormat::Csv => {
-                    if in_quotes
-                        && b == self.options.escape
-                        && self.options.escape != self.options.quote
-                    {
-                        i += 2;
-                        continue;
-                    }
-                    if b == self.options.quote {
-                        in_quotes = !in_quotes;
-                    }
+            if csv {
+                if in_quotes && b == escape && escape != quote {
+                    i += 2;
+                    continue;
                 }
-                CopyFormat::Text | CopyFormat::Binary => {
-                    if b == b'\\' {
-                        i += 2;
-                        continue;
-                    }
+                if b == quote {
+                    in_quotes = !in_quotes;
                 }
+            } else if b == b'\\' {
+                i += 2;
+                continue;
             }
-            if b == b'\n' && !in_quotes {
-                let record = &bytes[start..i];
-                let lines = 1 + record.iter().filter(|&&c| c == b'\n').count() as u64;
-                self.record(record)?;
-                self.line += lines;
-                start = i + 1;
-                if self.finished_marker {
-                    return Ok(());
+            if b == b'\n' {
+                if in_quotes {
+                    embedded_newlines += 1;
+                } else {
+                    let record = &bytes[start..i];
+                    self.record(record)?;
+                    self.line += 1 + embedded_newlines;
+                    embedded_newlines = 0;
+                    start = i + 1;
+                    if self.finished_marker {
+                        return Ok(());
+                    }
                 }
             }
             i += 1;
         }
+        // Nothing that matters after `i`: resume at the end (or past it,
+        // when an escape's second byte is still to come).
+        let i = i.max(bytes.len());
+        self.scan_newlines = embedded_newlines;
         self.scan_pos = i - start;
         self.scan_in_quotes = in_quotes;
         self.carry = if start == 0 {
@@ -399,6 +409,108 @@ impl CopyIn {
         match self.spill.take() {
             Some(spill) => Ok(CopyRows::Spilled(spill.finish()?)),
             None => Ok(CopyRows::InMemory(std::mem::take(&mut self.batches))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::AsArray;
+
+    use super::*;
+    use crate::catalog::StreamDef;
+    use crate::config::Config;
+    use crate::types::ColumnDef;
+
+    fn stream(dir: &std::path::Path) -> Arc<Stream> {
+        let column = |name: &str, sql_type| ColumnDef {
+            name: name.into(),
+            sql_type,
+            nullable: true,
+        };
+        let def = StreamDef {
+            name: "t".into(),
+            id: 1,
+            columns: vec![
+                column("k", SqlType::Text),
+                column("v", SqlType::Text),
+                column("n", SqlType::Integer),
+            ],
+            shards: 1,
+            partition_key: None,
+            retention: None,
+            event_time: None,
+            schema_version: 1,
+            created_at_ms: 0,
+            pipeline: None,
+            reject_unknown_fields: false,
+        };
+        crate::engine::open_stream(&Config::ephemeral(dir), def).unwrap()
+    }
+
+    /// Decodes `data` fed in chunks of `chunk` bytes; the `v` column.
+    fn decode(sql: &str, data: &str, chunk: usize) -> Result<Vec<Option<String>>> {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = crate::sql::parse_copy(sql).unwrap();
+        let mut decoder = CopyIn::new(stream(dir.path()), vec![0, 1, 2], copy.options, 1 << 30);
+        for piece in data.as_bytes().chunks(chunk) {
+            decoder.feed(piece)?;
+        }
+        let CopyRows::InMemory(batches) = decoder.finish()? else {
+            panic!("spilled");
+        };
+        Ok(batches
+            .iter()
+            .flat_map(|b| {
+                b.column(1)
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    #[test]
+    fn records_split_the_same_in_any_chunking() {
+        let csv = "a,\"multi\nline\",1\nb,\"x\"\"y\",2\nc,plain,3\nd,,4\n";
+        let want = vec![
+            Some("multi\nline".to_string()),
+            Some("x\"y".to_string()),
+            Some("plain".to_string()),
+            None,
+        ];
+        let sql = "COPY t FROM STDIN WITH (FORMAT csv)";
+        for chunk in [1, 2, 3, 7, 1 << 20] {
+            assert_eq!(decode(sql, csv, chunk).unwrap(), want, "chunks of {chunk}");
+        }
+        let escaped = "a,\"p\\\"q\",1\n";
+        let sql = "COPY t FROM STDIN WITH (FORMAT csv, ESCAPE '\\')";
+        for chunk in [1, 2, 1 << 20] {
+            assert_eq!(
+                decode(sql, escaped, chunk).unwrap(),
+                vec![Some("p\"q".to_string())]
+            );
+        }
+        let text = "a\tx\\ty\t1\nb\t\\N\t2\n";
+        for chunk in [1, 4, 1 << 20] {
+            assert_eq!(
+                decode("COPY t FROM STDIN", text, chunk).unwrap(),
+                vec![Some("x\ty".to_string()), None]
+            );
+        }
+    }
+
+    #[test]
+    fn line_numbers_count_newlines_inside_quotes() {
+        let csv = "a,\"two\nlines\",1\nb,x,2\nc,y,oops\n";
+        for chunk in [1, 5, 1 << 20] {
+            let err = decode("COPY t FROM STDIN WITH (FORMAT csv)", csv, chunk).unwrap_err();
+            assert_eq!(
+                err.context(),
+                Some("COPY t, line 4"),
+                "chunks of {chunk}: {err}"
+            );
         }
     }
 }
