@@ -48,11 +48,30 @@ impl StoreRegistry {
         let mut builder = AmazonS3Builder::from_env()
             .with_bucket_name(bucket)
             .with_retry(retry);
+        // Environment variables win; else the shared credentials file's
+        // profile (AWS_PROFILE, default "default"), as the AWS CLI does.
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+            if let Some(creds) = profile::credentials() {
+                builder = builder
+                    .with_access_key_id(creds.access_key_id)
+                    .with_secret_access_key(creds.secret_access_key);
+                if let Some(token) = creds.session_token {
+                    builder = builder.with_token(token);
+                }
+            }
+        }
         if let Some(endpoint) = &self.s3.endpoint {
             builder = builder.with_endpoint(endpoint);
         }
-        if let Some(region) = &self.s3.region {
-            builder = builder.with_region(region);
+        let env_region = std::env::var_os("AWS_REGION").or(std::env::var_os("AWS_DEFAULT_REGION"));
+        match (&self.s3.region, env_region) {
+            (Some(region), _) => builder = builder.with_region(region),
+            (None, None) => {
+                if let Some(region) = profile::region() {
+                    builder = builder.with_region(region);
+                }
+            }
+            (None, Some(_)) => {}
         }
         if self.s3.allow_http {
             builder = builder.with_allow_http(true);
@@ -201,5 +220,85 @@ impl Location {
             .map_err(|e| Error::Storage(format!("location is not writable: {e}")))?;
         self.store.delete(&marker).await?;
         Ok(())
+    }
+}
+
+/// The AWS shared config files (`~/.aws/credentials`, `~/.aws/config`): the
+/// access key and region of the selected profile.
+mod profile {
+    use std::collections::HashMap;
+    use std::path::PathBuf;
+
+    pub struct Credentials {
+        pub access_key_id: String,
+        pub secret_access_key: String,
+        pub session_token: Option<String>,
+    }
+
+    fn profile_name() -> String {
+        std::env::var("AWS_PROFILE").unwrap_or_else(|_| "default".into())
+    }
+
+    fn aws_file(env: &str, name: &str) -> Option<PathBuf> {
+        std::env::var_os(env)
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".aws").join(name)))
+    }
+
+    pub fn credentials() -> Option<Credentials> {
+        let text = std::fs::read_to_string(aws_file("AWS_SHARED_CREDENTIALS_FILE", "credentials")?)
+            .ok()?;
+        let mut section = parse(&text).remove(&profile_name())?;
+        Some(Credentials {
+            access_key_id: section.remove("aws_access_key_id")?,
+            secret_access_key: section.remove("aws_secret_access_key")?,
+            session_token: section.remove("aws_session_token"),
+        })
+    }
+
+    pub fn region() -> Option<String> {
+        let text = std::fs::read_to_string(aws_file("AWS_CONFIG_FILE", "config")?).ok()?;
+        let name = profile_name();
+        // In `config`, profiles other than default are `[profile name]`.
+        let key = if name == "default" {
+            name
+        } else {
+            format!("profile {name}")
+        };
+        parse(&text).remove(&key)?.remove("region")
+    }
+
+    /// INI sections → key → value (comments with `#` or `;`).
+    pub(super) fn parse(text: &str) -> HashMap<String, HashMap<String, String>> {
+        let mut out: HashMap<String, HashMap<String, String>> = HashMap::new();
+        let mut current: Option<String> = None;
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+                continue;
+            }
+            if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+                current = Some(name.trim().to_string());
+                continue;
+            }
+            if let (Some(section), Some((key, value))) = (&current, line.split_once('=')) {
+                out.entry(section.clone())
+                    .or_default()
+                    .insert(key.trim().to_lowercase(), value.trim().to_string());
+            }
+        }
+        out
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn profiles_parse_like_the_aws_cli_reads_them() {
+            let text = "[default]\naws_access_key_id = AKIA1\naws_secret_access_key=s1\n\n# c\n[profile lake]\nregion = eu-west-1\n[lake]\nAWS_ACCESS_KEY_ID = AKIA2\n";
+            let parsed = super::parse(text);
+            assert_eq!(parsed["default"]["aws_access_key_id"], "AKIA1");
+            assert_eq!(parsed["default"]["aws_secret_access_key"], "s1");
+            assert_eq!(parsed["profile lake"]["region"], "eu-west-1");
+            assert_eq!(parsed["lake"]["aws_access_key_id"], "AKIA2");
+        }
     }
 }

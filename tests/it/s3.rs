@@ -273,3 +273,37 @@ async fn s3_delivery_multipart_crash_and_outage() {
     );
     drop(s3);
 }
+
+#[tokio::test]
+async fn s3_credentials_come_from_the_shared_profile() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s3");
+    std::fs::create_dir_all(root.join("lake")).unwrap();
+    let s3 = S3Server::start(&root, "127.0.0.1:0".parse().unwrap());
+    let config = config(tmp.path(), s3.addr);
+    let home = tmp.path().join("home");
+    std::fs::create_dir_all(home.join(".aws")).unwrap();
+    std::fs::write(
+        home.join(".aws/credentials"),
+        format!("[default]\naws_access_key_id = wrong\naws_secret_access_key = wrong\n\n[lake]\naws_access_key_id = {KEY_ID}\naws_secret_access_key = {SECRET}\n"),
+    )
+    .unwrap();
+    let home_text = home.to_string_lossy().to_string();
+    let server = Server::spawn_with(
+        &tmp.path().join("data"),
+        Some(&config),
+        &[("HOME", home_text.as_str()), ("AWS_PROFILE", "lake")],
+    );
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM p (n BIGINT NOT NULL); \
+             CREATE SINK p_lake FROM p WITH (location = 's3://lake/profiled/'); \
+             INSERT INTO p VALUES (1), (2), (3); FLUSH SINK p_lake",
+        )
+        .await
+        .unwrap();
+    assert_eq!(scalar(&client, "SELECT sum(n) FROM p_lake").await, 6);
+    assert_exactly_once(delivered_values(&root.join("lake/profiled"), "n"), 1..4);
+    drop(s3);
+}
