@@ -126,9 +126,9 @@ pub struct Sink {
 }
 
 impl Sink {
-    /// Loads the committed state, removes files of this sink the catalog
-    /// does not list (a crash between upload and commit), and starts one
-    /// task per source shard.
+    /// Loads the committed state and starts: first removing files of this
+    /// sink the catalog does not list (a crash between upload and commit),
+    /// then one task per source shard.
     pub async fn start(
         def: SinkDef,
         source: Arc<Stream>,
@@ -152,7 +152,6 @@ impl Sink {
             .collect();
         let committed: Vec<u64> = progress.iter().map(|p| p.next).collect();
         let files = catalog.sink_files(def.id)?;
-        remove_unlisted(&location, def.id, &files).await?;
         let core = Arc::new(SinkCore {
             stats: SinkStats {
                 committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
@@ -172,6 +171,7 @@ impl Sink {
         });
         let (tasks, stop_rx) = Tasks::new();
         let mut flush = Vec::new();
+        let mut workers = Vec::new();
         for shard in 0..shards {
             core.source
                 .log
@@ -179,8 +179,43 @@ impl Sink {
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
             let worker = ShardWorker::new(core.clone(), shard, progress[shard as usize].clone());
-            tasks.push(tokio::spawn(worker.run(rx, stop_rx.clone())));
+            workers.push((worker, rx));
         }
+        // The shard tasks start once leftovers of uncommitted uploads are
+        // gone (they would otherwise race with new uploads of the same
+        // names); until the store answers, the sink shows `retrying`.
+        let starter_core = core.clone();
+        let mut stop = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut backoff = std::time::Duration::from_millis(100);
+            loop {
+                let files = starter_core.files();
+                match remove_unlisted(&starter_core.location, starter_core.def.id, &files).await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(sink = %starter_core.def.name, error = %e, "cannot clean the sink's location yet; retrying");
+                        if let Ok(mut last) = starter_core.stats.last_error.lock() {
+                            *last = Some(e.to_string());
+                        }
+                    }
+                }
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+            }
+            if let Ok(mut last) = starter_core.stats.last_error.lock() {
+                *last = None;
+            }
+            let handles: Vec<_> = workers
+                .into_iter()
+                .map(|(worker, rx)| tokio::spawn(worker.run(rx, stop.clone())))
+                .collect();
+            for handle in handles {
+                let _ = handle.await;
+            }
+        }));
         if let Some(compaction) = core.def.compaction.clone() {
             tasks.push(tokio::spawn(compact::run(
                 core.clone(),

@@ -164,7 +164,7 @@ async fn s3_delivery_multipart_crash_and_outage() {
     assert!(!parquet_files(&delivered).is_empty(), "the upload happened");
 
     // Restart: uncommitted objects are removed, the replay delivers once.
-    let server = start(&data, &config, None);
+    let mut server = start(&data, &config, None);
     let client = server.client().await;
     client.batch_execute("FLUSH SINK lake").await.unwrap();
     assert_exactly_once(delivered_values(&delivered, "n"), 0..1000);
@@ -271,6 +271,38 @@ async fn s3_delivery_multipart_crash_and_outage() {
         scalar(&client, "SELECT count(*) FROM on_s3").await,
         want_len
     );
+
+    // A restart while the store is down: the sink is there, retrying, and
+    // catches up once the store is back.
+    let mut s3 = s3;
+    s3.stop();
+    drop(client);
+    assert!(server.terminate().success());
+    let server = start(&data, &config, None);
+    let client = server.client().await;
+    client
+        .batch_execute("INSERT INTO clicks SELECT n, 'after restart' FROM (SELECT unnest(range(2000000, 2000100)) AS n)")
+        .await
+        .unwrap();
+    wait_for(
+        "the restarted sink to report retrying",
+        Duration::from_secs(30),
+        async || {
+            client
+                .query_one("SELECT state FROM sluice.sinks WHERE name = 'lake'", &[])
+                .await
+                .unwrap()
+                .get::<_, &str>(0)
+                == "retrying"
+        },
+    )
+    .await;
+    let s3 = S3Server::start(&root, s3.addr);
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let mut got = delivered_values(&delivered, "n");
+    let after = got.split_off(got.partition_point(|n| *n < 2_000_000));
+    assert_eq!(got.len() as i64, want_len, "nothing delivered twice");
+    assert_exactly_once(after, 2_000_000..2_000_100);
     drop(s3);
 }
 
