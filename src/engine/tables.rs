@@ -170,19 +170,29 @@ impl Engine {
         let _guard = self.ddl_lock.lock().await;
         let mut outcomes = Vec::new();
         for name in &drop.names {
+            // A table whose files were unreachable at start is in the
+            // catalog only; it can be dropped all the same.
+            let in_catalog = || {
+                self.catalog
+                    .tables()
+                    .map(|t| t.iter().any(|t| &t.name == name))
+                    .unwrap_or(false)
+            };
             match self.registry.relation(name) {
                 Some(Relation::Table(_)) => outcomes.push(DdlOutcome::Done),
                 Some(_) => return Err(wrong_kind(name, "table")),
+                None if in_catalog() => outcomes.push(DdlOutcome::Done),
                 None if drop.if_exists => outcomes.push(DdlOutcome::Skipped(format!(
                     "table \"{name}\" does not exist, skipping"
                 ))),
                 None => return Err(Error::UndefinedTable(name.clone())),
             }
         }
-        for name in &drop.names {
-            if self.registry.remove_table(name).is_none() {
+        for (name, outcome) in drop.names.iter().zip(&outcomes) {
+            if *outcome != DdlOutcome::Done {
                 continue;
             }
+            self.registry.remove_table(name);
             let def = self.catalog.drop_table(name)?;
             if let Some(dir) = def.managed_dir {
                 // Only CTAS output in the warehouse is ours to delete.
@@ -200,13 +210,14 @@ impl Engine {
     /// Re-creates every table of the catalog (at server start), then
     /// removes warehouse directories no table owns (a crash mid-CTAS).
     /// A table whose files cannot be reached now is logged and skipped.
-    pub async fn open_tables(&self) -> Result<()> {
+    pub async fn open_tables(self: &Arc<Self>) -> Result<()> {
         let defs = self.catalog.tables()?;
         for def in &defs {
             match self.plan_external(&def.sql).await {
                 Ok((_, provider)) => self.registry.insert_table(&def.name, provider),
                 Err(e) => {
-                    tracing::error!(table = %def.name, error = %e, "table is unavailable until its files can be read")
+                    tracing::error!(table = %def.name, error = %e, "table is unavailable until its files can be read; retrying");
+                    tokio::spawn(self.clone().reopen_table(def.clone()));
                 }
             }
         }
@@ -232,3 +243,35 @@ impl Engine {
 }
 
 const CTAS_FILE: &str = "part-00000.parquet";
+
+/// How often a table whose files could not be read at start is tried again.
+const REOPEN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Engine {
+    /// Tries a table again until its files can be read (or it is dropped).
+    async fn reopen_table(self: Arc<Self>, def: TableDef) {
+        let listed = |engine: &Engine| {
+            engine
+                .catalog
+                .tables()
+                .map(|t| t.iter().any(|t| t.id == def.id))
+                .unwrap_or(false)
+        };
+        loop {
+            tokio::time::sleep(REOPEN_INTERVAL).await;
+            if !listed(&self) {
+                return;
+            }
+            // Planning may wait on the store: not under the DDL lock.
+            let Ok((_, provider)) = self.plan_external(&def.sql).await else {
+                continue;
+            };
+            let _guard = self.ddl_lock.lock().await;
+            if listed(&self) && self.registry.relation(&def.name).is_none() {
+                tracing::info!(table = %def.name, "table is available again");
+                self.registry.insert_table(&def.name, provider);
+            }
+            return;
+        }
+    }
+}

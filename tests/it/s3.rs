@@ -297,12 +297,34 @@ async fn s3_delivery_multipart_crash_and_outage() {
         },
     )
     .await;
+    // The external table over S3 could not be opened at this start.
+    let err = client
+        .batch_execute("SELECT count(*) FROM on_s3")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
     let s3 = S3Server::start(&root, s3.addr);
     client.batch_execute("FLUSH SINK lake").await.unwrap();
     let mut got = delivered_values(&delivered, "n");
     let after = got.split_off(got.partition_point(|n| *n < 2_000_000));
     assert_eq!(got.len() as i64, want_len, "nothing delivered twice");
     assert_exactly_once(after, 2_000_000..2_000_100);
+    // … and is back once its files can be read again.
+    wait_for(
+        "the external table to reopen",
+        Duration::from_secs(40),
+        async || {
+            client
+                .batch_execute("SELECT count(*) FROM on_s3")
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM on_s3").await,
+        want_len + 100
+    );
     drop(s3);
 }
 
