@@ -75,6 +75,18 @@ async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// (rows/s, MB/s) over producers that each return (rows, bytes) sent.
+async fn rates(tasks: Vec<tokio::task::JoinHandle<(u64, u64)>>, started: Instant) -> (f64, f64) {
+    let (mut rows, mut bytes) = (0, 0);
+    for t in tasks {
+        let (r, b) = t.await.expect("producer");
+        rows += r;
+        bytes += b;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    (rows as f64 / secs, bytes as f64 / 1e6 / secs)
+}
+
 /// (rows/s, MB/s) of NDJSON POSTs of 1000 records from `producers`.
 async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -107,14 +119,7 @@ async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
             (rows, bytes)
         }));
     }
-    let (mut rows, mut bytes) = (0, 0);
-    for t in tasks {
-        let (r, b) = t.await.expect("producer");
-        rows += r;
-        bytes += b;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    (rows as f64 / secs, bytes as f64 / 1e6 / secs)
+    rates(tasks, started).await
 }
 
 /// (records/s, MB/s of record data) of PutRecords calls of 500 records.
@@ -165,14 +170,7 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
             (rows, rows / 500 * data_bytes)
         }));
     }
-    let (mut rows, mut bytes) = (0, 0);
-    for t in tasks {
-        let (r, b) = t.await.expect("producer");
-        rows += r;
-        bytes += b;
-    }
-    let secs = started.elapsed().as_secs_f64();
-    (rows as f64 / secs, bytes as f64 / 1e6 / secs)
+    rates(tasks, started).await
 }
 
 pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
