@@ -303,7 +303,7 @@ fn binary_to_text(v: &[u8], sql_type: SqlType, out: &mut Vec<u8>) -> Result<()> 
         SqlType::Double => f64::from_be_bytes(fixed(8)?.try_into().map_err(|_| bad())?).to_string(),
         SqlType::Date => {
             let days = i32::from_be_bytes(fixed(4)?.try_into().map_err(|_| bad())?) as i64;
-            let (y, m, d) = super::json::civil_from_days(days + 10_957);
+            let (y, m, d) = crate::types::civil_from_days(days + 10_957);
             format!("{y:04}-{m:02}-{d:02}")
         }
         SqlType::Timestamp | SqlType::TimestampTz => {

@@ -232,26 +232,13 @@ pub(super) fn micros_to_iso(micros: i64) -> String {
     let sub_micros = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let day_secs = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::types::civil_from_days(days);
     format!(
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{sub_micros:06}",
         day_secs / 3600,
         (day_secs / 60) % 60,
         day_secs % 60
     )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian.
-pub(super) fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 fn kind_of(v: &Value) -> &'static str {
