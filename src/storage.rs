@@ -9,10 +9,14 @@ use std::path::Path as FsPath;
 use std::sync::Arc;
 use std::time::Duration;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::object_store::{
     DefaultObjectStoreRegistry, ObjectStoreRegistry, ObjectStoreUrl,
 };
+use datafusion::parquet::arrow::AsyncArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
 use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
@@ -179,6 +183,7 @@ impl Location {
 
     /// `prefix/relative`, where `relative` is already escaped (Hive
     /// `%XX`) and names exactly that object: parsed, not encoded again.
+    /// Empty parts are skipped, so `"/name"` is `prefix/name`.
     pub fn child(&self, relative: &str) -> Path {
         let mut path = self.prefix.clone();
         for part in relative.split('/').filter(|p| !p.is_empty()) {
@@ -190,6 +195,24 @@ impl Location {
             path = Path::parse(joined).unwrap_or_else(|_| path.join(part));
         }
         path
+    }
+
+    /// A Parquet writer whose bytes go to `prefix/relative` as one upload:
+    /// buffered up to `part_size_bytes`, a multipart upload beyond, and
+    /// visible only once the writer finishes.
+    pub fn parquet_writer(
+        &self,
+        relative: &str,
+        schema: SchemaRef,
+        props: WriterProperties,
+        part_size_bytes: usize,
+    ) -> Result<(Path, AsyncArrowWriter<BufWriter>)> {
+        let path = self.child(relative);
+        let upload = BufWriter::with_capacity(self.store.clone(), path.clone(), part_size_bytes);
+        Ok((
+            path,
+            AsyncArrowWriter::try_new(upload, schema, Some(props))?,
+        ))
     }
 
     /// The location as a URL with a trailing slash, as DataFusion's

@@ -9,12 +9,8 @@ use std::sync::Arc;
 
 use datafusion::catalog::TableProvider;
 use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
-use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 use futures::StreamExt;
-use object_store::buffered::BufWriter;
 use object_store::ObjectStoreExt;
 
 use super::sinks::wrong_kind;
@@ -145,17 +141,12 @@ impl Engine {
     ) -> Result<u64> {
         let df = session.sql(query).await?;
         let mut stream = df.execute_stream().await?;
-        let upload = BufWriter::with_capacity(
-            location.store.clone(),
-            location.child(CTAS_FILE),
+        let (_, mut writer) = location.parquet_writer(
+            CTAS_FILE,
+            stream.schema(),
+            crate::sink::parquet_properties("zstd").build(),
             self.config.limits.upload_part_size_bytes as usize,
-        );
-        // Bounded row groups: the writer holds one in memory at a time.
-        let props = WriterProperties::builder()
-            .set_compression(Compression::ZSTD(ZstdLevel::default()))
-            .set_max_row_group_row_count(Some(crate::sink::ROW_GROUP_ROWS))
-            .build();
-        let mut writer = AsyncArrowWriter::try_new(upload, stream.schema(), Some(props))?;
+        )?;
         let mut rows = 0u64;
         while let Some(batch) = stream.next().await {
             let batch = batch?;

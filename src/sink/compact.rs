@@ -16,8 +16,6 @@ use std::time::Duration;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::arrow::AsyncArrowWriter;
-use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use tokio::sync::watch;
@@ -143,21 +141,11 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
         now_ms()
     );
-    let relative = if dir.is_empty() {
-        name
-    } else {
-        format!("{dir}/{name}")
-    };
-    let path = core.location.child(&relative);
-    let upload = BufWriter::with_capacity(
-        store.clone(),
-        path.clone(),
-        core.limits.upload_part_size_bytes,
-    );
-    let mut writer = AsyncArrowWriter::try_new(
-        upload,
+    let (path, mut writer) = core.location.parquet_writer(
+        &format!("{dir}/{name}"),
         layout.file_schema.clone(),
-        Some(writer_properties(&core.def)),
+        writer_properties(&core.def),
+        core.limits.upload_part_size_bytes,
     )?;
     for start in (0..merged.num_rows()).step_by(super::worker::ROW_GROUP_ROWS) {
         let len = super::worker::ROW_GROUP_ROWS.min(merged.num_rows() - start);

@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use layout::Layout;
 use worker::ShardWorker;
-pub use worker::ROW_GROUP_ROWS;
+pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
 use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
 use crate::consumer::{lag_records, Tasks};

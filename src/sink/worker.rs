@@ -12,7 +12,7 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
-use datafusion::parquet::file::properties::WriterProperties;
+use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use datafusion::parquet::schema::types::ColumnPath;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -316,21 +316,11 @@ impl ShardWorker {
             file_prefix(self.core.def.id),
             self.shard
         );
-        let relative = if dir.is_empty() {
-            name
-        } else {
-            format!("{dir}/{name}")
-        };
-        let path = self.core.location.child(&relative);
-        let upload = BufWriter::with_capacity(
-            self.core.location.store.clone(),
-            path.clone(),
-            self.core.limits.upload_part_size_bytes,
-        );
-        let writer = AsyncArrowWriter::try_new(
-            upload,
+        let (path, writer) = self.core.location.parquet_writer(
+            &format!("{dir}/{name}"),
             layout.file_schema.clone(),
-            Some(self.props.clone()),
+            self.props.clone(),
+            self.core.limits.upload_part_size_bytes,
         )?;
         Ok(OpenFile {
             path,
@@ -460,23 +450,30 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// groups with page statistics (min/max pruning), bloom filters on the
 /// columns chosen for point lookups, and the declared sort order.
 pub(super) fn writer_properties(def: &SinkDef) -> WriterProperties {
-    let compression = match def.compression.as_str() {
+    let mut builder = parquet_properties(&def.compression).set_created_by(format!(
+        "sluice {} (sink {})",
+        env!("CARGO_PKG_VERSION"),
+        def.name
+    ));
+    for column in &def.bloom_filter_columns {
+        builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
+    }
+    builder.build()
+}
+
+/// Settings every Parquet file sluice writes shares: the compression and
+/// row groups of at most [`ROW_GROUP_ROWS`] rows, so a writer holds one
+/// bounded row group in memory and min/max statistics stay selective.
+pub fn parquet_properties(compression: &str) -> WriterPropertiesBuilder {
+    let compression = match compression {
         "snappy" => Compression::SNAPPY,
         "gzip" => Compression::GZIP(GzipLevel::default()),
         "lz4" => Compression::LZ4_RAW,
         "uncompressed" => Compression::UNCOMPRESSED,
         _ => Compression::ZSTD(ZstdLevel::default()),
     };
-    let mut builder = WriterProperties::builder()
+    WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!(
-            "sluice {} (sink {})",
-            env!("CARGO_PKG_VERSION"),
-            def.name
-        ));
-    for column in &def.bloom_filter_columns {
-        builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
-    }
-    builder.build()
+        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
 }
