@@ -8,8 +8,8 @@ use datafusion::arrow::array::AsArray;
 use datafusion::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
 
-use crate::harness::{scalar, Server};
-use crate::sinks::{assert_exactly_once, delivered_values, parquet_files, read_parquet, wait_for};
+use crate::harness::{scalar, wait_for, Server};
+use crate::sinks::{assert_exactly_once, delivered_values, parquet_files, read_parquet};
 
 /// 2020-01-01 12:00:00 UTC in seconds since the epoch: a day long closed,
 /// whatever the clock says.

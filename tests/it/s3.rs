@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::harness::{scalar, sqlstate, Server};
-use crate::sinks::{assert_exactly_once, delivered_values, parquet_files, wait_for};
+use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::sinks::{assert_exactly_once, delivered_values, parquet_files};
 
 const KEY_ID: &str = "test";
 const SECRET: &str = "testsecret";
