@@ -54,6 +54,26 @@ pub struct StreamDef {
     pub reject_unknown_fields: bool,
 }
 
+impl StreamDef {
+    /// A stream of one shard with no key, retention or event time, created
+    /// now; the id is assigned by the catalog.
+    pub fn new(name: impl Into<String>, columns: Vec<ColumnDef>) -> StreamDef {
+        StreamDef {
+            name: name.into(),
+            id: 0,
+            columns,
+            shards: 1,
+            partition_key: None,
+            retention: None,
+            event_time: None,
+            schema_version: 1,
+            created_at_ms: crate::engine::now_ms(),
+            pipeline: None,
+            reject_unknown_fields: false,
+        }
+    }
+}
+
 /// The continuous query behind a derived stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PipelineDef {
@@ -447,22 +467,15 @@ mod tests {
     use crate::types::SqlType;
 
     fn def(name: &str) -> StreamDef {
+        let column = ColumnDef {
+            name: "a".into(),
+            sql_type: SqlType::BigInt,
+            nullable: false,
+        };
         StreamDef {
-            name: name.into(),
-            id: 0,
-            columns: vec![ColumnDef {
-                name: "a".into(),
-                sql_type: SqlType::BigInt,
-                nullable: false,
-            }],
             shards: 2,
             partition_key: Some("a".into()),
-            retention: None,
-            event_time: None,
-            schema_version: 1,
-            created_at_ms: 0,
-            pipeline: None,
-            reject_unknown_fields: false,
+            ..StreamDef::new(name, vec![column])
         }
     }
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use datafusion::common::TableReference;
 
-use super::{now_ms, DdlOutcome, Engine, Stream, ERRORS_STREAM};
+use super::{DdlOutcome, Engine, Stream, ERRORS_STREAM};
 use crate::catalog::{PipelineDef, StreamDef};
 use crate::cq::{compile, Pipeline, Program};
 use crate::error::{Error, Result};
@@ -16,17 +16,9 @@ use crate::types::{ColumnDef, SqlType};
 /// The catalog entry of `sluice.errors`, created on first start.
 pub(super) fn errors_stream_def() -> StreamDef {
     StreamDef {
-        name: ERRORS_STREAM.into(),
-        id: 0,
-        columns: errors_columns(),
-        shards: 1,
-        partition_key: None,
         retention: Some("7 days".into()),
         event_time: Some("at".into()),
-        schema_version: 1,
-        created_at_ms: now_ms(),
-        pipeline: None,
-        reject_unknown_fields: false,
+        ..StreamDef::new(ERRORS_STREAM, errors_columns())
     }
 }
 
@@ -90,21 +82,14 @@ impl Engine {
             }
         }
         let def = StreamDef {
-            name: create.name,
-            id: 0,
-            columns,
             shards: create.shards.unwrap_or_else(|| source.log.shard_count()),
             partition_key: create.partition_key,
-            retention: None,
-            event_time: None,
-            schema_version: 1,
-            created_at_ms: now_ms(),
             pipeline: Some(PipelineDef {
                 sql: create.select,
                 source: source.def.name.clone(),
                 start_offsets,
             }),
-            reject_unknown_fields: false,
+            ..StreamDef::new(create.name, columns)
         };
         let output = self.create_and_open(def)?;
         self.start_pipeline(program, source, output)?;

@@ -112,17 +112,12 @@ impl Engine {
             return Ok(skipped);
         }
         let def = StreamDef {
-            name: create.name,
-            id: 0,
-            columns: create.columns,
             shards: create.shards,
             partition_key: create.partition_key,
             retention: create.retention.map(|(text, _)| text),
             event_time: create.event_time,
-            schema_version: 1,
-            created_at_ms: now_ms(),
-            pipeline: None,
             reject_unknown_fields: create.reject_unknown_fields,
+            ..StreamDef::new(create.name, create.columns)
         };
         self.create_and_open(def)?;
         Ok(DdlOutcome::Done)

@@ -428,23 +428,14 @@ mod tests {
             sql_type,
             nullable: true,
         };
-        let def = StreamDef {
-            name: "t".into(),
-            id: 1,
-            columns: vec![
+        let def = StreamDef::new(
+            "t",
+            vec![
                 column("k", SqlType::Text),
                 column("v", SqlType::Text),
                 column("n", SqlType::Integer),
             ],
-            shards: 1,
-            partition_key: None,
-            retention: None,
-            event_time: None,
-            schema_version: 1,
-            created_at_ms: 0,
-            pipeline: None,
-            reject_unknown_fields: false,
-        };
+        );
         crate::engine::open_stream(&Config::ephemeral(dir), def).unwrap()
     }
 
