@@ -14,7 +14,8 @@
 //!   with errors naming column and value; skips query planning.
 //! - [`catalog`]: what exists and what consumers committed, in redb (ACID).
 //! - [`log`]: per-stream shard logs of checksummed segment files, group
-//!   commit (one fsync per shard per group), recovery, retention, followers.
+//!   commit (one fsync per shard per group), bulk appends written while
+//!   they arrive, recovery, retention, followers.
 //! - [`consumer`]: what pipelines and sinks share as readers of a stream
 //!   (their task set, lag and state).
 //! - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
@@ -33,6 +34,7 @@
 //!   statements to the engine or DataFusion, errors with SQLSTATEs.
 //! - [`http`]: axum routes: records, the Kinesis API, `/health`, `/metrics`.
 //! - [`server`]: start/stop of all of the above; bound addresses; signals.
+//! - [`fail`]: `SLUICE_FAIL_POINT` crash hooks for the durability tests.
 //!
 //! Start reading at [`server::start`], then [`pgwire`] and [`log`].
 
@@ -42,6 +44,7 @@ pub mod consumer;
 pub mod cq;
 pub mod engine;
 pub mod error;
+pub mod fail;
 pub mod http;
 pub mod ingest;
 pub mod log;

@@ -1,8 +1,11 @@
 //! `COPY … FROM STDIN`: data arrives in CopyData chunks of any size; this
 //! splits it into records (CSV quotes may span lines; binary tuples by
 //! their length prefixes), fields (text-format escapes, CSV quoting, NULL
-//! markers) and converts every 8192 rows to an Arrow batch. Batches stay in memory up to `max_statement_bytes`; beyond
-//! that they are routed and spilled to disk and stored as one bulk append.
+//! markers) and converts every 8192 rows to an Arrow batch. Batches stay in
+//! memory up to [`COPY_MEMORY_BYTES`] (or `max_statement_bytes` if lower)
+//! and are then stored with the statement's other appends in one group
+//! commit; beyond that they go to the log as a bulk append, written to
+//! disk while the rest arrives and committed at the end in one step.
 //! Either way a COPY is all-or-nothing in bounded memory; with
 //! `ON_ERROR 'dead_letter'` bad rows go to `sluice.errors` instead.
 
@@ -25,6 +28,12 @@ use crate::types::SqlType;
 
 const CHUNK_ROWS: usize = 8192;
 
+/// Decoded rows a COPY holds in memory before it writes them to the log as
+/// a bulk append: small COPYs share group commits with other statements;
+/// large ones are written while they arrive, so the commit at CopyDone
+/// has little left to do.
+pub const COPY_MEMORY_BYTES: u64 = 8 * 1024 * 1024;
+
 /// The rows of a finished COPY.
 pub enum CopyRows {
     /// Decoded batches, stored as one append (routed batch by batch).
@@ -38,7 +47,10 @@ pub struct CopyIn {
     targets: Vec<usize>,
     force_null: Vec<bool>,
     options: CopyOptions,
+    /// The longest record (`max_statement_bytes`).
     max_bytes: u64,
+    /// Decoded bytes held in memory before the rows go to a bulk append.
+    memory_bytes: u64,
     /// Bytes of a record not yet complete.
     carry: Vec<u8>,
     /// How far into `carry` the record scan got, and its quote state there.
@@ -58,7 +70,7 @@ pub struct CopyIn {
     row_info: Vec<(u64, Option<String>)>,
     batches: Vec<RecordBatch>,
     bytes: u64,
-    /// Set once the batches outgrow `max_bytes`: where the rest goes.
+    /// Set once the batches outgrow `memory_bytes`: where the rest goes.
     spill: Option<BulkSpill>,
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -81,6 +93,7 @@ impl CopyIn {
             targets,
             force_null,
             options,
+            memory_bytes: max_bytes.min(COPY_MEMORY_BYTES),
             max_bytes,
             carry: Vec::new(),
             scan_pos: 0,
@@ -373,8 +386,8 @@ impl CopyIn {
         }
         self.bytes += batch.get_array_memory_size() as u64;
         self.batches.push(batch);
-        if self.bytes > self.max_bytes {
-            // Too large to hold: from here on, rows go to disk.
+        if self.bytes > self.memory_bytes {
+            // A large COPY: from here on, rows go to the log as they come.
             let mut spill = self.stream.log.bulk_spill()?;
             for batch in std::mem::take(&mut self.batches) {
                 self.stream.log.spill(&mut spill, batch)?;

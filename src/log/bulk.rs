@@ -1,39 +1,81 @@
 //! Bulk appends: a statement too large to hold in memory (a big COPY) is
-//! routed and spilled to per-shard Arrow files first, then written by the
-//! log writer as one exclusive group: its frames, then an empty end marker
-//! per shard that says how many shards the bulk touched, one fsync per
-//! shard, and only then visible to readers. Recovery keeps a bulk only if
-//! every shard it touched holds its end marker; otherwise its frames are cut
-//! from every shard. So a bulk is all or nothing, in bounded memory.
+//! written while it arrives. Its rows are routed per shard and framed into
+//! staging files beside the log, one per touched shard, each a run of
+//! complete frames whose headers are still blank. When the statement ends
+//! the log writer adopts them: it writes every header (final sequence
+//! numbers, bulk id, append time; the checksum is combined from the
+//! payload's, so nothing is read back), fsyncs the files, renames each into
+//! its shard as a new segment, fsyncs the shard directories, and only then
+//! makes them visible. So the rows are written once, while the client is
+//! still sending, and the commit costs a few header writes, fsyncs and
+//! renames; other appends to the stream go on meanwhile.
+//!
+//! The last frame of a bulk in each shard is an empty end marker that says
+//! how many shards the bulk touched. Recovery keeps a bulk only if every
+//! shard it touched holds its end marker; otherwise (a crash between two
+//! renames) its segment is cut from every shard. So a bulk is all or
+//! nothing, in bounded memory.
 
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::arrow::ipc::reader::StreamReader;
-use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::frame::{self, Bulk, FrameMeta};
-use super::segment::FrameRef;
-use super::shard::{PendingWrite, Shard};
-use super::{now_ms, settle, AppendAck, SyncHelpers};
+use super::frame::{self, Bulk, FrameMeta, FRAME_HEADER_BYTES};
+use super::segment::{FrameRef, Segment};
+use super::shard::Shard;
+use super::{now_ms, Framer, SyncHelpers};
 use crate::error::{Error, Result};
 
-/// Rows of one bulk, routed and spilled per shard while they arrive.
+/// A frame in a staging file, header not yet written.
+#[derive(Debug, Clone, Copy)]
+struct StagedFrame {
+    offset: u64,
+    record_count: u32,
+    payload_len: u32,
+    payload_crc: u32,
+}
+
+/// One shard's staging file.
+struct Stage {
+    shard: u32,
+    path: PathBuf,
+    file: Arc<File>,
+    frames: Vec<StagedFrame>,
+    len_bytes: u64,
+    framer: Framer,
+}
+
+impl Stage {
+    fn write_frame(&mut self, batch: &RecordBatch) -> Result<()> {
+        let (bytes, payload_crc) = frame::encode_unheaded(batch)?;
+        self.file.write_all_at(&bytes, self.len_bytes)?;
+        self.frames.push(StagedFrame {
+            offset: self.len_bytes,
+            record_count: frame::record_count(batch)?,
+            payload_len: (bytes.len() - FRAME_HEADER_BYTES) as u32,
+            payload_crc,
+        });
+        self.len_bytes += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Rows of one bulk, routed and written to staging files while they arrive.
 pub struct BulkSpill {
     dir: PathBuf,
     schema: SchemaRef,
-    writers: Vec<Option<StreamWriter<BufWriter<File>>>>,
+    stages: Vec<Option<Stage>>,
     pub(super) bytes: u64,
 }
 
-/// A finished spill, ready for [`super::StreamLog::append_bulk`].
+/// A finished bulk, ready for [`super::StreamLog::append_bulk`].
 pub struct BulkFiles {
-    pub(super) dir: PathBuf,
-    pub(super) files: Vec<(u32, PathBuf)>,
+    dir: PathBuf,
+    stages: Vec<Stage>,
 }
 
 impl BulkSpill {
@@ -42,38 +84,62 @@ impl BulkSpill {
         Ok(BulkSpill {
             dir,
             schema,
-            writers: (0..shards).map(|_| None).collect(),
+            stages: (0..shards).map(|_| None).collect(),
             bytes: 0,
         })
     }
 
     pub(super) fn push_part(&mut self, shard: u32, batch: &RecordBatch) -> Result<()> {
         let slot = self
-            .writers
+            .stages
             .get_mut(shard as usize)
             .ok_or_else(|| Error::Internal(format!("spill shard {shard} out of range")))?;
         if slot.is_none() {
-            let file = File::create(self.dir.join(format!("shard-{shard}.arrow")))?;
-            *slot = Some(StreamWriter::try_new(BufWriter::new(file), &self.schema)?);
+            let path = self.dir.join(format!("shard-{shard}.seg"));
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)?;
+            *slot = Some(Stage {
+                shard,
+                path,
+                file: Arc::new(file),
+                frames: Vec::new(),
+                len_bytes: 0,
+                framer: Framer::default(),
+            });
         }
-        if let Some(writer) = slot.as_mut() {
-            writer.write(batch)?;
+        let Some(stage) = slot.as_mut() else {
+            return Ok(());
+        };
+        let mut full = Vec::new();
+        stage.framer.push(batch, &mut full)?;
+        for batch in &full {
+            stage.write_frame(batch)?;
         }
         self.bytes += batch.get_array_memory_size() as u64;
         Ok(())
     }
 
+    /// Writes the last frames and each shard's end marker.
     pub fn finish(mut self) -> Result<BulkFiles> {
-        let mut files = Vec::new();
-        for (shard, writer) in self.writers.iter_mut().enumerate() {
-            if let Some(mut w) = writer.take() {
-                w.finish()?;
-                files.push((shard as u32, self.dir.join(format!("shard-{shard}.arrow"))));
+        let mut stages = Vec::new();
+        for slot in &mut self.stages {
+            let Some(mut stage) = slot.take() else {
+                continue;
+            };
+            let mut rest = Vec::new();
+            stage.framer.finish(&mut rest)?;
+            for batch in &rest {
+                stage.write_frame(batch)?;
             }
+            stage.write_frame(&RecordBatch::new_empty(self.schema.clone()))?;
+            stages.push(stage);
         }
         Ok(BulkFiles {
             dir: std::mem::take(&mut self.dir),
-            files,
+            stages,
         })
     }
 }
@@ -92,74 +158,92 @@ impl Drop for BulkFiles {
     }
 }
 
-/// Writes a bulk (see the module doc); nothing is visible on failure.
-pub(super) fn write_bulk(
+/// Commits a bulk (see the module doc); nothing is visible on failure.
+pub(super) fn adopt_bulk(
     shards: &[Arc<Shard>],
     bulk: &BulkFiles,
     id: u64,
-    segment_size_bytes: u64,
     helpers: &SyncHelpers,
-) -> Result<AppendAck> {
+) -> Result<super::AppendAck> {
     let append_time_ms = now_ms();
-    let touched = bulk.files.len() as u32;
-    let mut pending: Vec<(&Arc<Shard>, PendingWrite)> = Vec::new();
-    let mut ack = AppendAck::default();
-    let result = (|| {
-        for (shard_id, path) in &bulk.files {
-            let shard = shards
-                .get(*shard_id as usize)
-                .ok_or_else(|| Error::Internal(format!("bulk shard {shard_id} out of range")))?;
-            let (file, start, first_seq) = shard.tail_for_bulk(segment_size_bytes)?;
-            let mut offset = start;
-            let mut seq = first_seq;
-            let mut frames = Vec::new();
-            let reader = StreamReader::try_new(BufReader::new(File::open(path)?), None)?;
-            let schema = reader.schema();
-            let mut write = |batch: &RecordBatch,
-                             end_of_shards: u32,
-                             offset: &mut u64,
-                             seq: &mut u64|
-             -> Result<()> {
-                let meta = FrameMeta {
-                    progress: None,
-                    bulk: Some(Bulk { id, end_of_shards }),
-                };
-                let bytes = frame::encode(*seq, append_time_ms, meta, batch)?;
-                std::os::unix::fs::FileExt::write_all_at(file.as_ref(), &bytes, *offset)?;
-                frames.push(FrameRef {
-                    first_seq: *seq,
-                    record_count: batch.num_rows() as u32,
-                    offset: *offset,
-                    payload_len: (bytes.len() - frame::FRAME_HEADER_BYTES) as u32,
-                    append_time_ms,
-                    progress: None,
-                    bulk: meta.bulk,
-                });
-                *offset += bytes.len() as u64;
-                *seq += batch.num_rows() as u64;
-                Ok(())
+    let touched = bulk.stages.len() as u32;
+    let mut ack = super::AppendAck::default();
+    let mut segments: Vec<(&Arc<Shard>, Segment)> = Vec::new();
+    for stage in &bulk.stages {
+        let shard = shards
+            .get(stage.shard as usize)
+            .ok_or_else(|| Error::Internal(format!("bulk shard {} out of range", stage.shard)))?;
+        let base_seq = shard.next_seq();
+        let mut seq = base_seq;
+        let mut frames = Vec::with_capacity(stage.frames.len());
+        for (i, staged) in stage.frames.iter().enumerate() {
+            let end_of_shards = if i + 1 == stage.frames.len() {
+                touched
+            } else {
+                0
             };
-            for batch in reader {
-                write(&batch?, 0, &mut offset, &mut seq)?;
-            }
-            write(
-                &RecordBatch::new_empty(schema),
-                touched,
-                &mut offset,
-                &mut seq,
-            )?;
-            ack.ranges.push((*shard_id, first_seq, seq - first_seq));
-            pending.push((shard, PendingWrite::new(frames, start, file.clone())));
+            let meta = FrameMeta {
+                progress: None,
+                bulk: Some(Bulk { id, end_of_shards }),
+            };
+            let header = frame::header_bytes(
+                seq,
+                append_time_ms,
+                meta,
+                staged.record_count,
+                staged.payload_len,
+                staged.payload_crc,
+            );
+            stage.file.write_all_at(&header, staged.offset)?;
+            frames.push(FrameRef {
+                first_seq: seq,
+                record_count: staged.record_count,
+                offset: staged.offset,
+                payload_len: staged.payload_len,
+                append_time_ms,
+                progress: None,
+                bulk: meta.bulk,
+            });
+            seq += u64::from(staged.record_count);
         }
-        helpers.sync_all(&pending)
-    })();
-    settle(pending, result)?;
+        ack.ranges.push((stage.shard, base_seq, seq - base_seq));
+        segments.push((
+            shard,
+            Segment {
+                base_seq,
+                path: stage.path.clone(),
+                file: stage.file.clone(),
+                frames,
+                size_bytes: stage.len_bytes,
+            },
+        ));
+    }
+    let files: Vec<Arc<File>> = segments.iter().map(|(_, s)| s.file.clone()).collect();
+    helpers.sync_files(&files)?;
+    // Renamed into every shard before any becomes visible: a reader never
+    // sees part of a bulk that a crash could still cut.
+    let mut installed: Vec<(&Arc<Shard>, Segment)> = Vec::new();
+    for (shard, segment) in segments {
+        match shard.install_segment(segment) {
+            Ok(segment) => installed.push((shard, segment)),
+            Err(e) => {
+                for (shard, segment) in installed {
+                    shard.uninstall_segment(&segment);
+                }
+                return Err(e);
+            }
+        }
+        crate::fail::point("log.bulk_after_first_rename");
+    }
+    for (shard, segment) in installed {
+        shard.publish_segment(segment);
+    }
     Ok(ack)
 }
 
 /// After a crash: cuts the newest bulk from every shard unless every shard
 /// it touched holds its end marker. Older bulks are complete by
-/// construction (a bulk starts only after the previous one is durable).
+/// construction (a bulk commits only after the previous one is durable).
 pub(super) fn recover(shards: &[Arc<Shard>]) -> Result<Option<u64>> {
     let tails: Vec<Option<(u64, u32, u64)>> = shards.iter().map(|s| s.tail_bulk()).collect();
     let Some(newest) = tails.iter().flatten().map(|t| t.0).max() else {
@@ -189,12 +273,12 @@ pub(super) fn recover(shards: &[Arc<Shard>]) -> Result<Option<u64>> {
     Ok(Some(newest))
 }
 
-/// Where spills of the log in `log_dir` go.
+/// Where the staging files of bulk `id` of the log in `log_dir` go.
 pub(super) fn spill_dir(log_dir: &Path, id: u64) -> PathBuf {
     log_dir.join(format!("bulk-{id}"))
 }
 
-/// Removes spills a crash left behind.
+/// Removes staging files a crash left behind.
 pub(super) fn remove_stale_spills(log_dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(log_dir)?.flatten() {
         if entry.file_name().to_string_lossy().starts_with("bulk-") {

@@ -106,6 +106,24 @@ pub fn encode(
     meta: FrameMeta,
     batch: &RecordBatch,
 ) -> Result<Vec<u8>> {
+    let (mut out, payload_crc) = encode_unheaded(batch)?;
+    let payload_len = (out.len() - FRAME_HEADER_BYTES) as u32;
+    let header = header_bytes(
+        first_seq,
+        append_time_ms,
+        meta,
+        record_count(batch)?,
+        payload_len,
+        payload_crc,
+    );
+    out[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+    Ok(out)
+}
+
+/// Encodes a batch's payload behind a zeroed header, to be filled in later
+/// with [`header_bytes`] (a bulk append learns its sequence numbers only
+/// when it commits); also returns the payload's own crc32c.
+pub fn encode_unheaded(batch: &RecordBatch) -> Result<(Vec<u8>, u32)> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
     {
         let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
@@ -118,10 +136,30 @@ pub fn encode(
             "a frame of {payload_len} bytes exceeds the limit of {MAX_FRAME_PAYLOAD_BYTES} bytes"
         )));
     }
-    let record_count = u32::try_from(batch.num_rows())
-        .map_err(|_| Error::ProgramLimit("too many rows in one frame".into()))?;
+    let payload_crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
+    Ok((out, payload_crc))
+}
+
+pub fn record_count(batch: &RecordBatch) -> Result<u32> {
+    u32::try_from(batch.num_rows())
+        .map_err(|_| Error::ProgramLimit("too many rows in one frame".into()))
+}
+
+/// The header of a frame whose payload is `payload_len` bytes with crc32c
+/// `payload_crc`: the checksum over header and payload is combined from
+/// the two parts, so a header can be (re)written without reading the
+/// payload again.
+pub fn header_bytes(
+    first_seq: u64,
+    append_time_ms: i64,
+    meta: FrameMeta,
+    record_count: u32,
+    payload_len: u32,
+    payload_crc: u32,
+) -> [u8; FRAME_HEADER_BYTES] {
+    let mut out = [0u8; FRAME_HEADER_BYTES];
     out[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
-    out[4..8].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    out[4..8].copy_from_slice(&payload_len.to_le_bytes());
     out[12..16].copy_from_slice(&record_count.to_le_bytes());
     out[16..24].copy_from_slice(&first_seq.to_le_bytes());
     out[24..32].copy_from_slice(&append_time_ms.to_le_bytes());
@@ -130,13 +168,17 @@ pub fn encode(
         id: 0,
         end_of_shards: 0,
     });
-    out[48..56].copy_from_slice(&bulk.id.to_le_bytes());
-    out[56..60].copy_from_slice(&bulk.end_of_shards.to_le_bytes());
     out[32..36].copy_from_slice(&source_shard.to_le_bytes());
     out[40..48].copy_from_slice(&source_seq.to_le_bytes());
-    let crc = crc32c::crc32c(&out[12..]);
+    out[48..56].copy_from_slice(&bulk.id.to_le_bytes());
+    out[56..60].copy_from_slice(&bulk.end_of_shards.to_le_bytes());
+    let crc = crc32c::crc32c_combine(
+        crc32c::crc32c(&out[12..]),
+        payload_crc,
+        payload_len as usize,
+    );
     out[8..12].copy_from_slice(&crc.to_le_bytes());
-    Ok(out)
+    out
 }
 
 /// Decodes a verified payload, materialising only `projection` columns.
@@ -202,6 +244,25 @@ mod tests {
         assert_eq!(batch.num_columns(), 1);
         assert_eq!(batch.schema().field(0).name(), "name");
         assert_eq!(batch.num_rows(), 5);
+    }
+
+    #[test]
+    fn a_header_written_later_matches_one_encoded_at_once() {
+        let meta = FrameMeta {
+            progress: None,
+            bulk: Some(Bulk {
+                id: 9,
+                end_of_shards: 0,
+            }),
+        };
+        let whole = encode(1234, 55, meta, &sample(7)).unwrap();
+        let (mut later, payload_crc) = encode_unheaded(&sample(7)).unwrap();
+        let payload_len = (later.len() - FRAME_HEADER_BYTES) as u32;
+        let header = header_bytes(1234, 55, meta, 7, payload_len, payload_crc);
+        later[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+        assert_eq!(later, whole);
+        let parsed = FrameHeader::parse(&header).unwrap();
+        assert!(parsed.verify(&header, &later[FRAME_HEADER_BYTES..]));
     }
 
     #[test]

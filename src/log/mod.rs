@@ -470,8 +470,7 @@ fn writer_loop(
                 // Bulk ids grow over time, so recovery can tell the newest.
                 let micros = (now_ms() as u64).saturating_mul(1000);
                 last_bulk_id = micros.max(last_bulk_id + 1);
-                let result =
-                    bulk::write_bulk(&shards, &files, last_bulk_id, segment_size_bytes, &helpers);
+                let result = bulk::adopt_bulk(&shards, &files, last_bulk_id, &helpers);
                 let _ = request.reply.send(result);
                 continue;
             }
@@ -565,33 +564,23 @@ fn write_group(
             if plain.is_empty() && tagged.is_empty() {
                 continue;
             }
-            let mut frames: Vec<(RecordBatch, FrameMeta)> = Vec::new();
             let mut seq = shard.next_seq();
             // Consecutive plain parts share a frame up to FRAME_MAX_ROWS, so
             // small INSERTs make one frame and a large COPY makes bounded ones.
-            let mut run: Vec<RecordBatch> = Vec::new();
-            let mut run_rows = 0;
+            let mut framer = Framer::default();
+            let mut plain_frames = Vec::new();
             for (i, batch) in &plain {
                 acks[*i]
                     .ranges
                     .push((shard.id, seq, batch.num_rows() as u64));
                 seq += batch.num_rows() as u64;
-                let mut start = 0;
-                while start < batch.num_rows() {
-                    // Slices of a large part: no copy until framed.
-                    let rows = (batch.num_rows() - start).min(FRAME_MAX_ROWS);
-                    if run_rows + rows > FRAME_MAX_ROWS && !run.is_empty() {
-                        frames.push((join(&mut run)?, FrameMeta::default()));
-                        run_rows = 0;
-                    }
-                    run_rows += rows;
-                    run.push(batch.slice(start, rows));
-                    start += rows;
-                }
+                framer.push(batch, &mut plain_frames)?;
             }
-            if !run.is_empty() {
-                frames.push((join(&mut run)?, FrameMeta::default()));
-            }
+            framer.finish(&mut plain_frames)?;
+            let mut frames: Vec<(RecordBatch, FrameMeta)> = plain_frames
+                .into_iter()
+                .map(|b| (b, FrameMeta::default()))
+                .collect();
             for (i, batch, progress) in tagged {
                 acks[i]
                     .ranges
@@ -620,18 +609,52 @@ fn write_group(
 /// sinks) take whole frames, so this bounds what they hold at once.
 const FRAME_MAX_ROWS: usize = 65_536;
 
-/// One batch of `run` (taken), copied only when there are several.
-fn join(run: &mut Vec<RecordBatch>) -> Result<RecordBatch> {
-    let mut batches = std::mem::take(run);
-    if batches.len() == 1 {
-        if let Some(only) = batches.pop() {
-            return Ok(only);
+/// Packs consecutive batches into frames of at most [`FRAME_MAX_ROWS`]
+/// rows: a large batch is sliced (no copy), small ones are joined.
+#[derive(Default)]
+pub(super) struct Framer {
+    run: Vec<RecordBatch>,
+    run_rows: usize,
+}
+
+impl Framer {
+    /// Adds a batch; frames it completes go to `out`.
+    pub(super) fn push(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let rows = (batch.num_rows() - start).min(FRAME_MAX_ROWS);
+            if self.run_rows + rows > FRAME_MAX_ROWS && !self.run.is_empty() {
+                out.push(self.take()?);
+            }
+            self.run_rows += rows;
+            self.run.push(batch.slice(start, rows));
+            start += rows;
         }
+        Ok(())
     }
-    let Some(first) = batches.first() else {
-        return Err(Error::Internal("empty frame".into()));
-    };
-    Ok(concat_batches(first.schema_ref(), &batches)?)
+
+    /// The last, partial frame, if any.
+    pub(super) fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if !self.run.is_empty() {
+            out.push(self.take()?);
+        }
+        Ok(())
+    }
+
+    /// The run as one batch, copied only when it has several parts.
+    fn take(&mut self) -> Result<RecordBatch> {
+        self.run_rows = 0;
+        let mut batches = std::mem::take(&mut self.run);
+        if batches.len() == 1 {
+            if let Some(only) = batches.pop() {
+                return Ok(only);
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Err(Error::Internal("empty frame".into()));
+        };
+        Ok(concat_batches(first.schema_ref(), &batches)?)
+    }
 }
 
 /// Ends a group: publishes every written frame if `result` is Ok (all
@@ -685,22 +708,27 @@ impl SyncHelpers {
         Ok(SyncHelpers { jobs })
     }
 
-    /// Fsyncs every pending write; the first here, the rest on helpers.
+    /// Fsyncs every pending write (see [`SyncHelpers::sync_files`]).
     fn sync_all(&self, pending: &[(&Arc<Shard>, PendingWrite)]) -> Result<()> {
-        let Some(((_, first), rest)) = pending.split_first() else {
+        let files: Vec<Arc<std::fs::File>> =
+            pending.iter().map(|(_, w)| w.file().clone()).collect();
+        self.sync_files(&files)
+    }
+
+    /// Fsyncs every file: the first here, the rest on helpers.
+    fn sync_files(&self, files: &[Arc<std::fs::File>]) -> Result<()> {
+        let Some((first, rest)) = files.split_first() else {
             return Ok(());
         };
         let mut waiting = Vec::with_capacity(rest.len());
-        for (i, (_, write)) in rest.iter().enumerate() {
+        for (i, file) in rest.iter().enumerate() {
             let (done, result) = std::sync::mpsc::sync_channel(1);
             match self.jobs.get(i % self.jobs.len().max(1)) {
-                Some(helper) if helper.send((write.file().clone(), done)).is_ok() => {
-                    waiting.push(result)
-                }
-                _ => Shard::sync(write)?,
+                Some(helper) if helper.send((file.clone(), done)).is_ok() => waiting.push(result),
+                _ => file.sync_data()?,
             }
         }
-        let mut outcome = Shard::sync(first);
+        let mut outcome = first.sync_data().map_err(Error::from);
         for result in waiting {
             let synced = result
                 .recv()

@@ -49,14 +49,6 @@ pub struct PendingWrite {
 }
 
 impl PendingWrite {
-    pub fn new(frames: Vec<FrameRef>, offset: u64, file: Arc<File>) -> Self {
-        PendingWrite {
-            frames,
-            offset,
-            file,
-        }
-    }
-
     pub fn file(&self) -> &Arc<File> {
         &self.file
     }
@@ -202,12 +194,6 @@ impl Shard {
         })
     }
 
-    /// Makes written bytes durable (one fsync, shared by the whole group).
-    pub fn sync(pending: &PendingWrite) -> Result<()> {
-        pending.file.sync_data()?;
-        Ok(())
-    }
-
     /// Discards written-but-unpublished frames after a failed group.
     pub fn rollback(&self, pending: &PendingWrite) {
         if let Err(e) = pending.file.set_len(pending.offset) {
@@ -231,25 +217,59 @@ impl Shard {
         self.committed.send_replace(last.end_seq());
     }
 
-    /// Where a bulk starts: the active segment (rolled first when full),
-    /// its end offset and the next sequence. A bulk never spans segments,
-    /// so recovery can cut it from one file.
-    pub fn tail_for_bulk(&self, segment_size_bytes: u64) -> Result<(Arc<File>, u64, u64)> {
-        let next_seq = self.next_seq();
-        let needs_roll = self
-            .read_state()
-            .segments
-            .last()
-            .is_none_or(|s| s.size_bytes > 0 && s.size_bytes >= segment_size_bytes);
-        if needs_roll {
-            self.roll(next_seq)?;
+    /// Renames a bulk's staging file into this shard as the segment that
+    /// starts at `segment.base_seq` (the shard's next sequence), durably
+    /// but not yet visible (see [`Shard::publish_segment`]).
+    pub fn install_segment(&self, mut segment: Segment) -> Result<Segment> {
+        let path = self.dir.join(segment_file_name(segment.base_seq));
+        std::fs::rename(&segment.path, &path)?;
+        File::open(&self.dir)?.sync_all()?;
+        segment.path = path;
+        Ok(segment)
+    }
+
+    /// Undoes [`Shard::install_segment`] when the bulk fails in another shard.
+    pub fn uninstall_segment(&self, segment: &Segment) {
+        let result = (|| -> Result<()> {
+            std::fs::remove_file(&segment.path)?;
+            // The rename replaced an empty active segment of the same name:
+            // give the shard a file to append to again.
+            let replaced = self
+                .read_state()
+                .segments
+                .last()
+                .is_some_and(|s| s.base_seq == segment.base_seq);
+            if replaced {
+                self.write_state().segments.pop();
+                self.roll(segment.base_seq)
+            } else {
+                File::open(&self.dir)?.sync_all()?;
+                Ok(())
+            }
+        })();
+        if let Err(e) = result {
+            tracing::error!(shard = self.id, error = %e, "could not remove a failed bulk's segment");
         }
-        let state = self.read_state();
-        let active = state
-            .segments
-            .last()
-            .ok_or_else(|| Error::Internal("shard has no active segment".into()))?;
-        Ok((active.file.clone(), active.size_bytes, next_seq))
+    }
+
+    /// Makes an installed segment visible; it becomes the active segment.
+    pub fn publish_segment(&self, segment: Segment) {
+        let end = segment.end_seq();
+        {
+            let mut state = self.write_state();
+            // An empty active segment starting at the same sequence was
+            // replaced on disk by the rename.
+            if state
+                .segments
+                .last()
+                .is_some_and(|s| s.base_seq == segment.base_seq)
+            {
+                state.segments.pop();
+            }
+            state.segments.push(segment);
+            state.next_seq = end;
+        }
+        self.committed.send_replace(end);
     }
 
     /// The bulk this shard ends with, if any: (bulk id, the end marker's

@@ -369,6 +369,71 @@ async fn a_complete_bulk_followed_by_appends_in_some_shards_is_kept() {
 }
 
 #[tokio::test]
+async fn appends_go_on_while_a_bulk_is_written_and_it_lands_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let mut spill = log.bulk_spill().unwrap();
+        for start in (0..1000).step_by(100) {
+            log.spill(&mut spill, batch(start, 100)).unwrap();
+            // Other statements commit meanwhile; the bulk stays invisible.
+            log.append(batch(10_000 + start, 1)).await.unwrap();
+            assert!(read_all(&log).iter().all(|k| *k >= 10_000));
+        }
+        let ack = log.append_bulk(spill.finish().unwrap()).await.unwrap();
+        assert_eq!(ack.records(), 1000);
+        let mut want: Vec<i64> = (0..1000).collect();
+        want.extend((0..1000).step_by(100).map(|s| 10_000 + s));
+        want.sort_unstable();
+        assert_eq!(read_all(&log), want);
+        log.append(batch(20_000, 5)).await.unwrap();
+        log.close();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let rows = read_all(&log);
+    assert_eq!(rows.len(), 1000 + 10 + 5);
+    assert!((0..1000)
+        .chain(20_000..20_005)
+        .all(|k| rows.binary_search(&k).is_ok()));
+}
+
+#[tokio::test]
+async fn a_bulk_after_a_cut_replaces_the_empty_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        log.append(batch(-5, 5)).await.unwrap();
+        bulk(&log, 0, 100, 10).await;
+        log.close();
+    }
+    // Tear the bulk's end marker: the cut leaves its segment empty.
+    let shard_dir = dir.path().join("shard-0");
+    let segment = std::fs::read_dir(&shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    f.set_len(len - 10).unwrap();
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        assert_eq!(read_all(&log), (-5..0).collect::<Vec<_>>());
+        bulk(&log, 500, 20, 20).await;
+        log.append(batch(900, 2)).await.unwrap();
+        log.close();
+    }
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let mut want: Vec<i64> = (-5..0).collect();
+    want.extend(500..520);
+    want.extend(900..902);
+    assert_eq!(read_all(&log), want);
+}
+
+#[tokio::test]
 async fn large_appends_are_framed_in_bounded_frames() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(1, None);

@@ -340,7 +340,7 @@ impl ShardWorker {
     /// shard's new progress in one catalog transaction.
     async fn commit(&mut self, keys: Vec<PartKey>) -> Result<()> {
         let now = now_ms();
-        fail_point("sink.before_upload");
+        crate::fail::point("sink.before_upload");
         let mut committed = Vec::with_capacity(keys.len());
         let mut progress = self.committed.clone();
         for key in keys {
@@ -367,7 +367,7 @@ impl ShardWorker {
                 committed_at_ms: now,
             });
         }
-        fail_point("sink.after_upload");
+        crate::fail::point("sink.after_upload");
         // Everything before the oldest record still buffered is delivered.
         progress.next = self
             .files
@@ -386,7 +386,7 @@ impl ShardWorker {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-        fail_point("sink.after_commit");
+        crate::fail::point("sink.after_commit");
         self.committed = progress;
         let core = &self.core;
         core.add_files(committed);
@@ -425,18 +425,6 @@ async fn dead_letter(core: &SinkCore, batch: &RecordBatch, rows: &[u32]) -> Resu
         .dead_letters
         .fetch_add(letters.len() as u64, Ordering::Relaxed);
     Ok(())
-}
-
-/// Crash-testing hook: when `SLUICE_FAIL_POINT` names this point, the
-/// process dies here as abruptly as under `kill -9`, so tests can stop it
-/// between upload and commit exactly.
-fn fail_point(name: &str) {
-    static POINT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let point = POINT.get_or_init(|| std::env::var("SLUICE_FAIL_POINT").ok());
-    if point.as_deref() == Some(name) {
-        tracing::error!(point = name, "fail point reached; aborting");
-        std::process::abort();
-    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -1,12 +1,14 @@
 //! Durability under `kill -9`: concurrent clients insert; the server is
 //! killed mid-stream and restarted; every acknowledged statement is present
-//! exactly once, every present statement is whole, and no row is torn.
+//! exactly once, every present statement is whole, and no row is torn. A
+//! large COPY (a bulk append) is all or nothing when the process dies while
+//! it streams or between the renames that commit it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::Server;
+use crate::harness::{scalar, wait_for, Server};
 
 const CLIENTS: i32 = 8;
 const ROWS_PER_STATEMENT: i32 = 5;
@@ -119,4 +121,121 @@ async fn kill_9_mid_ingest_loses_and_duplicates_nothing() {
         let present = check_exactly_once(&server, &acked_now).await;
         assert!(present >= acked_now.len());
     }
+}
+
+/// CSV of `rows` rows `id,payload` starting at `from`, ~100 bytes a row.
+fn csv_rows(from: i64, rows: i64) -> String {
+    (from..from + rows)
+        .map(|i| format!("{i},payload-{i}-{}\n", "z".repeat(80)))
+        .collect()
+}
+
+async fn copy_csv(
+    client: &tokio_postgres::Client,
+    data: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures::SinkExt;
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY big FROM STDIN WITH (FORMAT csv)")
+        .await?;
+    futures::pin_mut!(sink);
+    for chunk in data.as_bytes().chunks(256 * 1024) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.finish().await
+}
+
+/// A large COPY is written to the log while it arrives and committed at
+/// its end by renaming a segment into each shard. The process dies after
+/// the first rename (fail point), and separately under `kill -9` while the
+/// COPY is still streaming: after a restart the COPY is absent from every
+/// shard, acknowledged rows are all there once, nothing is left staged, and
+/// the same COPY then succeeds and survives another restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_copy_is_all_or_nothing_across_crashes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(&config, "[limits]\nmax_statement_bytes = 1048576\n").unwrap();
+    let rows = 40_000;
+    let bulk = csv_rows(0, rows);
+    let count =
+        async |server: &Server| scalar(&server.client().await, "SELECT count(*) FROM big").await;
+    let staged = |data_dir: &std::path::Path| {
+        std::fs::read_dir(data_dir.join("streams"))
+            .unwrap()
+            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("bulk-")
+            })
+            .count()
+    };
+
+    let mut server = Server::spawn_with(
+        &data_dir,
+        Some(&config),
+        &[("SLUICE_FAIL_POINT", "log.bulk_after_first_rename")],
+    );
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(copy_csv(&client, &csv_rows(-100, 100)).await.unwrap(), 100);
+    assert!(
+        copy_csv(&client, &bulk).await.is_err(),
+        "the server died at commit"
+    );
+    assert!(!server.wait_exit(Duration::from_secs(30)).success());
+
+    let mut server = Server::spawn_with(&data_dir, Some(&config), &[]);
+    assert_eq!(
+        count(&server).await,
+        100,
+        "the torn COPY was cut from every shard"
+    );
+    assert_eq!(staged(&data_dir), 0, "no staging files are left");
+
+    // kill -9 while the COPY is still streaming.
+    let client = server.client().await;
+    let streaming = tokio::spawn({
+        let data = bulk.repeat(10);
+        async move { copy_csv(&client, &data).await }
+    });
+    wait_for(
+        "the COPY to be staged",
+        Duration::from_secs(30),
+        async || staged(&data_dir) > 0,
+    )
+    .await;
+    server.kill9();
+    assert!(streaming.await.unwrap().is_err());
+
+    let mut server = Server::spawn_with(&data_dir, Some(&config), &[]);
+    assert_eq!(
+        count(&server).await,
+        100,
+        "the unfinished COPY left nothing"
+    );
+    assert_eq!(staged(&data_dir), 0);
+    assert_eq!(
+        copy_csv(&server.client().await, &bulk).await.unwrap(),
+        rows as u64
+    );
+    server.terminate();
+
+    let server = Server::spawn_with(&data_dir, Some(&config), &[]);
+    let client = server.client().await;
+    assert_eq!(count(&server).await, 100 + rows);
+    assert_eq!(
+        scalar(&client, "SELECT count(DISTINCT id) FROM big").await,
+        100 + rows,
+        "every row once"
+    );
 }

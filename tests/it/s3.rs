@@ -171,12 +171,12 @@ async fn s3_delivery_multipart_crash_and_outage() {
     assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1000);
 
     // A file larger than an upload part goes up as a multipart upload (a
-    // sink that rolls only on FLUSH, so the whole COPY makes one file).
+    // sink that rolls only on FLUSH, so the COPY makes one file per shard).
     client
         .batch_execute("CREATE SINK big FROM clicks WITH (location = 's3://lake/big/', rollover_interval = '1 h', start = 'latest')")
         .await
         .unwrap();
-    let rows: i64 = 240_000;
+    let rows: i64 = 480_000;
     let sink = client
         .copy_in("COPY clicks (n, payload) FROM STDIN WITH (FORMAT csv)")
         .await
