@@ -1,6 +1,7 @@
 //! Object stores: where sinks deliver and external tables read. One
 //! registry serves both the query engine and the sinks, so a bucket is
-//! configured once: local directories through `LocalFileSystem`, `s3://`
+//! configured once: local directories through [`local::LocalStore`]
+//! (`LocalFileSystem` with small reads served inline), `s3://`
 //! buckets through object_store's S3 client, built on first use from the
 //! standard AWS environment variables plus `[s3]` in the config (endpoint,
 //! region, plain HTTP for S3-compatible stores).
@@ -17,12 +18,15 @@ use datafusion::parquet::arrow::AsyncArrowWriter;
 use datafusion::parquet::file::properties::WriterProperties;
 use object_store::aws::AmazonS3Builder;
 use object_store::buffered::BufWriter;
-use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
+pub use local::LocalStore;
+
 use crate::config::S3Config;
+
+mod local;
 use crate::error::{Error, Result};
 
 /// Object stores by URL (`file:///`, `s3://bucket`); S3 buckets are added
@@ -35,10 +39,12 @@ pub struct StoreRegistry {
 
 impl StoreRegistry {
     pub fn new(s3: S3Config) -> StoreRegistry {
-        StoreRegistry {
-            inner: DefaultObjectStoreRegistry::new(),
-            s3,
-        }
+        let inner = DefaultObjectStoreRegistry::new();
+        inner.register_store(
+            ObjectStoreUrl::local_filesystem().as_ref(),
+            Arc::new(LocalStore::new()),
+        );
+        StoreRegistry { inner, s3 }
     }
 
     fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
@@ -176,7 +182,7 @@ impl Location {
             .map_err(|e| Error::InvalidParameter(format!("{}: {e}", dir.display())))?;
         Ok(Location {
             url: ObjectStoreUrl::local_filesystem(),
-            store: Arc::new(LocalFileSystem::new()),
+            store: Arc::new(LocalStore::new()),
             prefix,
         })
     }
