@@ -106,17 +106,18 @@ pub fn encode(
     meta: FrameMeta,
     batch: &RecordBatch,
 ) -> Result<Vec<u8>> {
-    let (mut out, payload_crc) = encode_unheaded(batch)?;
+    let mut out = encode_payload(batch)?;
     let payload_len = (out.len() - FRAME_HEADER_BYTES) as u32;
-    let header = header_bytes(
+    let header = header_fields(
         first_seq,
         append_time_ms,
         meta,
         record_count(batch)?,
         payload_len,
-        payload_crc,
     );
     out[..FRAME_HEADER_BYTES].copy_from_slice(&header);
+    let crc = crc32c::crc32c(&out[12..]);
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
     Ok(out)
 }
 
@@ -124,6 +125,13 @@ pub fn encode(
 /// with [`header_bytes`] (a bulk append learns its sequence numbers only
 /// when it commits); also returns the payload's own crc32c.
 pub fn encode_unheaded(batch: &RecordBatch) -> Result<(Vec<u8>, u32)> {
+    let out = encode_payload(batch)?;
+    let payload_crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
+    Ok((out, payload_crc))
+}
+
+/// The Arrow IPC payload behind room for a header.
+fn encode_payload(batch: &RecordBatch) -> Result<Vec<u8>> {
     let mut out = vec![0u8; FRAME_HEADER_BYTES];
     {
         let mut writer = StreamWriter::try_new(&mut out, batch.schema_ref())?;
@@ -136,8 +144,7 @@ pub fn encode_unheaded(batch: &RecordBatch) -> Result<(Vec<u8>, u32)> {
             "a frame of {payload_len} bytes exceeds the limit of {MAX_FRAME_PAYLOAD_BYTES} bytes"
         )));
     }
-    let payload_crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
-    Ok((out, payload_crc))
+    Ok(out)
 }
 
 pub fn record_count(batch: &RecordBatch) -> Result<u32> {
@@ -147,8 +154,8 @@ pub fn record_count(batch: &RecordBatch) -> Result<u32> {
 
 /// The header of a frame whose payload is `payload_len` bytes with crc32c
 /// `payload_crc`: the checksum over header and payload is combined from
-/// the two parts, so a header can be (re)written without reading the
-/// payload again.
+/// the two parts, so a header can be written after its payload without
+/// reading the payload again.
 pub fn header_bytes(
     first_seq: u64,
     append_time_ms: i64,
@@ -156,6 +163,24 @@ pub fn header_bytes(
     record_count: u32,
     payload_len: u32,
     payload_crc: u32,
+) -> [u8; FRAME_HEADER_BYTES] {
+    let mut out = header_fields(first_seq, append_time_ms, meta, record_count, payload_len);
+    let crc = crc32c::crc32c_combine(
+        crc32c::crc32c(&out[12..]),
+        payload_crc,
+        payload_len as usize,
+    );
+    out[8..12].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// A header without its checksum.
+fn header_fields(
+    first_seq: u64,
+    append_time_ms: i64,
+    meta: FrameMeta,
+    record_count: u32,
+    payload_len: u32,
 ) -> [u8; FRAME_HEADER_BYTES] {
     let mut out = [0u8; FRAME_HEADER_BYTES];
     out[0..4].copy_from_slice(&FRAME_MAGIC.to_le_bytes());
@@ -172,12 +197,6 @@ pub fn header_bytes(
     out[40..48].copy_from_slice(&source_seq.to_le_bytes());
     out[48..56].copy_from_slice(&bulk.id.to_le_bytes());
     out[56..60].copy_from_slice(&bulk.end_of_shards.to_le_bytes());
-    let crc = crc32c::crc32c_combine(
-        crc32c::crc32c(&out[12..]),
-        payload_crc,
-        payload_len as usize,
-    );
-    out[8..12].copy_from_slice(&crc.to_le_bytes());
     out
 }
 

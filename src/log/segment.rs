@@ -64,7 +64,8 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 #[derive(Debug)]
 pub struct ScanOutcome {
     pub frames: Vec<FrameRef>,
-    /// Bytes from the start that hold whole, verified frames.
+    /// Bytes from the start that hold whole, verified frames (a zero tail
+    /// after them is preallocated room, not damage).
     pub valid_len: u64,
     /// Why the scan stopped before the end of the file, if it did.
     pub damage: Option<String>,
@@ -91,6 +92,10 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
         let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
         reader.read_exact(&mut header_bytes)?;
         let Some(header) = FrameHeader::parse(&header_bytes) else {
+            // The active segment's preallocated room: zeros to the end.
+            if header_bytes.iter().all(|b| *b == 0) && rest_is_zero(&mut reader)? {
+                break None;
+            }
             break Some(format!("bad frame magic at byte {offset}"));
         };
         if header.payload_len as usize > MAX_FRAME_PAYLOAD_BYTES
@@ -126,6 +131,20 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
         valid_len: offset,
         damage,
     })
+}
+
+/// Whether everything `reader` has left is zero bytes.
+fn rest_is_zero(reader: &mut impl Read) -> io::Result<bool> {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = reader.read(&mut buf)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+    }
 }
 
 /// Reads and re-verifies one frame's payload. Verification on every read
@@ -230,6 +249,25 @@ mod tests {
         let f = File::open(&path).unwrap();
         let err = read_payload(&f, &out.frames[0]).unwrap_err();
         assert_eq!(err.sqlstate(), "XX001");
+    }
+
+    #[test]
+    fn a_zero_tail_is_room_not_damage_but_a_torn_frame_before_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_file_name(0));
+        let ends = write_frames(&path, &[3, 4]);
+        let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        f.set_len(ends[1] + 100_000).unwrap();
+        let out = scan(&path, 0).unwrap();
+        assert_eq!(
+            (out.frames.len(), out.valid_len, out.damage),
+            (2, ends[1], None)
+        );
+        // Bytes of an unfinished frame inside the room are damage.
+        f.write_all_at(&[1, 2, 3], ends[1] + 70_000).unwrap();
+        let out = scan(&path, 0).unwrap();
+        assert_eq!((out.frames.len(), out.valid_len), (2, ends[1]));
+        assert!(out.damage.unwrap().contains("magic"));
     }
 
     #[test]

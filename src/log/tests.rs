@@ -108,6 +108,63 @@ async fn concurrent_appends_share_group_commits() {
 }
 
 #[tokio::test]
+async fn segments_are_preallocated_and_sealed_ones_trimmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let shard_dir = dir.path().join("shard-0");
+    let lengths = || {
+        let mut files: Vec<(std::path::PathBuf, u64)> = std::fs::read_dir(&shard_dir)
+            .unwrap()
+            .map(|e| e.unwrap())
+            .map(|e| (e.path(), e.metadata().unwrap().len()))
+            .collect();
+        files.sort();
+        files
+    };
+    {
+        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        log.append(batch(0, 5)).await.unwrap();
+        let stats = log.shard_stats()[0];
+        let files = lengths();
+        assert_eq!(files.len(), 1);
+        assert!(files[0].1 > stats.bytes, "the active file has room ahead");
+        for i in 1..40 {
+            log.append(batch(i * 10, 10)).await.unwrap();
+        }
+        log.close();
+    }
+    let files = lengths();
+    assert!(files.len() > 2, "4 KiB segments rolled: {files:?}");
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    // Sealed files hold exactly their frames; only the active one has room.
+    let (active_path, active_len) = files.last().cloned().unwrap();
+    let active_base =
+        segment::parse_segment_file_name(&active_path.file_name().unwrap().to_string_lossy())
+            .unwrap();
+    let frames = log.frames_from(0, 0, u64::MAX);
+    let frame_bytes = |sealed: bool| -> u64 {
+        frames
+            .iter()
+            .filter(|(_, f)| (f.first_seq < active_base) == sealed)
+            .map(|(_, f)| f.frame_len())
+            .sum()
+    };
+    let sealed_len: u64 = files[..files.len() - 1].iter().map(|f| f.1).sum();
+    assert_eq!(sealed_len, frame_bytes(true));
+    assert!(active_len > frame_bytes(false));
+    assert_eq!(
+        frame_bytes(true) + frame_bytes(false),
+        log.shard_stats()[0].bytes
+    );
+    let mut want: Vec<i64> = (0..5).collect();
+    want.extend(10..400);
+    assert_eq!(read_all(&log), want, "the zero tail was read as room");
+    log.append(batch(1000, 1)).await.unwrap();
+    log.close();
+    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    assert_eq!(read_all(&log).last(), Some(&1000));
+}
+
+#[tokio::test]
 async fn torn_tail_is_truncated_on_open_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     let seg_path;
