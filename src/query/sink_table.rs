@@ -34,6 +34,40 @@ impl SinkTable {
         SinkTable { core }
     }
 
+    /// The committed files as scan inputs, built once per file set.
+    fn scan_files(&self) -> DfResult<Arc<Vec<PartitionedFile>>> {
+        let files = self.core.files();
+        let mut cache = self
+            .core
+            .scan_files
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some((set, built)) = cache.as_ref() {
+            if Arc::ptr_eq(set, &files) {
+                return Ok(built.clone());
+            }
+        }
+        let layout = &self.core.layout;
+        let built = files
+            .iter()
+            .map(|file| {
+                let mut pf = PartitionedFile::new(String::new(), file.bytes)
+                    .with_partition_values(layout.scalars(&file.partition_values));
+                // The stored path is already in object_store's encoding.
+                pf.object_meta.location = object_store::path::Path::parse(&file.path)
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
+                let mut stats = Statistics::new_unknown(&layout.read_schema);
+                stats.num_rows = Precision::Exact(file.rows as usize);
+                stats.total_byte_size = Precision::Inexact(file.bytes as usize);
+                pf.statistics = Some(Arc::new(stats));
+                Ok(pf)
+            })
+            .collect::<DfResult<Vec<_>>>()?;
+        let built = Arc::new(built);
+        *cache = Some((files, built.clone()));
+        Ok(built)
+    }
+
     fn partition_names(&self) -> Vec<&str> {
         self.core
             .layout
@@ -86,22 +120,16 @@ impl TableProvider for SinkTable {
             .cloned()
             .collect();
         let partition_schema = DFSchema::try_from(Schema::new(layout.partition_fields.clone()))?;
-        let files = self.core.files();
-        let mut kept = Vec::with_capacity(files.len());
+        let mut kept = Vec::new();
         let (mut rows, mut bytes) = (0u64, 0u64);
-        for file in files.iter() {
-            let mut pf = PartitionedFile::new(String::new(), file.bytes)
-                .with_partition_values(layout.scalars(&file.partition_values));
-            // The stored path is already in object_store's encoding.
-            pf.object_meta.location = object_store::path::Path::parse(&file.path)
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?;
-            let mut stats = Statistics::new_unknown(&layout.read_schema);
-            stats.num_rows = Precision::Exact(file.rows as usize);
-            stats.total_byte_size = Precision::Inexact(file.bytes as usize);
-            pf.statistics = Some(Arc::new(stats));
-            if let Some(pf) = filter_partitioned_file(pf, &partition_filters, &partition_schema)? {
-                rows += file.rows;
-                bytes += file.bytes;
+        for pf in self.scan_files()?.iter() {
+            if let Some(pf) =
+                filter_partitioned_file(pf.clone(), &partition_filters, &partition_schema)?
+            {
+                if let Some(Precision::Exact(n)) = pf.statistics.as_ref().map(|s| s.num_rows) {
+                    rows += n as u64;
+                }
+                bytes += pf.object_meta.size;
                 kept.push(pf);
             }
         }

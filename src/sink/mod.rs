@@ -81,7 +81,17 @@ pub struct SinkCore {
     /// Committed files, replaced (not mutated) on every commit so a query
     /// holds one consistent set.
     files: RwLock<Arc<Vec<SinkFile>>>,
+    /// The query side's scan inputs for one file set (typed partition
+    /// values, statistics), kept until the set is replaced so a query does
+    /// not rebuild them per file (see `query::SinkTable`).
+    pub scan_files: Mutex<Option<ScanFiles>>,
 }
+
+/// Scan inputs built from one committed file set (compared by pointer).
+pub type ScanFiles = (
+    Arc<Vec<SinkFile>>,
+    Arc<Vec<datafusion::datasource::listing::PartitionedFile>>,
+);
 
 impl SinkCore {
     /// The committed files now.
@@ -161,6 +171,7 @@ impl Sink {
                 ..SinkStats::default()
             },
             files: RwLock::new(Arc::new(files)),
+            scan_files: Mutex::new(None),
             def,
             source,
             location,
