@@ -327,6 +327,23 @@ async fn positions_follow_rows_to_their_shards() {
     assert!(p.iter().all(|x| x.0 == p[0].0));
 }
 
+/// Cuts `bytes` off the end of the newest segment file in `shard_dir` (a
+/// bulk's segment has no preallocated tail: the cut tears its end marker).
+fn cut_newest_segment(shard_dir: &Path, bytes: u64) {
+    let segment = std::fs::read_dir(shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let len = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(len - bytes)
+        .unwrap();
+}
+
 async fn bulk(log: &StreamLog, from: i64, n: i64, chunk: i64) {
     let mut spill = log.bulk_spill().unwrap();
     for start in (from..from + n).step_by(chunk as usize) {
@@ -372,19 +389,7 @@ async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
     }
     // A crash while the bulk's frames were being written: one shard lost
     // the tail of its end marker.
-    let shard_dir = dir.path().join("shard-1");
-    let segment = std::fs::read_dir(&shard_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
-    let len = std::fs::metadata(&segment).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    cut_newest_segment(&dir.path().join("shard-1"), 10);
     {
         let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
         assert_eq!(
@@ -464,18 +469,7 @@ async fn a_bulk_after_a_cut_replaces_the_empty_segment() {
         log.close();
     }
     // Tear the bulk's end marker: the cut leaves its segment empty.
-    let shard_dir = dir.path().join("shard-0");
-    let segment = std::fs::read_dir(&shard_dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
-    let len = std::fs::metadata(&segment).unwrap().len();
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap();
-    f.set_len(len - 10).unwrap();
+    cut_newest_segment(&dir.path().join("shard-0"), 10);
     {
         let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
         assert_eq!(read_all(&log), (-5..0).collect::<Vec<_>>());

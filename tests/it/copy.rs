@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use futures::SinkExt;
 
-use crate::harness::{scalar, sqlstate, Server};
+use crate::harness::{scalar, sqlstate, staged_bulks, Server};
 
 const CLICKS: &str =
     "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT)";
@@ -348,18 +348,11 @@ async fn a_copy_larger_than_memory_is_spilled_and_still_atomic() {
         rows as i64,
         "the failed COPY stored nothing"
     );
-    let leftovers = std::fs::read_dir(server.data_dir().join("streams"))
-        .unwrap()
-        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with("bulk-")
-        })
-        .count();
-    assert_eq!(leftovers, 0, "spills are removed");
+    assert_eq!(
+        staged_bulks(server.data_dir()),
+        0,
+        "staging files are removed"
+    );
 }
 
 /// Binary COPY, as drivers send it (tokio-postgres' BinaryCopyInWriter).

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::harness::{scalar, wait_for, Server};
+use crate::harness::{scalar, staged_bulks, wait_for, Server};
 
 const CLIENTS: i32 = 8;
 const ROWS_PER_STATEMENT: i32 = 5;
@@ -161,19 +161,6 @@ async fn a_large_copy_is_all_or_nothing_across_crashes() {
     let bulk = csv_rows(0, rows);
     let count =
         async |server: &Server| scalar(&server.client().await, "SELECT count(*) FROM big").await;
-    let staged = |data_dir: &std::path::Path| {
-        std::fs::read_dir(data_dir.join("streams"))
-            .unwrap()
-            .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .starts_with("bulk-")
-            })
-            .count()
-    };
 
     let mut server = Server::spawn_with(
         &data_dir,
@@ -200,7 +187,7 @@ async fn a_large_copy_is_all_or_nothing_across_crashes() {
         100,
         "the torn COPY was cut from every shard"
     );
-    assert_eq!(staged(&data_dir), 0, "no staging files are left");
+    assert_eq!(staged_bulks(&data_dir), 0, "no staging files are left");
 
     // kill -9 while the COPY is still streaming.
     let client = server.client().await;
@@ -211,7 +198,7 @@ async fn a_large_copy_is_all_or_nothing_across_crashes() {
     wait_for(
         "the COPY to be staged",
         Duration::from_secs(30),
-        async || staged(&data_dir) > 0,
+        async || staged_bulks(&data_dir) > 0,
     )
     .await;
     server.kill9();
@@ -223,7 +210,7 @@ async fn a_large_copy_is_all_or_nothing_across_crashes() {
         100,
         "the unfinished COPY left nothing"
     );
-    assert_eq!(staged(&data_dir), 0);
+    assert_eq!(staged_bulks(&data_dir), 0);
     assert_eq!(
         copy_csv(&server.client().await, &bulk).await.unwrap(),
         rows as u64

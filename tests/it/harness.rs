@@ -251,3 +251,18 @@ pub async fn wait_for(what: &str, timeout: Duration, mut check: impl AsyncFnMut(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Staging directories of bulk appends (large COPYs) under `data_dir`.
+pub fn staged_bulks(data_dir: &Path) -> usize {
+    std::fs::read_dir(data_dir.join("streams"))
+        .unwrap()
+        .flat_map(|d| std::fs::read_dir(d.unwrap().path()).unwrap())
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("bulk-")
+        })
+        .count()
+}
