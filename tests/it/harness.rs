@@ -266,3 +266,23 @@ pub fn staged_bulks(data_dir: &Path) -> usize {
         })
         .count()
 }
+
+/// Cuts `bytes` off the last frame of the newest segment in `shard_dir`, as
+/// a crash mid-write would: the zero tail an active segment is extended by
+/// goes too (the last frame ends where the last non-zero byte is, give or
+/// take its end-of-stream zeros, which the cut covers).
+pub fn tear_last_frame(shard_dir: &Path, bytes: u64) {
+    let segment = std::fs::read_dir(shard_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .unwrap();
+    let content = std::fs::read(&segment).unwrap();
+    let end = content.iter().rposition(|b| *b != 0).unwrap() as u64 + 1;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(end - bytes)
+        .unwrap();
+}

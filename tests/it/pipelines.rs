@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
 
-use crate::harness::{scalar as count, Server};
+use crate::harness::{scalar as count, tear_last_frame, Server};
 
 const CLICKS: &str = "CREATE STREAM clicks (event_time TIMESTAMP NOT NULL, user_id BIGINT, email TEXT, url TEXT, status INT, payload TEXT) \
                       WITH (shards = 2, partition_key = 'user_id')";
@@ -443,19 +443,7 @@ async fn a_torn_output_shard_is_rebuilt_without_duplicating_the_others() {
         .filter(|n| !before.contains(n))
         .max_by_key(|n| n.to_string_lossy().parse::<u64>().unwrap_or(0))
         .unwrap();
-    let shard1 = dir.path().join("streams").join(spread).join("shard-1");
-    let segment = std::fs::read_dir(&shard1)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max()
-        .unwrap();
-    let len = std::fs::metadata(&segment).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(len - 10)
-        .unwrap();
+    tear_last_frame(&dir.path().join("streams").join(spread).join("shard-1"), 10);
 
     let server = Server::start_in(dir.path());
     let client = server.client().await;
