@@ -69,7 +69,6 @@ pub struct BulkSpill {
     dir: PathBuf,
     schema: SchemaRef,
     stages: Vec<Option<Stage>>,
-    pub(super) bytes: u64,
 }
 
 /// A finished bulk, ready for [`super::StreamLog::append_bulk`].
@@ -85,7 +84,6 @@ impl BulkSpill {
             dir,
             schema,
             stages: (0..shards).map(|_| None).collect(),
-            bytes: 0,
         })
     }
 
@@ -118,7 +116,6 @@ impl BulkSpill {
         for batch in &full {
             stage.write_frame(batch)?;
         }
-        self.bytes += batch.get_array_memory_size() as u64;
         Ok(())
     }
 
