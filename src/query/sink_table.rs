@@ -24,6 +24,11 @@ use datafusion::physical_plan::ExecutionPlan;
 
 use crate::sink::SinkCore;
 
+/// Files with fewer rows than this hold one or two pages a column (the
+/// writer's pages are at most 20 000 rows), too few for page indexes to
+/// prune anything row-group statistics did not.
+const PAGE_INDEX_MIN_FILE_ROWS: u64 = 65_536;
+
 #[derive(Debug)]
 pub struct SinkTable {
     core: Arc<SinkCore>,
@@ -121,13 +126,14 @@ impl TableProvider for SinkTable {
             .collect();
         let partition_schema = DFSchema::try_from(Schema::new(layout.partition_fields.clone()))?;
         let mut kept = Vec::new();
-        let (mut rows, mut bytes) = (0u64, 0u64);
+        let (mut rows, mut bytes, mut most_file_rows) = (0u64, 0u64, 0u64);
         for pf in self.scan_files()?.iter() {
             if let Some(pf) =
                 filter_partitioned_file(pf.clone(), &partition_filters, &partition_schema)?
             {
                 if let Some(Precision::Exact(n)) = pf.statistics.as_ref().map(|s| s.num_rows) {
                     rows += n as u64;
+                    most_file_rows = most_file_rows.max(n as u64);
                 }
                 bytes += pf.object_meta.size;
                 kept.push(pf);
@@ -144,7 +150,17 @@ impl TableProvider for SinkTable {
         let mut statistics = Statistics::new_unknown(&table_schema);
         statistics.num_rows = Precision::Exact(rows as usize);
         statistics.total_byte_size = Precision::Inexact(bytes as usize);
-        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let mut options = state.table_options().parquet.clone();
+        // Page indexes prune pages inside row groups, so they pay only for
+        // a filter on file columns over files of several pages a column;
+        // otherwise reading them costs every file a few reads per query
+        // (measured: top-10 over 48 files of 20k rows 19.7 -> 16.4 ms
+        // without, one user's events 13.4 -> 11.0 ms).
+        let row_filters = filters.len() > partition_filters.len();
+        if !row_filters || most_file_rows < PAGE_INDEX_MIN_FILE_ROWS {
+            options.global.enable_page_index = false;
+        }
+        let format = ParquetFormat::default().with_options(options);
         let source = format.file_source(
             TableSchema::builder(layout.read_schema.clone())
                 .with_table_partition_cols(layout.partition_fields.clone())

@@ -513,3 +513,51 @@ async fn partitions_roll_alone_and_replay_skips_what_they_delivered() {
     assert_exactly_once(delivered_values(&data.join("tagged"), "n"), 0..3002);
     assert_eq!(scalar(&client, "SELECT count(*) FROM by_tag").await, 3002);
 }
+
+/// The page-index metric of the Parquet scan in `EXPLAIN ANALYZE sql`, e.g.
+/// `page_index_pages_pruned=5 total → 1 matched`.
+async fn pages_pruned(client: &tokio_postgres::Client, sql: &str) -> String {
+    let plan: Vec<String> = client
+        .query(&format!("EXPLAIN ANALYZE {sql}"), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    let plan = plan.join("\n");
+    let at = plan.find("page_index_pages_pruned=").expect(&plan);
+    plan[at..].split(',').next().unwrap().to_string()
+}
+
+/// Page indexes are read where they can prune pages (a filter on file
+/// columns, files of several pages a column), and skipped where they only
+/// cost reads (small files).
+#[tokio::test]
+async fn page_indexes_are_read_only_where_they_can_prune() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM big (n BIGINT NOT NULL); CREATE STREAM small (n BIGINT NOT NULL); \
+             CREATE SINK big_lake FROM big WITH (location = 'big', time_partition = 'none', rollover_interval = '1 h'); \
+             CREATE SINK small_lake FROM small WITH (location = 'small', time_partition = 'none', rollover_interval = '1 h'); \
+             INSERT INTO big SELECT n FROM (SELECT unnest(range(0, 100000)) AS n); \
+             INSERT INTO small SELECT n FROM (SELECT unnest(range(0, 1000)) AS n); \
+             FLUSH SINK big_lake; FLUSH SINK small_lake",
+        )
+        .await
+        .unwrap();
+    // One file of 100 000 rows in order: five pages, four pruned.
+    let big = pages_pruned(&client, "SELECT n FROM big_lake WHERE n = 4242").await;
+    assert!(big.contains("=5 total → 1 matched"), "{big}");
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM big_lake WHERE n = 4242").await,
+        1
+    );
+    let small = pages_pruned(&client, "SELECT n FROM small_lake WHERE n = 42").await;
+    assert!(small.contains("=0 total"), "{small}");
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM small_lake WHERE n = 42").await,
+        1
+    );
+}
