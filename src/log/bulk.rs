@@ -1,5 +1,5 @@
-//! Bulk appends: a statement too large to hold in memory (a big COPY) is
-//! written while it arrives. Its rows are routed per shard and framed into
+//! Bulk appends: a large statement (a COPY past
+//! `ingest::copy::COPY_MEMORY_BYTES`) is written while it arrives. Its rows are routed per shard and framed into
 //! staging files beside the log, one per touched shard, each a run of
 //! complete frames whose headers are still blank. When the statement ends
 //! the log writer adopts them: it writes every header (final sequence
