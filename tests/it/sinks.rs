@@ -156,17 +156,11 @@ async fn hive_layout_on_disk_and_pruning() {
     }
 
     // One hour reads one hour's files.
-    let plan: Vec<String> = client
-        .query(
-            "EXPLAIN SELECT count(url) FROM lake WHERE dt = '2026-11-25' AND hour = 12",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect();
-    let physical = plan.join("\n");
+    let physical = explain(
+        &client,
+        "EXPLAIN SELECT count(url) FROM lake WHERE dt = '2026-11-25' AND hour = 12",
+    )
+    .await;
     assert!(physical.contains("hour=12/"), "{physical}");
     for other in ["hour=10/", "hour=11/", "hour=13/", "hour=19/"] {
         assert!(!physical.contains(other), "{other} scanned: {physical}");
@@ -185,14 +179,8 @@ async fn hive_layout_on_disk_and_pruning() {
     );
     // Statistics pruning inside files: a point lookup's plan carries the
     // min/max predicate to the Parquet reader.
-    let plan: Vec<String> = client
-        .query("EXPLAIN SELECT url FROM lake WHERE n = 42", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect();
-    assert!(plan.join("\n").contains("pruning_predicate"), "{plan:?}");
+    let plan = explain(&client, "EXPLAIN SELECT url FROM lake WHERE n = 42").await;
+    assert!(plan.contains("pruning_predicate"), "{plan}");
 
     let row = client
         .query_one("SELECT files, rows, lag_records, state, location FROM sluice.sinks WHERE name = 'lake'", &[])
@@ -514,17 +502,22 @@ async fn partitions_roll_alone_and_replay_skips_what_they_delivered() {
     assert_eq!(scalar(&client, "SELECT count(*) FROM by_tag").await, 3002);
 }
 
-/// The page-index metric of the Parquet scan in `EXPLAIN ANALYZE sql`, e.g.
-/// `page_index_pages_pruned=5 total → 1 matched`.
-async fn pages_pruned(client: &tokio_postgres::Client, sql: &str) -> String {
-    let plan: Vec<String> = client
-        .query(&format!("EXPLAIN ANALYZE {sql}"), &[])
+/// The plan text of an `EXPLAIN [ANALYZE] …` statement.
+async fn explain(client: &tokio_postgres::Client, explain_sql: &str) -> String {
+    let lines: Vec<String> = client
+        .query(explain_sql, &[])
         .await
         .unwrap()
         .iter()
         .map(|r| r.get::<_, String>(1))
         .collect();
-    let plan = plan.join("\n");
+    lines.join("\n")
+}
+
+/// The page-index metric of the Parquet scan in `EXPLAIN ANALYZE sql`, e.g.
+/// `page_index_pages_pruned=5 total → 1 matched`.
+async fn pages_pruned(client: &tokio_postgres::Client, sql: &str) -> String {
+    let plan = explain(client, &format!("EXPLAIN ANALYZE {sql}")).await;
     let at = plan.find("page_index_pages_pruned=").expect(&plan);
     plan[at..].split(',').next().unwrap().to_string()
 }
