@@ -139,7 +139,7 @@ impl Location {
             if !rest.starts_with('/') {
                 return Err(bad("file:// locations must be absolute (file:///dir)"));
             }
-            return Self::local(FsPath::new(rest));
+            return Self::local(FsPath::new(rest), stores);
         }
         if text.contains("://") {
             let url = Url::parse(text).map_err(|e| bad(&e.to_string()))?;
@@ -162,7 +162,7 @@ impl Location {
         }
         let path = FsPath::new(text);
         if path.is_absolute() {
-            return Self::local(path);
+            return Self::local(path, stores);
         }
         if path
             .components()
@@ -170,19 +170,22 @@ impl Location {
         {
             return Err(bad("a relative location must stay inside the data dir"));
         }
-        Self::local(&data_dir.join(path))
+        Self::local(&data_dir.join(path), stores)
     }
 
-    fn local(dir: &FsPath) -> Result<Location> {
+    /// A local directory, read and written through the registry's one
+    /// local store (the one queries use).
+    fn local(dir: &FsPath, stores: &StoreRegistry) -> Result<Location> {
         std::fs::create_dir_all(dir).map_err(|e| {
             Error::InvalidParameter(format!("cannot create directory {}: {e}", dir.display()))
         })?;
         let dir = dir.canonicalize()?;
         let prefix = Path::from_absolute_path(&dir)
             .map_err(|e| Error::InvalidParameter(format!("{}: {e}", dir.display())))?;
+        let url = ObjectStoreUrl::local_filesystem();
         Ok(Location {
-            url: ObjectStoreUrl::local_filesystem(),
-            store: Arc::new(LocalStore::new()),
+            store: stores.get_store(url.as_ref())?,
+            url,
             prefix,
         })
     }

@@ -37,34 +37,31 @@ impl LocalStore {
         LocalStore::default()
     }
 
-    fn open(&self, location: &Path) -> Result<(File, std::fs::Metadata)> {
+    fn open(&self, location: &Path) -> Result<File> {
         let path = self.inner.path_to_filesystem(location)?;
-        let error = |e: std::io::Error| {
+        File::open(&path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
                 object_store::Error::NotFound {
                     path: path.display().to_string(),
                     source: e.into(),
                 }
             } else {
-                object_store::Error::Generic {
-                    store: "LocalStore",
-                    source: e.into(),
-                }
+                generic(e)
             }
-        };
-        let file = File::open(&path).map_err(error)?;
-        let metadata = file.metadata().map_err(error)?;
-        Ok((file, metadata))
+        })
+    }
+}
+
+fn generic(e: impl std::error::Error + Send + Sync + 'static) -> object_store::Error {
+    object_store::Error::Generic {
+        store: "LocalStore",
+        source: Box::new(e),
     }
 }
 
 fn read_at(file: &File, range: &Range<u64>) -> Result<Bytes> {
     let mut buf = vec![0u8; (range.end - range.start) as usize];
-    file.read_exact_at(&mut buf, range.start)
-        .map_err(|e| object_store::Error::Generic {
-            store: "LocalStore",
-            source: e.into(),
-        })?;
+    file.read_exact_at(&mut buf, range.start).map_err(generic)?;
     Ok(buf.into())
 }
 
@@ -107,7 +104,8 @@ impl ObjectStore for LocalStore {
         if !small || preconditions {
             return self.inner.get_opts(location, options).await;
         }
-        let (file, metadata) = self.open(location)?;
+        let file = self.open(location)?;
+        let metadata = file.metadata().map_err(generic)?;
         let meta = ObjectMeta {
             location: location.clone(),
             last_modified: metadata
@@ -119,12 +117,7 @@ impl ObjectStore for LocalStore {
             version: None,
         };
         let range = match &options.range {
-            Some(r) => r
-                .as_range(meta.size)
-                .map_err(|e| object_store::Error::Generic {
-                    store: "LocalStore",
-                    source: e.into(),
-                })?,
+            Some(r) => r.as_range(meta.size).map_err(generic)?,
             None => 0..meta.size,
         };
         let bytes = if options.head {
@@ -145,7 +138,7 @@ impl ObjectStore for LocalStore {
         if total > INLINE_READ_MAX_BYTES {
             return self.inner.get_ranges(location, ranges).await;
         }
-        let (file, _) = self.open(location)?;
+        let file = self.open(location)?;
         ranges.iter().map(|r| read_at(&file, r)).collect()
     }
 
