@@ -107,10 +107,7 @@ impl Engine {
             .pipeline
             .clone()
             .ok_or_else(|| Error::Internal(format!("{} has no pipeline", output.def.name)))?;
-        let errors = self
-            .registry
-            .errors()
-            .ok_or_else(|| Error::Internal("sluice.errors is not open".into()))?;
+        let errors = self.registry.require_errors()?;
         let name = output.def.name.clone();
         let pipeline = Pipeline::start(
             &name,

@@ -9,6 +9,7 @@ use datafusion::catalog::TableProvider;
 
 use crate::catalog::StreamDef;
 use crate::cq::Pipeline;
+use crate::error::{Error, Result};
 use crate::log::StreamLog;
 use crate::sink::Sink;
 
@@ -72,6 +73,13 @@ impl Registry {
     /// The dead-letter stream; present once the engine is open.
     pub fn errors(&self) -> Option<Arc<Stream>> {
         self.errors.get().cloned()
+    }
+
+    /// `sluice.errors` for a consumer that writes to it (opened at start,
+    /// before any consumer).
+    pub fn require_errors(&self) -> Result<Arc<Stream>> {
+        self.errors()
+            .ok_or_else(|| Error::Internal("sluice.errors is not open".into()))
     }
 
     /// Records in `sluice.errors` per stream (over what it retains), read

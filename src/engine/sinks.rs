@@ -25,10 +25,7 @@ impl Engine {
 
     fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
         if name == ERRORS_STREAM {
-            return self
-                .registry
-                .errors()
-                .ok_or_else(|| Error::Internal("sluice.errors is not open".into()));
+            return self.registry.require_errors();
         }
         match self.registry.relation(name) {
             Some(Relation::Stream(s)) => Ok(s),
@@ -106,10 +103,7 @@ impl Engine {
         source: Arc<Stream>,
         location: Location,
     ) -> Result<()> {
-        let errors = self
-            .registry
-            .errors()
-            .ok_or_else(|| Error::Internal("sluice.errors is not open".into()))?;
+        let errors = self.registry.require_errors()?;
         let sink = Sink::start(
             def,
             source,
