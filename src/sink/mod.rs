@@ -198,7 +198,7 @@ impl Sink {
         let starter_core = core.clone();
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut backoff = std::time::Duration::from_millis(100);
+            let mut backoff = worker::MIN_BACKOFF;
             loop {
                 let files = starter_core.files();
                 match remove_unlisted(&starter_core.location, starter_core.def.id, &files).await {
@@ -214,7 +214,7 @@ impl Sink {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                backoff = (backoff * 2).min(worker::MAX_BACKOFF);
             }
             if let Ok(mut last) = starter_core.stats.last_error.lock() {
                 *last = None;

@@ -31,8 +31,9 @@ const MAX_READ_RECORDS: u64 = 65_536;
 /// Rows per Parquet row group: small enough to bound a writer's memory,
 /// large enough for good compression and min/max pruning.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
-const MIN_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// Retry delays after a storage failure: doubling from the first to the last.
+pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 struct OpenFile {
     path: Path,
