@@ -148,6 +148,15 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
     let key = key.value.to_lowercase();
     let text = option_text(value).unwrap_or_default();
     let invalid = |why: String| Error::InvalidParameter(format!("{key}: {why}"));
+    // A file size option (rollover, compaction target): 1 kB .. 5 GB.
+    let file_size = |text: &str| -> Result<u64> {
+        let bytes = parse_size_bytes(text)
+            .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
+        if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
+            return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
+        }
+        Ok(bytes)
+    };
     match key.as_str() {
         "location" => o.location = text,
         "format" => {
@@ -186,14 +195,7 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
                 _ => return Err(invalid(format!("'{text}' is not 'on' or 'off'"))),
             }
         }
-        "compaction_target_size" => {
-            let bytes = parse_size_bytes(&text)
-                .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
-            if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
-                return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
-            }
-            o.compaction_target_size_bytes = bytes;
-        }
+        "compaction_target_size" => o.compaction_target_size_bytes = file_size(&text)?,
         "compaction_min_files" => {
             o.compaction_min_files = text
                 .parse::<u32>()
@@ -212,14 +214,7 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             }
             o.rollover_interval = d;
         }
-        "rollover_size" => {
-            let bytes = parse_size_bytes(&text)
-                .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
-            if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
-                return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
-            }
-            o.rollover_size_bytes = bytes;
-        }
+        "rollover_size" => o.rollover_size_bytes = file_size(&text)?,
         "start" => {
             o.from_earliest = match text.to_lowercase().as_str() {
                 "earliest" => true,
