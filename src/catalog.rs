@@ -67,7 +67,7 @@ impl StreamDef {
             retention: None,
             event_time: None,
             schema_version: 1,
-            created_at_ms: crate::engine::now_ms(),
+            created_at_ms: crate::clock::now_ms(),
             pipeline: None,
             reject_unknown_fields: false,
         }

@@ -1,9 +1,12 @@
-//! The one error type of sluice, and its single mapping to SQLSTATE codes
-//! (pgwire) and HTTP status codes (HTTP API).
+//! The one error type of sluice and its protocol-neutral [`ErrorKind`]
+//! (GreptimeDB's `StatusCode` is the model).
 //!
-//! Every module returns [`Error`]; front ends call [`Error::sqlstate`] or
-//! [`Error::http_status`] and nothing else decides what a failure looks like
-//! on the wire.
+//! Every module returns [`Error`]; code that must tell failures apart
+//! matches on [`Error::kind`], never on codes or messages. A kind has one
+//! SQLSTATE ([`ErrorKind::sqlstate`]): it is what pgwire sends, and the
+//! `error_code` that `sluice.errors` and the HTTP API's per-record answers
+//! carry. HTTP status codes and AWS error types are mapped from the kind
+//! in `http`, once.
 
 use datafusion::arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -87,6 +90,88 @@ pub enum Error {
     Internal(String),
 }
 
+/// What went wrong, independent of the protocol that reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    UndefinedTable,
+    DuplicateTable,
+    Syntax,
+    /// A statement the grammar takes but that names something wrongly (42000).
+    SyntaxOrAccess,
+    UndefinedColumn,
+    DuplicateColumn,
+    AmbiguousColumn,
+    UndefinedFunction,
+    InvalidText,
+    BadCopyFormat,
+    NumericOutOfRange,
+    DivisionByZero,
+    CharacterNotInRepertoire,
+    NotNull,
+    InvalidParameter,
+    DatatypeMismatch,
+    WrongObjectType,
+    FeatureNotSupported,
+    DependentObjects,
+    DiskFull,
+    OutOfMemory,
+    ProgramLimit,
+    ShuttingDown,
+    Corrupt,
+    Io,
+    Storage,
+    Internal,
+}
+
+impl ErrorKind {
+    /// The SQLSTATE of this kind: the one table of codes.
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            ErrorKind::UndefinedTable => "42P01",
+            ErrorKind::DuplicateTable => "42P07",
+            ErrorKind::Syntax => "42601",
+            ErrorKind::SyntaxOrAccess => "42000",
+            ErrorKind::UndefinedColumn => "42703",
+            ErrorKind::DuplicateColumn => "42701",
+            ErrorKind::AmbiguousColumn => "42702",
+            ErrorKind::UndefinedFunction => "42883",
+            ErrorKind::InvalidText => "22P02",
+            ErrorKind::BadCopyFormat => "22P04",
+            ErrorKind::NumericOutOfRange => "22003",
+            ErrorKind::DivisionByZero => "22012",
+            ErrorKind::CharacterNotInRepertoire => "22021",
+            ErrorKind::NotNull => "23502",
+            ErrorKind::InvalidParameter => "22023",
+            ErrorKind::DatatypeMismatch => "42804",
+            ErrorKind::WrongObjectType => "42809",
+            ErrorKind::FeatureNotSupported => "0A000",
+            ErrorKind::DependentObjects => "2BP01",
+            ErrorKind::DiskFull => "53100",
+            ErrorKind::OutOfMemory => "53200",
+            ErrorKind::ProgramLimit => "54000",
+            ErrorKind::ShuttingDown => "57P01",
+            ErrorKind::Corrupt => "XX001",
+            ErrorKind::Io | ErrorKind::Storage => "58030",
+            ErrorKind::Internal => "XX000",
+        }
+    }
+
+    /// A failure of the server or its storage rather than of the request:
+    /// retrying the same request later can succeed.
+    pub fn is_server_side(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::DiskFull
+                | ErrorKind::OutOfMemory
+                | ErrorKind::ShuttingDown
+                | ErrorKind::Corrupt
+                | ErrorKind::Io
+                | ErrorKind::Storage
+                | ErrorKind::Internal
+        )
+    }
+}
+
 impl Error {
     /// Attaches a CONTEXT line (shown by psql after the message).
     pub fn with_context(self, context: String) -> Error {
@@ -111,44 +196,38 @@ impl Error {
         ))
     }
 
-    /// The SQLSTATE a Postgres client sees for this error.
-    pub fn sqlstate(&self) -> &'static str {
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
         match self {
-            Error::UndefinedTable(_) => "42P01",
-            Error::DuplicateTable(_) => "42P07",
-            Error::Syntax(_) => "42601",
-            Error::UndefinedColumn(_) => "42703",
-            Error::InvalidText(_) => "22P02",
-            Error::BadCopyFormat(_) => "22P04",
-            Error::NumericOutOfRange(_) => "22003",
-            Error::CharacterNotInRepertoire(_) => "22021",
-            Error::WithContext { error, .. } => error.sqlstate(),
-            Error::NotNull(_) => "23502",
-            Error::InvalidParameter(_) => "22023",
-            Error::DatatypeMismatch(_) => "42804",
-            Error::WrongObjectType(_) => "42809",
-            Error::FeatureNotSupported(_) => "0A000",
-            Error::DependentObjects(_) => "2BP01",
-            Error::DiskFull(_) => "53100",
-            Error::ProgramLimit(_) => "54000",
-            Error::ShuttingDown => "57P01",
-            Error::Corrupt(_) => "XX001",
-            Error::Io(_) | Error::Storage(_) => "58030",
-            Error::Catalog(_) | Error::Internal(_) => "XX000",
-            Error::DataFusion(e) => datafusion_sqlstate(e),
+            Error::UndefinedTable(_) => ErrorKind::UndefinedTable,
+            Error::DuplicateTable(_) => ErrorKind::DuplicateTable,
+            Error::Syntax(_) => ErrorKind::Syntax,
+            Error::UndefinedColumn(_) => ErrorKind::UndefinedColumn,
+            Error::InvalidText(_) => ErrorKind::InvalidText,
+            Error::BadCopyFormat(_) => ErrorKind::BadCopyFormat,
+            Error::NumericOutOfRange(_) => ErrorKind::NumericOutOfRange,
+            Error::CharacterNotInRepertoire(_) => ErrorKind::CharacterNotInRepertoire,
+            Error::WithContext { error, .. } => error.kind(),
+            Error::NotNull(_) => ErrorKind::NotNull,
+            Error::InvalidParameter(_) => ErrorKind::InvalidParameter,
+            Error::DatatypeMismatch(_) => ErrorKind::DatatypeMismatch,
+            Error::WrongObjectType(_) => ErrorKind::WrongObjectType,
+            Error::FeatureNotSupported(_) => ErrorKind::FeatureNotSupported,
+            Error::DependentObjects(_) => ErrorKind::DependentObjects,
+            Error::DiskFull(_) => ErrorKind::DiskFull,
+            Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
+            Error::ShuttingDown => ErrorKind::ShuttingDown,
+            Error::Corrupt(_) => ErrorKind::Corrupt,
+            Error::Io(_) => ErrorKind::Io,
+            Error::Storage(_) => ErrorKind::Storage,
+            Error::Catalog(_) | Error::Internal(_) => ErrorKind::Internal,
+            Error::DataFusion(e) => datafusion_kind(e),
         }
     }
 
-    /// The HTTP status the HTTP API answers with for this error.
-    pub fn http_status(&self) -> u16 {
-        match self.sqlstate() {
-            "42P01" => 404,
-            "42P07" | "2BP01" => 409,
-            "53100" | "57P01" => 503,
-            "54000" => 413,
-            s if s.starts_with("XX") || s.starts_with("58") => 500,
-            _ => 400,
-        }
+    /// The SQLSTATE of [`Error::kind`].
+    pub fn sqlstate(&self) -> &'static str {
+        self.kind().sqlstate()
     }
 
     /// Wraps a DataFusion error, recovering one of ours if it travelled
@@ -240,64 +319,66 @@ fn datafusion_message(e: &DataFusionError) -> String {
         .to_string()
 }
 
-fn datafusion_sqlstate(e: &DataFusionError) -> &'static str {
+/// The kind of a query-engine error. DataFusion reports most plan and
+/// execution failures as text only, so those are classified by wording.
+fn datafusion_kind(e: &DataFusionError) -> ErrorKind {
     match e {
-        DataFusionError::SQL(_, _) => "42601",
-        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::SQL(_, _) => ErrorKind::Syntax,
+        DataFusionError::NotImplemented(_) => ErrorKind::FeatureNotSupported,
         DataFusionError::SchemaError(inner, _) => {
             use datafusion::common::SchemaError;
             match inner.as_ref() {
-                SchemaError::FieldNotFound { .. } => "42703",
+                SchemaError::FieldNotFound { .. } => ErrorKind::UndefinedColumn,
                 SchemaError::DuplicateQualifiedField { .. }
-                | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
-                SchemaError::AmbiguousReference { .. } => "42702",
+                | SchemaError::DuplicateUnqualifiedField { .. } => ErrorKind::DuplicateColumn,
+                SchemaError::AmbiguousReference { .. } => ErrorKind::AmbiguousColumn,
             }
         }
         DataFusionError::ArrowError(inner, _) => match inner.as_ref() {
-            ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
-            ArrowError::DivideByZero => "22012",
-            ArrowError::ArithmeticOverflow(_) => "22003",
-            _ => "XX000",
+            ArrowError::CastError(_) | ArrowError::ParseError(_) => ErrorKind::InvalidText,
+            ArrowError::DivideByZero => ErrorKind::DivisionByZero,
+            ArrowError::ArithmeticOverflow(_) => ErrorKind::NumericOutOfRange,
+            _ => ErrorKind::Internal,
         },
-        DataFusionError::Plan(msg) => plan_sqlstate(msg),
+        DataFusionError::Plan(msg) => plan_kind(msg),
         DataFusionError::Execution(msg) => {
             if msg.contains("Cannot cast") || msg.contains("Cast error") {
-                "22P02"
+                ErrorKind::InvalidText
             } else if msg.contains("non-nullable") {
-                "23502"
+                ErrorKind::NotNull
             } else if msg.contains("Divide by zero") {
-                "22012"
+                ErrorKind::DivisionByZero
             } else {
-                "XX000"
+                ErrorKind::Internal
             }
         }
-        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::ResourcesExhausted(_) => ErrorKind::OutOfMemory,
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
-            datafusion_sqlstate(inner)
+            datafusion_kind(inner)
         }
-        DataFusionError::Shared(inner) => datafusion_sqlstate(inner),
-        _ => "XX000",
+        DataFusionError::Shared(inner) => datafusion_kind(inner),
+        _ => ErrorKind::Internal,
     }
 }
 
-fn plan_sqlstate(msg: &str) -> &'static str {
+fn plan_kind(msg: &str) -> ErrorKind {
     let lower = msg.to_ascii_lowercase();
     if lower.contains("table") && lower.contains("not found") {
-        "42P01"
+        ErrorKind::UndefinedTable
     } else if lower.contains("already exists") {
-        "42P07"
+        ErrorKind::DuplicateTable
     } else if lower.contains("no field named")
         || lower.contains("column") && lower.contains("not found")
     {
-        "42703"
+        ErrorKind::UndefinedColumn
     } else if lower.contains("cannot cast") || lower.contains("cast error") {
-        "22P02"
+        ErrorKind::InvalidText
     } else if lower.contains("invalid function") || lower.contains("no function matches") {
-        "42883"
+        ErrorKind::UndefinedFunction
     } else if lower.contains("unsupported") || lower.contains("not supported") {
-        "0A000"
+        ErrorKind::FeatureNotSupported
     } else {
-        "42000"
+        ErrorKind::SyntaxOrAccess
     }
 }
 
@@ -388,8 +469,8 @@ mod tests {
     #[test]
     fn disk_full_maps_to_53100() {
         let e: Error = std::io::Error::from_raw_os_error(28).into();
+        assert_eq!(e.kind(), ErrorKind::DiskFull);
         assert_eq!(e.sqlstate(), "53100");
-        assert_eq!(e.http_status(), 503);
     }
 
     #[test]

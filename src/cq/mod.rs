@@ -18,8 +18,8 @@ use std::sync::{Arc, Mutex};
 pub use compile::{compile, Program};
 use worker::ShardWorker;
 
-use crate::consumer::{lag_records, Tasks};
-use crate::engine::Stream;
+use crate::runtime::consumer::{lag_records, Tasks};
+use crate::runtime::Stream;
 
 /// Counters and state shown in `sluice.pipelines`.
 #[derive(Debug, Default)]

@@ -11,10 +11,10 @@ use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use tokio::sync::watch;
 
 use super::{PipelineStats, Program};
-use crate::engine::Stream;
 use crate::error::{Error, Result};
-use crate::ingest::dead_letter::{self, row_json, DeadLetter};
 use crate::log::{read_frame, FrameRef};
+use crate::runtime::dead_letters::{self, row_json, DeadLetter};
+use crate::runtime::Stream;
 
 /// Most source records taken into one micro-batch; bounds memory and the
 /// work lost to a retry.
@@ -239,6 +239,6 @@ impl ShardWorker {
                 error,
             })
             .collect();
-        dead_letter::record(&self.errors, &letters).await
+        dead_letters::record(&self.errors, &letters).await
     }
 }

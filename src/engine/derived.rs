@@ -5,22 +5,13 @@ use std::sync::Arc;
 
 use datafusion::common::TableReference;
 
-use super::{DdlOutcome, Engine, Stream, ERRORS_STREAM};
+use super::{DdlOutcome, Engine};
 use crate::catalog::{PipelineDef, StreamDef};
 use crate::cq::{compile, Pipeline, Program};
 use crate::error::{Error, Result};
-use crate::ingest::dead_letter::errors_columns;
+use crate::runtime::Stream;
 use crate::sql::CreateDerived;
 use crate::types::{ColumnDef, SqlType};
-
-/// The catalog entry of `sluice.errors`, created on first start.
-pub(super) fn errors_stream_def() -> StreamDef {
-    StreamDef {
-        retention: Some("7 days".into()),
-        event_time: Some("at".into()),
-        ..StreamDef::new(ERRORS_STREAM, errors_columns())
-    }
-}
 
 impl Engine {
     /// Plans and compiles a continuous query against the current catalog.
@@ -107,7 +98,7 @@ impl Engine {
             .pipeline
             .clone()
             .ok_or_else(|| Error::Internal(format!("{} has no pipeline", output.def.name)))?;
-        let errors = self.registry.require_errors()?;
+        let errors = self.registry.streams.require_errors()?;
         let name = output.def.name.clone();
         let pipeline = Pipeline::start(
             &name,

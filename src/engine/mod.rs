@@ -3,8 +3,6 @@
 //! (pgwire, HTTP) call into this; it calls into `catalog` and `log`.
 
 mod derived;
-mod explain;
-mod registry;
 mod sinks;
 mod tables;
 
@@ -13,17 +11,15 @@ use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
 
-pub use registry::{Registry, Relation, Stream, ERRORS_STREAM};
-
 use crate::catalog::{Catalog, StreamDef};
+use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::ingest;
-use crate::log::{LogOptions, StreamLog};
-use crate::query;
+use crate::query::{self, Registry};
+use crate::runtime::dead_letters::{errors_stream_def, ERRORS_STREAM};
+use crate::runtime::Stream;
 use crate::sql::{CreateStream, DropStream};
 use crate::storage::StoreRegistry;
-use crate::types::arrow_schema;
 
 /// What a DDL statement did, for the command tag and notices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -61,21 +57,21 @@ impl Engine {
         let catalog = Catalog::open(&config.data_dir.join("catalog.redb"))?;
         let registry = Arc::new(Registry::default());
         for def in catalog.streams()? {
-            let stream = open_stream(&config, def)?;
+            let stream = Stream::open(&config, def)?;
             if stream.def.name == ERRORS_STREAM {
-                registry.set_errors(stream);
+                registry.streams.set_errors(stream);
             } else {
-                registry.insert(stream);
+                registry.streams.insert(stream);
             }
         }
         if registry.errors().is_none() {
-            let def = catalog.create_stream(derived::errors_stream_def())?;
-            registry.set_errors(open_stream(&config, def)?);
+            let def = catalog.create_stream(errors_stream_def())?;
+            registry.streams.set_errors(Stream::open(&config, def)?);
         }
         let known: Vec<String> = registry
-            .list()
+            .streams
+            .all()
             .iter()
-            .chain(registry.errors().iter())
             .map(|s| s.def.id.to_string())
             .collect();
         for entry in std::fs::read_dir(config.data_dir.join("streams"))?.flatten() {
@@ -138,7 +134,7 @@ impl Engine {
     /// Records a new stream in the catalog, opens its log and registers it.
     fn create_and_open(&self, def: StreamDef) -> Result<Arc<Stream>> {
         let def = self.catalog.create_stream(def)?;
-        let stream = match open_stream(&self.config, def.clone()) {
+        let stream = match Stream::open(&self.config, def.clone()) {
             Ok(s) => s,
             Err(e) => {
                 // Keep catalog and disk in agreement: undo the catalog entry.
@@ -146,7 +142,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        self.registry.insert(stream.clone());
+        self.registry.streams.insert(stream.clone());
         Ok(stream)
     }
 
@@ -168,7 +164,7 @@ impl Engine {
                 )));
                 continue;
             };
-            let dependents = self.registry.dependents(name);
+            let dependents = self.registry.streams.dependents(name);
             let sinks = self.registry.sinks_of(name);
             if (!dependents.is_empty() || !sinks.is_empty()) && !drop.cascade {
                 let names: Vec<String> = dependents
@@ -197,7 +193,7 @@ impl Engine {
         }
         let name = stream.def.name.clone();
         out.push(stream);
-        for dependent in self.registry.dependents(&name) {
+        for dependent in self.registry.streams.dependents(&name) {
             self.collect_with_dependents(dependent, out);
         }
     }
@@ -211,7 +207,7 @@ impl Engine {
             pipeline.stop().await;
         }
         self.catalog.drop_stream(name)?;
-        self.registry.remove(name);
+        self.registry.streams.remove(name);
         stream.log.close();
         let dir: PathBuf = stream.log.dir().to_path_buf();
         // Deleting data is off the statement's critical path; a crash
@@ -222,37 +218,6 @@ impl Engine {
             }
         });
         Ok(())
-    }
-
-    /// Runs `INSERT … VALUES` of literals into a stream without the query
-    /// engine; `Ok(None)` if `stmt` is not such a statement.
-    pub async fn try_insert_values(&self, stmt: &str) -> Result<Option<u64>> {
-        let Some(insert) = ingest::plan_values_insert(&self.registry, stmt)? else {
-            return Ok(None);
-        };
-        let batch = insert.to_batch()?;
-        let bytes = batch.get_array_memory_size() as u64;
-        if bytes > self.config.limits.max_statement_bytes {
-            return Err(Error::ProgramLimit(format!(
-                "INSERT of {bytes} bytes exceeds max_statement_bytes ({}); split it or use COPY",
-                self.config.limits.max_statement_bytes
-            )));
-        }
-        let ack = insert.stream.log.append(batch).await?;
-        Ok(Some(ack.records()))
-    }
-
-    /// Whether `stmt` is an INSERT the engine runs itself (see
-    /// [`Engine::try_insert_values`]); errors found while parsing it are
-    /// reported now, as Postgres does at Parse time.
-    pub fn is_values_insert(&self, stmt: &str) -> Result<bool> {
-        Ok(ingest::plan_values_insert(&self.registry, stmt)?.is_some())
-    }
-
-    /// Rewrites a query-engine error about statement `stmt` into the
-    /// Postgres message users expect (naming column and relation).
-    pub fn explain_error(&self, stmt: &str, err: Error) -> Error {
-        explain::explain(&self.registry, stmt, err)
     }
 
     /// Deletes expired segments of every stream; returns how many.
@@ -281,42 +246,12 @@ impl Engine {
         }
         let registry = self.registry.clone();
         let _ = tokio::task::spawn_blocking(move || {
-            for stream in registry.list().iter().chain(registry.errors().iter()) {
+            for stream in registry.streams.all() {
                 stream.log.close();
             }
         })
         .await;
     }
-}
-
-pub(crate) fn open_stream(config: &Config, def: StreamDef) -> Result<Arc<Stream>> {
-    let schema = arrow_schema(&def.columns);
-    let partition_key = def
-        .partition_key
-        .as_ref()
-        .and_then(|k| def.columns.iter().position(|c| &c.name == k));
-    let retention = def
-        .retention
-        .as_deref()
-        .and_then(|r| humantime::parse_duration(r).ok());
-    let log = StreamLog::open(
-        &config.data_dir.join("streams").join(def.id.to_string()),
-        schema.clone(),
-        LogOptions {
-            shards: def.shards,
-            partition_key,
-            segment_size_bytes: config.limits.segment_size_bytes,
-            append_queue_depth: config.limits.append_queue_depth,
-            retention,
-        },
-    )?;
-    Ok(Arc::new(Stream { def, schema, log }))
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 #[cfg(test)]

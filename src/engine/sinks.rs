@@ -4,9 +4,12 @@
 
 use std::sync::Arc;
 
-use super::{now_ms, DdlOutcome, Engine, Relation, Stream, ERRORS_STREAM};
+use super::{DdlOutcome, Engine};
 use crate::catalog::{CompactionDef, SinkDef, TimePartition};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::query::Relation;
+use crate::runtime::{Stream, ERRORS_STREAM};
 use crate::sink::{Layout, Sink, SinkLimits};
 use crate::sql::{CreateSink, DropStream};
 use crate::storage::Location;
@@ -25,7 +28,7 @@ impl Engine {
 
     fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
         if name == ERRORS_STREAM {
-            return self.registry.require_errors();
+            return self.registry.streams.require_errors();
         }
         match self.registry.relation(name) {
             Some(Relation::Stream(s)) => Ok(s),
@@ -103,7 +106,7 @@ impl Engine {
         source: Arc<Stream>,
         location: Location,
     ) -> Result<()> {
-        let errors = self.registry.require_errors()?;
+        let errors = self.registry.streams.require_errors()?;
         let sink = Sink::start(
             def,
             source,

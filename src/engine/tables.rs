@@ -14,9 +14,11 @@ use futures::StreamExt;
 use object_store::ObjectStoreExt;
 
 use super::sinks::wrong_kind;
-use super::{now_ms, DdlOutcome, Engine, Relation};
+use super::{DdlOutcome, Engine};
 use crate::catalog::TableDef;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::query::Relation;
 use crate::sql::{CreateTableAs, DropStream};
 use crate::storage::Location;
 

@@ -22,8 +22,12 @@ async fn run(engine: &Engine, sql: &str) {
         Parsed::CreateDerived(c) => {
             engine.create_derived(c).await.unwrap();
         }
-        Parsed::Sql(insert) => {
-            engine.try_insert_values(&insert).await.unwrap().unwrap();
+        Parsed::InsertValues { insert, .. } => {
+            crate::ingest::Writer::open(&engine.registry.streams, &insert.table, u64::MAX)
+                .unwrap()
+                .insert_values(&insert)
+                .await
+                .unwrap();
         }
         other => panic!("{other:?}"),
     }

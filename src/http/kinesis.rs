@@ -16,17 +16,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use datafusion::arrow::array::{
-    Array, AsArray, BinaryArray, RecordBatch, StringArray, TimestampMicrosecondArray,
-};
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use serde_json::{json, Value};
 
 use super::cbor;
-use crate::engine::{now_ms, Engine, Stream};
-use crate::error::Error;
-use crate::ingest::{ingest_records, JsonRecord, RecordResult};
+use crate::clock::now_ms;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind};
+use crate::ingest::{JsonRecord, RecordResult, Writer};
 use crate::log::read_frame;
+use crate::runtime::Stream;
 use crate::sql::{CreateStream, DropStream};
 use crate::types::{ColumnDef, SqlType};
 
@@ -54,15 +54,17 @@ impl KinesisError {
 
 impl From<Error> for KinesisError {
     fn from(e: Error) -> Self {
-        let kind = match e.sqlstate() {
-            "42P01" => "ResourceNotFoundException",
-            "42P07" | "2BP01" => "ResourceInUseException",
-            "53100" | "57P01" => "ServiceUnavailableException",
-            s if s.starts_with("XX") || s.starts_with("58") => "InternalFailure",
+        let kind = match e.kind() {
+            ErrorKind::UndefinedTable => "ResourceNotFoundException",
+            ErrorKind::DuplicateTable | ErrorKind::DependentObjects => "ResourceInUseException",
+            ErrorKind::DiskFull | ErrorKind::OutOfMemory | ErrorKind::ShuttingDown => {
+                "ServiceUnavailableException"
+            }
+            k if k.is_server_side() => "InternalFailure",
             _ => "InvalidArgumentException",
         };
-        let status = StatusCode::from_u16(e.http_status())
-            .ok()
+        // AWS answers 400 for every client error, whatever its type.
+        let status = Some(super::status(e.kind()))
             .filter(|s| s.is_server_error())
             .unwrap_or(StatusCode::BAD_REQUEST);
         KinesisError {
@@ -322,9 +324,11 @@ fn describe(stream: &Stream, with_shards: bool) -> Value {
 
 async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult {
     let stream = stream(engine, request)?;
-    if !stream.accepts_inserts() {
-        return Err(crate::query::not_insertable(&stream).into());
-    }
+    let writer = Writer::new(
+        stream.clone(),
+        engine.registry.errors(),
+        engine.config.limits.max_statement_bytes,
+    )?;
     let entries: Vec<&Value> = if single {
         vec![request]
     } else {
@@ -360,7 +364,7 @@ async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult 
         decoded.push((key, data));
     }
     let results: Vec<RecordResult> = if is_kinesis_shaped(&stream) {
-        put_raw(&stream, decoded).await?
+        writer.blobs(&decoded).await?
     } else {
         let records: Vec<JsonRecord> = decoded
             .into_iter()
@@ -371,10 +375,7 @@ async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult 
                 (raw, value)
             })
             .collect();
-        let errors = engine.registry.errors();
-        ingest_records(&stream, errors.as_deref(), records)
-            .await?
-            .records
+        writer.records(records).await?.records
     };
     let answer = |r: &RecordResult| match r {
         RecordResult::Stored { shard, sequence } => json!({
@@ -382,10 +383,11 @@ async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult 
             "SequenceNumber": sequence.to_string(),
         }),
         RecordResult::Failed {
+            kind,
             error_code,
             error_message,
         } => json!({
-            "ErrorCode": if error_code.starts_with("XX") { "InternalFailure" } else { "InvalidArgumentException" },
+            "ErrorCode": if kind.is_server_side() { "InternalFailure" } else { "InvalidArgumentException" },
             "ErrorMessage": format!("{error_code}: {error_message}"),
         }),
     };
@@ -407,32 +409,6 @@ async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult 
         "Records": results.iter().map(answer).collect::<Vec<_>>(),
         "EncryptionType": "NONE",
     }))
-}
-
-/// Stores records as sent into a Kinesis-shaped stream.
-async fn put_raw(
-    stream: &Stream,
-    records: Vec<(String, Vec<u8>)>,
-) -> Result<Vec<RecordResult>, Error> {
-    let now_us = now_ms() * 1000;
-    let n = records.len();
-    let batch = RecordBatch::try_new(
-        stream.schema.clone(),
-        vec![
-            Arc::new(StringArray::from_iter_values(
-                records.iter().map(|r| r.0.as_str()),
-            )),
-            Arc::new(BinaryArray::from_iter_values(
-                records.iter().map(|r| r.1.as_slice()),
-            )),
-            Arc::new(TimestampMicrosecondArray::from(vec![now_us; n])),
-        ],
-    )?;
-    let positions = stream.log.append_positions(batch).await?;
-    Ok(positions
-        .into_iter()
-        .map(|(shard, sequence)| RecordResult::Stored { shard, sequence })
-        .collect())
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// The process-wide Prometheus recorder (a recorder can be installed once
 /// per process; several servers in one process share it).
@@ -109,9 +109,23 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
     }
 }
 
+/// The HTTP status of an error kind: the one mapping for every route.
+pub fn status(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::UndefinedTable => StatusCode::NOT_FOUND,
+        ErrorKind::DuplicateTable | ErrorKind::DependentObjects => StatusCode::CONFLICT,
+        ErrorKind::DiskFull | ErrorKind::OutOfMemory | ErrorKind::ShuttingDown => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        ErrorKind::ProgramLimit => StatusCode::PAYLOAD_TOO_LARGE,
+        k if k.is_server_side() => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
 /// The one place an [`Error`] becomes an HTTP response.
 pub fn error_response(e: &Error) -> axum::response::Response {
-    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = status(e.kind());
     (
         status,
         Json(serde_json::json!({ "error_code": e.sqlstate(), "error_message": e.to_string() })),

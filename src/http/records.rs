@@ -12,8 +12,7 @@ use axum::Json;
 use super::error_response;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::ingest::{ingest_json, JsonBody};
-use crate::query::not_insertable;
+use crate::ingest::{JsonBody, Writer};
 
 pub async fn put_records(
     State(engine): State<Arc<Engine>>,
@@ -21,12 +20,14 @@ pub async fn put_records(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(stream) = engine.registry.get(&name) else {
-        return error_response(&Error::UndefinedTable(name));
+    let writer = match Writer::open(
+        &engine.registry.streams,
+        &name,
+        engine.config.limits.max_statement_bytes,
+    ) {
+        Ok(w) => w,
+        Err(e) => return error_response(&e),
     };
-    if !stream.accepts_inserts() {
-        return error_response(&not_insertable(&stream));
-    }
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -67,8 +68,7 @@ pub async fn put_records(
         )))
         }
     };
-    let errors = engine.registry.errors();
-    match ingest_json(&stream, errors.as_deref(), &bytes, kind).await {
+    match writer.json(&bytes, kind).await {
         Ok(report) => {
             let stored = (report.records.len() - report.failed) as u64;
             metrics::counter!("sluice_ingest_records_total", "stream" => name.clone(), "path" => "http")

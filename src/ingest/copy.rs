@@ -13,16 +13,16 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
-use super::dead_letter::DeadLetter;
+use crate::runtime::dead_letters::DeadLetter;
 use datafusion::arrow::array::{StringArray, StringBuilder};
 
 use super::copy_fields::{
     binary_header, binary_tuple, csv_fields, text_fields, BinaryTuple, Fields,
 };
 use super::rows::{build_batch_columns, OnError};
-use crate::engine::Stream;
 use crate::error::{Error, Result};
 use crate::log::{BulkFiles, BulkSpill};
+use crate::runtime::Stream;
 use crate::sql::{CopyFormat, CopyOptions};
 use crate::types::SqlType;
 
@@ -35,7 +35,7 @@ const CHUNK_ROWS: usize = 8192;
 pub const COPY_MEMORY_BYTES: u64 = 8 * 1024 * 1024;
 
 /// The rows of a finished COPY.
-pub enum CopyRows {
+pub(super) enum CopyRows {
     /// Decoded batches, stored as one append (routed batch by batch).
     InMemory(Vec<RecordBatch>),
     Spilled(BulkFiles),
@@ -43,7 +43,7 @@ pub enum CopyRows {
 
 /// A COPY in progress.
 pub struct CopyIn {
-    pub stream: Arc<Stream>,
+    stream: Arc<Stream>,
     targets: Vec<usize>,
     force_null: Vec<bool>,
     options: CopyOptions,
@@ -72,11 +72,11 @@ pub struct CopyIn {
     bytes: u64,
     /// Set once the batches outgrow `memory_bytes`: where the rest goes.
     spill: Option<BulkSpill>,
-    pub dead_letters: Vec<DeadLetter>,
+    pub(super) dead_letters: Vec<DeadLetter>,
 }
 
 impl CopyIn {
-    pub fn new(
+    pub(super) fn new(
         stream: Arc<Stream>,
         targets: Vec<usize>,
         options: CopyOptions,
@@ -109,6 +109,11 @@ impl CopyIn {
             spill: None,
             dead_letters: Vec::new(),
         }
+    }
+
+    /// How many columns each record carries.
+    pub fn width(&self) -> usize {
+        self.targets.len()
     }
 
     /// Consumes one CopyData chunk.
@@ -399,7 +404,7 @@ impl CopyIn {
 
     /// Ends the input: the last record (without a newline) is taken too.
     /// Returns every good row, in memory or spilled.
-    pub fn finish(&mut self) -> Result<CopyRows> {
+    pub(super) fn finish(&mut self) -> Result<CopyRows> {
         if self.options.format == CopyFormat::Binary && !self.finished_marker {
             return Err(self.at_line(
                 self.line,
@@ -449,7 +454,7 @@ mod tests {
                 column("n", SqlType::Integer),
             ],
         );
-        crate::engine::open_stream(&Config::ephemeral(dir), def).unwrap()
+        Stream::open(&Config::ephemeral(dir), def).unwrap()
     }
 
     /// Decodes `data` fed in chunks of `chunk` bytes; the `v` column.

@@ -4,10 +4,10 @@
 
 use serde_json::{Map, Value};
 
-use super::dead_letter::{self, DeadLetter};
 use super::rows::{build_batch, OnError};
-use crate::engine::Stream;
-use crate::error::{Error, Result};
+use super::Writer;
+use crate::error::{Error, ErrorKind, Result};
+use crate::runtime::{DeadLetter, Stream};
 use crate::types::SqlType;
 
 /// How a request body holds its records.
@@ -29,6 +29,8 @@ pub enum RecordResult {
         sequence: u64,
     },
     Failed {
+        #[serde(skip)]
+        kind: ErrorKind,
         error_code: String,
         error_message: String,
     },
@@ -45,113 +47,108 @@ pub struct IngestReport {
 /// A record as received (for dead letters) and its parsed JSON.
 pub type JsonRecord = (String, std::result::Result<Value, Error>);
 
-/// Decodes, validates and stores JSON records; failed ones go to
-/// `errors`. `Err` only when the request as a whole is refused.
-pub async fn ingest_json(
-    stream: &Stream,
-    errors: Option<&Stream>,
-    body: &[u8],
-    kind: JsonBody,
-) -> Result<IngestReport> {
-    let records: Vec<JsonRecord> = match kind {
-        JsonBody::Lines => body
-            .split(|&b| b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(i, line)| {
-                let raw = String::from_utf8_lossy(line)
-                    .trim_end_matches('\r')
-                    .to_string();
-                let value = serde_json::from_slice::<Value>(line)
-                    .map_err(|e| Error::InvalidText(format!("line {}: invalid JSON: {e}", i + 1)));
-                (raw, value)
-            })
-            .collect(),
-        JsonBody::Document => {
-            let doc: Value = serde_json::from_slice(body).map_err(|e| {
-                Error::InvalidText(format!(
-                    "invalid JSON at byte {}: {e}; nothing was stored",
-                    byte_offset(body, e.line(), e.column())
-                ))
-            })?;
-            let items = match doc {
-                Value::Array(items) => items,
-                other => vec![other],
-            };
-            items.into_iter().map(|v| (v.to_string(), Ok(v))).collect()
-        }
-    };
-    ingest_records(stream, errors, records).await
-}
-
-/// Stores parsed JSON records (one object each), a fate per record.
-pub async fn ingest_records(
-    stream: &Stream,
-    errors: Option<&Stream>,
-    records: Vec<JsonRecord>,
-) -> Result<IngestReport> {
-    if records.is_empty() {
-        return Err(Error::InvalidText("the request holds no records".into()));
-    }
-    let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
-    let mut letters = Vec::new();
-    let mut rows = Vec::new();
-    let mut row_records = Vec::new();
-    let mut unknown_fields = 0u64;
-    for (index, (raw, value)) in records.iter().enumerate() {
-        let row = value
-            .as_ref()
-            .map_err(|e| Error::InvalidText(e.to_string()))
-            .and_then(|v| object_row(stream, v, &mut unknown_fields));
-        match row {
-            Ok(row) => {
-                rows.push(row);
-                row_records.push(index);
+impl Writer {
+    /// Decodes, validates and stores JSON records; failed ones go to
+    /// `sluice.errors`. `Err` only when the request as a whole is refused.
+    pub async fn json(&self, body: &[u8], kind: JsonBody) -> Result<IngestReport> {
+        let records: Vec<JsonRecord> = match kind {
+            JsonBody::Lines => body
+                .split(|&b| b == b'\n')
+                .enumerate()
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .map(|(i, line)| {
+                    let raw = String::from_utf8_lossy(line)
+                        .trim_end_matches('\r')
+                        .to_string();
+                    let value = serde_json::from_slice::<Value>(line).map_err(|e| {
+                        Error::InvalidText(format!("line {}: invalid JSON: {e}", i + 1))
+                    });
+                    (raw, value)
+                })
+                .collect(),
+            JsonBody::Document => {
+                let doc: Value = serde_json::from_slice(body).map_err(|e| {
+                    Error::InvalidText(format!(
+                        "invalid JSON at byte {}: {e}; nothing was stored",
+                        byte_offset(body, e.line(), e.column())
+                    ))
+                })?;
+                let items = match doc {
+                    Value::Array(items) => items,
+                    other => vec![other],
+                };
+                items.into_iter().map(|v| (v.to_string(), Ok(v))).collect()
             }
-            Err(error) => fail(&mut results, &mut letters, stream, index, raw, error),
+        };
+        self.records(records).await
+    }
+
+    /// Stores parsed JSON records (one object each), a fate per record.
+    pub async fn records(&self, records: Vec<JsonRecord>) -> Result<IngestReport> {
+        let stream = self.stream();
+        if records.is_empty() {
+            return Err(Error::InvalidText("the request holds no records".into()));
         }
-    }
-    let targets: Vec<usize> = (0..stream.def.columns.len()).collect();
-    let (batch, bad) = build_batch(stream, &targets, &rows, OnError::Skip).map_err(|e| e.error)?;
-    for bad in bad {
-        let index = row_records[bad.row];
-        fail(
-            &mut results,
-            &mut letters,
-            stream,
-            index,
-            &records[index].0,
-            bad.error,
-        );
-    }
-    let stored: Vec<usize> = row_records
-        .into_iter()
-        .filter(|i| results[*i].is_none())
-        .collect();
-    let positions = stream.log.append_positions(batch).await?;
-    for (index, (shard, sequence)) in stored.into_iter().zip(positions) {
-        results[index] = Some(RecordResult::Stored { shard, sequence });
-    }
-    if let Some(errors) = errors {
-        dead_letter::record(errors, &letters).await?;
-    }
-    let records: Vec<RecordResult> = results
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or(RecordResult::Failed {
-                error_code: "XX000".into(),
-                error_message: "record lost track of".into(),
+        let mut results: Vec<Option<RecordResult>> = vec![None; records.len()];
+        let mut letters = Vec::new();
+        let mut rows = Vec::new();
+        let mut row_records = Vec::new();
+        let mut unknown_fields = 0u64;
+        for (index, (raw, value)) in records.iter().enumerate() {
+            let row = value
+                .as_ref()
+                .map_err(|e| Error::InvalidText(e.to_string()))
+                .and_then(|v| object_row(stream, v, &mut unknown_fields));
+            match row {
+                Ok(row) => {
+                    rows.push(row);
+                    row_records.push(index);
+                }
+                Err(error) => fail(&mut results, &mut letters, stream, index, raw, error),
+            }
+        }
+        let targets: Vec<usize> = (0..stream.def.columns.len()).collect();
+        let (batch, bad) =
+            build_batch(stream, &targets, &rows, OnError::Skip).map_err(|e| e.error)?;
+        for bad in bad {
+            let index = row_records[bad.row];
+            fail(
+                &mut results,
+                &mut letters,
+                stream,
+                index,
+                &records[index].0,
+                bad.error,
+            );
+        }
+        let stored: Vec<usize> = row_records
+            .into_iter()
+            .filter(|i| results[*i].is_none())
+            .collect();
+        let positions = self.append_positions(batch).await?;
+        for (index, (shard, sequence)) in stored.into_iter().zip(positions) {
+            results[index] = Some(RecordResult::Stored { shard, sequence });
+        }
+        self.dead_letters(&letters).await?;
+        let records: Vec<RecordResult> = results
+            .into_iter()
+            .map(|r| {
+                r.unwrap_or(RecordResult::Failed {
+                    kind: ErrorKind::Internal,
+                    error_code: ErrorKind::Internal.sqlstate().into(),
+                    error_message: "record lost track of".into(),
+                })
             })
+            .collect();
+        Ok(IngestReport {
+            failed: records
+                .iter()
+                .filter(|r| matches!(r, RecordResult::Failed { .. }))
+                .count(),
+            records,
+            unknown_fields,
         })
-        .collect();
-    Ok(IngestReport {
-        failed: records
-            .iter()
-            .filter(|r| matches!(r, RecordResult::Failed { .. }))
-            .count(),
-        records,
-        unknown_fields,
-    })
+    }
 }
 
 fn fail(
@@ -163,6 +160,7 @@ fn fail(
     error: Error,
 ) {
     results[index] = Some(RecordResult::Failed {
+        kind: error.kind(),
         error_code: error.sqlstate().to_string(),
         error_message: error.to_string(),
     });

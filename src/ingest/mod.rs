@@ -1,17 +1,15 @@
-//! Decoding records into Arrow batches of a stream's schema, with errors
-//! that name the column and value: literal `INSERT … VALUES` (skipping
-//! query planning), COPY text/CSV, and JSON records. All paths share one
-//! text-to-Arrow conversion (`rows`) and one dead-letter writer.
+//! Records into streams. Decoders turn input into Arrow batches of a
+//! stream's schema, with errors that name the column and value: literal
+//! `INSERT … VALUES` (skipping query planning), COPY text/CSV/binary, and
+//! JSON records, all through one text-to-Arrow conversion (`rows`). One
+//! [`Writer`] per statement or request checks and appends what they made.
 
 mod copy;
 mod copy_fields;
-pub mod dead_letter;
 mod json;
 mod rows;
-mod scan;
-mod values;
+mod writer;
 
-pub use copy::{CopyIn, CopyRows};
-pub use json::{ingest_json, ingest_records, IngestReport, JsonBody, JsonRecord, RecordResult};
-pub use rows::{build_batch, build_batch_columns, resolve_targets, OnError, RowError};
-pub use values::{plan_values_insert, ValuesInsert};
+pub use copy::CopyIn;
+pub use json::{IngestReport, JsonBody, JsonRecord, RecordResult};
+pub use writer::Writer;

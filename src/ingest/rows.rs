@@ -8,8 +8,8 @@ use datafusion::arrow::array::{
 };
 use datafusion::arrow::compute::{cast_with_options, filter, CastOptions};
 
-use crate::engine::Stream;
 use crate::error::{Error, Result};
+use crate::runtime::Stream;
 
 /// What to do with a row that does not convert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

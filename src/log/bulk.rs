@@ -27,7 +27,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::frame::{self, Bulk, FrameMeta, FRAME_HEADER_BYTES};
 use super::segment::{FrameRef, Segment};
 use super::shard::Shard;
-use super::{now_ms, Framer, SyncHelpers};
+use super::{Framer, SyncHelpers};
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
 /// A frame in a staging file, header not yet written.

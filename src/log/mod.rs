@@ -31,7 +31,8 @@ pub use segment::FrameRef;
 pub use shard::{read_frame, ShardStats};
 use shard::{PendingWrite, Shard};
 
-use crate::error::{Error, Result};
+use crate::clock::now_ms;
+use crate::error::{Error, ErrorKind, Result};
 
 /// Most statements merged into one group commit; bounds the work (and the
 /// latency) of one fsync round.
@@ -448,12 +449,6 @@ impl Drop for StreamLog {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// The writer thread: takes every request waiting, commits them as one
 /// group, answers all. Exits when the channel closes and is drained.
 fn writer_loop(
@@ -523,9 +518,9 @@ fn commit_group(
         }
         Err(e) => {
             let msg = e.to_string();
-            let sqlstate = e.sqlstate();
+            let disk_full = e.kind() == ErrorKind::DiskFull;
             for reply in replies {
-                let err = if sqlstate == "53100" {
+                let err = if disk_full {
                     Error::DiskFull(msg.clone())
                 } else {
                     Error::Internal(format!("log write failed: {msg}"))

@@ -19,8 +19,7 @@ use pgwire::messages::PgWireBackendMessage;
 use super::handler::Session;
 use super::to_pg_error;
 use crate::error::{Error, Result};
-use crate::ingest::{dead_letter, resolve_targets, CopyIn, CopyRows};
-use crate::query::not_insertable;
+use crate::ingest::{CopyIn, Writer};
 use crate::sql::{CopyFormat, CopyOptions, CopySource, CopyStatement};
 
 /// CopyData chunks queued for the decoder thread; bounds the memory of
@@ -32,6 +31,7 @@ const QUEUED_CHUNKS: usize = 16;
 /// blocking thread, so receiving (pgwire framing) and decoding (records,
 /// fields, Arrow conversion) run on two cores.
 pub struct CopyState {
+    writer: Writer,
     chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
     /// The decoder and the first error it met (the rest of the data is
     /// discarded until CopyDone).
@@ -39,7 +39,7 @@ pub struct CopyState {
 }
 
 impl CopyState {
-    fn start(mut decoder: Box<CopyIn>) -> CopyState {
+    fn start(writer: Writer, mut decoder: Box<CopyIn>) -> CopyState {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUED_CHUNKS);
         let decoder = tokio::task::spawn_blocking(move || {
             let mut failed = None;
@@ -50,17 +50,23 @@ impl CopyState {
             }
             (decoder, failed)
         });
-        CopyState { chunks, decoder }
+        CopyState {
+            writer,
+            chunks,
+            decoder,
+        }
     }
 
-    /// Waits for the decoder to take every chunk sent.
-    async fn finish(self) -> Result<Box<CopyIn>> {
+    /// Waits for the decoder to take every chunk sent, then stores the
+    /// COPY as one unit.
+    async fn finish(self) -> Result<u64> {
         drop(self.chunks);
-        match self.decoder.await {
-            Ok((decoder, None)) => Ok(decoder),
-            Ok((_, Some(e))) => Err(e),
-            Err(e) => Err(Error::Internal(format!("COPY decoder: {e}"))),
-        }
+        let mut decoder = match self.decoder.await {
+            Ok((decoder, None)) => decoder,
+            Ok((_, Some(e))) => return Err(e),
+            Err(e) => return Err(Error::Internal(format!("COPY decoder: {e}"))),
+        };
+        self.writer.finish_copy(&mut decoder).await
     }
 }
 
@@ -72,23 +78,12 @@ impl Session {
             let CopySource::Table { name, columns } = &copy.source else {
                 return Err(Error::Syntax("COPY (query) works only TO STDOUT".into()));
             };
-            let stream = self
-                .engine
-                .registry
-                .get(name)
+            let writer = self
+                .writer(name)?
                 .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
-            if !stream.accepts_inserts() {
-                return Err(not_insertable(&stream));
-            }
-            let targets = resolve_targets(&stream, columns.as_deref())?;
-            let columns = targets.len();
-            let decoder = CopyIn::new(
-                stream,
-                targets,
-                copy.options,
-                self.engine.config.limits.max_statement_bytes,
-            );
-            *self.copy.lock().await = Some(CopyState::start(Box::new(decoder)));
+            let decoder = writer.copy_in(columns.as_deref(), copy.options)?;
+            let columns = decoder.width();
+            *self.copy.lock().await = Some(CopyState::start(writer, Box::new(decoder)));
             return Ok(Response::CopyIn(CopyResponse::new(
                 0,
                 columns,
@@ -240,8 +235,7 @@ impl CopyHandler for Session {
         let Some(state) = self.copy.lock().await.take() else {
             return Err(to_pg_error(Error::Internal("CopyDone without COPY".into())));
         };
-        let mut decoder = state.finish().await.map_err(to_pg_error)?;
-        let rows = self.store(&mut decoder).await.map_err(to_pg_error)?;
+        let rows = state.finish().await.map_err(to_pg_error)?;
         let tag = Tag::new("COPY").with_rows(rows as usize);
         client
             .send(PgWireBackendMessage::CommandComplete(tag.into()))
@@ -262,20 +256,5 @@ impl CopyHandler for Session {
             "57014".into(),
             format!("COPY from stdin failed: {}", fail.message),
         )))
-    }
-}
-
-impl Session {
-    /// Stores a finished COPY as one append; dead letters after it.
-    async fn store(&self, decoder: &mut CopyIn) -> Result<u64> {
-        let rows = match decoder.finish()? {
-            CopyRows::InMemory(batches) => decoder.stream.log.append_batches(batches).await?,
-            CopyRows::Spilled(files) => decoder.stream.log.append_bulk(files).await?,
-        }
-        .records();
-        if let Some(errors) = self.engine.registry.errors() {
-            dead_letter::record(&errors, &decoder.dead_letters).await?;
-        }
-        Ok(rows)
     }
 }

@@ -32,6 +32,8 @@ use super::copy::CopyState;
 use super::{into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
+use crate::ingest::Writer;
+use crate::query::explain_insert_error;
 use crate::sql::{self, Parsed};
 
 type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
@@ -170,20 +172,20 @@ impl Session {
                 "DROP TABLE",
                 self.engine.drop_table(drop).await.map_err(to_pg_error)?,
             ),
-            Parsed::Sql(text) => {
-                return Ok(self
-                    .engine
-                    .try_insert_values(&text)
-                    .await
-                    .map_err(to_pg_error)?
-                    .map(|rows| {
-                        Response::Execution(Tag::new("INSERT").with_oid(0).with_rows(rows as usize))
-                    }));
+            Parsed::InsertValues { insert, .. } => {
+                let Some(writer) = self.writer(&insert.table).map_err(to_pg_error)? else {
+                    return Ok(None);
+                };
+                let rows = writer.insert_values(&insert).await.map_err(to_pg_error)?;
+                return Ok(Some(Response::Execution(
+                    Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
+                )));
             }
             Parsed::Copy(copy) => {
                 return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
             }
-            Parsed::ShowStreams
+            Parsed::Sql(_)
+            | Parsed::ShowStreams
             | Parsed::ShowPipelines
             | Parsed::ShowSinks
             | Parsed::ExplainCreateDerived(_) => return Ok(None),
@@ -259,13 +261,23 @@ impl Session {
             .map_err(|e| self.explain(&text, e))
     }
 
-    /// Maps a DataFusion failure to our error, letting the engine name the
-    /// column a bad INSERT value was meant for.
+    /// Maps a DataFusion failure to our error, naming the column a bad
+    /// INSERT value was meant for.
     fn explain(&self, stmt: &str, e: PgWireError) -> PgWireError {
         match into_error(e) {
-            Ok(err) => to_pg_error(self.engine.explain_error(stmt, err)),
+            Ok(err) => to_pg_error(explain_insert_error(
+                &self.engine.registry.streams,
+                stmt,
+                err,
+            )),
             Err(other) => other,
         }
+    }
+
+    /// The writer of `table` when it names a stream; `Ok(None)` when it
+    /// names something else (left to the query engine).
+    pub(super) fn writer(&self, table: &str) -> Result<Option<Writer>, Error> {
+        writer(&self.engine, table)
     }
 }
 
@@ -303,6 +315,19 @@ impl ExtendedQueryHandler for Session {
     }
 }
 
+/// The writer of `table` when it names a stream; `Ok(None)` otherwise.
+fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
+    if engine.registry.get(table).is_none() {
+        return Ok(None);
+    }
+    Writer::open(
+        &engine.registry.streams,
+        table,
+        engine.config.limits.max_statement_bytes,
+    )
+    .map(Some)
+}
+
 /// Parses for the extended protocol: sluice statements become
 /// `(text, None)`, executed by [`Session`]; the rest is DataFusion's.
 pub struct RoutingParser {
@@ -333,10 +358,13 @@ impl QueryParser for RoutingParser {
             return Ok(None);
         };
         let parsed = sql::parse(stmt).map_err(to_pg_error)?;
-        if matches!(parsed, Parsed::Sql(_))
-            && self.engine.is_values_insert(stmt).map_err(to_pg_error)?
-        {
-            return Ok(Some((stmt.to_string(), None)));
+        if let Parsed::InsertValues { insert, .. } = &parsed {
+            // Errors found in a literal INSERT are reported at Parse, as
+            // Postgres does; it then runs without the query engine.
+            if let Some(writer) = writer(&self.engine, &insert.table).map_err(to_pg_error)? {
+                writer.check_values(insert).map_err(to_pg_error)?;
+                return Ok(Some((stmt.to_string(), None)));
+            }
         }
         match parsed.as_query() {
             Some(query) => self

@@ -2,6 +2,8 @@
 //! `public`) and system relations (schema `sluice`), and the construction
 //! of one `SessionContext` per connection from shared state.
 
+mod explain;
+mod registry;
 mod sink_table;
 mod stream_table;
 mod system;
@@ -16,11 +18,12 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
+pub use explain::explain_insert_error;
+pub use registry::{Registry, Relation};
 pub use sink_table::SinkTable;
-pub use stream_table::{not_insertable, StreamTable};
+pub use stream_table::StreamTable;
 pub use system::{SystemRelation, SystemTable};
 
-use crate::engine::{Registry, Relation};
 use crate::error::{Error, Result};
 use crate::storage::StoreRegistry;
 

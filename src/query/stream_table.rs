@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{cast, concat_batches, filter_record_batch};
+use datafusion::arrow::compute::{concat_batches, filter_record_batch};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, Result as DfResult};
@@ -22,9 +22,10 @@ use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan};
 use futures::{StreamExt, TryStreamExt};
 
-use crate::engine::Stream;
 use crate::error::Error;
+use crate::ingest::Writer;
 use crate::log::read_frame;
+use crate::runtime::Stream;
 
 /// Rows decoded per output batch at most; small frames (single-row inserts)
 /// are merged up to this so downstream operators see real batches.
@@ -111,9 +112,7 @@ impl TableProvider for StreamTable {
         input: Arc<dyn ExecutionPlan>,
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        if !self.stream.accepts_inserts() {
-            return Err(not_insertable(&self.stream).into());
-        }
+        let writer = Writer::new(self.stream.clone(), None, self.max_statement_bytes)?;
         if insert_op != InsertOp::Append {
             return Err(Error::FeatureNotSupported(format!(
                 "streams are append-only: {insert_op} into \"{}\" is not possible",
@@ -122,7 +121,7 @@ impl TableProvider for StreamTable {
             .into());
         }
         let sink = StreamSink {
-            stream: self.stream.clone(),
+            writer,
             // NOT NULL is checked by the sink, by name, not by DataFusion by index.
             input_schema: Arc::new(Schema::new(
                 self.stream
@@ -132,22 +131,9 @@ impl TableProvider for StreamTable {
                     .map(|f| Field::new(f.name(), f.data_type().clone(), true))
                     .collect::<Vec<_>>(),
             )),
-            max_statement_bytes: self.max_statement_bytes,
         };
         Ok(Arc::new(DataSinkExec::new(input, Arc::new(sink), None)))
     }
-}
-
-/// The refusal for INSERT into a derived stream or `sluice.errors`.
-pub fn not_insertable(stream: &Stream) -> Error {
-    Error::WrongObjectType(format!(
-        "cannot insert into \"{}\": it is written by {}",
-        stream.def.name,
-        match &stream.def.pipeline {
-            Some(p) => format!("its continuous query over \"{}\"", p.source),
-            None => "the server".to_string(),
-        }
-    ))
 }
 
 /// One shard's part of a scan, up to the end offset seen at planning time
@@ -223,14 +209,13 @@ fn apply_predicate(predicate: &Arc<dyn PhysicalExpr>, batch: RecordBatch) -> DfR
 /// declaration and appends them as one unit: all rows or none.
 #[derive(Debug)]
 struct StreamSink {
-    stream: Arc<Stream>,
+    writer: Writer,
     input_schema: SchemaRef,
-    max_statement_bytes: u64,
 }
 
 impl DisplayAs for StreamSink {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "StreamSink: stream={}", self.stream.def.name)
+        write!(f, "StreamSink: stream={}", self.writer.stream().def.name)
     }
 }
 
@@ -242,45 +227,9 @@ impl DataSink for StreamSink {
 
     async fn write_all(
         &self,
-        mut data: SendableRecordBatchStream,
+        data: SendableRecordBatchStream,
         _context: &Arc<TaskContext>,
     ) -> DfResult<u64> {
-        let mut batches = Vec::new();
-        let mut bytes = 0u64;
-        while let Some(batch) = data.next().await {
-            let batch = self.conform(batch?)?;
-            bytes += batch.get_array_memory_size() as u64;
-            if bytes > self.max_statement_bytes {
-                return Err(Error::ProgramLimit(format!(
-                    "INSERT into \"{}\" exceeds {} bytes in one statement; split it or use COPY",
-                    self.stream.def.name, self.max_statement_bytes
-                ))
-                .into());
-            }
-            batches.push(batch);
-        }
-        let all = concat_batches(&self.stream.schema, &batches)?;
-        let ack = self.stream.log.append(all).await?;
-        Ok(ack.records())
-    }
-}
-
-impl StreamSink {
-    /// Rebuilds a batch on the stream's schema, refusing NULLs in NOT NULL
-    /// columns with the Postgres message.
-    fn conform(&self, batch: RecordBatch) -> DfResult<RecordBatch> {
-        let target = &self.stream.schema;
-        let mut columns = Vec::with_capacity(target.fields().len());
-        for (field, column) in target.fields().iter().zip(batch.columns()) {
-            if !field.is_nullable() && column.logical_null_count() > 0 {
-                return Err(Error::not_null(field.name(), &self.stream.def.name).into());
-            }
-            columns.push(if column.data_type() == field.data_type() {
-                column.clone()
-            } else {
-                cast(column, field.data_type())?
-            });
-        }
-        Ok(RecordBatch::try_new(target.clone(), columns)?)
+        Ok(self.writer.insert_stream(data).await?)
     }
 }

@@ -13,7 +13,7 @@ use datafusion::datasource::memory::MemorySourceConfig;
 use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
-use crate::engine::Registry;
+use super::Registry;
 
 /// Which system relation a [`SystemTable`] serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::worker::writer_properties;
 use super::{file_prefix, SinkCore};
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::error::Result;
 
 /// How often partitions are looked at.

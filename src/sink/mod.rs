@@ -29,9 +29,9 @@ use worker::ShardWorker;
 pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
 use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
-use crate::consumer::{lag_records, Tasks};
-use crate::engine::Stream;
 use crate::error::{Error, Result};
+use crate::runtime::consumer::{lag_records, Tasks};
+use crate::runtime::Stream;
 use crate::storage::Location;
 
 /// Bounds on one shard task's buffered output.

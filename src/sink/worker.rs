@@ -21,10 +21,10 @@ use tokio::sync::{mpsc, watch};
 use super::layout::{Layout, PartKey};
 use super::{file_prefix, FlushRequest, SinkCore};
 use crate::catalog::{SinkDef, SinkFile, SinkProgress};
-use crate::engine::now_ms;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::ingest::dead_letter::{self, row_json, DeadLetter};
 use crate::log::read_frame;
+use crate::runtime::dead_letters::{self, row_json, DeadLetter};
 
 /// Most source records read per step; bounds the decoded batch.
 const MAX_READ_RECORDS: u64 = 65_536;
@@ -421,7 +421,7 @@ async fn dead_letter(core: &SinkCore, batch: &RecordBatch, rows: &[u32]) -> Resu
             )),
         })
         .collect();
-    dead_letter::record(&core.errors, &letters).await?;
+    dead_letters::record(&core.errors, &letters).await?;
     core.stats
         .dead_letters
         .fetch_add(letters.len() as u64, Ordering::Relaxed);

@@ -4,6 +4,8 @@
 //! nothing here executes.
 
 mod copy;
+mod insert;
+mod insert_scan;
 mod psql_compat;
 mod sink;
 mod split;
@@ -17,6 +19,7 @@ use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
+pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
 pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
 
@@ -52,6 +55,13 @@ pub enum Parsed {
     CreateExternalTable(String),
     CreateTableAs(CreateTableAs),
     DropTable(DropStream),
+    /// `INSERT INTO t [(cols)] VALUES` of literals only: stored without
+    /// the query engine when `t` is a stream; `text` (as for [`Parsed::Sql`])
+    /// goes to the query engine when it is not.
+    InsertValues {
+        insert: InsertValues,
+        text: String,
+    },
     /// Anything else: DataFusion SQL, passed on as written.
     Sql(String),
 }
@@ -109,7 +119,7 @@ impl Parsed {
     /// The DataFusion SQL that answers this statement, if DataFusion does.
     pub fn as_query(&self) -> Option<String> {
         match self {
-            Parsed::Sql(text) => Some(text.clone()),
+            Parsed::Sql(text) | Parsed::InsertValues { text, .. } => Some(text.clone()),
             Parsed::ShowStreams => Some(SHOW_STREAMS_SQL.to_string()),
             Parsed::ShowPipelines => Some(SHOW_PIPELINES_SQL.to_string()),
             Parsed::ShowSinks => Some(SHOW_SINKS_SQL.to_string()),
@@ -156,6 +166,13 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ),
         ["CREATE", "TABLE", ..] => sink::parse_create_table(stmt).map(Parsed::CreateTableAs),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
+        ["INSERT", ..] => Ok(match parse_insert_values(stmt) {
+            Some(insert) => Parsed::InsertValues {
+                insert,
+                text: psql_compat::rewrite(stmt).into_owned(),
+            },
+            None => Parsed::Sql(psql_compat::rewrite(stmt).into_owned()),
+        }),
         _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),
     }
 }

@@ -6,6 +6,7 @@ mod crash;
 mod harness;
 mod http;
 mod kinesis;
+mod layers;
 mod lifecycle;
 mod pipelines;
 mod protocol;

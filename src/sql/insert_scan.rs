@@ -2,15 +2,9 @@
 //! [(cols)] VALUES (literal, …), …`, that avoids building a SQL syntax tree
 //! per literal. Anything outside that shape (comments, expressions,
 //! `E'…'` strings, casts, RETURNING …) yields `None`, and the statement
-//! goes through the full SQL parser instead.
+//! goes through the full SQL parser instead ([`super::insert`]).
 
-/// What the scanner found: target, optional column list, literal rows.
-#[derive(Debug, PartialEq, Eq)]
-pub struct ScannedInsert {
-    pub table: String,
-    pub columns: Option<Vec<String>>,
-    pub rows: Vec<Vec<Option<String>>>,
-}
+use super::insert::InsertValues;
 
 struct Scanner<'a> {
     s: &'a [u8],
@@ -138,7 +132,7 @@ impl<'a> Scanner<'a> {
 }
 
 /// Scans a literal-only INSERT; `None` when the statement has any other shape.
-pub fn scan_insert(stmt: &str) -> Option<ScannedInsert> {
+pub fn scan_insert(stmt: &str) -> Option<InsertValues> {
     let mut p = Scanner {
         s: stmt.as_bytes(),
         i: 0,
@@ -177,7 +171,7 @@ pub fn scan_insert(stmt: &str) -> Option<ScannedInsert> {
         }
     }
     let _ = p.eat(b';');
-    (p.peek().is_none()).then_some(ScannedInsert {
+    (p.peek().is_none()).then_some(InsertValues {
         table,
         columns,
         rows,

@@ -1,12 +1,31 @@
-//! Writing to `sluice.errors`, the one dead-letter stream of every stage.
+//! `sluice.errors`, the one dead-letter stream of every stage: its name,
+//! columns and catalog entry, writing dead letters, and counting them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use datafusion::arrow::array::{Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    AsArray, Int32Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 
-use crate::engine::{now_ms, Stream};
+use crate::catalog::StreamDef;
+use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::types::{ColumnDef, SqlType};
+
+use super::stream::Stream;
+
+/// The catalog name of the dead-letter stream (schema `sluice`).
+pub const ERRORS_STREAM: &str = "sluice.errors";
+
+/// The catalog entry of `sluice.errors`, created on first start.
+pub fn errors_stream_def() -> StreamDef {
+    StreamDef {
+        retention: Some("7 days".into()),
+        event_time: Some("at".into()),
+        ..StreamDef::new(ERRORS_STREAM, errors_columns())
+    }
+}
 
 /// The columns of `sluice.errors`, the dead-letter stream of every stage.
 pub fn errors_columns() -> Vec<ColumnDef> {
@@ -86,4 +105,24 @@ pub fn row_json(row: &RecordBatch) -> Option<String> {
     String::from_utf8(out)
         .ok()
         .map(|s| s.trim_end().to_string())
+}
+
+/// Records in `sluice.errors` per stream (over what it retains), read
+/// from its `stream` column.
+pub fn counts_by_stream(errors: &Stream) -> HashMap<String, u64> {
+    let mut counts = HashMap::new();
+    let Some(column) = errors.def.columns.iter().position(|c| c.name == "stream") else {
+        return counts;
+    };
+    for shard in 0..errors.log.shard_count() {
+        for (file, frame) in errors.log.frames_from(shard, 0, u64::MAX) {
+            let Ok(batch) = crate::log::read_frame(&file, &frame, Some(&[column]), 0) else {
+                continue;
+            };
+            for name in batch.column(0).as_string::<i32>().iter().flatten() {
+                *counts.entry(name.to_string()).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
 }

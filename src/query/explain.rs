@@ -2,61 +2,45 @@
 //! to value of Int32 type", "Column 'column1' ... non-nullable") into
 //! Postgres messages that name the column and the relation.
 
-use datafusion::sql::sqlparser::ast::{Expr, SetExpr, Statement, TableObject, Value};
-use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
-use datafusion::sql::sqlparser::parser::Parser;
-
-use super::Registry;
-use crate::error::Error;
-use crate::sql::object_name;
+use crate::error::{Error, ErrorKind};
+use crate::runtime::Streams;
+use crate::sql::insert_shape;
 use crate::types::ColumnDef;
 
-/// The target stream's columns as the INSERT lists them, and its VALUES rows.
+/// The target stream's columns as the INSERT lists them, and per VALUES
+/// row and position the string literal there.
 struct InsertShape {
     relation: String,
     columns: Vec<ColumnDef>,
-    rows: Vec<Vec<Expr>>,
+    quoted: Vec<Vec<Option<String>>>,
 }
 
-fn insert_shape(registry: &Registry, stmt: &str) -> Option<InsertShape> {
-    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
-    let Some(Statement::Insert(insert)) = parsed.into_iter().next() else {
-        return None;
-    };
-    let TableObject::TableName(name) = &insert.table else {
-        return None;
-    };
-    let relation = object_name(name).ok()?;
-    let stream = registry.get(&relation)?;
-    let columns = if insert.columns.is_empty() {
-        stream.def.columns.clone()
-    } else {
-        insert
-            .columns
+fn stream_insert_shape(streams: &Streams, stmt: &str) -> Option<InsertShape> {
+    let shape = insert_shape(stmt)?;
+    let stream = streams.get(&shape.table)?;
+    let columns = match &shape.columns {
+        None => stream.def.columns.clone(),
+        Some(names) => names
             .iter()
-            .map(|column| {
-                let name = object_name(column).ok()?;
-                stream.def.columns.iter().find(|c| c.name == name).cloned()
-            })
-            .collect::<Option<Vec<_>>>()?
-    };
-    let rows = match insert.source.as_deref().map(|q| q.body.as_ref()) {
-        Some(SetExpr::Values(values)) => values.rows.iter().map(|r| r.content.clone()).collect(),
-        _ => Vec::new(),
+            .map(|name| stream.def.columns.iter().find(|c| &c.name == name).cloned())
+            .collect::<Option<Vec<_>>>()?,
     };
     Some(InsertShape {
-        relation,
+        relation: shape.table,
         columns,
-        rows,
+        quoted: shape.quoted,
     })
 }
 
-pub(super) fn explain(registry: &Registry, stmt: &str, err: Error) -> Error {
+/// Rewrites a query-engine error about statement `stmt` into the Postgres
+/// message users expect (naming column and relation).
+pub fn explain_insert_error(streams: &Streams, stmt: &str, err: Error) -> Error {
     let message = err.to_string();
-    if err.sqlstate() != "22P02" && !message.contains("non-nullable") {
+    // DataFusion names a NULL in a NOT NULL column only in its message.
+    if err.kind() != ErrorKind::InvalidText && !message.contains("non-nullable") {
         return err;
     }
-    let Some(shape) = insert_shape(registry, stmt) else {
+    let Some(shape) = stream_insert_shape(streams, stmt) else {
         return err;
     };
     let null_column = message
@@ -80,11 +64,10 @@ pub(super) fn explain(registry: &Registry, stmt: &str, err: Error) -> Error {
     else {
         return err;
     };
-    let position = shape.rows.iter().find_map(|row| {
-        row.iter().position(|e| {
-            matches!(e, Expr::Value(v) if matches!(&v.value, Value::SingleQuotedString(s) if *s == bad))
-        })
-    });
+    let position = shape
+        .quoted
+        .iter()
+        .find_map(|row| row.iter().position(|s| s.as_deref() == Some(bad.as_str())));
     match position.and_then(|p| shape.columns.get(p)) {
         Some(col) => Error::InvalidText(format!(
             "invalid input syntax for type {}: \"{bad}\" (column \"{}\" of relation \"{}\")",

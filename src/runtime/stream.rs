@@ -1,0 +1,150 @@
+//! An open stream (its declaration, Arrow schema and log) and the set of
+//! open streams by name, which every layer above the log looks names up in.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock, RwLock};
+
+use datafusion::arrow::datatypes::SchemaRef;
+
+use crate::catalog::StreamDef;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::log::{LogOptions, StreamLog};
+use crate::types::arrow_schema;
+
+use super::dead_letters::ERRORS_STREAM;
+
+/// An open stream: its declaration and its log.
+#[derive(Debug)]
+pub struct Stream {
+    pub def: StreamDef,
+    pub schema: SchemaRef,
+    pub log: Arc<StreamLog>,
+}
+
+impl Stream {
+    /// Opens (recovering) the log of `def` under the data directory.
+    pub fn open(config: &Config, def: StreamDef) -> Result<Arc<Stream>> {
+        let schema = arrow_schema(&def.columns);
+        let partition_key = def
+            .partition_key
+            .as_ref()
+            .and_then(|k| def.columns.iter().position(|c| &c.name == k));
+        let retention = def
+            .retention
+            .as_deref()
+            .and_then(|r| humantime::parse_duration(r).ok());
+        let log = StreamLog::open(
+            &config.data_dir.join("streams").join(def.id.to_string()),
+            schema.clone(),
+            LogOptions {
+                shards: def.shards,
+                partition_key,
+                segment_size_bytes: config.limits.segment_size_bytes,
+                append_queue_depth: config.limits.append_queue_depth,
+                retention,
+            },
+        )?;
+        Ok(Arc::new(Stream { def, schema, log }))
+    }
+
+    /// Users write only to declared streams: a derived stream is written
+    /// by its pipeline, `sluice.errors` by the server.
+    pub fn accepts_inserts(&self) -> bool {
+        self.def.pipeline.is_none() && self.def.name != ERRORS_STREAM
+    }
+
+    /// [`Stream::accepts_inserts`] as the error every write path returns
+    /// (42809, naming who writes the stream instead).
+    pub fn check_insertable(&self) -> Result<()> {
+        if self.accepts_inserts() {
+            return Ok(());
+        }
+        Err(Error::WrongObjectType(format!(
+            "cannot insert into \"{}\": it is written by {}",
+            self.def.name,
+            match &self.def.pipeline {
+                Some(p) => format!("its continuous query over \"{}\"", p.source),
+                None => "the server".to_string(),
+            }
+        )))
+    }
+
+    /// Where a new consumer starts per shard: the first retained record
+    /// (`start = 'earliest'`) or the end now (`'latest'`).
+    pub fn start_offsets(&self, earliest: bool) -> Vec<u64> {
+        if earliest {
+            self.log.shard_stats().iter().map(|s| s.first_seq).collect()
+        } else {
+            self.log.end_offsets()
+        }
+    }
+}
+
+/// The open streams by name, and `sluice.errors` (kept apart: it is not
+/// in schema `public`).
+#[derive(Debug, Default)]
+pub struct Streams {
+    by_name: RwLock<BTreeMap<String, Arc<Stream>>>,
+    errors: OnceLock<Arc<Stream>>,
+}
+
+impl Streams {
+    pub fn get(&self, name: &str) -> Option<Arc<Stream>> {
+        self.by_name.read().ok()?.get(name).cloned()
+    }
+
+    /// The stream `name`, or 42P01.
+    pub fn require(&self, name: &str) -> Result<Arc<Stream>> {
+        self.get(name)
+            .ok_or_else(|| Error::UndefinedTable(name.to_string()))
+    }
+
+    pub fn list(&self) -> Vec<Arc<Stream>> {
+        self.by_name
+            .read()
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Every open log, `sluice.errors` included.
+    pub fn all(&self) -> Vec<Arc<Stream>> {
+        let mut all = self.list();
+        all.extend(self.errors());
+        all
+    }
+
+    /// The dead-letter stream; present once the engine is open.
+    pub fn errors(&self) -> Option<Arc<Stream>> {
+        self.errors.get().cloned()
+    }
+
+    /// `sluice.errors` for a writer of dead letters (opened at start,
+    /// before any consumer).
+    pub fn require_errors(&self) -> Result<Arc<Stream>> {
+        self.errors()
+            .ok_or_else(|| Error::Internal("sluice.errors is not open".into()))
+    }
+
+    /// Streams whose pipeline reads `source`.
+    pub fn dependents(&self, source: &str) -> Vec<Arc<Stream>> {
+        self.list()
+            .into_iter()
+            .filter(|s| s.def.pipeline.as_ref().is_some_and(|p| p.source == source))
+            .collect()
+    }
+
+    pub fn set_errors(&self, stream: Arc<Stream>) {
+        let _ = self.errors.set(stream);
+    }
+
+    pub fn insert(&self, stream: Arc<Stream>) {
+        if let Ok(mut s) = self.by_name.write() {
+            s.insert(stream.def.name.clone(), stream);
+        }
+    }
+
+    pub fn remove(&self, name: &str) -> Option<Arc<Stream>> {
+        self.by_name.write().ok()?.remove(name)
+    }
+}

@@ -1,0 +1,177 @@
+//! The import rule of ARCHITECTURE.md ("may import"), checked by reading
+//! the sources: a module names only the modules below it, so a change to
+//! the write path or the error mapping lands in one place.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Each top-level module of `src/` and the modules it may import. Keep in
+/// step with the table in ARCHITECTURE.md.
+const MAY_IMPORT: &[(&str, &[&str])] = &[
+    ("error", &[]),
+    ("fail", &[]),
+    ("clock", &[]),
+    ("types", &["error"]),
+    ("config", &["error"]),
+    ("catalog", &["error", "clock", "types"]),
+    ("storage", &["error", "config"]),
+    ("log", &["error", "fail", "clock"]),
+    ("sql", &["error", "types", "catalog"]),
+    (
+        "runtime",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log",
+        ],
+    ),
+    (
+        "ingest",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "sql", "runtime",
+        ],
+    ),
+    (
+        "cq",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "runtime",
+        ],
+    ),
+    (
+        "sink",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "runtime",
+        ],
+    ),
+    (
+        "query",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
+            "runtime", "ingest", "cq", "sink",
+        ],
+    ),
+    (
+        "engine",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
+            "runtime", "ingest", "cq", "sink", "query",
+        ],
+    ),
+    (
+        "pgwire",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
+            "runtime", "ingest", "query", "engine",
+        ],
+    ),
+    (
+        "http",
+        &[
+            "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
+            "runtime", "ingest", "query", "engine",
+        ],
+    ),
+    ("server", &["error", "config", "engine", "pgwire", "http"]),
+    ("main", &[]),
+    ("lib", &[]),
+];
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src").flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The top-level modules a source text names through `crate::`, including
+/// grouped imports (`use crate::{a, b::c};`).
+fn named_modules(text: &str) -> BTreeSet<String> {
+    let mut names = BTreeSet::new();
+    for (at, _) in text.match_indices("crate::") {
+        // `sluice::crate::` cannot occur; skip identifiers ending in "crate".
+        if text[..at]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_')
+        {
+            continue;
+        }
+        let rest = &text[at + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            let mut depth = 0;
+            let mut item = String::new();
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => {
+                        names.insert(first_segment(&item));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                item.push(c);
+            }
+            names.insert(first_segment(&item));
+        } else {
+            names.insert(first_segment(rest));
+        }
+    }
+    names.retain(|n| !n.is_empty() && n != "self");
+    names
+}
+
+fn first_segment(path: &str) -> String {
+    path.trim_start()
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+#[test]
+fn no_module_imports_an_upper_one() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let rules: BTreeMap<&str, &[&str]> = MAY_IMPORT.iter().copied().collect();
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 40, "found only {} source files", files.len());
+    let mut violations = Vec::new();
+    for file in files {
+        let relative = file.strip_prefix(&src).expect("under src");
+        let module = relative
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|c| c.trim_end_matches(".rs").to_string())
+            .expect("a module name");
+        let Some(allowed) = rules.get(module.as_str()) else {
+            violations.push(format!(
+                "{module}: not in MAY_IMPORT (add it, with its layer)"
+            ));
+            continue;
+        };
+        let text = std::fs::read_to_string(&file).expect("read source");
+        for name in named_modules(&text) {
+            if name != module && !allowed.contains(&name.as_str()) {
+                violations.push(format!("{}: imports {name}", relative.display()));
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "imports against ARCHITECTURE.md's rule:\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn the_scan_finds_grouped_and_nested_imports() {
+    let text =
+        "use crate::{http, pgwire::{a, b}};\nlet x = crate::engine::now();\nlet y = my_crate::z;";
+    let found: Vec<String> = named_modules(text).into_iter().collect();
+    assert_eq!(found, ["engine", "http", "pgwire"]);
+}
