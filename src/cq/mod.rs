@@ -14,12 +14,19 @@ mod worker;
 
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub use compile::{compile, Program};
 use worker::ShardWorker;
 
-use crate::runtime::consumer::{lag_records, Tasks};
+use crate::runtime::consumer::{lag_records, run_shard, Backoff, ShardLoop, Tasks};
 use crate::runtime::Stream;
+
+/// Retries of a failing pipeline (disk full, I/O): never skipping input.
+const BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(50),
+    max: Duration::from_secs(10),
+};
 
 /// Counters and state shown in `sluice.pipelines`.
 #[derive(Debug, Default)]
@@ -87,10 +94,20 @@ impl Pipeline {
                 errors: errors.clone(),
                 stats: stats.clone(),
                 shard,
+                ends: ends[shard as usize].clone(),
             };
-            tasks.push(tokio::spawn(
-                worker.run(ends[shard as usize].clone(), stop_rx.clone()),
-            ));
+            let (source, stats, name) = (source.clone(), stats.clone(), name.to_string());
+            let stop = stop_rx.clone();
+            tasks.push(tokio::spawn(async move {
+                let at = ShardLoop {
+                    source: &source,
+                    shard,
+                    hold_name: &name,
+                    last_error: &stats.last_error,
+                    backoff: BACKOFF,
+                };
+                run_shard(worker, at, stop).await;
+            }));
         }
         Arc::new(Pipeline {
             name: name.to_string(),

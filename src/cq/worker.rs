@@ -4,22 +4,16 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
 
+use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
-use tokio::sync::watch;
 
 use super::{PipelineStats, Program};
 use crate::error::{Error, Result};
-use crate::log::{read_frame, FrameRef};
+use crate::runtime::consumer::{Input, ShardConsumer, Stepped};
 use crate::runtime::dead_letters::{self, row_json, DeadLetter};
 use crate::runtime::Stream;
-
-/// Most source records taken into one micro-batch; bounds memory and the
-/// work lost to a retry.
-const MAX_BATCH_RECORDS: u64 = 65_536;
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 
 /// Source rows whose transform failed, with why.
 type Failures = Vec<(RecordBatch, Error)>;
@@ -32,87 +26,50 @@ pub(super) struct ShardWorker {
     pub errors: Arc<Stream>,
     pub stats: Arc<PipelineStats>,
     pub shard: u32,
+    /// `ends[o]`: the source position output shard `o` already holds.
+    pub ends: Vec<u64>,
+}
+
+#[async_trait]
+impl ShardConsumer for ShardWorker {
+    fn position(&self) -> u64 {
+        self.ends.iter().copied().min().unwrap_or(0)
+    }
+
+    fn projection(&self) -> Option<Vec<usize>> {
+        self.program.projection.clone()
+    }
+
+    async fn step(&mut self, input: Option<Input>) -> Result<Stepped> {
+        let Some(input) = input else {
+            return Ok(Stepped {
+                healthy: true,
+                ..Stepped::default()
+            });
+        };
+        let end = input.end;
+        self.process(input).await?;
+        self.ends.iter_mut().for_each(|e| *e = (*e).max(end));
+        self.stats.offsets[self.shard as usize].store(end, Ordering::Relaxed);
+        Ok(Stepped {
+            more: true,
+            healthy: true,
+            hold: Some(end),
+        })
+    }
 }
 
 impl ShardWorker {
-    /// `ends[o]`: the source position output shard `o` already holds.
-    pub async fn run(self, mut ends: Vec<u64>, mut stop: watch::Receiver<bool>) {
-        let Some(mut appended) = self.source.log.subscribe(self.shard) else {
-            return;
-        };
-        let mut backoff = Duration::from_millis(50);
-        loop {
-            if *stop.borrow() {
-                return;
-            }
-            let offset = ends.iter().copied().min().unwrap_or(0);
-            let frames = self
-                .source
-                .log
-                .frames_from(self.shard, offset, MAX_BATCH_RECORDS);
-            if frames.is_empty() {
-                // Wait for the next durable append, not a timer.
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    changed = appended.changed() => if changed.is_err() { return },
-                }
-                continue;
-            }
-            let end = frames.last().map_or(offset, |(_, f)| f.end_seq());
-            match self.process(frames, offset, end, &ends).await {
-                Ok(()) => {
-                    ends.iter_mut().for_each(|e| *e = (*e).max(end));
-                    self.stats.offsets[self.shard as usize].store(end, Ordering::Relaxed);
-                    self.source.log.hold(&self.name, self.shard, end);
-                    if let Ok(mut e) = self.stats.last_error.lock() {
-                        *e = None;
-                    }
-                    backoff = Duration::from_millis(50);
-                }
-                Err(e) => {
-                    tracing::warn!(pipeline = %self.name, shard = self.shard, error = %e, "pipeline batch failed; retrying");
-                    if let Ok(mut last) = self.stats.last_error.lock() {
-                        *last = Some(e.to_string());
-                    }
-                    tokio::select! {
-                        _ = stop.changed() => return,
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-            }
-        }
-    }
-
-    /// Decodes, transforms and appends one micro-batch `[offset, end)`.
-    async fn process(
-        &self,
-        frames: Vec<(Arc<std::fs::File>, FrameRef)>,
-        offset: u64,
-        end: u64,
-        ends: &[u64],
-    ) -> Result<()> {
-        let projection = self.program.projection.clone();
-        let schema = match &projection {
-            Some(p) => Arc::new(self.source.schema.project(p)?),
-            None => self.source.schema.clone(),
-        };
-        let input = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
-            let batches = frames
-                .iter()
-                .map(|(file, frame)| read_frame(file, frame, projection.as_deref(), offset))
-                .collect::<Result<Vec<_>>>()?;
-            Ok(concat_batches(&schema, &batches)?)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+    /// Transforms and appends one micro-batch `[offset, end)`.
+    async fn process(&self, input: Input) -> Result<()> {
+        let Input { batch, offset, end } = input;
         // After a crash, output shards may hold different amounts of this
         // range: then each row is placed (and skipped) one by one.
-        let uneven = ends.iter().any(|e| *e > offset);
+        let uneven = self.ends.iter().any(|e| *e > offset);
         let (parts, failures) = if uneven {
-            self.transform_catching_up(&input, offset, ends)?
+            self.transform_catching_up(&batch, offset, &self.ends)?
         } else {
-            let (output, failures) = self.transform(&input);
+            let (output, failures) = self.transform(&batch);
             (self.split(self.conform(output)?)?, failures)
         };
         let failed = failures.len() as u64;
@@ -123,7 +80,7 @@ impl ShardWorker {
             .await?;
         self.stats
             .processed
-            .fetch_add(input.num_rows() as u64, Ordering::Relaxed);
+            .fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
         self.stats.errors.fetch_add(failed, Ordering::Relaxed);
         Ok(())
     }

@@ -16,6 +16,7 @@ use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::PgWireBackendMessage;
 
+use super::connection::Busy;
 use super::handler::Session;
 use super::to_pg_error;
 use crate::error::{Error, Result};
@@ -31,6 +32,8 @@ const QUEUED_CHUNKS: usize = 16;
 /// blocking thread, so receiving (pgwire framing) and decoding (records,
 /// fields, Arrow conversion) run on two cores.
 pub struct CopyState {
+    /// A COPY is one statement from its start to CopyDone or CopyFail.
+    _busy: Busy,
     writer: Writer,
     chunks: tokio::sync::mpsc::Sender<bytes::Bytes>,
     /// The decoder and the first error it met (the rest of the data is
@@ -39,7 +42,7 @@ pub struct CopyState {
 }
 
 impl CopyState {
-    fn start(writer: Writer, mut decoder: Box<CopyIn>) -> CopyState {
+    fn start(busy: Busy, writer: Writer, mut decoder: Box<CopyIn>) -> CopyState {
         let (chunks, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(QUEUED_CHUNKS);
         let decoder = tokio::task::spawn_blocking(move || {
             let mut failed = None;
@@ -51,6 +54,7 @@ impl CopyState {
             (decoder, failed)
         });
         CopyState {
+            _busy: busy,
             writer,
             chunks,
             decoder,
@@ -83,7 +87,11 @@ impl Session {
                 .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
             let decoder = writer.copy_in(columns.as_deref(), copy.options)?;
             let columns = decoder.width();
-            *self.copy.lock().await = Some(CopyState::start(writer, Box::new(decoder)));
+            *self.copy.lock().await = Some(CopyState::start(
+                self.activity.enter(),
+                writer,
+                Box::new(decoder),
+            ));
             return Ok(Response::CopyIn(CopyResponse::new(
                 0,
                 columns,

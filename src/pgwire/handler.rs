@@ -28,6 +28,7 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
+use super::connection::Activity;
 use super::copy::CopyState;
 use super::{into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
@@ -46,7 +47,11 @@ pub struct ConnectionHandlers {
 }
 
 impl ConnectionHandlers {
-    pub fn new(engine: Arc<Engine>, connections: Arc<ConnectionManager>) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        connections: Arc<ConnectionManager>,
+        activity: Arc<Activity>,
+    ) -> Self {
         let ctx = Arc::new(engine.new_session());
         let df = Arc::new(DfSessionService::new(ctx.clone()));
         ConnectionHandlers {
@@ -59,6 +64,7 @@ impl ConnectionHandlers {
                 ctx,
                 df,
                 copy: tokio::sync::Mutex::new(None),
+                activity,
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
@@ -106,6 +112,8 @@ pub struct Session {
     df: Arc<DfSessionService>,
     parser: Arc<RoutingParser>,
     pub(super) copy: tokio::sync::Mutex<Option<CopyState>>,
+    /// Statements running now, for shutdown.
+    pub(super) activity: Arc<Activity>,
 }
 
 impl Session {
@@ -223,6 +231,7 @@ impl SimpleQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _busy = self.activity.enter();
         let statements = sql::split_statements(query);
         if statements.is_empty() {
             return Ok(vec![Response::EmptyQuery]);
@@ -302,6 +311,7 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        let _busy = self.activity.enter();
         let (text, plan) = &portal.statement.statement;
         if plan.is_none() {
             let parsed = sql::parse(text).map_err(to_pg_error)?;

@@ -1,24 +1,33 @@
 //! The Postgres wire protocol front end: the accept loop (bounded by a
-//! semaphore, stops on shutdown) and, in `handler`, the per-connection
+//! semaphore, backing off on errors, stops on shutdown), each connection's
+//! life and end (`connection`) and, in `handler`, the per-connection
 //! handlers that route sluice statements to the engine and the rest to a
 //! DataFusion session of the connection's own.
 
+mod connection;
 mod copy;
 mod handler;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use pgwire::error::{ErrorInfo, PgWireError};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
 
 use crate::engine::Engine;
 use crate::error::Error;
 
 pub use handler::ConnectionHandlers;
 
+/// Accept errors (out of file descriptors, say) are retried after a delay
+/// doubling up to this, instead of spinning.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Serves connections until `shutdown` flips to true, then returns once
-/// accepting has stopped (in-flight statements finish on their own tasks).
+/// every connection has ended: statements in flight finish and are
+/// answered, idle clients get 57P01 (see `connection`).
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
@@ -26,7 +35,11 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(engine.config.limits.max_connections.max(1)));
     let connections = Arc::new(pgwire::api::ConnectionManager::new());
+    let mut open = JoinSet::new();
+    let mut backoff = Duration::from_millis(1);
     loop {
+        // Reap finished connection tasks so the set stays bounded.
+        while open.try_join_next().is_some() {}
         let permit = tokio::select! {
             _ = shutdown.changed() => break,
             permit = slots.clone().acquire_owned() => match permit {
@@ -37,22 +50,36 @@ pub async fn serve(
         let (socket, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff = Duration::from_millis(1);
+                    a
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed");
+                    drop(permit);
+                    tokio::select! {
+                        _ = shutdown.changed() => break,
+                        _ = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
                     continue;
                 }
             },
         };
         let _ = socket.set_nodelay(true);
-        let handlers = ConnectionHandlers::new(engine.clone(), connections.clone());
-        tokio::spawn(async move {
-            if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+        let activity = connection::Activity::new();
+        let handlers =
+            ConnectionHandlers::new(engine.clone(), connections.clone(), activity.clone());
+        let shutdown = shutdown.clone();
+        open.spawn(async move {
+            if let Err(e) = connection::serve(socket, handlers, activity, shutdown).await {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);
         });
     }
+    // The completion guard: the logs close only after every connection.
+    while open.join_next().await.is_some() {}
 }
 
 /// The one place an [`Error`] becomes a Postgres error response.

@@ -106,7 +106,10 @@ impl SchemaProvider for StreamSchema {
             Relation::Stream(s) => {
                 Arc::new(StreamTable::new(s, self.max_statement_bytes)) as Arc<dyn TableProvider>
             }
-            Relation::Sink(s) => Arc::new(SinkTable::new(s.core.clone())),
+            Relation::Sink(s) => match self.registry.sink_table(s.name()) {
+                Some(table) => table as Arc<dyn TableProvider>,
+                None => Arc::new(SinkTable::new(s.core.clone())),
+            },
             Relation::Table(t) => t,
         }))
     }

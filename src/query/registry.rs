@@ -12,11 +12,16 @@ use crate::cq::Pipeline;
 use crate::runtime::{dead_letters, Stream, Streams};
 use crate::sink::Sink;
 
+use super::SinkTable;
+
 #[derive(Debug, Default)]
 pub struct Registry {
     pub streams: Arc<Streams>,
     pipelines: RwLock<BTreeMap<String, Arc<Pipeline>>>,
     sinks: RwLock<BTreeMap<String, Arc<Sink>>>,
+    /// Each sink's table, kept with the sink so its scan inputs are built
+    /// once per committed file set, not per query.
+    sink_tables: RwLock<BTreeMap<String, Arc<SinkTable>>>,
     tables: RwLock<BTreeMap<String, Arc<dyn TableProvider>>>,
 }
 
@@ -92,13 +97,25 @@ impl Registry {
         self.tables.read().ok()?.get(name).cloned()
     }
 
+    /// The table over a sink's committed files.
+    pub fn sink_table(&self, name: &str) -> Option<Arc<SinkTable>> {
+        self.sink_tables.read().ok()?.get(name).cloned()
+    }
+
     pub fn insert_sink(&self, sink: Arc<Sink>) {
+        let table = Arc::new(SinkTable::new(sink.core.clone()));
+        if let Ok(mut t) = self.sink_tables.write() {
+            t.insert(sink.name().to_string(), table);
+        }
         if let Ok(mut s) = self.sinks.write() {
             s.insert(sink.name().to_string(), sink);
         }
     }
 
     pub fn remove_sink(&self, name: &str) -> Option<Arc<Sink>> {
+        if let Ok(mut t) = self.sink_tables.write() {
+            t.remove(name);
+        }
         self.sinks.write().ok()?.remove(name)
     }
 

@@ -4,7 +4,7 @@
 //! columns drop files before the scan; other filters reach the Parquet
 //! reader for row-group statistics and page-index pruning.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
@@ -22,6 +22,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::catalog::SinkFile;
 use crate::sink::SinkCore;
 
 /// Files with fewer rows than this hold one or two pages a column (the
@@ -29,24 +30,30 @@ use crate::sink::SinkCore;
 /// prune anything row-group statistics did not.
 const PAGE_INDEX_MIN_FILE_ROWS: u64 = 65_536;
 
+/// Scan inputs built from one committed file set (compared by pointer).
+type ScanFiles = (Arc<Vec<SinkFile>>, Arc<Vec<PartitionedFile>>);
+
 #[derive(Debug)]
 pub struct SinkTable {
     core: Arc<SinkCore>,
+    /// The scan inputs of the current file set (typed partition values,
+    /// statistics), kept until the set is replaced so a query does not
+    /// rebuild them per file.
+    scan_files: Mutex<Option<ScanFiles>>,
 }
 
 impl SinkTable {
     pub fn new(core: Arc<SinkCore>) -> SinkTable {
-        SinkTable { core }
+        SinkTable {
+            core,
+            scan_files: Mutex::new(None),
+        }
     }
 
     /// The committed files as scan inputs, built once per file set.
     fn scan_files(&self) -> DfResult<Arc<Vec<PartitionedFile>>> {
         let files = self.core.files();
-        let mut cache = self
-            .core
-            .scan_files
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
+        let mut cache = self.scan_files.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((set, built)) = cache.as_ref() {
             if Arc::ptr_eq(set, &files) {
                 return Ok(built.clone());

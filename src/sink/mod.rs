@@ -30,7 +30,7 @@ pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
 use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
 use crate::error::{Error, Result};
-use crate::runtime::consumer::{lag_records, Tasks};
+use crate::runtime::consumer::{lag_records, run_shard, set_error, ShardLoop, Tasks};
 use crate::runtime::Stream;
 use crate::storage::Location;
 
@@ -81,17 +81,7 @@ pub struct SinkCore {
     /// Committed files, replaced (not mutated) on every commit so a query
     /// holds one consistent set.
     files: RwLock<Arc<Vec<SinkFile>>>,
-    /// The query side's scan inputs for one file set (typed partition
-    /// values, statistics), kept until the set is replaced so a query does
-    /// not rebuild them per file (see `query::SinkTable`).
-    pub scan_files: Mutex<Option<ScanFiles>>,
 }
-
-/// Scan inputs built from one committed file set (compared by pointer).
-pub type ScanFiles = (
-    Arc<Vec<SinkFile>>,
-    Arc<Vec<datafusion::datasource::listing::PartitionedFile>>,
-);
 
 impl SinkCore {
     /// The committed files now.
@@ -171,7 +161,6 @@ impl Sink {
                 ..SinkStats::default()
             },
             files: RwLock::new(Arc::new(files)),
-            scan_files: Mutex::new(None),
             def,
             source,
             location,
@@ -189,8 +178,12 @@ impl Sink {
                 .hold(&core.hold_name(), shard, committed[shard as usize]);
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
-            let worker = ShardWorker::new(core.clone(), shard, progress[shard as usize].clone());
-            workers.push((worker, rx));
+            workers.push(ShardWorker::new(
+                core.clone(),
+                shard,
+                progress[shard as usize].clone(),
+                rx,
+            ));
         }
         // The shard tasks start once leftovers of uncommitted uploads are
         // gone (they would otherwise race with new uploads of the same
@@ -198,30 +191,41 @@ impl Sink {
         let starter_core = core.clone();
         let mut stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let mut backoff = worker::MIN_BACKOFF;
+            let mut backoff = worker::BACKOFF.min;
             loop {
                 let files = starter_core.files();
                 match remove_unlisted(&starter_core.location, starter_core.def.id, &files).await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(sink = %starter_core.def.name, error = %e, "cannot clean the sink's location yet; retrying");
-                        if let Ok(mut last) = starter_core.stats.last_error.lock() {
-                            *last = Some(e.to_string());
-                        }
+                        set_error(&starter_core.stats.last_error, Some(e.to_string()));
                     }
                 }
                 tokio::select! {
                     _ = stop.changed() => return,
                     _ = tokio::time::sleep(backoff) => {}
                 }
-                backoff = (backoff * 2).min(worker::MAX_BACKOFF);
+                backoff = (backoff * 2).min(worker::BACKOFF.max);
             }
-            if let Ok(mut last) = starter_core.stats.last_error.lock() {
-                *last = None;
-            }
+            set_error(&starter_core.stats.last_error, None);
             let handles: Vec<_> = workers
                 .into_iter()
-                .map(|(worker, rx)| tokio::spawn(worker.run(rx, stop.clone())))
+                .enumerate()
+                .map(|(shard, worker)| {
+                    let core = starter_core.clone();
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let hold_name = core.hold_name();
+                        let at = ShardLoop {
+                            source: &core.source,
+                            shard: shard as u32,
+                            hold_name: &hold_name,
+                            last_error: &core.stats.last_error,
+                            backoff: worker::BACKOFF,
+                        };
+                        run_shard(worker, at, stop).await;
+                    })
+                })
                 .collect();
             for handle in handles {
                 let _ = handle.await;

@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::parquet::arrow::AsyncArrowWriter;
@@ -16,24 +17,24 @@ use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBu
 use datafusion::parquet::schema::types::ColumnPath;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use super::layout::{Layout, PartKey};
 use super::{file_prefix, FlushRequest, SinkCore};
 use crate::catalog::{SinkDef, SinkFile, SinkProgress};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-use crate::log::read_frame;
+use crate::runtime::consumer::{set_error, Backoff, Input, ShardConsumer, Stepped};
 use crate::runtime::dead_letters::{self, row_json, DeadLetter};
 
-/// Most source records read per step; bounds the decoded batch.
-const MAX_READ_RECORDS: u64 = 65_536;
 /// Rows per Parquet row group: small enough to bound a writer's memory,
 /// large enough for good compression and min/max pruning.
 pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Retry delays after a storage failure: doubling from the first to the last.
-pub(super) const MIN_BACKOFF: Duration = Duration::from_millis(100);
-pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub(super) const BACKOFF: Backoff = Backoff {
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+};
 
 struct OpenFile {
     path: Path,
@@ -93,11 +94,83 @@ pub(super) struct ShardWorker {
     read: u64,
     files: BTreeMap<PartKey, OpenFile>,
     props: WriterProperties,
+    /// `FLUSH SINK` requests, and those waiting for a commit.
+    flushes: mpsc::Receiver<FlushRequest>,
+    waiting: Vec<FlushRequest>,
+    /// `rollover_interval`.
+    interval: Duration,
+}
+
+#[async_trait]
+impl ShardConsumer for ShardWorker {
+    fn position(&self) -> u64 {
+        self.read
+    }
+
+    async fn step(&mut self, input: Option<Input>) -> Result<Stepped> {
+        let more = self.deliver(input).await?;
+        let committed = self.committed.next;
+        let (done, pending): (Vec<_>, Vec<_>) =
+            self.waiting.drain(..).partition(|f| f.offset <= committed);
+        self.waiting = pending;
+        for f in done {
+            let _ = f.done.send(Ok(()));
+        }
+        Ok(Stepped {
+            more,
+            // Healthy once what was pending is committed; until then a
+            // past failure still shows (and keeps its backoff).
+            healthy: self.files.is_empty(),
+            hold: Some(committed),
+        })
+    }
+
+    async fn failed(&mut self, error: &Error) {
+        for f in self.waiting.drain(..) {
+            let _ = f.done.send(Err(error.to_string()));
+        }
+        // Start over from what is committed: the source still holds every
+        // record after it.
+        self.abort_all().await;
+    }
+
+    async fn wake(&mut self) -> bool {
+        let deadline = self
+            .files
+            .values()
+            .map(|f| f.opened)
+            .min()
+            .map(|t| tokio::time::Instant::from_std(t + self.interval));
+        tokio::select! {
+            request = self.flushes.recv() => match request {
+                Some(request) if request.offset <= self.committed.next => {
+                    let _ = request.done.send(Ok(()));
+                    true
+                }
+                Some(request) => {
+                    self.waiting.push(request);
+                    true
+                }
+                None => false,
+            },
+            _ = sleep_until(deadline) => true,
+        }
+    }
+
+    async fn stopped(&mut self) {
+        self.abort_all().await;
+    }
 }
 
 impl ShardWorker {
-    pub fn new(core: Arc<SinkCore>, shard: u32, committed: SinkProgress) -> ShardWorker {
+    pub fn new(
+        core: Arc<SinkCore>,
+        shard: u32,
+        committed: SinkProgress,
+        flushes: mpsc::Receiver<FlushRequest>,
+    ) -> ShardWorker {
         let props = writer_properties(&core.def);
+        let interval = Duration::from_millis(core.def.rollover_interval_ms);
         ShardWorker {
             core,
             shard,
@@ -105,79 +178,9 @@ impl ShardWorker {
             committed,
             files: BTreeMap::new(),
             props,
-        }
-    }
-
-    pub async fn run(
-        mut self,
-        mut flushes: mpsc::Receiver<FlushRequest>,
-        mut stop: watch::Receiver<bool>,
-    ) {
-        let Some(mut appended) = self.core.source.log.subscribe(self.shard) else {
-            return;
-        };
-        let interval = Duration::from_millis(self.core.def.rollover_interval_ms);
-        let mut waiting: Vec<FlushRequest> = Vec::new();
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            if *stop.borrow() {
-                self.abort_all().await;
-                return;
-            }
-            match self.step(&waiting, interval).await {
-                Ok(progress) => {
-                    // Healthy once what was pending is committed; until
-                    // then a past failure still shows (and keeps its backoff).
-                    if self.files.is_empty() {
-                        backoff = MIN_BACKOFF;
-                        self.set_error(None);
-                    }
-                    let committed = self.committed.next;
-                    let (done, pending): (Vec<_>, Vec<_>) =
-                        waiting.drain(..).partition(|f| f.offset <= committed);
-                    waiting = pending;
-                    for f in done {
-                        let _ = f.done.send(Ok(()));
-                    }
-                    if progress {
-                        continue;
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(sink = %self.core.def.name, shard = self.shard, error = %e, "sink delivery failed; retrying");
-                    self.set_error(Some(e.to_string()));
-                    for f in waiting.drain(..) {
-                        let _ = f.done.send(Err(e.to_string()));
-                    }
-                    // Start over from what is committed: the source still
-                    // holds every record after it.
-                    self.abort_all().await;
-                    tokio::select! {
-                        _ = stop.changed() => {}
-                        _ = tokio::time::sleep(backoff) => {}
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-            }
-            let deadline = self
-                .files
-                .values()
-                .map(|f| f.opened)
-                .min()
-                .map(|t| tokio::time::Instant::from_std(t + interval));
-            tokio::select! {
-                _ = stop.changed() => {}
-                changed = appended.changed() => if changed.is_err() { self.abort_all().await; return },
-                request = flushes.recv() => match request {
-                    Some(request) if request.offset <= self.committed.next => {
-                        let _ = request.done.send(Ok(()));
-                    }
-                    Some(request) => waiting.push(request),
-                    None => { self.abort_all().await; return }
-                },
-                _ = sleep_until(deadline) => {}
-            }
+            flushes,
+            waiting: Vec::new(),
+            interval,
         }
     }
 
@@ -190,32 +193,16 @@ impl ShardWorker {
         self.read = self.committed.next;
     }
 
-    /// Reads what is there, then commits the files whose rollover is due.
-    /// Returns whether it made progress (so the caller loops without waiting).
-    async fn step(&mut self, waiting: &[FlushRequest], interval: Duration) -> Result<bool> {
-        let frames = self
-            .core
-            .source
-            .log
-            .frames_from(self.shard, self.read, MAX_READ_RECORDS);
-        let read_any = !frames.is_empty();
-        if read_any {
-            let offset = self.read;
-            let end = frames.last().map_or(offset, |(_, f)| f.end_seq());
-            let schema = self.core.source.schema.clone();
-            let batch = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
-                let batches = frames
-                    .iter()
-                    .map(|(file, frame)| read_frame(file, frame, None, offset))
-                    .collect::<Result<Vec<_>>>()?;
-                Ok(concat_batches(&schema, &batches)?)
-            })
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??;
-            self.write(&batch, offset).await?;
-            self.read = end;
+    /// Writes what was read, then commits the files whose rollover is due.
+    /// Returns whether it made progress (so the loop steps again at once).
+    async fn deliver(&mut self, input: Option<Input>) -> Result<bool> {
+        let read_any = input.is_some();
+        if let Some(input) = input {
+            self.write(&input.batch, input.offset).await?;
+            self.read = input.end;
         }
-        let due = self.due(waiting.iter().any(|f| f.offset <= self.read), interval);
+        let flush = self.waiting.iter().any(|f| f.offset <= self.read);
+        let due = self.due(flush, self.interval);
         if !due.is_empty() || (self.files.is_empty() && self.read > self.committed.next) {
             // With nothing open, the commit only moves the offset (records
             // filtered or dead-lettered), so retention and lag move on.
@@ -393,15 +380,8 @@ impl ShardWorker {
         core.add_files(committed);
         core.stats.committed[self.shard as usize].store(next, Ordering::Relaxed);
         core.stats.last_commit_ms.store(now, Ordering::Relaxed);
-        core.source.log.hold(&core.hold_name(), self.shard, next);
-        self.set_error(None);
+        set_error(&core.stats.last_error, None);
         Ok(())
-    }
-
-    fn set_error(&self, error: Option<String>) {
-        if let Ok(mut last) = self.core.stats.last_error.lock() {
-            *last = error;
-        }
     }
 }
 

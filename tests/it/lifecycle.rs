@@ -111,3 +111,50 @@ async fn a_dropped_stream_leaves_no_files_and_a_new_one_starts_empty() {
         "the new stream has a fresh log"
     );
 }
+
+/// SIGTERM while one client idles and another is mid-COPY: the idle one is
+/// told 57P01, the COPY still completes and is acknowledged, and its rows
+/// are there after a restart (the logs closed after the statement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_statements_in_flight_and_tells_idle_clients() {
+    use futures::SinkExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start_in(dir.path());
+    let (_idle, idle_connection) =
+        tokio_postgres::connect(&server.conninfo(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let idle_connection = tokio::spawn(idle_connection);
+    let writer = server.client().await;
+    writer
+        .batch_execute("CREATE STREAM s (n BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    let copy = writer.copy_in("COPY s FROM STDIN").await.unwrap();
+    futures::pin_mut!(copy);
+    copy.send(bytes::Bytes::from_static(b"1\n2\n"))
+        .await
+        .unwrap();
+
+    let terminated = tokio::task::spawn_blocking(move || {
+        let status = server.terminate();
+        (server, status)
+    });
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(10), idle_connection)
+        .await
+        .expect("the idle connection is closed at shutdown")
+        .unwrap();
+    let err = ended.expect_err("the idle client is told why");
+    assert_eq!(crate::harness::sqlstate(&err), "57P01", "{err}");
+
+    copy.send(bytes::Bytes::from_static(b"3\n")).await.unwrap();
+    let rows = copy.finish().await.expect("the COPY in flight completes");
+    assert_eq!(rows, 3);
+    let (_server, status) = terminated.await.unwrap();
+    assert!(status.success(), "{status:?}");
+
+    let server = Server::start_in(dir.path());
+    let client = server.client().await;
+    assert_eq!(scalar(&client, "SELECT count(*) FROM s").await, 3);
+}
