@@ -27,7 +27,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use super::frame::{self, Bulk, FrameMeta, FRAME_HEADER_BYTES};
 use super::segment::{FrameRef, Segment};
 use super::shard::Shard;
-use super::{Framer, SyncHelpers};
+use super::writer::{Framer, SyncHelpers};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 

@@ -12,5 +12,5 @@ mod pipelines;
 mod protocol;
 mod psql;
 mod s3;
+mod sink_crash;
 mod sinks;
-mod slt;

@@ -30,8 +30,10 @@ async fn wait_for_count(client: &Client, sql: &str, want: i64, within: Duration)
     }
 }
 
+/// At idle, a row crosses a chain of two pipelines well within a second
+/// (what the rows hold is checked in `sql/pipelines_flow.slt`).
 #[tokio::test]
-async fn derived_streams_follow_their_source_and_chain() {
+async fn one_row_crosses_two_pipelines_within_a_second() {
     let server = Server::start();
     let client = server.client().await;
     client.batch_execute(CLICKS).await.unwrap();
@@ -72,78 +74,6 @@ async fn derived_streams_follow_their_source_and_chain() {
     assert!(
         took < Duration::from_secs(1),
         "idle latency through two pipelines: {took:?}"
-    );
-
-    // Filtered rows never appear; columns are dropped and computed.
-    client
-        .batch_execute(
-            "INSERT INTO clicks VALUES ('2026-11-25 13:00:02', 3, NULL, '/internal/x', 200, '1'), \
-                                      ('2026-11-25 13:00:03', 4, NULL, '/buy', 503, '1'), \
-                                      ('2026-11-25 13:00:04', 5, NULL, '/Buy', 201, '-3')",
-        )
-        .await
-        .unwrap();
-    wait_for_count(
-        &client,
-        "SELECT count(*) FROM buys",
-        2,
-        Duration::from_secs(5),
-    )
-    .await;
-    let rows = client
-        .query(
-            "SELECT user_id, url, amount FROM clean_clicks ORDER BY user_id",
-            &[],
-        )
-        .await
-        .unwrap();
-    let got: Vec<(i64, String, i32)> = rows
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2)))
-        .collect();
-    assert_eq!(
-        got,
-        vec![
-            (1, "/home".into(), 10),
-            (2, "/buy".into(), 7),
-            (5, "/buy".into(), -3)
-        ]
-    );
-    let columns: Vec<String> = client
-        .query(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'clean_clicks' ORDER BY ordinal_position",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert_eq!(
-        columns,
-        vec!["event_time", "user_id", "url", "status", "amount"]
-    );
-
-    let pipelines = client
-        .query("SELECT name, source, state, processed, lag_records FROM sluice.pipelines ORDER BY name", &[])
-        .await
-        .unwrap();
-    let summary: Vec<(String, String, String, i64, i64)> = pipelines
-        .iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
-    assert_eq!(
-        summary,
-        vec![
-            ("buys".into(), "clean_clicks".into(), "running".into(), 3, 0),
-            (
-                "clean_clicks".into(),
-                "clicks".into(),
-                "running".into(),
-                5,
-                0
-            ),
-        ]
     );
 }
 

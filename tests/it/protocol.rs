@@ -94,28 +94,6 @@ async fn extended_protocol_errors_carry_sqlstates() {
 }
 
 #[tokio::test]
-async fn sessions_do_not_share_settings() {
-    let server = Server::start();
-    let a = server.client().await;
-    let b = server.client().await;
-    a.batch_execute("SET datafusion.execution.batch_size = 7")
-        .await
-        .unwrap();
-    assert_eq!(show(&a, "datafusion.execution.batch_size").await, "7");
-    assert_eq!(show(&b, "datafusion.execution.batch_size").await, "8192");
-}
-
-async fn show(c: &tokio_postgres::Client, setting: &str) -> String {
-    c.query_one(
-        "SELECT value FROM information_schema.df_settings WHERE name = $1",
-        &[&setting],
-    )
-    .await
-    .unwrap()
-    .get(0)
-}
-
-#[tokio::test]
 async fn garbage_on_the_pg_port_closes_only_that_connection() {
     let server = Server::start();
     let mut sock = tokio::net::TcpStream::connect(server.pg_addr)

@@ -1,0 +1,159 @@
+//! What the catalog records: the declarations of streams, pipelines,
+//! sinks and tables, and a sink's committed files and progress.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::ColumnDef;
+
+/// A stream as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamDef {
+    pub name: String,
+    /// Unique for the life of the data dir; names the log directory, so a
+    /// dropped and re-created stream never sees the old data.
+    pub id: u64,
+    pub columns: Vec<ColumnDef>,
+    pub shards: u32,
+    pub partition_key: Option<String>,
+    /// Retention as written by the user (humantime), `None` = forever.
+    pub retention: Option<String>,
+    pub event_time: Option<String>,
+    /// Bumped by every schema change.
+    pub schema_version: u32,
+    pub created_at_ms: i64,
+    /// Set for a derived stream: the continuous query that fills it.
+    #[serde(default)]
+    pub pipeline: Option<PipelineDef>,
+    /// JSON ingest: refuse a record with a field that names no column
+    /// (`unknown_fields = 'error'`) instead of ignoring the field.
+    #[serde(default)]
+    pub reject_unknown_fields: bool,
+}
+
+impl StreamDef {
+    /// A stream of one shard with no key, retention or event time, created
+    /// now; the id is assigned by the catalog.
+    pub fn new(name: impl Into<String>, columns: Vec<ColumnDef>) -> StreamDef {
+        StreamDef {
+            name: name.into(),
+            id: 0,
+            columns,
+            shards: 1,
+            partition_key: None,
+            retention: None,
+            event_time: None,
+            schema_version: 1,
+            created_at_ms: crate::clock::now_ms(),
+            pipeline: None,
+            reject_unknown_fields: false,
+        }
+    }
+}
+
+/// The continuous query behind a derived stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PipelineDef {
+    /// The SELECT as the user wrote it.
+    pub sql: String,
+    /// The one stream it reads.
+    pub source: String,
+    /// Where reading started per source shard (`start = 'earliest'` gives
+    /// the first retained record, `'latest'` the end at creation time).
+    pub start_offsets: Vec<u64>,
+}
+
+/// How a sink derives time partitions from the event-time column (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimePartition {
+    /// No time partition.
+    None,
+    /// `dt=YYYY-MM-DD`.
+    Day,
+    /// `dt=YYYY-MM-DD/hour=HH`.
+    Hour,
+}
+
+/// A sink as declared: where and how a stream is delivered as Parquet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkDef {
+    pub name: String,
+    pub id: u64,
+    /// The stream it delivers (`sluice.errors` included).
+    pub source: String,
+    /// As written by the user (`s3://…`, `file:///…` or data-dir relative).
+    pub location: String,
+    pub compression: String,
+    pub time_partition: TimePartition,
+    /// The timestamp column time partitions come from.
+    pub event_time: Option<String>,
+    /// Further Hive partition columns, in path order.
+    pub partition_by: Vec<String>,
+    pub rollover_interval_ms: u64,
+    pub rollover_size_bytes: u64,
+    /// Where delivery starts per source shard (before any commit).
+    pub start_offsets: Vec<u64>,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub sort_by: Vec<String>,
+    #[serde(default)]
+    pub bloom_filter_columns: Vec<String>,
+    #[serde(default)]
+    pub compaction: Option<CompactionDef>,
+}
+
+/// When and how a sink merges a partition's small files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactionDef {
+    pub target_size_bytes: u64,
+    pub min_files: u32,
+}
+
+/// One committed file of a sink.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SinkFile {
+    /// Object path inside the sink's store (no scheme, no bucket).
+    pub path: String,
+    pub shard: u32,
+    /// Source sequence numbers of its first and last record.
+    pub first_offset: u64,
+    pub last_offset: u64,
+    pub rows: u64,
+    pub bytes: u64,
+    /// Hive partition values in the table's partition-column order; `None`
+    /// for `__HIVE_DEFAULT_PARTITION__`.
+    pub partition_values: Vec<Option<String>>,
+    pub committed_at_ms: i64,
+}
+
+/// How far a sink's shard task has delivered. Every source record below
+/// `next` is in a committed file (or in `sluice.errors`); a record at or
+/// after `next` of the partition directory `d` is delivered too when its
+/// offset is below `through[d]` (a partition that rolled while others
+/// stayed open). Replay starts at `next` and skips those.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SinkProgress {
+    pub next: u64,
+    #[serde(default)]
+    pub through: std::collections::BTreeMap<String, u64>,
+}
+
+impl SinkProgress {
+    /// Whether the record at `offset` of partition `dir` is delivered.
+    pub fn delivered(&self, dir: &str, offset: u64) -> bool {
+        offset < self.next || self.through.get(dir).is_some_and(|t| offset < *t)
+    }
+}
+
+/// A table over files: `CREATE EXTERNAL TABLE` or `CREATE TABLE … AS`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TableDef {
+    pub name: String,
+    pub id: u64,
+    /// The `CREATE EXTERNAL TABLE` that (re)creates it at every start.
+    pub sql: String,
+    /// Set when sluice wrote the data (CTAS) and owns it: DROP TABLE
+    /// removes this directory. External data is never deleted.
+    pub managed_dir: Option<String>,
+    pub created_at_ms: i64,
+}

@@ -1,0 +1,286 @@
+//! The catalog: what exists (streams, pipelines, sinks, tables) and what
+//! consumers have committed, in redb, an embedded ACID store. Every change
+//! is one write transaction, fsynced on commit, so the catalog is whole
+//! after a crash at any point. A sink's delivered files and its source
+//! offsets change in the same transaction: that is its exactly-once commit.
+//! It never touches data files.
+
+use std::path::Path;
+
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// name → JSON-encoded [`StreamDef`].
+const STREAMS: TableDefinition<&str, &[u8]> = TableDefinition::new("streams");
+/// counter name → value (object ids).
+const COUNTERS: TableDefinition<&str, u64> = TableDefinition::new("counters");
+/// name → JSON-encoded [`SinkDef`].
+const SINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("sinks");
+/// "{sink id:020}/{object path}" → JSON-encoded [`SinkFile`]: the files a
+/// sink has committed, which are exactly what its table reads.
+const SINK_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_files");
+/// "{sink id:020}/{shard}" → JSON-encoded [`SinkProgress`].
+const SINK_PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_progress");
+/// name → JSON-encoded [`TableDef`].
+const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
+
+mod defs;
+
+pub use defs::*;
+
+pub struct Catalog {
+    db: Database,
+}
+
+impl std::fmt::Debug for Catalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Catalog")
+    }
+}
+
+impl Catalog {
+    pub fn open(path: &Path) -> Result<Catalog> {
+        let db = Database::create(path)?;
+        let txn = db.begin_write()?;
+        txn.open_table(STREAMS)?;
+        txn.open_table(COUNTERS)?;
+        txn.open_table(SINKS)?;
+        txn.open_table(SINK_FILES)?;
+        txn.open_table(SINK_PROGRESS)?;
+        txn.open_table(TABLES)?;
+        txn.commit()?;
+        Ok(Catalog { db })
+    }
+
+    pub fn streams(&self) -> Result<Vec<StreamDef>> {
+        self.all(STREAMS)
+    }
+
+    /// Creates a stream, assigning its id; 42P07 if the name is taken.
+    pub fn create_stream(&self, mut def: StreamDef) -> Result<StreamDef> {
+        let txn = self.db.begin_write()?;
+        {
+            def.id = new_object_id(&txn, &def.name)?;
+            let mut streams = txn.open_table(STREAMS)?;
+            streams.insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(def)
+    }
+
+    /// Removes a stream; 42P01 if absent.
+    pub fn drop_stream(&self, name: &str) -> Result<StreamDef> {
+        let txn = self.db.begin_write()?;
+        let def = {
+            let mut streams = txn.open_table(STREAMS)?;
+            let def = match streams.remove(name)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(Error::UndefinedTable(name.to_string())),
+            };
+            def
+        };
+        txn.commit()?;
+        Ok(def)
+    }
+
+    fn all<T: for<'de> Deserialize<'de>>(
+        &self,
+        def: TableDefinition<&str, &[u8]>,
+    ) -> Result<Vec<T>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(def)?;
+        let mut out = Vec::new();
+        for entry in table.iter()? {
+            let (_, value) = entry?;
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    pub fn sinks(&self) -> Result<Vec<SinkDef>> {
+        self.all(SINKS)
+    }
+
+    /// Creates a sink, assigning its id; 42P07 if the name is taken.
+    pub fn create_sink(&self, mut def: SinkDef) -> Result<SinkDef> {
+        let txn = self.db.begin_write()?;
+        def.id = new_object_id(&txn, &def.name)?;
+        txn.open_table(SINKS)?
+            .insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        txn.commit()?;
+        Ok(def)
+    }
+
+    /// Forgets a sink, its file list and its offsets (the files stay on
+    /// storage: delivered data outlives its delivery).
+    pub fn drop_sink(&self, name: &str) -> Result<SinkDef> {
+        let txn = self.db.begin_write()?;
+        let def: SinkDef = match txn.open_table(SINKS)?.remove(name)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(Error::UndefinedTable(name.to_string())),
+        };
+        {
+            let mut files = txn.open_table(SINK_FILES)?;
+            let prefix = file_key(def.id, "");
+            let keys: Vec<String> = files
+                .range(prefix.as_str()..)?
+                .map_while(|e| e.ok().map(|(k, _)| k.value().to_string()))
+                .take_while(|k| k.starts_with(&prefix))
+                .collect();
+            for key in keys {
+                files.remove(key.as_str())?;
+            }
+            let mut progress = txn.open_table(SINK_PROGRESS)?;
+            for shard in 0..def.start_offsets.len() as u32 {
+                progress.remove(progress_key(def.id, shard).as_str())?;
+            }
+        }
+        txn.commit()?;
+        Ok(def)
+    }
+
+    /// The committed files of a sink, in key order.
+    pub fn sink_files(&self, sink_id: u64) -> Result<Vec<SinkFile>> {
+        let txn = self.db.begin_read()?;
+        let files = txn.open_table(SINK_FILES)?;
+        let prefix = file_key(sink_id, "");
+        let mut out = Vec::new();
+        for entry in files.range(prefix.as_str()..)? {
+            let (key, value) = entry?;
+            if !key.value().starts_with(&prefix) {
+                break;
+            }
+            out.push(decode(value.value())?);
+        }
+        Ok(out)
+    }
+
+    /// The exactly-once step of a sink: the files it made visible and the
+    /// progress they bring its shard to, in one transaction.
+    pub fn commit_sink(
+        &self,
+        sink_id: u64,
+        files: &[SinkFile],
+        shard: u32,
+        progress: &SinkProgress,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SINK_FILES)?;
+            for file in files {
+                table.insert(
+                    file_key(sink_id, &file.path).as_str(),
+                    encode(file)?.as_slice(),
+                )?;
+            }
+            txn.open_table(SINK_PROGRESS)?.insert(
+                progress_key(sink_id, shard).as_str(),
+                encode(progress)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Compaction's swap: `removed` files leave and `added` joins, in one
+    /// transaction; fails (changing nothing) if a removed file is not listed.
+    pub fn replace_sink_files(
+        &self,
+        sink_id: u64,
+        removed: &[String],
+        added: &SinkFile,
+    ) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        {
+            let mut table = txn.open_table(SINK_FILES)?;
+            for path in removed {
+                if table.remove(file_key(sink_id, path).as_str())?.is_none() {
+                    return Err(Error::Internal(format!(
+                        "compaction input {path} is no longer listed"
+                    )));
+                }
+            }
+            table.insert(
+                file_key(sink_id, &added.path).as_str(),
+                encode(added)?.as_slice(),
+            )?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// A sink's committed progress per shard; `None` for a shard that never
+    /// committed.
+    pub fn sink_progress(&self, sink_id: u64, shards: u32) -> Result<Vec<Option<SinkProgress>>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(SINK_PROGRESS)?;
+        (0..shards)
+            .map(|shard| {
+                table
+                    .get(progress_key(sink_id, shard).as_str())?
+                    .map(|v| decode(v.value()))
+                    .transpose()
+            })
+            .collect()
+    }
+
+    pub fn tables(&self) -> Result<Vec<TableDef>> {
+        self.all(TABLES)
+    }
+
+    pub fn create_table(&self, mut def: TableDef) -> Result<TableDef> {
+        let txn = self.db.begin_write()?;
+        def.id = new_object_id(&txn, &def.name)?;
+        txn.open_table(TABLES)?
+            .insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        txn.commit()?;
+        Ok(def)
+    }
+
+    pub fn drop_table(&self, name: &str) -> Result<TableDef> {
+        let txn = self.db.begin_write()?;
+        let def = match txn.open_table(TABLES)?.remove(name)? {
+            Some(v) => decode(v.value())?,
+            None => return Err(Error::UndefinedTable(name.to_string())),
+        };
+        txn.commit()?;
+        Ok(def)
+    }
+}
+
+/// Checks that no stream, sink or table is called `name` (42P07) and
+/// takes the next object id; ids are never reused.
+fn new_object_id(txn: &redb::WriteTransaction, name: &str) -> Result<u64> {
+    for table in [STREAMS, SINKS, TABLES] {
+        if txn.open_table(table)?.get(name)?.is_some() {
+            return Err(Error::DuplicateTable(name.to_string()));
+        }
+    }
+    let mut counters = txn.open_table(COUNTERS)?;
+    let id = counters.get("object_id")?.map_or(0, |v| v.value()) + 1;
+    counters.insert("object_id", id)?;
+    Ok(id)
+}
+
+/// The progress key of a sink's shard: by id, so a re-created sink starts afresh.
+fn progress_key(sink_id: u64, shard: u32) -> String {
+    format!("{sink_id:020}/{shard}")
+}
+
+fn file_key(sink_id: u64, path: &str) -> String {
+    format!("{sink_id:020}/{path}")
+}
+
+fn encode<T: Serialize>(def: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(def).map_err(|e| Error::Catalog(e.to_string()))
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| Error::Catalog(format!("undecodable catalog entry: {e}")))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The catalog store: persistence across reopen, ids, sinks' commits.
+
+use super::*;
+use crate::types::{ColumnDef, SqlType};
+
+fn def(name: &str) -> StreamDef {
+    let column = ColumnDef {
+        name: "a".into(),
+        sql_type: SqlType::BigInt,
+        nullable: false,
+    };
+    StreamDef {
+        shards: 2,
+        partition_key: Some("a".into()),
+        ..StreamDef::new(name, vec![column])
+    }
+}
+
+#[test]
+fn streams_persist_and_ids_are_never_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("catalog.redb");
+    let first = {
+        let cat = Catalog::open(&path).unwrap();
+        let s = cat.create_stream(def("a")).unwrap();
+        assert_eq!(cat.create_stream(def("a")).unwrap_err().sqlstate(), "42P07");
+        s
+    };
+    let cat = Catalog::open(&path).unwrap();
+    assert_eq!(cat.streams().unwrap(), vec![first.clone()]);
+    cat.drop_stream("a").unwrap();
+    assert_eq!(cat.drop_stream("a").unwrap_err().sqlstate(), "42P01");
+    let again = cat.create_stream(def("a")).unwrap();
+    assert!(again.id > first.id);
+}
+
+fn sink(name: &str) -> SinkDef {
+    SinkDef {
+        name: name.into(),
+        id: 0,
+        source: "a".into(),
+        location: "lake".into(),
+        compression: "zstd".into(),
+        time_partition: TimePartition::Hour,
+        event_time: Some("t".into()),
+        partition_by: Vec::new(),
+        rollover_interval_ms: 1000,
+        rollover_size_bytes: 1 << 20,
+        start_offsets: vec![0, 0],
+        created_at_ms: 0,
+        sort_by: Vec::new(),
+        bloom_filter_columns: Vec::new(),
+        compaction: None,
+    }
+}
+
+fn file(path: &str, shard: u32) -> SinkFile {
+    SinkFile {
+        path: path.into(),
+        shard,
+        first_offset: 0,
+        last_offset: 9,
+        rows: 10,
+        bytes: 100,
+        partition_values: vec![Some("2026-11-25".into()), Some("10".into())],
+        committed_at_ms: 0,
+    }
+}
+
+#[test]
+fn sink_files_and_progress_commit_together_and_go_with_the_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::open(&dir.path().join("catalog.redb")).unwrap();
+    cat.create_stream(def("a")).unwrap();
+    assert_eq!(cat.create_sink(sink("a")).unwrap_err().sqlstate(), "42P07");
+    let s = cat.create_sink(sink("s")).unwrap();
+    let other = cat.create_sink(sink("t")).unwrap();
+    let progress = SinkProgress {
+        next: 10,
+        through: [("dt=2026-11-25/hour=11".to_string(), 20)].into(),
+    };
+    cat.commit_sink(s.id, &[file("x/1", 0), file("x/2", 0)], 0, &progress)
+        .unwrap();
+    cat.commit_sink(other.id, &[file("y/1", 1)], 1, &SinkProgress::default())
+        .unwrap();
+    assert_eq!(cat.sink_files(s.id).unwrap().len(), 2);
+    assert_eq!(
+        cat.sink_progress(s.id, 2).unwrap(),
+        vec![Some(progress.clone()), None]
+    );
+    assert!(progress.delivered("dt=2026-11-25/hour=11", 15));
+    assert!(!progress.delivered("dt=2026-11-25/hour=12", 15));
+
+    // Compaction's swap is all or nothing.
+    let merged = file("x/merged", 0);
+    assert!(cat
+        .replace_sink_files(s.id, &["x/1".into(), "x/gone".into()], &merged)
+        .is_err());
+    assert_eq!(cat.sink_files(s.id).unwrap().len(), 2);
+    cat.replace_sink_files(s.id, &["x/1".into(), "x/2".into()], &merged)
+        .unwrap();
+    let paths: Vec<String> = cat
+        .sink_files(s.id)
+        .unwrap()
+        .into_iter()
+        .map(|f| f.path)
+        .collect();
+    assert_eq!(paths, vec!["x/merged".to_string()]);
+
+    cat.drop_sink("s").unwrap();
+    assert!(cat.sink_files(s.id).unwrap().is_empty());
+    assert_eq!(cat.sink_progress(s.id, 2).unwrap(), vec![None, None]);
+    assert_eq!(
+        cat.sink_files(other.id).unwrap().len(),
+        1,
+        "other sinks keep theirs"
+    );
+    assert_eq!(cat.sinks().unwrap().len(), 1);
+}

@@ -1,0 +1,312 @@
+//! The log writer thread and its group commit: takes every queued
+//! append, writes per touched shard the frames of the group, fsyncs the
+//! shards in parallel on long-lived helper threads, then publishes and
+//! answers every statement; on any failure nothing of the group becomes
+//! visible.
+
+use std::sync::Arc;
+
+use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::record_batch::RecordBatch;
+use tokio::sync::mpsc;
+
+use super::bulk;
+use super::frame::{FrameMeta, Progress};
+use super::shard::{PendingWrite, Shard};
+use super::{AppendAck, AppendRequest};
+use crate::clock::now_ms;
+use crate::error::{Error, ErrorKind, Result};
+
+/// Most statements merged into one group commit; bounds the work (and the
+/// latency) of one fsync round.
+const MAX_GROUP_REQUESTS: usize = 4096;
+/// Most bytes of Arrow data merged into one group commit.
+const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
+
+/// The writer thread: takes every request waiting, commits them as one
+/// group, answers all. Exits when the channel closes and is drained.
+pub(super) fn writer_loop(
+    shards: Vec<Arc<Shard>>,
+    mut rx: mpsc::Receiver<AppendRequest>,
+    segment_size_bytes: u64,
+    helpers: SyncHelpers,
+    mut last_bulk_id: u64,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut next = Some(first);
+        while let Some(request) = next.take() {
+            if let Some(files) = request.bulk {
+                // Bulk ids grow over time, so recovery can tell the newest.
+                let micros = (now_ms() as u64).saturating_mul(1000);
+                last_bulk_id = micros.max(last_bulk_id + 1);
+                let result = bulk::adopt_bulk(&shards, &files, last_bulk_id, &helpers);
+                let _ = request.reply.send(result);
+                continue;
+            }
+            let mut group_bytes = request_bytes(&request);
+            let mut group = vec![request];
+            while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
+                match rx.try_recv() {
+                    // A bulk is written alone, after this group.
+                    Ok(req) if req.bulk.is_some() => {
+                        next = Some(req);
+                        break;
+                    }
+                    Ok(req) => {
+                        group_bytes += request_bytes(&req);
+                        group.push(req);
+                    }
+                    Err(_) => break,
+                }
+            }
+            commit_group(&shards, group, segment_size_bytes, &helpers);
+        }
+    }
+}
+
+fn request_bytes(req: &AppendRequest) -> usize {
+    req.parts
+        .iter()
+        .map(|(_, b)| b.get_array_memory_size())
+        .sum()
+}
+
+/// One request of a group: its rows per shard and pipeline progress.
+type GroupPart = (Vec<(u32, RecordBatch)>, Option<Progress>);
+
+fn commit_group(
+    shards: &[Arc<Shard>],
+    group: Vec<AppendRequest>,
+    segment_size_bytes: u64,
+    helpers: &SyncHelpers,
+) {
+    let (replies, parts): (Vec<_>, Vec<_>) = group
+        .into_iter()
+        .map(|r| (r.reply, (r.parts, r.progress)))
+        .unzip();
+    match write_group(shards, &parts, segment_size_bytes, helpers) {
+        Ok(acks) => {
+            for (reply, ack) in replies.into_iter().zip(acks) {
+                let _ = reply.send(Ok(ack));
+            }
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let disk_full = e.kind() == ErrorKind::DiskFull;
+            for reply in replies {
+                let err = if disk_full {
+                    Error::DiskFull(msg.clone())
+                } else {
+                    Error::Internal(format!("log write failed: {msg}"))
+                };
+                let _ = reply.send(Err(err));
+            }
+        }
+    }
+}
+
+/// Writes one frame per touched shard, fsyncs them (in parallel), then
+/// publishes; on any failure nothing of the group becomes visible.
+fn write_group(
+    shards: &[Arc<Shard>],
+    requests: &[GroupPart],
+    segment_size_bytes: u64,
+    helpers: &SyncHelpers,
+) -> Result<Vec<AppendAck>> {
+    let append_time_ms = now_ms();
+    let mut acks = vec![AppendAck::default(); requests.len()];
+    let mut pending: Vec<(&Arc<Shard>, PendingWrite)> = Vec::new();
+    let result = (|| {
+        for shard in shards {
+            // Plain appends of the group share one frame; each pipeline
+            // append gets a frame of its own, carrying its progress.
+            let mut plain: Vec<(usize, &RecordBatch)> = Vec::new();
+            let mut tagged: Vec<(usize, &RecordBatch, Progress)> = Vec::new();
+            for (i, (parts, progress)) in requests.iter().enumerate() {
+                for (_, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
+                    match progress {
+                        Some(p) => tagged.push((i, batch, *p)),
+                        None => plain.push((i, batch)),
+                    }
+                }
+            }
+            if plain.is_empty() && tagged.is_empty() {
+                continue;
+            }
+            let mut seq = shard.next_seq();
+            // Consecutive plain parts share a frame up to FRAME_MAX_ROWS, so
+            // small INSERTs make one frame and a large COPY makes bounded ones.
+            let mut framer = Framer::default();
+            let mut plain_frames = Vec::new();
+            for (i, batch) in &plain {
+                acks[*i]
+                    .ranges
+                    .push((shard.id, seq, batch.num_rows() as u64));
+                seq += batch.num_rows() as u64;
+                framer.push(batch, &mut plain_frames)?;
+            }
+            framer.finish(&mut plain_frames)?;
+            let mut frames: Vec<(RecordBatch, FrameMeta)> = plain_frames
+                .into_iter()
+                .map(|b| (b, FrameMeta::default()))
+                .collect();
+            for (i, batch, progress) in tagged {
+                acks[i]
+                    .ranges
+                    .push((shard.id, seq, batch.num_rows() as u64));
+                seq += batch.num_rows() as u64;
+                frames.push((
+                    batch.clone(),
+                    FrameMeta {
+                        progress: Some(progress),
+                        bulk: None,
+                    },
+                ));
+            }
+            pending.push((
+                shard,
+                shard.write(&frames, append_time_ms, segment_size_bytes)?,
+            ));
+        }
+        helpers.sync_all(&pending)
+    })();
+    settle(pending, result)?;
+    Ok(acks)
+}
+
+/// Most rows in one frame of plain appends: readers (scans, pipelines,
+/// sinks) take whole frames, so this bounds what they hold at once.
+pub(super) const FRAME_MAX_ROWS: usize = 65_536;
+
+/// Packs consecutive batches into frames of at most [`FRAME_MAX_ROWS`]
+/// rows: a large batch is sliced (no copy), small ones are joined.
+#[derive(Default)]
+pub(super) struct Framer {
+    run: Vec<RecordBatch>,
+    run_rows: usize,
+}
+
+impl Framer {
+    /// Adds a batch; frames it completes go to `out`.
+    pub(super) fn push(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let rows = (batch.num_rows() - start).min(FRAME_MAX_ROWS);
+            if self.run_rows + rows > FRAME_MAX_ROWS && !self.run.is_empty() {
+                out.push(self.take()?);
+            }
+            self.run_rows += rows;
+            self.run.push(batch.slice(start, rows));
+            start += rows;
+        }
+        Ok(())
+    }
+
+    /// The last, partial frame, if any.
+    pub(super) fn finish(&mut self, out: &mut Vec<RecordBatch>) -> Result<()> {
+        if !self.run.is_empty() {
+            out.push(self.take()?);
+        }
+        Ok(())
+    }
+
+    /// The run as one batch, copied only when it has several parts.
+    fn take(&mut self) -> Result<RecordBatch> {
+        self.run_rows = 0;
+        let mut batches = std::mem::take(&mut self.run);
+        if batches.len() == 1 {
+            if let Some(only) = batches.pop() {
+                return Ok(only);
+            }
+        }
+        let Some(first) = batches.first() else {
+            return Err(Error::Internal("empty frame".into()));
+        };
+        Ok(concat_batches(first.schema_ref(), &batches)?)
+    }
+}
+
+/// Ends a group: publishes every written frame if `result` is Ok (all
+/// are durable), else truncates them all so none is ever served.
+fn settle(pending: Vec<(&Arc<Shard>, PendingWrite)>, result: Result<()>) -> Result<()> {
+    match result {
+        Ok(()) => {
+            for (shard, write) in pending {
+                shard.publish(write);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            for (shard, write) in &pending {
+                shard.rollback(write);
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Most fsync helper threads per stream; shards beyond share them.
+const MAX_SYNC_HELPERS: usize = 7;
+
+type SyncJob = (
+    Arc<std::fs::File>,
+    std::sync::mpsc::SyncSender<std::io::Result<()>>,
+);
+
+/// Long-lived threads that fsync other shards' files while the writer
+/// fsyncs one itself, so a group touching several shards pays about one
+/// fsync of latency, without spawning a thread per group.
+pub(super) struct SyncHelpers {
+    jobs: Vec<std::sync::mpsc::Sender<SyncJob>>,
+}
+
+impl SyncHelpers {
+    pub(super) fn start(shards: usize) -> std::io::Result<SyncHelpers> {
+        let mut jobs = Vec::new();
+        for i in 0..shards.saturating_sub(1).min(MAX_SYNC_HELPERS) {
+            let (tx, rx) = std::sync::mpsc::channel::<SyncJob>();
+            std::thread::Builder::new()
+                .name(format!("log-fsync-{i}"))
+                .spawn(move || {
+                    for (file, done) in rx {
+                        let _ = done.send(file.sync_data());
+                    }
+                })?;
+            jobs.push(tx);
+        }
+        Ok(SyncHelpers { jobs })
+    }
+
+    /// Fsyncs every pending write (see [`SyncHelpers::sync_files`]).
+    fn sync_all(&self, pending: &[(&Arc<Shard>, PendingWrite)]) -> Result<()> {
+        let files: Vec<Arc<std::fs::File>> =
+            pending.iter().map(|(_, w)| w.file().clone()).collect();
+        self.sync_files(&files)
+    }
+
+    /// Fsyncs every file: the first here, the rest on helpers.
+    pub(super) fn sync_files(&self, files: &[Arc<std::fs::File>]) -> Result<()> {
+        let Some((first, rest)) = files.split_first() else {
+            return Ok(());
+        };
+        let mut waiting = Vec::with_capacity(rest.len());
+        for (i, file) in rest.iter().enumerate() {
+            let (done, result) = std::sync::mpsc::sync_channel(1);
+            match self.jobs.get(i % self.jobs.len().max(1)) {
+                Some(helper) if helper.send((file.clone(), done)).is_ok() => waiting.push(result),
+                _ => file.sync_data()?,
+            }
+        }
+        let mut outcome = first.sync_data().map_err(Error::from);
+        for result in waiting {
+            let synced = result
+                .recv()
+                .map_err(|_| Error::Internal("fsync helper stopped".into()))
+                .and_then(|r| r.map_err(Error::from));
+            if outcome.is_ok() {
+                outcome = synced;
+            }
+        }
+        outcome
+    }
+}
