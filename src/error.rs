@@ -66,6 +66,9 @@ pub enum Error {
     /// 54000: a statement or record over a configured bound.
     #[error("{0}")]
     ProgramLimit(String),
+    /// 57014: the client cancelled the statement (CopyFail).
+    #[error("{0}")]
+    Canceled(String),
     /// 57P01: the server is shutting down and refuses new work.
     #[error("the server is shutting down")]
     ShuttingDown,
@@ -116,6 +119,7 @@ pub enum ErrorKind {
     DiskFull,
     OutOfMemory,
     ProgramLimit,
+    Canceled,
     ShuttingDown,
     Corrupt,
     Io,
@@ -149,6 +153,7 @@ impl ErrorKind {
             ErrorKind::DiskFull => "53100",
             ErrorKind::OutOfMemory => "53200",
             ErrorKind::ProgramLimit => "54000",
+            ErrorKind::Canceled => "57014",
             ErrorKind::ShuttingDown => "57P01",
             ErrorKind::Corrupt => "XX001",
             ErrorKind::Io | ErrorKind::Storage => "58030",
@@ -216,6 +221,7 @@ impl Error {
             Error::DependentObjects(_) => ErrorKind::DependentObjects,
             Error::DiskFull(_) => ErrorKind::DiskFull,
             Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
+            Error::Canceled(_) => ErrorKind::Canceled,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Io(_) => ErrorKind::Io,
@@ -274,6 +280,7 @@ impl Error {
             Error::DependentObjects(_) => Error::DependentObjects(msg),
             Error::DiskFull(d) => Error::DiskFull(d.clone()),
             Error::ProgramLimit(_) => Error::ProgramLimit(msg),
+            Error::Canceled(_) => Error::Canceled(msg),
             Error::ShuttingDown => Error::ShuttingDown,
             Error::Corrupt(d) => Error::Corrupt(d.clone()),
             Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),

@@ -11,7 +11,7 @@ use axum::Json;
 
 use super::error_response;
 use crate::engine::Engine;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::ingest::{JsonBody, Writer};
 
 pub async fn put_records(
@@ -49,7 +49,7 @@ pub async fn put_records(
             return (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 Json(serde_json::json!({
-                    "error_code": "0A000",
+                    "error_code": ErrorKind::FeatureNotSupported.sqlstate(),
                     "error_message": format!(
                         "content type {:?} is not accepted; send application/x-ndjson (one JSON object per line) or application/json (an array of objects)",
                         other

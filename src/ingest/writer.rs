@@ -64,8 +64,13 @@ impl Writer {
     /// 54000 when a statement of `bytes` is over `max_statement_bytes`.
     fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
         if bytes > self.max_statement_bytes {
+            let advice = if what == "INSERT" {
+                "split it or use COPY"
+            } else {
+                "split it"
+            };
             return Err(Error::ProgramLimit(format!(
-                "{what} into \"{}\" of {bytes} bytes exceeds max_statement_bytes ({}); split it or use COPY",
+                "{what} into \"{}\" of {bytes} bytes exceeds max_statement_bytes ({}); {advice}",
                 self.stream.def.name, self.max_statement_bytes
             )));
         }

@@ -259,10 +259,9 @@ impl CopyHandler for Session {
     {
         // Nothing of an aborted COPY is stored.
         self.copy.lock().await.take();
-        PgWireError::UserError(Box::new(pgwire::error::ErrorInfo::new(
-            "ERROR".into(),
-            "57014".into(),
-            format!("COPY from stdin failed: {}", fail.message),
+        to_pg_error(Error::Canceled(format!(
+            "COPY from stdin failed: {}",
+            fail.message
         )))
     }
 }

@@ -118,3 +118,52 @@ async fn garbage_on_the_pg_port_closes_only_that_connection() {
     let one: i64 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 }
+
+/// Every INSERT path refuses a statement over `max_statement_bytes` with
+/// 54000 and stores nothing of it: a literal INSERT (checked on its text,
+/// before any row is built, at Parse for a prepared one) and INSERT … SELECT.
+#[tokio::test]
+async fn statements_over_max_statement_bytes_are_refused_whole() {
+    let server = Server::start_with_config("[limits]\nmax_statement_bytes = 65536\n");
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM s (n BIGINT, pad TEXT)")
+        .await
+        .unwrap();
+    let pad = "x".repeat(1000);
+    let rows: Vec<String> = (0..100).map(|n| format!("({n}, '{pad}')")).collect();
+    let insert = format!("INSERT INTO s VALUES {}", rows.join(", "));
+
+    let err = client.batch_execute(&insert).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "54000", "{err}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(
+        message.contains("max_statement_bytes") && message.contains("\"s\""),
+        "{message}"
+    );
+
+    let err = client.prepare(&insert).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "54000", "prepared: {err}");
+
+    let err = client
+        .batch_execute(
+            "INSERT INTO s SELECT value, repeat('x', 1000) FROM generate_series(1, 1000)",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "54000", "INSERT … SELECT: {err}");
+
+    client
+        .batch_execute("INSERT INTO s VALUES (1, 'small')")
+        .await
+        .unwrap();
+    let count: i64 = client
+        .query_one("SELECT count(*) FROM s", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1, "nothing of the refused statements is stored");
+}
