@@ -16,7 +16,8 @@
 //!   - [`query`]: what SQL can name ([`query::Registry`]), the DataFusion
 //!     catalog over streams, sinks (their committed files), tables over
 //!     files and `sluice.*` system relations; one session per connection.
-//!   - [`ingest`]: records (literal `INSERT … VALUES`, COPY, JSON) to Arrow
+//!   - [`ingest`]: the one write path ([`ingest::Writer`]) and the decoders
+//!     of its input (literal `INSERT … VALUES`, COPY, JSON) into Arrow
 //!     batches, with errors naming column and value.
 //!   - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
 //!     physical expressions, run per micro-batch, exactly once via progress
@@ -31,7 +32,8 @@
 //!   [`catalog`] (what exists and what consumers committed, in redb) and
 //!   [`storage`] (object stores: local directories, S3).
 //! - base: [`sql`] (the front parser: splits statements, parses sluice's
-//!   own statements, passes the rest on), [`types`] (column types and their
+//!   own statements and every INSERT's target and literals, passes the
+//!   rest on), [`types`] (column types and their
 //!   Arrow encoding), [`config`] (flags > `SLUICE_*` env > TOML >
 //!   defaults), [`error`] (the one error type, mapped once per protocol),
 //!   [`clock`] and [`fail`] (`SLUICE_FAIL_POINT` crash hooks).

@@ -167,3 +167,69 @@ async fn statements_over_max_statement_bytes_are_refused_whole() {
         .get(0);
     assert_eq!(count, 1, "nothing of the refused statements is stored");
 }
+
+/// A frontend message: type byte, length, body.
+fn frontend(kind: u8, body: &[u8]) -> Vec<u8> {
+    let mut out = vec![kind];
+    out.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    out.extend_from_slice(body);
+    out
+}
+
+/// Reads backend messages up to ReadyForQuery; returns their type bytes.
+async fn message_types(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut types = Vec::new();
+    loop {
+        let kind = socket.read_u8().await.unwrap();
+        let len = socket.read_i32().await.unwrap();
+        let mut body = vec![0; (len - 4) as usize];
+        socket.read_exact(&mut body).await.unwrap();
+        types.push(kind);
+        if kind == b'Z' {
+            return types;
+        }
+    }
+}
+
+/// Describe of a prepared statement answers NoData (not an empty
+/// RowDescription) when it returns no rows, as PostgreSQL does: pgjdbc
+/// otherwise fails a successful prepared INSERT once it names it.
+#[tokio::test]
+async fn describe_of_a_statement_without_rows_is_no_data() {
+    let server = Server::start();
+    server
+        .client()
+        .await
+        .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
+        .await
+        .unwrap();
+    let mut socket = tokio::net::TcpStream::connect(server.pg_addr)
+        .await
+        .unwrap();
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    startup.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
+    let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    socket.write_all(&message).await.unwrap();
+    let types = message_types(&mut socket).await;
+    assert_eq!(types.first(), Some(&b'R'), "{types:?}");
+
+    let mut batch = Vec::new();
+    for (name, sql) in [
+        ("with_params", "INSERT INTO t VALUES ($1, $2)"),
+        ("literal", "INSERT INTO t VALUES (1, 'a')"),
+        ("rows", "SELECT n, s FROM t"),
+    ] {
+        let mut body = format!("{name}\0{sql}\0").into_bytes();
+        body.extend_from_slice(&0i16.to_be_bytes());
+        batch.extend(frontend(b'P', &body));
+        batch.extend(frontend(b'D', format!("S{name}\0").as_bytes()));
+    }
+    batch.extend(frontend(b'S', &[]));
+    socket.write_all(&batch).await.unwrap();
+    let types = message_types(&mut socket).await;
+    let text: String = types.iter().map(|b| *b as char).collect();
+    // ParseComplete, ParameterDescription, then NoData / NoData / RowDescription.
+    assert_eq!(text, "1tn1tn1tTZ");
+}
