@@ -25,6 +25,11 @@ const SINK_FILES: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_file
 const SINK_PROGRESS: TableDefinition<&str, &[u8]> = TableDefinition::new("sink_progress");
 /// name → JSON-encoded [`TableDef`].
 const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
+/// stream id → when it was dropped (ms): streams whose log directory may
+/// still be on disk. Start-up deletes exactly these directories; any
+/// other directory the catalog does not list is moved aside, never
+/// deleted (it may be the data of a lost or replaced catalog).
+const DROPPED_STREAMS: TableDefinition<u64, i64> = TableDefinition::new("dropped_streams");
 
 mod defs;
 
@@ -50,6 +55,7 @@ impl Catalog {
         txn.open_table(SINK_FILES)?;
         txn.open_table(SINK_PROGRESS)?;
         txn.open_table(TABLES)?;
+        txn.open_table(DROPPED_STREAMS)?;
         txn.commit()?;
         Ok(Catalog { db })
     }
@@ -70,19 +76,41 @@ impl Catalog {
         Ok(def)
     }
 
-    /// Removes a stream; 42P01 if absent.
+    /// Removes a stream and records it as dropped (its log directory is
+    /// deleted after the commit, or at the next start); 42P01 if absent.
     pub fn drop_stream(&self, name: &str) -> Result<StreamDef> {
         let txn = self.db.begin_write()?;
         let def = {
             let mut streams = txn.open_table(STREAMS)?;
-            let def = match streams.remove(name)? {
+            let def: StreamDef = match streams.remove(name)? {
                 Some(v) => decode(v.value())?,
                 None => return Err(Error::UndefinedTable(name.to_string())),
             };
             def
         };
+        txn.open_table(DROPPED_STREAMS)?
+            .insert(def.id, crate::clock::now_ms())?;
         txn.commit()?;
         Ok(def)
+    }
+
+    /// Ids of dropped streams whose log directories may remain.
+    pub fn dropped_streams(&self) -> Result<Vec<u64>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(DROPPED_STREAMS)?;
+        let mut ids = Vec::new();
+        for entry in table.iter()? {
+            ids.push(entry?.0.value());
+        }
+        Ok(ids)
+    }
+
+    /// A dropped stream's directory is gone: nothing left to delete.
+    pub fn forget_dropped_stream(&self, id: u64) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(DROPPED_STREAMS)?.remove(id)?;
+        txn.commit()?;
+        Ok(())
     }
 
     fn all<T: for<'de> Deserialize<'de>>(

@@ -50,8 +50,10 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Opens the data dir: catalog, then every stream's log (recovering
-    /// torn tails), then removes log directories the catalog does not list
-    /// (a crash between a DROP's commit and its file deletion).
+    /// torn tails), then removes the log directories of streams the
+    /// catalog records as dropped (a crash between a DROP's commit and its
+    /// file deletion) and moves any other directory it does not list to
+    /// `quarantine/` (a lost or replaced catalog must not cost the data).
     pub fn open(config: Config) -> Result<Arc<Engine>> {
         std::fs::create_dir_all(config.data_dir.join("streams"))?;
         let catalog = Catalog::open(&config.data_dir.join("catalog.redb"))?;
@@ -74,11 +76,21 @@ impl Engine {
             .iter()
             .map(|s| s.def.id.to_string())
             .collect();
+        let dropped = catalog.dropped_streams()?;
         for entry in std::fs::read_dir(config.data_dir.join("streams"))?.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
-            if !known.contains(&name) {
-                tracing::info!(dir = %entry.path().display(), "removing log of a dropped stream");
-                std::fs::remove_dir_all(entry.path())?;
+            if known.contains(&name) {
+                continue;
+            }
+            match name.parse::<u64>().ok().filter(|id| dropped.contains(id)) {
+                // A DROP committed, then the process died before the
+                // directory was gone.
+                Some(id) => {
+                    tracing::info!(dir = %entry.path().display(), "removing log of a dropped stream");
+                    std::fs::remove_dir_all(entry.path())?;
+                    catalog.forget_dropped_stream(id)?;
+                }
+                None => quarantine(&config, &entry.path())?,
             }
         }
         let stores = Arc::new(StoreRegistry::new(config.s3.clone()));
@@ -212,9 +224,15 @@ impl Engine {
         let dir: PathBuf = stream.log.dir().to_path_buf();
         // Deleting data is off the statement's critical path; a crash
         // before it finishes is cleaned up at the next start.
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove dropped stream's log");
+        let (catalog, id) = (self.catalog.clone(), stream.def.id);
+        tokio::task::spawn_blocking(move || match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {
+                if let Err(e) = catalog.forget_dropped_stream(id) {
+                    tracing::warn!(error = %e, "could not forget a dropped stream");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not remove dropped stream's log")
             }
         });
         Ok(())
@@ -252,6 +270,26 @@ impl Engine {
         })
         .await;
     }
+}
+
+/// Moves a log directory the catalog does not know to
+/// `<data-dir>/quarantine/streams/`, where an operator can inspect or
+/// restore it; sluice never deletes data it cannot prove it abandoned.
+fn quarantine(config: &Config, dir: &std::path::Path) -> Result<()> {
+    let aside = config.data_dir.join("quarantine").join("streams");
+    std::fs::create_dir_all(&aside)?;
+    let name = dir.file_name().map_or_else(
+        || "unnamed".to_string(),
+        |n| n.to_string_lossy().to_string(),
+    );
+    let target = aside.join(format!("{name}-{}", now_ms()));
+    std::fs::rename(dir, &target)?;
+    tracing::warn!(
+        dir = %dir.display(),
+        moved_to = %target.display(),
+        "a stream log directory the catalog does not list was moved to quarantine, not deleted"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -124,3 +124,43 @@ async fn retention_keeps_what_a_sink_has_not_committed() {
     );
     engine.close().await;
 }
+
+/// Start-up deletes the log of a stream the catalog records as dropped (a
+/// crash between the DROP's commit and the deletion) and moves any other
+/// directory the catalog does not list to quarantine, contents intact.
+#[tokio::test]
+async fn start_up_deletes_only_dropped_logs_and_quarantines_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = dir.path().join("streams");
+    let stranger = streams.join("999999");
+    let dropped_dir = {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        run(&engine, "CREATE STREAM gone (n BIGINT)").await;
+        run(&engine, "INSERT INTO gone VALUES (1)").await;
+        let gone = engine.registry.get("gone").unwrap();
+        // The DROP's catalog commit without the deletion that follows it.
+        engine.catalog.drop_stream("gone").unwrap();
+        // A log no catalog entry names (say, of a lost catalog.redb).
+        std::fs::create_dir_all(stranger.join("shard-0")).unwrap();
+        std::fs::write(stranger.join("shard-0").join("0.seg"), b"records").unwrap();
+        engine.close().await;
+        gone.log.dir().to_path_buf()
+    };
+    assert!(dropped_dir.exists());
+
+    let engine = Engine::open(config(dir.path())).unwrap();
+    assert!(!dropped_dir.exists(), "the dropped stream's log is deleted");
+    assert!(engine.catalog.dropped_streams().unwrap().is_empty());
+    assert!(!stranger.exists());
+    let aside: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path().join("quarantine/streams"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(aside.len(), 1, "{aside:?}");
+    let name = aside[0].file_name().unwrap().to_string_lossy().to_string();
+    assert!(name.starts_with("999999-"), "{name}");
+    assert_eq!(
+        std::fs::read(aside[0].join("shard-0").join("0.seg")).unwrap(),
+        b"records"
+    );
+}
