@@ -30,6 +30,11 @@ const TABLES: TableDefinition<&str, &[u8]> = TableDefinition::new("tables");
 /// other directory the catalog does not list is moved aside, never
 /// deleted (it may be the data of a lost or replaced catalog).
 const DROPPED_STREAMS: TableDefinition<u64, i64> = TableDefinition::new("dropped_streams");
+/// warehouse directory (object-store prefix) → when a `CREATE TABLE … AS`
+/// began writing there: recorded before the first byte, removed in the
+/// transaction that creates the table. Start-up deletes exactly these
+/// directories when no table owns them (a crash mid-CTAS).
+const PENDING_CTAS: TableDefinition<&str, i64> = TableDefinition::new("pending_ctas");
 
 mod defs;
 
@@ -56,6 +61,7 @@ impl Catalog {
         txn.open_table(SINK_PROGRESS)?;
         txn.open_table(TABLES)?;
         txn.open_table(DROPPED_STREAMS)?;
+        txn.open_table(PENDING_CTAS)?;
         txn.commit()?;
         Ok(Catalog { db })
     }
@@ -258,13 +264,46 @@ impl Catalog {
         self.all(TABLES)
     }
 
+    /// Creates a table; a CTAS's pending directory stops being pending in
+    /// the same transaction.
     pub fn create_table(&self, mut def: TableDef) -> Result<TableDef> {
         let txn = self.db.begin_write()?;
         def.id = new_object_id(&txn, &def.name)?;
         txn.open_table(TABLES)?
             .insert(def.name.as_str(), encode(&def)?.as_slice())?;
+        if let Some(dir) = &def.managed_dir {
+            txn.open_table(PENDING_CTAS)?.remove(dir.as_str())?;
+        }
         txn.commit()?;
         Ok(def)
+    }
+
+    /// Records that a CTAS is about to write into warehouse directory `dir`.
+    pub fn begin_ctas(&self, dir: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PENDING_CTAS)?
+            .insert(dir, crate::clock::now_ms())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Warehouse directories a CTAS began and no commit has claimed.
+    pub fn pending_ctas(&self) -> Result<Vec<String>> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(PENDING_CTAS)?;
+        let mut dirs = Vec::new();
+        for entry in table.iter()? {
+            dirs.push(entry?.0.value().to_string());
+        }
+        Ok(dirs)
+    }
+
+    /// `dir` is no longer pending (its CTAS failed and was cleaned up).
+    pub fn forget_ctas(&self, dir: &str) -> Result<()> {
+        let txn = self.db.begin_write()?;
+        txn.open_table(PENDING_CTAS)?.remove(dir)?;
+        txn.commit()?;
+        Ok(())
     }
 
     pub fn drop_table(&self, name: &str) -> Result<TableDef> {

@@ -111,10 +111,17 @@ impl Engine {
                 "location '{text}' already holds files; CREATE TABLE … AS writes into an empty location"
             )));
         }
+        let pending = managed.then(|| location.prefix.to_string());
+        if let Some(dir) = &pending {
+            self.catalog.begin_ctas(dir)?;
+        }
         let rows = match self.write_query(&ctas.query, session, &location).await {
             Ok(rows) => rows,
             Err(e) => {
                 let _ = location.store.delete(&location.child(CTAS_FILE)).await;
+                if let Some(dir) = &pending {
+                    let _ = self.catalog.forget_ctas(dir);
+                }
                 return Err(e);
             }
         };
@@ -128,7 +135,7 @@ impl Engine {
             name: ctas.name.clone(),
             id: 0,
             sql,
-            managed_dir: managed.then(|| location.prefix.to_string()),
+            managed_dir: pending,
             created_at_ms: now_ms(),
         })?;
         self.registry.insert_table(&ctas.name, provider);
@@ -201,7 +208,8 @@ impl Engine {
     }
 
     /// Re-creates every table of the catalog (at server start), then
-    /// removes warehouse directories no table owns (a crash mid-CTAS).
+    /// removes the directories of CTAS statements that began and never
+    /// committed (a crash mid-CTAS), and nothing else.
     /// A table whose files cannot be reached now is logged and skipped.
     pub async fn open_tables(self: &Arc<Self>) -> Result<()> {
         let defs = self.catalog.tables()?;
@@ -214,22 +222,30 @@ impl Engine {
                 }
             }
         }
-        let warehouse = self.config.data_dir.join("warehouse");
-        if let Ok(entries) = std::fs::read_dir(&warehouse) {
-            for entry in entries.flatten() {
-                let Ok(path) = entry.path().canonicalize() else {
+        // Only a directory a CTAS provably began and never committed is
+        // deleted; anything else in the warehouse (other tables' or sinks'
+        // files, files put there by hand) is left alone.
+        for dir in self.catalog.pending_ctas()? {
+            let owned = defs
+                .iter()
+                .any(|d| d.managed_dir.as_deref() == Some(dir.as_str()));
+            if !owned {
+                // Local prefixes are absolute paths without the leading '/'.
+                let path = std::path::Path::new("/").join(&dir);
+                let warehouse = self.config.data_dir.join("warehouse").canonicalize();
+                if !warehouse.is_ok_and(|w| path.starts_with(w)) {
+                    tracing::warn!(dir = %path.display(), "an interrupted CREATE TABLE … AS outside the warehouse is left in place");
+                    self.catalog.forget_ctas(&dir)?;
                     continue;
-                };
-                let owned = defs.iter().any(|d| {
-                    d.managed_dir
-                        .as_deref()
-                        .is_some_and(|m| path.to_string_lossy().trim_start_matches('/') == m)
-                });
-                if !owned {
-                    tracing::info!(dir = %path.display(), "removing warehouse files no table owns");
-                    let _ = std::fs::remove_dir_all(&path);
+                }
+                tracing::info!(dir = %path.display(), "removing the files of an interrupted CREATE TABLE … AS");
+                if let Err(e) = std::fs::remove_dir_all(&path) {
+                    if e.kind() != std::io::ErrorKind::NotFound {
+                        return Err(e.into());
+                    }
                 }
             }
+            self.catalog.forget_ctas(&dir)?;
         }
         Ok(())
     }

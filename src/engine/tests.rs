@@ -164,3 +164,39 @@ async fn start_up_deletes_only_dropped_logs_and_quarantines_the_rest() {
         b"records"
     );
 }
+
+/// Start-up deletes the directory of a CTAS that began and never committed,
+/// and nothing else in the warehouse (another table's or a sink's files,
+/// files put there by hand).
+#[tokio::test]
+async fn start_up_removes_only_interrupted_ctas_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let warehouse = dir.path().join("warehouse");
+    let interrupted = warehouse.join("half");
+    let custom = warehouse.join("custom").join("a");
+    std::fs::create_dir_all(&interrupted).unwrap();
+    std::fs::create_dir_all(&custom).unwrap();
+    std::fs::write(interrupted.join("part-00000.parquet"), b"partial").unwrap();
+    std::fs::write(custom.join("data.parquet"), b"someone's").unwrap();
+    {
+        let engine = Engine::open(config(dir.path())).unwrap();
+        let prefix = interrupted.canonicalize().unwrap();
+        let prefix = prefix.to_string_lossy();
+        engine
+            .catalog
+            .begin_ctas(prefix.trim_start_matches('/'))
+            .unwrap();
+        engine.close().await;
+    }
+    let engine = Engine::open(config(dir.path())).unwrap();
+    engine.open_tables().await.unwrap();
+    assert!(
+        !interrupted.exists(),
+        "the interrupted CTAS output is removed"
+    );
+    assert!(engine.catalog.pending_ctas().unwrap().is_empty());
+    assert_eq!(
+        std::fs::read(custom.join("data.parquet")).unwrap(),
+        b"someone's"
+    );
+}
