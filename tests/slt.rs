@@ -21,7 +21,7 @@ use tokio_postgres::SimpleQueryMessage;
 #[path = "it/harness.rs"]
 mod harness;
 
-use harness::Server;
+use harness::{files_with_extension, Server};
 
 #[derive(Debug)]
 struct SltError(String);
@@ -96,17 +96,6 @@ impl sqllogictest::AsyncDB for Sluice {
     }
 }
 
-fn slt_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("sql dir").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            slt_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "slt") {
-            out.push(path);
-        }
-    }
-}
-
 /// What the command line asks for: path filters (any one matching is
 /// enough; none means every file) and `--complete`. Other flags (those
 /// cargo's test harness would take) are ignored.
@@ -176,9 +165,7 @@ async fn run_file(file: PathBuf, complete: bool) -> Result<(), String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("sql");
-    let mut files = Vec::new();
-    slt_files(&root, &mut files);
-    files.sort();
+    let mut files = files_with_extension(&root, "slt");
     files.retain(|f| args.selects(f));
     if files.is_empty() {
         // A filter meant for other test binaries (`cargo test name`).

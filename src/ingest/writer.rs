@@ -23,6 +23,25 @@ use super::copy::{CopyIn, CopyRows};
 use super::json::RecordResult;
 use super::rows::{build_batch, resolve_targets, OnError};
 
+/// What a size error calls the write and what it advises instead.
+struct WriteKind {
+    name: &'static str,
+    advice: &'static str,
+}
+
+const INSERT: WriteKind = WriteKind {
+    name: "INSERT",
+    advice: "split it or use COPY",
+};
+const PUT_RECORDS: WriteKind = WriteKind {
+    name: "PutRecords",
+    advice: "split it",
+};
+const REQUEST: WriteKind = WriteKind {
+    name: "request",
+    advice: "split it",
+};
+
 /// Writes one statement's or request's records into a stream.
 #[derive(Debug, Clone)]
 pub struct Writer {
@@ -62,16 +81,11 @@ impl Writer {
     }
 
     /// 54000 when a statement of `bytes` is over `max_statement_bytes`.
-    fn check_size(&self, bytes: u64, what: &str) -> Result<()> {
+    fn check_size(&self, bytes: u64, kind: &WriteKind) -> Result<()> {
         if bytes > self.max_statement_bytes {
-            let advice = if what == "INSERT" {
-                "split it or use COPY"
-            } else {
-                "split it"
-            };
             return Err(Error::ProgramLimit(format!(
-                "{what} into \"{}\" of {bytes} bytes exceeds max_statement_bytes ({}); {advice}",
-                self.stream.def.name, self.max_statement_bytes
+                "{} into \"{}\" of {bytes} bytes exceeds max_statement_bytes ({}); {}",
+                kind.name, self.stream.def.name, self.max_statement_bytes, kind.advice
             )));
         }
         Ok(())
@@ -94,7 +108,7 @@ impl Writer {
             }
         }
         // The literal text bounds the batch: refuse before building it.
-        self.check_size(insert.literal_bytes(), "INSERT")?;
+        self.check_size(insert.literal_bytes(), &INSERT)?;
         Ok(targets)
     }
 
@@ -104,7 +118,7 @@ impl Writer {
         let targets = self.check_values(insert)?;
         let (batch, _) = build_batch(&self.stream, &targets, &insert.rows, OnError::Abort)
             .map_err(|e| e.error)?;
-        self.check_size(batch.get_array_memory_size() as u64, "INSERT")?;
+        self.check_size(batch.get_array_memory_size() as u64, &INSERT)?;
         Ok(self.stream.log.append(batch).await?.records())
     }
 
@@ -116,7 +130,7 @@ impl Writer {
         while let Some(batch) = data.next().await {
             let batch = self.conform(batch?)?;
             bytes += batch.get_array_memory_size() as u64;
-            self.check_size(bytes, "INSERT")?;
+            self.check_size(bytes, &INSERT)?;
             batches.push(batch);
         }
         let all = concat_batches(&self.stream.schema, &batches)?;
@@ -169,7 +183,7 @@ impl Writer {
     /// key, data, arrival time), each with its position.
     pub async fn blobs(&self, records: &[(String, Vec<u8>)]) -> Result<Vec<RecordResult>> {
         let bytes: usize = records.iter().map(|(k, d)| k.len() + d.len()).sum();
-        self.check_size(bytes as u64, "PutRecords")?;
+        self.check_size(bytes as u64, &PUT_RECORDS)?;
         let now_us = now_ms() * 1000;
         let batch = RecordBatch::try_new(
             self.stream.schema.clone(),
@@ -196,7 +210,7 @@ impl Writer {
     /// Appends `batch` (already of the stream's schema and validated),
     /// answering each row's position.
     pub(super) async fn append_positions(&self, batch: RecordBatch) -> Result<Vec<(u32, u64)>> {
-        self.check_size(batch.get_array_memory_size() as u64, "request")?;
+        self.check_size(batch.get_array_memory_size() as u64, &REQUEST)?;
         self.stream.log.append_positions(batch).await
     }
 

@@ -27,7 +27,7 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::DEFAULT_NAME;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
-use pgwire::messages::data::{NoData, ParameterDescription};
+use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
@@ -303,10 +303,11 @@ impl ExtendedQueryHandler for Session {
         self.parser.clone()
     }
 
-    /// Describe of a statement that returns no rows (INSERT, DDL) answers
-    /// ParameterDescription then NoData, as PostgreSQL does: an empty
-    /// RowDescription tells drivers (pgjdbc) that rows come back, and they
-    /// then fail a successful INSERT. Everything else is pgwire's default.
+    /// Describe of a statement answers ParameterDescription, then
+    /// RowDescription or, for a statement without rows (INSERT, DDL),
+    /// NoData, as PostgreSQL does: pgwire sends an empty RowDescription
+    /// there, which tells drivers (pgjdbc) that rows come back, and they
+    /// then fail a successful INSERT. Portals take pgwire's default.
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -318,18 +319,21 @@ impl ExtendedQueryHandler for Session {
             let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
             if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
                 let described = self.do_describe_statement(client, &stmt).await?;
-                if described.fields.is_empty() {
-                    let types = described.parameters.iter().map(|t| t.oid()).collect();
-                    client
-                        .feed(PgWireBackendMessage::ParameterDescription(
-                            ParameterDescription::new(types),
-                        ))
-                        .await?;
-                    client
-                        .send(PgWireBackendMessage::NoData(NoData::new()))
-                        .await?;
-                    return Ok(());
-                }
+                let types = described.parameters.iter().map(|t| t.oid()).collect();
+                client
+                    .feed(PgWireBackendMessage::ParameterDescription(
+                        ParameterDescription::new(types),
+                    ))
+                    .await?;
+                let rows = if described.fields.is_empty() {
+                    PgWireBackendMessage::NoData(NoData::new())
+                } else {
+                    PgWireBackendMessage::RowDescription(RowDescription::new(
+                        described.fields.iter().map(Into::into).collect(),
+                    ))
+                };
+                client.send(rows).await?;
+                return Ok(());
             }
         }
         self._on_describe(client, message).await
@@ -363,15 +367,17 @@ impl ExtendedQueryHandler for Session {
 
 /// The writer of `table` when it names a stream; `Ok(None)` otherwise.
 fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
-    if engine.registry.get(table).is_none() {
-        return Ok(None);
-    }
-    Writer::open(
-        &engine.registry.streams,
-        table,
-        engine.config.limits.max_statement_bytes,
-    )
-    .map(Some)
+    engine
+        .registry
+        .get(table)
+        .map(|stream| {
+            Writer::new(
+                stream,
+                engine.registry.errors(),
+                engine.config.limits.max_statement_bytes,
+            )
+        })
+        .transpose()
 }
 
 /// Parses for the extended protocol: sluice statements become

@@ -31,6 +31,17 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+impl Backoff {
+    /// Sleeps `delay`, or less if `stop` changes; returns the next delay.
+    pub async fn wait(&self, delay: Duration, stop: &mut watch::Receiver<bool>) -> Duration {
+        tokio::select! {
+            _ = stop.changed() => {}
+            _ = tokio::time::sleep(delay) => {}
+        }
+        (delay * 2).min(self.max)
+    }
+}
+
 /// Source records `[offset, end)` of one shard, decoded.
 #[derive(Debug)]
 pub struct Input {
@@ -133,11 +144,7 @@ pub async fn run_shard<C: ShardConsumer>(
                 tracing::warn!(consumer = %at.hold_name, shard = at.shard, error = %e, "step failed; retrying");
                 set_error(at.last_error, Some(e.to_string()));
                 consumer.failed(&e).await;
-                tokio::select! {
-                    _ = stop.changed() => {}
-                    _ = tokio::time::sleep(backoff) => {}
-                }
-                backoff = (backoff * 2).min(at.backoff.max);
+                backoff = at.backoff.wait(backoff, &mut stop).await;
                 continue;
             }
         }

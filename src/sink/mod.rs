@@ -201,11 +201,10 @@ impl Sink {
                         set_error(&starter_core.stats.last_error, Some(e.to_string()));
                     }
                 }
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(backoff) => {}
+                backoff = worker::BACKOFF.wait(backoff, &mut stop).await;
+                if *stop.borrow() {
+                    return;
                 }
-                backoff = (backoff * 2).min(worker::BACKOFF.max);
             }
             set_error(&starter_core.stats.last_error, None);
             let handles: Vec<_> = workers

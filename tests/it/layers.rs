@@ -3,7 +3,9 @@
 //! the write path or the error mapping lands in one place.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::harness::files_with_extension;
 
 /// Each top-level module of `src/` and the modules it may import. Keep in
 /// step with the table in ARCHITECTURE.md.
@@ -74,17 +76,6 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("lib", &[]),
 ];
 
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).expect("read src").flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
-
 /// The top-level modules a source text names through `crate::`, including
 /// grouped imports (`use crate::{a, b::c};`).
 fn named_modules(text: &str) -> BTreeSet<String> {
@@ -136,8 +127,7 @@ fn first_segment(path: &str) -> String {
 fn no_module_imports_an_upper_one() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
     let rules: BTreeMap<&str, &[&str]> = MAY_IMPORT.iter().copied().collect();
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
+    let files = files_with_extension(&src, "rs");
     assert!(files.len() > 40, "found only {} source files", files.len());
     let mut violations = Vec::new();
     for file in files {
