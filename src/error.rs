@@ -61,7 +61,7 @@ pub enum Error {
     #[error("{0}")]
     DependentObjects(String),
     /// 53100: the disk is full; nothing of the statement was acknowledged.
-    #[error("could not write to the stream log: disk full ({0})")]
+    #[error("{0}")]
     DiskFull(String),
     /// 54000: a statement or record over a configured bound.
     #[error("{0}")]
@@ -78,6 +78,11 @@ pub enum Error {
     /// 58030: an I/O error other than a full disk.
     #[error("I/O error: {0}")]
     Io(std::io::Error),
+    /// 58030: a stream log whose fsync failed refuses writes until a
+    /// restart (a failed fsync may have dropped dirty pages, so a later
+    /// successful one would prove nothing).
+    #[error("{0}")]
+    LogStopped(String),
     /// 58030: the object store (S3, local directory) failed or is unreachable.
     #[error("object store: {0}")]
     Storage(String),
@@ -224,7 +229,7 @@ impl Error {
             Error::Canceled(_) => ErrorKind::Canceled,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
             Error::Corrupt(_) => ErrorKind::Corrupt,
-            Error::Io(_) => ErrorKind::Io,
+            Error::Io(_) | Error::LogStopped(_) => ErrorKind::Io,
             Error::Storage(_) => ErrorKind::Storage,
             Error::Catalog(_) | Error::Internal(_) => ErrorKind::Internal,
             Error::DataFusion(e) => datafusion_kind(e),
@@ -256,8 +261,9 @@ impl Error {
     }
 
     /// Rebuilds an equivalent error (our errors are not `Clone` because of
-    /// `io::Error`); used to pull an `Error` back out of a shared box.
-    fn duplicate(&self) -> Error {
+    /// `io::Error`): to pull an `Error` back out of a shared box, or to
+    /// answer every statement of a failed group with the same error.
+    pub fn duplicate(&self) -> Error {
         let msg = self.to_string();
         match self {
             Error::UndefinedTable(n) => Error::UndefinedTable(n.clone()),
@@ -283,7 +289,11 @@ impl Error {
             Error::Canceled(_) => Error::Canceled(msg),
             Error::ShuttingDown => Error::ShuttingDown,
             Error::Corrupt(d) => Error::Corrupt(d.clone()),
-            Error::Io(e) => Error::Io(std::io::Error::new(e.kind(), e.to_string())),
+            Error::Io(e) => Error::Io(match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            }),
+            Error::LogStopped(d) => Error::LogStopped(d.clone()),
             Error::Catalog(d) => Error::Catalog(d.clone()),
             Error::Storage(d) => Error::Storage(d.clone()),
             Error::DataFusion(_) | Error::Internal(_) => Error::Internal(msg),
@@ -393,7 +403,7 @@ impl From<std::io::Error> for Error {
     fn from(e: std::io::Error) -> Self {
         // ENOSPC (28) and EDQUOT (122): refuse with 53100 so clients back off.
         match e.raw_os_error() {
-            Some(28) | Some(122) => Error::DiskFull(e.to_string()),
+            Some(28) | Some(122) => Error::DiskFull(format!("disk full: {e}")),
             _ => Error::Io(e),
         }
     }

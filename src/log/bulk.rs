@@ -239,9 +239,10 @@ pub(super) fn adopt_bulk(
     Ok(ack)
 }
 
-/// After a crash: cuts the newest bulk from every shard unless every shard
-/// it touched holds its end marker. Older bulks are complete by
-/// construction (a bulk commits only after the previous one is durable).
+/// After a crash: cuts the newest unit (a bulk or a multi-frame group)
+/// from every shard unless every shard it touched holds its end marker.
+/// Older units are complete by construction (a unit is written only after
+/// the previous one is durable).
 pub(super) fn recover(shards: &[Arc<Shard>]) -> Result<Option<u64>> {
     let tails: Vec<Option<(u64, u32, u64)>> = shards.iter().map(|s| s.tail_bulk()).collect();
     let Some(newest) = tails.iter().flatten().map(|t| t.0).max() else {

@@ -10,9 +10,10 @@
 //! shard stood after this frame's rows (`source_seq = u64::MAX` when the
 //! frame was not written by a pipeline). Recording it in the same frame as
 //! the output makes output and progress one atomic write. `bulk_id` marks
-//! the frames of one large atomic append (a big COPY); the last frame of a
-//! bulk in each shard is an empty end marker that carries how many shards
-//! the bulk touched, so recovery can tell a complete bulk from a torn one.
+//! the frames of one atomic unit (a big COPY's bulk append, or a group
+//! commit of more than one frame); the last frame of a unit in each shard
+//! carries how many shards the unit touched (for a bulk it is an empty end
+//! marker), so recovery can tell a complete unit from a torn one.
 
 use std::io::Cursor;
 use std::sync::Arc;

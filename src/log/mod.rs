@@ -79,6 +79,8 @@ pub struct StreamLog {
     round_robin: AtomicU64,
     /// Per consumer, per shard: the oldest sequence it still needs.
     holds: Mutex<BTreeMap<String, Vec<u64>>>,
+    /// Why the writer refuses appends (a failed fsync), if it does.
+    stopped: Arc<Mutex<Option<String>>>,
 }
 
 impl std::fmt::Debug for StreamLog {
@@ -94,19 +96,30 @@ impl StreamLog {
         let shards = (0..options.shards)
             .map(|i| Shard::open(&dir.join(format!("shard-{i}")), i).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
-        let last_bulk_id = bulk::recover(&shards)?.unwrap_or(0);
+        let last_unit_id = bulk::recover(&shards)?.unwrap_or(0);
+        let stopped = Arc::new(Mutex::new(None));
         bulk::remove_stale_spills(dir)?;
         let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
         let writer = {
             let shards = shards.clone();
             let helpers = SyncHelpers::start(shards.len())?;
             let segment_size_bytes = options.segment_size_bytes;
+            let stopped = stopped.clone();
             std::thread::Builder::new()
                 .name(format!(
                     "log-writer-{}",
                     dir.file_name().unwrap_or_default().to_string_lossy()
                 ))
-                .spawn(move || writer_loop(shards, rx, segment_size_bytes, helpers, last_bulk_id))?
+                .spawn(move || {
+                    writer_loop(
+                        shards,
+                        rx,
+                        segment_size_bytes,
+                        helpers,
+                        last_unit_id,
+                        stopped,
+                    )
+                })?
         };
         Ok(Arc::new(StreamLog {
             dir: dir.to_path_buf(),
@@ -117,7 +130,14 @@ impl StreamLog {
             writer: Mutex::new(Some(writer)),
             round_robin: AtomicU64::new(0),
             holds: Mutex::new(BTreeMap::new()),
+            stopped,
         }))
+    }
+
+    /// Why this log refuses appends until a restart (a failed fsync), if
+    /// it does; reads go on.
+    pub fn stopped(&self) -> Option<String> {
+        self.stopped.lock().ok().and_then(|s| s.clone())
     }
 
     pub fn schema(&self) -> &SchemaRef {

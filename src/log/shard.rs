@@ -207,7 +207,8 @@ impl Shard {
             file.set_len(end + PREALLOCATE_BYTES)?;
             self.write_state().allocated_bytes = end + PREALLOCATE_BYTES;
         }
-        if let Err(e) = file.write_all_at(&bytes, offset) {
+        let written = crate::fail::io("log.write").and_then(|()| file.write_all_at(&bytes, offset));
+        if let Err(e) = written {
             // Leave no partial frame behind: the next write starts at `offset`.
             self.cut_active(&file, offset);
             return Err(e.into());

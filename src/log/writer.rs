@@ -4,18 +4,18 @@
 //! answers every statement; on any failure nothing of the group becomes
 //! visible.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::mpsc;
 
 use super::bulk;
-use super::frame::{FrameMeta, Progress};
+use super::frame::{Bulk, FrameMeta, Progress};
 use super::shard::{PendingWrite, Shard};
 use super::{AppendAck, AppendRequest};
 use crate::clock::now_ms;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 
 /// Most statements merged into one group commit; bounds the work (and the
 /// latency) of one fsync round.
@@ -30,36 +30,51 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<AppendRequest>,
     segment_size_bytes: u64,
     helpers: SyncHelpers,
-    mut last_bulk_id: u64,
+    last_unit_id: u64,
+    stopped: Arc<Mutex<Option<String>>>,
 ) {
+    let mut unit_ids = UnitIds::after(last_unit_id);
     while let Some(first) = rx.blocking_recv() {
         let mut next = Some(first);
         while let Some(request) = next.take() {
-            if let Some(files) = request.bulk {
-                // Bulk ids grow over time, so recovery can tell the newest.
-                let micros = (now_ms() as u64).saturating_mul(1000);
-                last_bulk_id = micros.max(last_bulk_id + 1);
-                let result = bulk::adopt_bulk(&shards, &files, last_bulk_id, &helpers);
-                let _ = request.reply.send(result);
+            if let Some(why) = stopped.lock().ok().and_then(|s| s.clone()) {
+                let _ = request.reply.send(Err(Error::LogStopped(why)));
+                next = rx.try_recv().ok();
                 continue;
             }
-            let mut group_bytes = request_bytes(&request);
-            let mut group = vec![request];
-            while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
-                match rx.try_recv() {
-                    // A bulk is written alone, after this group.
-                    Ok(req) if req.bulk.is_some() => {
-                        next = Some(req);
-                        break;
+            let result = if let Some(files) = request.bulk {
+                let result = bulk::adopt_bulk(&shards, &files, unit_ids.next(), &helpers);
+                let failed = result.as_ref().err().map(Error::duplicate);
+                let _ = request.reply.send(result);
+                failed.map_or(Ok(()), Err)
+            } else {
+                let mut group_bytes = request_bytes(&request);
+                let mut group = vec![request];
+                while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
+                    match rx.try_recv() {
+                        // A bulk is written alone, after this group.
+                        Ok(req) if req.bulk.is_some() => {
+                            next = Some(req);
+                            break;
+                        }
+                        Ok(req) => {
+                            group_bytes += request_bytes(&req);
+                            group.push(req);
+                        }
+                        Err(_) => break,
                     }
-                    Ok(req) => {
-                        group_bytes += request_bytes(&req);
-                        group.push(req);
-                    }
-                    Err(_) => break,
+                }
+                commit_group(&shards, group, segment_size_bytes, &helpers, &mut unit_ids)
+            };
+            if let Err(Error::LogStopped(why)) = result {
+                tracing::error!(error = %why, "stream log stopped: writes are refused until a restart");
+                if let Ok(mut s) = stopped.lock() {
+                    *s = Some(why);
                 }
             }
-            commit_group(&shards, group, segment_size_bytes, &helpers);
+            if next.is_none() {
+                next = rx.try_recv().ok();
+            }
         }
     }
 }
@@ -71,6 +86,9 @@ fn request_bytes(req: &AppendRequest) -> usize {
         .sum()
 }
 
+/// A frame to write: its rows and what it records besides.
+type Frame = (RecordBatch, FrameMeta);
+
 /// One request of a group: its rows per shard and pipeline progress.
 type GroupPart = (Vec<(u32, RecordBatch)>, Option<Progress>);
 
@@ -79,99 +97,146 @@ fn commit_group(
     group: Vec<AppendRequest>,
     segment_size_bytes: u64,
     helpers: &SyncHelpers,
-) {
+    unit_ids: &mut UnitIds,
+) -> Result<()> {
     let (replies, parts): (Vec<_>, Vec<_>) = group
         .into_iter()
         .map(|r| (r.reply, (r.parts, r.progress)))
         .unzip();
-    match write_group(shards, &parts, segment_size_bytes, helpers) {
+    match write_group(shards, &parts, segment_size_bytes, helpers, unit_ids) {
         Ok(acks) => {
             for (reply, ack) in replies.into_iter().zip(acks) {
                 let _ = reply.send(Ok(ack));
             }
+            Ok(())
         }
         Err(e) => {
-            let msg = e.to_string();
-            let disk_full = e.kind() == ErrorKind::DiskFull;
             for reply in replies {
-                let err = if disk_full {
-                    Error::DiskFull(msg.clone())
-                } else {
-                    Error::Internal(format!("log write failed: {msg}"))
-                };
-                let _ = reply.send(Err(err));
+                let _ = reply.send(Err(e.duplicate()));
             }
+            Err(e)
         }
     }
 }
 
-/// Writes one frame per touched shard, fsyncs them (in parallel), then
-/// publishes; on any failure nothing of the group becomes visible.
+/// Writes the group's frames per touched shard, fsyncs them (in
+/// parallel), then publishes; on any failure nothing of the group becomes
+/// visible. A group of more than one frame is tagged as one unit (the
+/// bulk mechanism: an id on every frame, the count of touched shards on
+/// each shard's last one), so recovery cuts all of it if a crash tore it:
+/// a statement is never half-present, whatever shards it spans.
 fn write_group(
     shards: &[Arc<Shard>],
     requests: &[GroupPart],
     segment_size_bytes: u64,
     helpers: &SyncHelpers,
+    unit_id: &mut UnitIds,
 ) -> Result<Vec<AppendAck>> {
     let append_time_ms = now_ms();
     let mut acks = vec![AppendAck::default(); requests.len()];
+    let mut per_shard: Vec<(&Arc<Shard>, Vec<Frame>)> = Vec::new();
+    for shard in shards {
+        let frames = shard_frames(shard, requests, &mut acks)?;
+        if !frames.is_empty() {
+            per_shard.push((shard, frames));
+        }
+    }
+    let frame_count: usize = per_shard.iter().map(|(_, f)| f.len()).sum();
+    if frame_count > 1 {
+        let id = unit_id.next();
+        let touched = per_shard.len() as u32;
+        for (_, frames) in &mut per_shard {
+            let last = frames.len() - 1;
+            for (i, (_, meta)) in frames.iter_mut().enumerate() {
+                meta.bulk = Some(Bulk {
+                    id,
+                    end_of_shards: if i == last { touched } else { 0 },
+                });
+            }
+        }
+    }
     let mut pending: Vec<(&Arc<Shard>, PendingWrite)> = Vec::new();
     let result = (|| {
-        for shard in shards {
-            // Plain appends of the group share one frame; each pipeline
-            // append gets a frame of its own, carrying its progress.
-            let mut plain: Vec<(usize, &RecordBatch)> = Vec::new();
-            let mut tagged: Vec<(usize, &RecordBatch, Progress)> = Vec::new();
-            for (i, (parts, progress)) in requests.iter().enumerate() {
-                for (_, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
-                    match progress {
-                        Some(p) => tagged.push((i, batch, *p)),
-                        None => plain.push((i, batch)),
-                    }
-                }
-            }
-            if plain.is_empty() && tagged.is_empty() {
-                continue;
-            }
-            let mut seq = shard.next_seq();
-            // Consecutive plain parts share a frame up to FRAME_MAX_ROWS, so
-            // small INSERTs make one frame and a large COPY makes bounded ones.
-            let mut framer = Framer::default();
-            let mut plain_frames = Vec::new();
-            for (i, batch) in &plain {
-                acks[*i]
-                    .ranges
-                    .push((shard.id, seq, batch.num_rows() as u64));
-                seq += batch.num_rows() as u64;
-                framer.push(batch, &mut plain_frames)?;
-            }
-            framer.finish(&mut plain_frames)?;
-            let mut frames: Vec<(RecordBatch, FrameMeta)> = plain_frames
-                .into_iter()
-                .map(|b| (b, FrameMeta::default()))
-                .collect();
-            for (i, batch, progress) in tagged {
-                acks[i]
-                    .ranges
-                    .push((shard.id, seq, batch.num_rows() as u64));
-                seq += batch.num_rows() as u64;
-                frames.push((
-                    batch.clone(),
-                    FrameMeta {
-                        progress: Some(progress),
-                        bulk: None,
-                    },
-                ));
-            }
+        for (shard, frames) in &per_shard {
             pending.push((
                 shard,
-                shard.write(&frames, append_time_ms, segment_size_bytes)?,
+                shard.write(frames, append_time_ms, segment_size_bytes)?,
             ));
+            crate::fail::point("log.group_after_first_shard");
         }
         helpers.sync_all(&pending)
     })();
     settle(pending, result)?;
     Ok(acks)
+}
+
+/// The frames the group writes to `shard`, recording in `acks` where each
+/// request's rows land. Plain appends of the group share frames; each
+/// pipeline append gets a frame of its own, carrying its progress.
+fn shard_frames(
+    shard: &Shard,
+    requests: &[GroupPart],
+    acks: &mut [AppendAck],
+) -> Result<Vec<Frame>> {
+    let mut plain: Vec<(usize, &RecordBatch)> = Vec::new();
+    let mut tagged: Vec<(usize, &RecordBatch, Progress)> = Vec::new();
+    for (i, (parts, progress)) in requests.iter().enumerate() {
+        for (_, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
+            match progress {
+                Some(p) => tagged.push((i, batch, *p)),
+                None => plain.push((i, batch)),
+            }
+        }
+    }
+    let mut seq = shard.next_seq();
+    // Consecutive plain parts share a frame up to the frame bounds, so
+    // small INSERTs make one frame and a large COPY makes bounded ones.
+    let mut framer = Framer::default();
+    let mut plain_frames = Vec::new();
+    for (i, batch) in &plain {
+        acks[*i]
+            .ranges
+            .push((shard.id, seq, batch.num_rows() as u64));
+        seq += batch.num_rows() as u64;
+        framer.push(batch, &mut plain_frames)?;
+    }
+    framer.finish(&mut plain_frames)?;
+    let mut frames: Vec<(RecordBatch, FrameMeta)> = plain_frames
+        .into_iter()
+        .map(|b| (b, FrameMeta::default()))
+        .collect();
+    for (i, batch, progress) in tagged {
+        acks[i]
+            .ranges
+            .push((shard.id, seq, batch.num_rows() as u64));
+        seq += batch.num_rows() as u64;
+        frames.push((
+            batch.clone(),
+            FrameMeta {
+                progress: Some(progress),
+                bulk: None,
+            },
+        ));
+    }
+    Ok(frames)
+}
+
+/// Ids of atomic units (bulk appends and multi-frame groups): increasing
+/// across restarts, so recovery can tell the newest.
+pub(super) struct UnitIds {
+    last: u64,
+}
+
+impl UnitIds {
+    pub(super) fn after(last: u64) -> UnitIds {
+        UnitIds { last }
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        let micros = (now_ms() as u64).saturating_mul(1000);
+        self.last = micros.max(self.last + 1);
+        self.last
+    }
 }
 
 /// Most rows in one frame of plain appends: readers (scans, pipelines,
@@ -284,29 +349,33 @@ impl SyncHelpers {
         self.sync_files(&files)
     }
 
-    /// Fsyncs every file: the first here, the rest on helpers.
+    /// Fsyncs every file: the first here, the rest on helpers. Any failure
+    /// is [`Error::LogStopped`]: the caller stops the log.
     pub(super) fn sync_files(&self, files: &[Arc<std::fs::File>]) -> Result<()> {
         let Some((first, rest)) = files.split_first() else {
             return Ok(());
         };
         let mut waiting = Vec::with_capacity(rest.len());
+        let mut outcome = Ok(());
         for (i, file) in rest.iter().enumerate() {
             let (done, result) = std::sync::mpsc::sync_channel(1);
             match self.jobs.get(i % self.jobs.len().max(1)) {
                 Some(helper) if helper.send((file.clone(), done)).is_ok() => waiting.push(result),
-                _ => file.sync_data()?,
+                _ => outcome = outcome.and(file.sync_data()),
             }
         }
-        let mut outcome = first.sync_data().map_err(Error::from);
+        outcome = outcome.and(crate::fail::io("log.fsync").and_then(|()| first.sync_data()));
         for result in waiting {
             let synced = result
                 .recv()
-                .map_err(|_| Error::Internal("fsync helper stopped".into()))
-                .and_then(|r| r.map_err(Error::from));
-            if outcome.is_ok() {
-                outcome = synced;
-            }
+                .unwrap_or_else(|_| Err(std::io::Error::other("the fsync helper thread stopped")));
+            outcome = outcome.and(synced);
         }
-        outcome
+        outcome.map_err(|e| {
+            Error::LogStopped(format!(
+                "the stream log stopped accepting writes after a failed fsync ({e}); \
+                 acknowledged records are intact and readable; restart the server to resume writes"
+            ))
+        })
     }
 }

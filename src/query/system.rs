@@ -63,6 +63,8 @@ impl SystemRelation {
                     DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
                     false,
                 ),
+                text("state", false),
+                text("last_error", true),
             ],
             SystemRelation::Pipelines => vec![
                 text("name", false),
@@ -189,6 +191,18 @@ impl SystemTable {
                         )
                         .with_timezone("UTC"),
                     ),
+                    {
+                        let stopped: Vec<Option<String>> =
+                            streams.iter().map(|s| s.log.stopped()).collect();
+                        let state = stopped.iter().map(|w| match w {
+                            Some(_) => "stopped",
+                            None => "running",
+                        });
+                        Arc::new(StringArray::from_iter_values(state))
+                    },
+                    Arc::new(StringArray::from_iter(
+                        streams.iter().map(|s| s.log.stopped()),
+                    )),
                 ]
             }
             SystemRelation::Pipelines => pipeline_columns(&self.registry),

@@ -3,6 +3,7 @@
 mod compaction;
 mod copy;
 mod crash;
+mod faults;
 mod harness;
 mod http;
 mod kinesis;

@@ -350,4 +350,5 @@ async fn large_appends_are_framed_in_bounded_frames() {
     assert_eq!(read_all(&log), (0..300_000).collect::<Vec<_>>());
 }
 
+mod atomic;
 mod bulk;
