@@ -224,6 +224,25 @@ impl Location {
         ))
     }
 
+    /// Makes written objects durable before a commit names them. An object
+    /// store's completed upload is durable; a local file is not until it and
+    /// every directory entry leading to it (partition directories the
+    /// upload created) are fsynced, which `LocalFileSystem` never does.
+    pub async fn make_durable(&self, objects: &[Path]) -> Result<()> {
+        if self.url != ObjectStoreUrl::local_filesystem() || objects.is_empty() {
+            return Ok(());
+        }
+        let fs = object_store::local::LocalFileSystem::new();
+        let root = fs.path_to_filesystem(&self.prefix)?;
+        let files = objects
+            .iter()
+            .map(|p| fs.path_to_filesystem(p))
+            .collect::<object_store::Result<Vec<_>>>()?;
+        tokio::task::spawn_blocking(move || sync_local(&root, &files))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+    }
+
     /// The location as a URL with a trailing slash, as DataFusion's
     /// listing tables and other readers take it.
     pub fn url_string(&self) -> String {
@@ -253,6 +272,30 @@ impl Location {
         self.store.delete(&marker).await?;
         Ok(())
     }
+}
+
+/// Fsyncs `files`, then each directory from theirs up to `root` (once).
+fn sync_local(root: &FsPath, files: &[std::path::PathBuf]) -> Result<()> {
+    let fsync = |path: &FsPath| -> Result<()> {
+        crate::fail::io("sink.fsync")
+            .and_then(|()| std::fs::File::open(path)?.sync_all())
+            .map_err(|e| Error::Storage(format!("could not fsync {}: {e}", path.display())))
+    };
+    let mut dirs = std::collections::BTreeSet::new();
+    for file in files {
+        fsync(file)?;
+        let mut dir = file.parent();
+        while let Some(d) = dir {
+            if !dirs.insert(d.to_path_buf()) || d == root || !d.starts_with(root) {
+                break;
+            }
+            dir = d.parent();
+        }
+    }
+    for dir in &dirs {
+        fsync(dir)?;
+    }
+    Ok(())
 }
 
 /// The AWS shared config files (`~/.aws/credentials`, `~/.aws/config`): the

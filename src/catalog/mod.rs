@@ -5,7 +5,9 @@
 //! offsets change in the same transaction: that is its exactly-once commit.
 //! It never touches data files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -36,12 +38,18 @@ const DROPPED_STREAMS: TableDefinition<u64, i64> = TableDefinition::new("dropped
 /// directories when no table owns them (a crash mid-CTAS).
 const PENDING_CTAS: TableDefinition<&str, i64> = TableDefinition::new("pending_ctas");
 
+mod backend;
 mod defs;
 
 pub use defs::*;
 
 pub struct Catalog {
-    db: Database,
+    path: PathBuf,
+    /// `None` only while a reopen after an I/O error has not succeeded.
+    db: RwLock<Option<Database>>,
+    /// Raised by the backend on any failed I/O: reopen before the next
+    /// transaction (redb refuses all work after one I/O error).
+    faulted: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Catalog {
@@ -52,8 +60,14 @@ impl std::fmt::Debug for Catalog {
 
 impl Catalog {
     pub fn open(path: &Path) -> Result<Catalog> {
-        let db = Database::create(path)?;
-        let txn = db.begin_write()?;
+        let faulted = Arc::new(AtomicBool::new(false));
+        let db = open_db(path, &faulted)?;
+        let catalog = Catalog {
+            path: path.to_path_buf(),
+            db: RwLock::new(Some(db)),
+            faulted,
+        };
+        let txn = catalog.begin_write()?;
         txn.open_table(STREAMS)?;
         txn.open_table(COUNTERS)?;
         txn.open_table(SINKS)?;
@@ -63,7 +77,49 @@ impl Catalog {
         txn.open_table(DROPPED_STREAMS)?;
         txn.open_table(PENDING_CTAS)?;
         txn.commit()?;
-        Ok(Catalog { db })
+        Ok(catalog)
+    }
+
+    fn begin_write(&self) -> Result<redb::WriteTransaction> {
+        self.with_db(|db| Ok(db.begin_write()?))
+    }
+
+    fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        self.with_db(|db| Ok(db.begin_read()?))
+    }
+
+    /// Runs `f` on the open database, first reopening it if an I/O error
+    /// latched the previous one. A failed reopen (the fault persists) fails
+    /// this call and is retried by the next.
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        fn poisoned<T>(_: T) -> Error {
+            Error::Internal("catalog lock poisoned".into())
+        }
+        if self.faulted.load(Ordering::Acquire) {
+            let mut slot = self.db.write().map_err(poisoned)?;
+            if self.faulted.swap(false, Ordering::AcqRel) {
+                // The old handle must be closed (its file lock released)
+                // before the file is opened again.
+                drop(slot.take());
+                match open_db(&self.path, &self.faulted) {
+                    Ok(db) => {
+                        tracing::warn!("catalog reopened after an I/O error");
+                        *slot = Some(db);
+                    }
+                    Err(e) => {
+                        self.faulted.store(true, Ordering::Release);
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        let slot = self.db.read().map_err(poisoned)?;
+        match slot.as_ref() {
+            Some(db) => f(db),
+            None => Err(Error::Io(std::io::Error::other(
+                "the catalog could not be reopened after an I/O error; retrying on the next statement",
+            ))),
+        }
     }
 
     pub fn streams(&self) -> Result<Vec<StreamDef>> {
@@ -72,7 +128,7 @@ impl Catalog {
 
     /// Creates a stream, assigning its id; 42P07 if the name is taken.
     pub fn create_stream(&self, mut def: StreamDef) -> Result<StreamDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             def.id = new_object_id(&txn, &def.name)?;
             let mut streams = txn.open_table(STREAMS)?;
@@ -85,7 +141,7 @@ impl Catalog {
     /// Removes a stream and records it as dropped (its log directory is
     /// deleted after the commit, or at the next start); 42P01 if absent.
     pub fn drop_stream(&self, name: &str) -> Result<StreamDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let def = {
             let mut streams = txn.open_table(STREAMS)?;
             let def: StreamDef = match streams.remove(name)? {
@@ -102,7 +158,7 @@ impl Catalog {
 
     /// Ids of dropped streams whose log directories may remain.
     pub fn dropped_streams(&self) -> Result<Vec<u64>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(DROPPED_STREAMS)?;
         let mut ids = Vec::new();
         for entry in table.iter()? {
@@ -113,7 +169,7 @@ impl Catalog {
 
     /// A dropped stream's directory is gone: nothing left to delete.
     pub fn forget_dropped_stream(&self, id: u64) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(DROPPED_STREAMS)?.remove(id)?;
         txn.commit()?;
         Ok(())
@@ -123,7 +179,7 @@ impl Catalog {
         &self,
         def: TableDefinition<&str, &[u8]>,
     ) -> Result<Vec<T>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(def)?;
         let mut out = Vec::new();
         for entry in table.iter()? {
@@ -139,7 +195,7 @@ impl Catalog {
 
     /// Creates a sink, assigning its id; 42P07 if the name is taken.
     pub fn create_sink(&self, mut def: SinkDef) -> Result<SinkDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         def.id = new_object_id(&txn, &def.name)?;
         txn.open_table(SINKS)?
             .insert(def.name.as_str(), encode(&def)?.as_slice())?;
@@ -150,7 +206,7 @@ impl Catalog {
     /// Forgets a sink, its file list and its offsets (the files stay on
     /// storage: delivered data outlives its delivery).
     pub fn drop_sink(&self, name: &str) -> Result<SinkDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let def: SinkDef = match txn.open_table(SINKS)?.remove(name)? {
             Some(v) => decode(v.value())?,
             None => return Err(Error::UndefinedTable(name.to_string())),
@@ -177,7 +233,7 @@ impl Catalog {
 
     /// The committed files of a sink, in key order.
     pub fn sink_files(&self, sink_id: u64) -> Result<Vec<SinkFile>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let files = txn.open_table(SINK_FILES)?;
         let prefix = file_key(sink_id, "");
         let mut out = Vec::new();
@@ -200,7 +256,7 @@ impl Catalog {
         shard: u32,
         progress: &SinkProgress,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(SINK_FILES)?;
             for file in files {
@@ -226,7 +282,7 @@ impl Catalog {
         removed: &[String],
         added: &SinkFile,
     ) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         {
             let mut table = txn.open_table(SINK_FILES)?;
             for path in removed {
@@ -248,7 +304,7 @@ impl Catalog {
     /// A sink's committed progress per shard; `None` for a shard that never
     /// committed.
     pub fn sink_progress(&self, sink_id: u64, shards: u32) -> Result<Vec<Option<SinkProgress>>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(SINK_PROGRESS)?;
         (0..shards)
             .map(|shard| {
@@ -267,7 +323,7 @@ impl Catalog {
     /// Creates a table; a CTAS's pending directory stops being pending in
     /// the same transaction.
     pub fn create_table(&self, mut def: TableDef) -> Result<TableDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         def.id = new_object_id(&txn, &def.name)?;
         txn.open_table(TABLES)?
             .insert(def.name.as_str(), encode(&def)?.as_slice())?;
@@ -280,7 +336,7 @@ impl Catalog {
 
     /// Records that a CTAS is about to write into warehouse directory `dir`.
     pub fn begin_ctas(&self, dir: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(PENDING_CTAS)?
             .insert(dir, crate::clock::now_ms())?;
         txn.commit()?;
@@ -289,7 +345,7 @@ impl Catalog {
 
     /// Warehouse directories a CTAS began and no commit has claimed.
     pub fn pending_ctas(&self) -> Result<Vec<String>> {
-        let txn = self.db.begin_read()?;
+        let txn = self.begin_read()?;
         let table = txn.open_table(PENDING_CTAS)?;
         let mut dirs = Vec::new();
         for entry in table.iter()? {
@@ -300,14 +356,14 @@ impl Catalog {
 
     /// `dir` is no longer pending (its CTAS failed and was cleaned up).
     pub fn forget_ctas(&self, dir: &str) -> Result<()> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         txn.open_table(PENDING_CTAS)?.remove(dir)?;
         txn.commit()?;
         Ok(())
     }
 
     pub fn drop_table(&self, name: &str) -> Result<TableDef> {
-        let txn = self.db.begin_write()?;
+        let txn = self.begin_write()?;
         let def = match txn.open_table(TABLES)?.remove(name)? {
             Some(v) => decode(v.value())?,
             None => return Err(Error::UndefinedTable(name.to_string())),
@@ -315,6 +371,17 @@ impl Catalog {
         txn.commit()?;
         Ok(def)
     }
+}
+
+fn open_db(path: &Path, faulted: &Arc<AtomicBool>) -> Result<Database> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let backend = backend::WatchedBackend::new(file, faulted.clone())?;
+    Ok(redb::Builder::new().create_with_backend(backend)?)
 }
 
 /// Checks that no stream, sink or table is called `name` (42P07) and

@@ -152,6 +152,9 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         writer.write(&merged.slice(start, len)).await?;
     }
     writer.finish().await?;
+    core.location
+        .make_durable(std::slice::from_ref(&path))
+        .await?;
     let shards: std::collections::BTreeSet<u32> = inputs.iter().map(|f| f.shard).collect();
     let output = SinkFile {
         path: path.to_string(),

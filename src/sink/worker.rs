@@ -330,6 +330,7 @@ impl ShardWorker {
         let now = now_ms();
         crate::fail::point("sink.before_upload");
         let mut committed = Vec::with_capacity(keys.len());
+        let mut written = Vec::with_capacity(keys.len());
         let mut progress = self.committed.clone();
         for key in keys {
             let Some(mut file) = self.files.remove(&key) else {
@@ -344,6 +345,7 @@ impl ShardWorker {
             // visible); the writer is dropped, not aborted a second time.
             file.writer.finish().await?;
             progress.through.insert(file.dir.clone(), self.read);
+            written.push(file.path.clone());
             committed.push(SinkFile {
                 path: file.path.to_string(),
                 shard: self.shard,
@@ -355,6 +357,7 @@ impl ShardWorker {
                 committed_at_ms: now,
             });
         }
+        self.core.location.make_durable(&written).await?;
         crate::fail::point("sink.after_upload");
         // Everything before the oldest record still buffered is delivered.
         progress.next = self

@@ -6,7 +6,9 @@
 
 use std::path::Path;
 
-use crate::harness::{scalar, sqlstate, Server};
+use std::time::Duration;
+
+use crate::harness::{scalar, sqlstate, wait_for, Server};
 
 /// A server whose `point` fails with `errno` while `<tmp>/fault` exists.
 fn faulty_server(tmp: &Path, point: &str, errno: &str) -> (Server, std::path::PathBuf) {
@@ -117,4 +119,105 @@ async fn a_failed_fsync_stops_the_stream_for_writes_until_a_restart() {
         .unwrap()
         .get(0);
     assert_eq!(state, "running");
+}
+
+#[tokio::test]
+async fn a_full_disk_under_the_catalog_fails_ddl_and_sink_commits_until_space_returns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, trigger) = faulty_server(tmp.path(), "catalog.write", "ENOSPC");
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM a (n BIGINT); \
+             CREATE SINK lake FROM a WITH (location = 'lake', rollover_interval = '100 ms'); \
+             INSERT INTO a VALUES (1), (2); \
+             FLUSH SINK lake",
+        )
+        .await
+        .unwrap();
+    std::fs::write(&trigger, b"").unwrap();
+    let err = client
+        .batch_execute("CREATE STREAM b (n BIGINT)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "53100", "{err:?}");
+    // The log is not the catalog: ingest goes on, delivery waits.
+    client
+        .batch_execute("INSERT INTO a VALUES (3)")
+        .await
+        .unwrap();
+    let err = client.batch_execute("FLUSH SINK lake").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "58030", "{err:?}");
+
+    std::fs::remove_file(&trigger).unwrap();
+    // No restart: the catalog is reopened and works again.
+    client
+        .batch_execute("CREATE STREAM b (n BIGINT)")
+        .await
+        .unwrap();
+    wait_for(
+        "the sink to deliver again",
+        Duration::from_secs(30),
+        async || client.batch_execute("FLUSH SINK lake").await.is_ok(),
+    )
+    .await;
+    assert_eq!(scalar(&client, "SELECT sum(n) FROM lake").await, 6);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 3);
+}
+
+/// A sink commits a file only after fsyncing it and its directories: while
+/// the fsync fails nothing is committed (the sink retries, lag visible),
+/// and once it succeeds every record is delivered exactly once.
+#[tokio::test]
+async fn a_sink_commits_only_files_it_could_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, trigger) = faulty_server(tmp.path(), "sink.fsync", "EIO");
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM a (n BIGINT, tag TEXT); \
+             CREATE SINK lake FROM a WITH (location = 'lake', partition_by = 'tag', \
+               rollover_interval = '100 ms'); \
+             INSERT INTO a VALUES (1, 'x'), (2, 'y'); \
+             FLUSH SINK lake",
+        )
+        .await
+        .unwrap();
+    std::fs::write(&trigger, b"").unwrap();
+    client
+        .batch_execute("INSERT INTO a VALUES (3, 'z'), (4, 'x')")
+        .await
+        .unwrap();
+    let err = client.batch_execute("FLUSH SINK lake").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "58030", "{err:?}");
+    let row = client
+        .query_one(
+            "SELECT state, last_error, lag_records FROM sluice.sinks WHERE name = 'lake'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, &str>(0), "retrying");
+    assert!(row.get::<_, Option<&str>>(1).unwrap().contains("fsync"));
+    assert_eq!(row.get::<_, i64>(2), 2);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 2);
+
+    std::fs::remove_file(&trigger).unwrap();
+    wait_for(
+        "the sink to deliver again",
+        Duration::from_secs(30),
+        async || client.batch_execute("FLUSH SINK lake").await.is_ok(),
+    )
+    .await;
+    assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 4);
+    assert_eq!(
+        scalar(&client, "SELECT count(DISTINCT n) FROM lake").await,
+        4
+    );
+    let files = crate::harness::files_with_extension(&tmp.path().join("data/lake"), "parquet");
+    assert_eq!(
+        files.len() as i64,
+        scalar(&client, "SELECT files FROM sluice.sinks").await,
+        "no file the catalog does not list: {files:?}"
+    );
 }
