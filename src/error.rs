@@ -126,6 +126,8 @@ pub enum ErrorKind {
     ProgramLimit,
     Canceled,
     ShuttingDown,
+    /// A malformed protocol message (08P01).
+    ProtocolViolation,
     Corrupt,
     Io,
     Storage,
@@ -160,6 +162,7 @@ impl ErrorKind {
             ErrorKind::ProgramLimit => "54000",
             ErrorKind::Canceled => "57014",
             ErrorKind::ShuttingDown => "57P01",
+            ErrorKind::ProtocolViolation => "08P01",
             ErrorKind::Corrupt => "XX001",
             ErrorKind::Io | ErrorKind::Storage => "58030",
             ErrorKind::Internal => "XX000",

@@ -348,6 +348,10 @@ impl StreamLog {
     /// `(shard, sequence)` per input row (for per-record answers).
     pub async fn append_positions(&self, batch: RecordBatch) -> Result<Vec<(u32, u64)>> {
         let n = batch.num_rows();
+        if n == 0 {
+            // A request whose every record failed: nothing to place.
+            return Ok(Vec::new());
+        }
         let shards = self.shards.len() as u32;
         let by_shard: Vec<(u32, Vec<u32>)> = match self.options.partition_key.filter(|_| shards > 1)
         {

@@ -4,10 +4,12 @@
 //! client is told 57P01 and disconnected, and the server waits for every
 //! connection task before it closes the logs.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use futures::FutureExt;
 use pgwire::error::ErrorInfo;
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
@@ -16,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::ConnectionHandlers;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// How long a statement in flight may run on once shutdown begins; after
 /// it the connection is dropped (an unacknowledged statement stores
@@ -74,43 +76,75 @@ pub async fn serve(
     let std = socket.into_std()?;
     let notice = TcpStream::from_std(std.try_clone()?)?;
     let socket = TcpStream::from_std(std)?;
-    let mut connection = Box::pin(pgwire::tokio::process_socket(socket, None, handlers));
-    tokio::select! {
-        ended = &mut connection => return ended.map_err(|e| Error::Internal(e.to_string())),
-        _ = shutdown.wait_for(|stop| *stop) => {}
+    // pgwire's decoder panics on some malformed lengths (a message shorter
+    // than its own length field); the panic ends this connection only, and
+    // the client is told why, as PostgreSQL would.
+    let mut connection = Box::pin(
+        AssertUnwindSafe(pgwire::tokio::process_socket(socket, None, handlers)).catch_unwind(),
+    );
+    let ended = tokio::select! {
+        ended = &mut connection => Some(ended),
+        _ = shutdown.wait_for(|stop| *stop) => None,
+    };
+    if let Some(ended) = ended {
+        return finish(ended, notice).await;
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     loop {
-        tokio::select! {
-            ended = &mut connection => return ended.map_err(|e| Error::Internal(e.to_string())),
+        let ended = tokio::select! {
+            ended = &mut connection => Some(ended),
             _ = tokio::time::sleep_until(deadline) => break,
             _ = activity.idle() => {
                 // Let the last answer reach the socket; a statement that
                 // starts meanwhile is waited for too.
-                if tokio::time::timeout(ANSWER_FLUSH, &mut connection).await.is_ok() {
-                    return Ok(());
-                }
-                if *activity.busy.borrow() == 0 {
-                    break;
+                match tokio::time::timeout(ANSWER_FLUSH, &mut connection).await {
+                    Ok(ended) => Some(ended),
+                    Err(_) if *activity.busy.borrow() == 0 => break,
+                    Err(_) => None,
                 }
             }
+        };
+        if let Some(ended) = ended {
+            return finish(ended, notice).await;
         }
     }
     // The protocol task goes first, so nothing else is written after the
     // notice.
     drop(connection);
-    terminate(notice).await;
+    fatal(
+        notice,
+        ErrorKind::ShuttingDown,
+        "terminating connection due to administrator command",
+    )
+    .await;
     Ok(())
 }
 
-/// Sends the FATAL 57P01 Postgres sends when an administrator shuts the
-/// server down, then closes the socket.
-async fn terminate(mut socket: TcpStream) {
-    let info = ErrorInfo::new(
-        "FATAL".into(),
-        crate::error::ErrorKind::ShuttingDown.sqlstate().into(),
-        "terminating connection due to administrator command".into(),
-    );
+/// The end of the protocol task: its I/O error, or a panic in pgwire's
+/// decoder, answered with FATAL 08P01.
+async fn finish(
+    ended: std::thread::Result<std::io::Result<()>>,
+    notice: TcpStream,
+) -> Result<(), Error> {
+    match ended {
+        Ok(result) => result.map_err(|e| Error::Internal(e.to_string())),
+        Err(_) => {
+            tracing::warn!("malformed protocol message; connection closed with 08P01");
+            fatal(
+                notice,
+                ErrorKind::ProtocolViolation,
+                "invalid message format: a message length is shorter than its header",
+            )
+            .await;
+            Ok(())
+        }
+    }
+}
+
+/// Sends a FATAL error (57P01 when an administrator shuts the server
+/// down, 08P01 for a malformed message), then closes the socket.
+async fn fatal(mut socket: TcpStream, kind: ErrorKind, message: &str) {
+    let info = ErrorInfo::new("FATAL".into(), kind.sqlstate().into(), message.into());
     let mut buf = BytesMut::new();
     if ErrorResponse::from(info).encode(&mut buf).is_ok() {
         let _ = socket.write_all(&buf).await;

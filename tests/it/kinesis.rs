@@ -144,3 +144,111 @@ async fn cbor_protocol_round_trip() {
         Some("ResourceNotFoundException")
     );
 }
+
+/// One Kinesis JSON 1.1 call: (HTTP status, body).
+async fn kinesis_call(
+    server: &Server,
+    target: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{}/", server.http_addr))
+        .header("X-Amz-Target", format!("Kinesis_20131202.{target}"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        response.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A request whose every record is bad is answered record by record (as
+/// AWS does), not with an error SDKs would retry forever, and every record
+/// is a dead letter.
+#[tokio::test]
+async fn a_request_of_only_bad_records_gets_per_record_failures() {
+    use base64::Engine as _;
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM plain (n BIGINT NOT NULL) WITH (shards = 2)")
+        .await
+        .unwrap();
+    let data = base64::engine::general_purpose::STANDARD.encode(b"{\"n\": \"not a number\"}");
+    let records: Vec<_> = (0..3)
+        .map(|i| serde_json::json!({"Data": data, "PartitionKey": format!("k{i}")}))
+        .collect();
+    let (status, body) = kinesis_call(
+        &server,
+        "PutRecords",
+        serde_json::json!({"StreamName": "plain", "Records": records}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["FailedRecordCount"], 3, "{body}");
+    assert!(body["Records"][0]["ErrorCode"].is_string(), "{body}");
+    let dead = crate::harness::scalar(
+        &client,
+        "SELECT count(*) FROM sluice.errors WHERE stream = 'plain'",
+    )
+    .await;
+    assert_eq!(dead, 3);
+}
+
+/// Shard iterators and sequence numbers come from clients: a forged shard
+/// or a sequence at the top of the range is refused, never indexed or
+/// wrapped around.
+#[tokio::test]
+async fn forged_iterators_and_overflowing_sequences_are_refused() {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let server = Server::start();
+    server
+        .client()
+        .await
+        .batch_execute("CREATE STREAM s (n BIGINT) WITH (shards = 2); INSERT INTO s VALUES (1)")
+        .await
+        .unwrap();
+    let (status, body) = kinesis_call(
+        &server,
+        "GetShardIterator",
+        serde_json::json!({"StreamName": "s", "ShardId": "shardId-000000000000",
+                           "ShardIteratorType": "AFTER_SEQUENCE_NUMBER",
+                           "StartingSequenceNumber": u64::MAX.to_string()}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["__type"], "InvalidArgumentException", "{body}");
+
+    let (_, body) = kinesis_call(
+        &server,
+        "GetShardIterator",
+        serde_json::json!({"StreamName": "s", "ShardId": "shardId-000000000000",
+                           "ShardIteratorType": "TRIM_HORIZON"}),
+    )
+    .await;
+    let token = body["ShardIterator"].as_str().unwrap();
+    let mut it: serde_json::Value = serde_json::from_slice(&b64.decode(token).unwrap()).unwrap();
+    it["shard"] = 99.into();
+    let forged = b64.encode(it.to_string());
+    let (status, body) = kinesis_call(
+        &server,
+        "GetRecords",
+        serde_json::json!({"ShardIterator": forged}),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["__type"], "InvalidArgumentException", "{body}");
+    // The server is still there.
+    let (status, _) = kinesis_call(
+        &server,
+        "GetRecords",
+        serde_json::json!({"ShardIterator": token}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

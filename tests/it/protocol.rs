@@ -233,3 +233,40 @@ async fn describe_of_a_statement_without_rows_is_no_data() {
     // ParseComplete, ParameterDescription, then NoData / NoData / RowDescription.
     assert_eq!(text, "1tn1tn1tTZ");
 }
+
+/// A message whose length field is below its own 4 bytes (pgwire's decoder
+/// underflows on it) ends that connection with FATAL 08P01; the server
+/// and other clients go on.
+#[tokio::test]
+async fn a_message_shorter_than_its_length_field_is_a_protocol_violation() {
+    let server = Server::start();
+    for kind in [b'd', b'p'] {
+        let mut socket = tokio::net::TcpStream::connect(server.pg_addr)
+            .await
+            .unwrap();
+        let mut startup = Vec::new();
+        startup.extend_from_slice(&196_608i32.to_be_bytes());
+        startup.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
+        let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+        message.extend_from_slice(&startup);
+        socket.write_all(&message).await.unwrap();
+        message_types(&mut socket).await;
+        let mut bad = vec![kind];
+        bad.extend_from_slice(&2i32.to_be_bytes());
+        bad.extend_from_slice(b"xxxxxxxx");
+        socket.write_all(&bad).await.unwrap();
+        let mut answer = Vec::new();
+        let _ =
+            tokio::time::timeout(Duration::from_secs(10), socket.read_to_end(&mut answer)).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert_eq!(answer.first(), Some(&b'E'), "{kind}: {text:?}");
+        assert!(text.contains("C08P01"), "{kind}: {text:?}");
+    }
+    let client = server.client().await;
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}

@@ -119,7 +119,12 @@ pub(super) fn encode_iterator(it: &Iterator) -> String {
 pub(super) fn shard_iterator(engine: &Engine, request: &Value) -> KResult {
     let stream = stream(engine, request)?;
     let shard = parse_shard_id(&stream, text(request, "ShardId")?)?;
-    let stats = stream.log.shard_stats()[shard as usize];
+    let stats = stream
+        .log
+        .shard_stats()
+        .get(shard as usize)
+        .copied()
+        .ok_or_else(|| KinesisError::new("ResourceNotFoundException", "shard not found"))?;
     let sequence = |name: &str| -> Result<u64, KinesisError> {
         text(request, name)?.parse::<u64>().map_err(|_| {
             KinesisError::new(
@@ -132,7 +137,14 @@ pub(super) fn shard_iterator(engine: &Engine, request: &Value) -> KResult {
         "TRIM_HORIZON" => stats.first_seq,
         "LATEST" => stats.next_seq,
         "AT_SEQUENCE_NUMBER" => sequence("StartingSequenceNumber")?,
-        "AFTER_SEQUENCE_NUMBER" => sequence("StartingSequenceNumber")? + 1,
+        "AFTER_SEQUENCE_NUMBER" => sequence("StartingSequenceNumber")?
+            .checked_add(1)
+            .ok_or_else(|| {
+                KinesisError::new(
+                    "InvalidArgumentException",
+                    "StartingSequenceNumber is past the largest sequence number",
+                )
+            })?,
         "AT_TIMESTAMP" => {
             let ts = field(request, "Timestamp")?
                 .as_f64()
@@ -170,6 +182,13 @@ pub(super) async fn get_records(engine: &Engine, request: &Value) -> KResult {
                 "the iterator's stream no longer exists",
             )
         })?;
+    // The token is the client's: its shard is checked before it indexes.
+    let Some(end) = stream.log.end_offsets().get(it.shard as usize).copied() else {
+        return Err(KinesisError::new(
+            "InvalidArgumentException",
+            "ShardIterator is not valid",
+        ));
+    };
     let limit = request
         .get("Limit")
         .and_then(Value::as_u64)
@@ -205,7 +224,6 @@ pub(super) async fn get_records(engine: &Engine, request: &Value) -> KResult {
             next = seq + 1;
         }
     }
-    let end = stream.log.end_offsets()[it.shard as usize];
     Ok(json!({
         "Records": records,
         "NextShardIterator": encode_iterator(&Iterator { seq: next, ..it }),
