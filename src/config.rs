@@ -57,6 +57,15 @@ pub struct Limits {
     pub upload_part_size_bytes: u64,
     /// How long files merged away by compaction stay for running queries.
     pub compaction_grace_ms: u64,
+    /// Memory all running queries may hold together (hash tables, sorts,
+    /// buffers); past it operators spill to `<data-dir>/tmp/spill` or the
+    /// query fails with 53200. Default: a quarter of the machine's memory.
+    pub query_memory_bytes: u64,
+    /// Most bytes of spill files at once (then 53200 as well).
+    pub query_spill_bytes: u64,
+    /// Default `statement_timeout` of sessions (0: none); `SET
+    /// statement_timeout` overrides it per session.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -72,8 +81,19 @@ impl Default for Limits {
             sink_max_buffered_bytes: 256 * 1024 * 1024,
             upload_part_size_bytes: 10 * 1024 * 1024,
             compaction_grace_ms: 60_000,
+            query_memory_bytes: physical_memory_bytes().map_or(2 << 30, |m| (m / 4).max(256 << 20)),
+            query_spill_bytes: 64 << 30,
+            statement_timeout_ms: 0,
         }
     }
+}
+
+/// The machine's memory (`MemTotal` in /proc/meminfo), if known.
+fn physical_memory_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kib.checked_mul(1024)
 }
 
 /// What the command line (and environment, through clap) set explicitly.

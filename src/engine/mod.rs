@@ -97,7 +97,8 @@ impl Engine {
         let template = query::template_context(
             registry.clone(),
             stores.clone(),
-            config.limits.max_statement_bytes,
+            &config.limits,
+            &config.data_dir.join("tmp").join("spill"),
         )?;
         Ok(Arc::new(Engine {
             config,

@@ -16,7 +16,7 @@ use datafusion_postgres::DfSessionService;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
-use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
+use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
@@ -34,6 +34,7 @@ use pgwire::messages::PgWireBackendMessage;
 
 use super::connection::Activity;
 use super::copy::CopyState;
+use super::statement::{CancelRouter, Cancels, Control};
 use super::{into_error, map_pg_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
@@ -47,15 +48,23 @@ type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 pub struct ConnectionHandlers {
     session: Arc<Session>,
     startup: Arc<Startup>,
-    cancel: Arc<DefaultCancelHandler>,
+    cancel: Arc<CancelRouter>,
 }
 
 impl ConnectionHandlers {
     pub fn new(
         engine: Arc<Engine>,
         connections: Arc<ConnectionManager>,
+        cancels: Arc<Cancels>,
+        peer: Option<std::net::TcpStream>,
         activity: Arc<Activity>,
     ) -> Self {
+        let timeout_ms = engine.config.limits.statement_timeout_ms;
+        let control = Control::new(
+            cancels.clone(),
+            peer,
+            Some(std::time::Duration::from_millis(timeout_ms)),
+        );
         let ctx = Arc::new(engine.new_session());
         let df = Arc::new(DfSessionService::new(ctx.clone()));
         ConnectionHandlers {
@@ -69,11 +78,15 @@ impl ConnectionHandlers {
                 df,
                 copy: tokio::sync::Mutex::new(None),
                 activity,
+                control,
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
             }),
-            cancel: Arc::new(DefaultCancelHandler::new(connections)),
+            cancel: Arc::new(CancelRouter {
+                cancels,
+                manager: connections,
+            }),
         }
     }
 }
@@ -118,6 +131,8 @@ pub struct Session {
     pub(super) copy: tokio::sync::Mutex<Option<CopyState>>,
     /// Statements running now, for shutdown.
     pub(super) activity: Arc<Activity>,
+    /// Cancel, statement timeout and disconnect for queries.
+    control: Arc<Control>,
 }
 
 impl Session {
@@ -269,9 +284,17 @@ impl Session {
         if let Some(response) = self.run_sluice(client, parsed).await? {
             return Ok(vec![response]);
         }
-        <DfSessionService as SimpleQueryHandler>::do_query(&self.df, client, &text)
+        // Only what DataFusion runs is stopped by cancel, timeout or a
+        // lost client: a sluice statement is bounded, and an append cut
+        // off after its request reached the log would still be stored.
+        let watch = self.control.begin(client);
+        let responses = watch
+            .run(<DfSessionService as SimpleQueryHandler>::do_query(
+                &self.df, client, &text,
+            ))
             .await
-            .map_err(|e| self.explain(&text, e))
+            .map_err(|e| self.explain(&text, e))?;
+        Ok(watch.guard(responses))
     }
 
     /// Maps a DataFusion failure to our error, naming the column a bad
@@ -359,9 +382,14 @@ impl ExtendedQueryHandler for Session {
                 return Ok(response);
             }
         }
-        <DfSessionService as ExtendedQueryHandler>::do_query(&self.df, client, portal, max_rows)
+        let watch = self.control.begin(client);
+        let response = watch
+            .run(<DfSessionService as ExtendedQueryHandler>::do_query(
+                &self.df, client, portal, max_rows,
+            ))
             .await
-            .map_err(|e| self.explain(text, e))
+            .map_err(|e| self.explain(text, e))?;
+        Ok(watch.guard(vec![response]).remove(0))
     }
 }
 

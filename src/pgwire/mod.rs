@@ -7,7 +7,9 @@
 mod connection;
 mod copy;
 mod handler;
+mod statement;
 
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,6 +37,7 @@ pub async fn serve(
 ) {
     let slots = Arc::new(Semaphore::new(engine.config.limits.max_connections.max(1)));
     let connections = Arc::new(pgwire::api::ConnectionManager::new());
+    let cancels = Arc::new(statement::Cancels::default());
     let mut open = JoinSet::new();
     let mut backoff = Duration::from_millis(1);
     loop {
@@ -68,8 +71,20 @@ pub async fn serve(
         };
         let _ = socket.set_nodelay(true);
         let activity = connection::Activity::new();
-        let handlers =
-            ConnectionHandlers::new(engine.clone(), connections.clone(), activity.clone());
+        // A second handle on the socket tells a running query that its
+        // client has gone (see `statement`).
+        let peer_socket = socket
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(std::net::TcpStream::from);
+        let handlers = ConnectionHandlers::new(
+            engine.clone(),
+            connections.clone(),
+            cancels.clone(),
+            peer_socket,
+            activity.clone(),
+        );
         let shutdown = shutdown.clone();
         open.spawn(async move {
             if let Err(e) = connection::serve(socket, handlers, activity, shutdown).await {

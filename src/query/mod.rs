@@ -8,12 +8,16 @@ mod sink_table;
 mod stream_table;
 mod system;
 
+use std::num::NonZeroUsize;
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::catalog::CatalogProvider;
 use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -24,6 +28,7 @@ pub use sink_table::SinkTable;
 pub use stream_table::StreamTable;
 pub use system::{SystemRelation, SystemTable};
 
+use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::storage::StoreRegistry;
 
@@ -36,8 +41,10 @@ pub const SYSTEM_SCHEMA: &str = "sluice";
 pub fn template_context(
     registry: Arc<Registry>,
     stores: Arc<StoreRegistry>,
-    max_statement_bytes: u64,
+    limits: &Limits,
+    spill_dir: &Path,
 ) -> Result<SessionContext> {
+    let max_statement_bytes = limits.max_statement_bytes;
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
@@ -52,7 +59,24 @@ pub fn template_context(
     // External tables see new files and partitions at the next query
     // (no MSCK REPAIR): no listing cache. Sink tables list nothing; they
     // read the catalog's file set.
+    // One pool for all sessions, shared fairly among spilling operators;
+    // its error names the largest consumers.
+    let pool_bytes = usize::try_from(limits.query_memory_bytes).unwrap_or(usize::MAX);
+    let pool = TrackConsumersPool::new(
+        FairSpillPool::new(pool_bytes),
+        NonZeroUsize::new(5).unwrap_or(NonZeroUsize::MIN),
+    );
+    // Spill files of a crashed run are garbage: the directory starts empty.
+    if spill_dir.exists() {
+        std::fs::remove_dir_all(spill_dir)?;
+    }
+    std::fs::create_dir_all(spill_dir)?;
+    let disk = DiskManagerBuilder::default()
+        .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_path_buf()]))
+        .with_max_temp_directory_size(limits.query_spill_bytes);
     let runtime = datafusion::execution::runtime_env::RuntimeEnvBuilder::new()
+        .with_memory_pool(Arc::new(pool))
+        .with_disk_manager_builder(disk)
         .with_object_store_registry(stores)
         .with_cache_manager(
             datafusion::execution::cache::cache_manager::CacheManagerConfig::default()

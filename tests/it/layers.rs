@@ -15,8 +15,8 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("types", &["error"]),
     ("config", &["error"]),
-    ("catalog", &["error", "clock", "types"]),
-    ("storage", &["error", "config"]),
+    ("catalog", &["error", "fail", "clock", "types"]),
+    ("storage", &["error", "fail", "config"]),
     ("log", &["error", "fail", "clock"]),
     ("sql", &["error", "types", "catalog"]),
     (

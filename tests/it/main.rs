@@ -12,6 +12,7 @@ mod lifecycle;
 mod pipelines;
 mod protocol;
 mod psql;
+mod queries;
 mod s3;
 mod sink_crash;
 mod sinks;

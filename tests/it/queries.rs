@@ -1,0 +1,142 @@
+//! Queries are bounded: a CancelRequest, `statement_timeout` and a client
+//! that goes away stop execution (57014), and the shared memory pool makes
+//! a query that outgrows it spill or fail with 53200 while other sessions
+//! go on.
+
+use std::time::{Duration, Instant};
+
+use tokio_postgres::NoTls;
+
+use crate::harness::{sqlstate, wait_for, Server};
+
+fn message(err: &tokio_postgres::Error) -> String {
+    err.as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default()
+}
+
+/// Runs for minutes unless stopped (a debug build sums ~10^7 rows a second).
+const ENDLESS: &str = "SELECT sum(v) FROM generate_series(1, 100000000000) AS t(v)";
+
+#[tokio::test]
+async fn a_cancel_request_stops_a_running_query() {
+    let server = Server::start();
+    let client = server.client().await;
+    let token = client.cancel_token();
+    let started = Instant::now();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    let err = client.simple_query(ENDLESS).await.unwrap_err();
+    canceller.await.unwrap();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(message(&err).contains("user request"), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    // The connection is usable afterwards.
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test]
+async fn statement_timeout_stops_execution_in_both_protocols() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("SET statement_timeout = 300")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let err = client.simple_query(ENDLESS).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(message(&err).contains("statement timeout"), "{err:?}");
+    let err = client.query(ENDLESS, &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    client
+        .batch_execute("SET statement_timeout = 0")
+        .await
+        .unwrap();
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM generate_series(1, 1000)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1000);
+}
+
+#[tokio::test]
+async fn the_configured_statement_timeout_is_every_session_default() {
+    let server = Server::start_with_config("[limits]\nstatement_timeout_ms = 300\n");
+    let client = server.client().await;
+    let err = client.simple_query(ENDLESS).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+}
+
+#[tokio::test]
+async fn a_query_stops_when_its_client_disconnects() {
+    let server = Server::start();
+    let (client, connection) = tokio_postgres::connect(&server.conninfo(), NoTls)
+        .await
+        .unwrap();
+    let conn = tokio::spawn(connection);
+    let query = tokio::spawn(async move {
+        let _ = client.simple_query(ENDLESS).await;
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The client process "dies": its socket closes mid-query.
+    conn.abort();
+    query.abort();
+    let log = server.data_dir().with_extension("log");
+    wait_for(
+        "the server to cancel the orphaned query",
+        Duration::from_secs(20),
+        async || {
+            std::fs::read_to_string(&log)
+                .unwrap_or_default()
+                .contains("client disconnected; canceling its statement")
+        },
+    )
+    .await;
+}
+
+/// A query that outgrows `query_memory_bytes` fails with 53200 (or spills)
+/// instead of growing the server; another session answers meanwhile.
+#[tokio::test]
+async fn a_query_over_the_memory_pool_fails_with_53200_and_others_go_on() {
+    let server = Server::start_with_config("[limits]\nquery_memory_bytes = 8388608\n");
+    let client = server.client().await;
+    let other = server.client().await;
+    let heavy = tokio::spawn(async move {
+        client
+            .simple_query("SELECT array_agg(v) FROM generate_series(1, 20000000) AS t(v)")
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = Instant::now();
+    let one: i64 = other
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    let err = heavy.await.unwrap().unwrap_err();
+    assert_eq!(sqlstate(&err), "53200", "{err:?}");
+}
