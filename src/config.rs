@@ -43,10 +43,16 @@ pub struct Limits {
     pub max_statement_bytes: u64,
     /// Append requests waiting for the log writer of one stream.
     pub append_queue_depth: usize,
-    /// Concurrent pgwire connections; further ones wait for a slot.
+    /// Concurrent pgwire connections; further ones are refused at once
+    /// with 53300, as PostgreSQL does.
     pub max_connections: usize,
     /// Largest HTTP request body accepted (413 beyond).
     pub max_request_bytes: u64,
+    /// Concurrent HTTP connections; more are answered 503 and closed.
+    pub http_max_connections: usize,
+    /// How long an HTTP client may take to send a request's headers, and
+    /// how long an idle keep-alive connection stays open.
+    pub http_header_timeout_ms: u64,
     /// How often expired segments are looked for.
     pub retention_check_interval_ms: u64,
     /// Open Parquet files per sink shard task; more rolls them all.
@@ -66,6 +72,12 @@ pub struct Limits {
     /// Default `statement_timeout` of sessions (0: none); `SET
     /// statement_timeout` overrides it per session.
     pub statement_timeout_ms: u64,
+    /// How long a new pgwire connection may take to finish its startup;
+    /// silent sockets are closed after it instead of holding a slot.
+    pub startup_timeout_ms: u64,
+    /// A pgwire session with no statement running for this long is closed
+    /// with 57P05 (0: never, PostgreSQL's default).
+    pub idle_session_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -76,6 +88,8 @@ impl Default for Limits {
             append_queue_depth: 1024,
             max_connections: 512,
             max_request_bytes: 16 * 1024 * 1024,
+            http_max_connections: 1024,
+            http_header_timeout_ms: 30_000,
             retention_check_interval_ms: 10_000,
             sink_max_open_files: 64,
             sink_max_buffered_bytes: 256 * 1024 * 1024,
@@ -84,6 +98,8 @@ impl Default for Limits {
             query_memory_bytes: physical_memory_bytes().map_or(2 << 30, |m| (m / 4).max(256 << 20)),
             query_spill_bytes: 64 << 30,
             statement_timeout_ms: 0,
+            startup_timeout_ms: 10_000,
+            idle_session_timeout_ms: 0,
         }
     }
 }

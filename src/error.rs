@@ -128,6 +128,10 @@ pub enum ErrorKind {
     ShuttingDown,
     /// A malformed protocol message (08P01).
     ProtocolViolation,
+    /// More connections than `max_connections` (53300).
+    TooManyConnections,
+    /// A session idle longer than `idle_session_timeout_ms` (57P05).
+    IdleSessionTimeout,
     Corrupt,
     Io,
     Storage,
@@ -163,6 +167,8 @@ impl ErrorKind {
             ErrorKind::Canceled => "57014",
             ErrorKind::ShuttingDown => "57P01",
             ErrorKind::ProtocolViolation => "08P01",
+            ErrorKind::TooManyConnections => "53300",
+            ErrorKind::IdleSessionTimeout => "57P05",
             ErrorKind::Corrupt => "XX001",
             ErrorKind::Io | ErrorKind::Storage => "58030",
             ErrorKind::Internal => "XX000",

@@ -6,15 +6,21 @@ mod kinesis;
 mod records;
 
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Semaphore};
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
@@ -41,21 +47,102 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
+/// How long a client may take to send a request's body.
+const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long requests in flight may finish at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Accept errors (out of file descriptors, say) are retried after a delay
+/// doubling up to this, instead of spinning.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Serves HTTP/1.1 and HTTP/2 until `shutdown`: at most
+/// `http_max_connections` connections (more are answered 503 and closed),
+/// each bounded in time for headers, bodies and idleness.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let app = router(engine);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "HTTP server failed");
+    let slots = Arc::new(Semaphore::new(
+        engine.config.limits.http_max_connections.max(1),
+    ));
+    let header_timeout = Duration::from_millis(engine.config.limits.http_header_timeout_ms.max(1));
+    let app = router(engine).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        BODY_READ_TIMEOUT,
+    ));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(header_timeout);
+    let graceful = GracefulShutdown::new();
+    let mut backoff = Duration::from_millis(1);
+    loop {
+        let socket = tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    backoff = Duration::from_millis(1);
+                    socket
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "HTTP accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse_busy(socket));
+            continue;
+        };
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(socket), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+            drop(permit);
+        });
     }
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after the shutdown grace period");
+    }
+}
+
+/// Answers a connection past the cap: 503 with Retry-After, then close.
+async fn refuse_busy(mut socket: tokio::net::TcpStream) {
+    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+        Content-Type: application/json\r\nConnection: close\r\nContent-Length: 41\r\n\r\n\
+        {\"message\":\"too many connections; retry\"}";
+    // The request head is read first: closing a socket with unread input
+    // resets it, and the client could lose the answer.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while head.len() < 16 * 1024 && memchr::memmem::find(&head, b"\r\n\r\n").is_none() {
+            match socket.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = socket.write_all(ANSWER).await;
+        let _ = socket.shutdown().await;
+        // Drain what else arrives until the client closes.
+        while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 async fn health(State(engine): State<Arc<Engine>>) -> impl IntoResponse {

@@ -13,7 +13,7 @@ use futures::FutureExt;
 use pgwire::error::ErrorInfo;
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::Message;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -34,6 +34,8 @@ const ANSWER_FLUSH: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct Activity {
     busy: watch::Sender<usize>,
+    /// Whether the client finished its startup (authenticated).
+    started: watch::Sender<bool>,
 }
 
 /// Held while a statement runs.
@@ -49,7 +51,48 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             busy: watch::channel(0).0,
+            started: watch::channel(false).0,
         })
+    }
+
+    /// The client finished its startup.
+    pub fn start(&self) {
+        self.started.send_replace(true);
+    }
+
+    /// Resolves when (if ever) the session must end on its own: its startup
+    /// took longer than `startup`, or it sat idle (no statement running)
+    /// for `idle`. Returns the FATAL error to send.
+    async fn expired(
+        &self,
+        startup: Duration,
+        idle: Option<Duration>,
+    ) -> (ErrorKind, &'static str) {
+        let mut started = self.started.subscribe();
+        if tokio::time::timeout(startup, started.wait_for(|s| *s))
+            .await
+            .is_err()
+        {
+            return (
+                ErrorKind::Canceled,
+                "canceling authentication due to timeout",
+            );
+        }
+        let Some(idle) = idle else {
+            return std::future::pending().await;
+        };
+        let mut busy = self.busy.subscribe();
+        loop {
+            let _ = busy.wait_for(|n| *n == 0).await;
+            // Any change (a statement began, even one that already ended)
+            // restarts the wait; a value check could miss a short one.
+            if tokio::time::timeout(idle, busy.changed()).await.is_err() {
+                return (
+                    ErrorKind::IdleSessionTimeout,
+                    "terminating connection due to idle-session timeout",
+                );
+            }
+        }
     }
 
     pub fn enter(self: &Arc<Self>) -> Busy {
@@ -64,11 +107,20 @@ impl Activity {
     }
 }
 
-/// Serves one socket until the client leaves or shutdown ends it.
+/// How long a connection may take to start, and stay idle.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    pub startup: Duration,
+    pub idle: Option<Duration>,
+}
+
+/// Serves one socket until the client leaves, its session expires, or
+/// shutdown ends it.
 pub async fn serve(
     socket: TcpStream,
     handlers: ConnectionHandlers,
     activity: Arc<Activity>,
+    limits: SessionLimits,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), Error> {
     // A second handle on the socket: the 57P01 goes out on it after the
@@ -82,12 +134,24 @@ pub async fn serve(
     let mut connection = Box::pin(
         AssertUnwindSafe(pgwire::tokio::process_socket(socket, None, handlers)).catch_unwind(),
     );
-    let ended = tokio::select! {
-        ended = &mut connection => Some(ended),
-        _ = shutdown.wait_for(|stop| *stop) => None,
+    enum First {
+        Ended(std::thread::Result<std::io::Result<()>>),
+        Shutdown,
+        Expired(ErrorKind, &'static str),
+    }
+    let first = tokio::select! {
+        ended = &mut connection => First::Ended(ended),
+        _ = shutdown.wait_for(|stop| *stop) => First::Shutdown,
+        (kind, why) = activity.expired(limits.startup, limits.idle) => First::Expired(kind, why),
     };
-    if let Some(ended) = ended {
-        return finish(ended, notice).await;
+    match first {
+        First::Ended(ended) => return finish(ended, notice).await,
+        First::Expired(kind, why) => {
+            drop(connection);
+            fatal(notice, kind, why).await;
+            return Ok(());
+        }
+        First::Shutdown => {}
     }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     loop {
@@ -141,9 +205,45 @@ async fn finish(
     }
 }
 
+/// Answers a connection past `max_connections` with FATAL 53300. The
+/// startup packet is read first (an SSLRequest answered 'N'): closing a
+/// socket with unread input resets it, and the client could lose the
+/// answer.
+pub(super) async fn refuse_too_many(mut socket: TcpStream) {
+    const SSL_REQUEST: i32 = 80_877_103;
+    const GSS_REQUEST: i32 = 80_877_104;
+    let read_startup = async {
+        loop {
+            let len = socket.read_i32().await?;
+            let code = socket.read_i32().await?;
+            let rest = usize::try_from(len)
+                .unwrap_or(0)
+                .saturating_sub(8)
+                .min(10_000);
+            let mut skip = vec![0u8; rest];
+            socket.read_exact(&mut skip).await?;
+            if code == SSL_REQUEST || code == GSS_REQUEST {
+                socket.write_all(b"N").await?;
+                continue;
+            }
+            return Ok::<(), std::io::Error>(());
+        }
+    };
+    let _ = tokio::time::timeout(REFUSAL_READ, read_startup).await;
+    fatal(
+        socket,
+        ErrorKind::TooManyConnections,
+        "sorry, too many clients already",
+    )
+    .await;
+}
+
+/// How long a refused client has to send its startup packet.
+const REFUSAL_READ: Duration = Duration::from_secs(2);
+
 /// Sends a FATAL error (57P01 when an administrator shuts the server
 /// down, 08P01 for a malformed message), then closes the socket.
-async fn fatal(mut socket: TcpStream, kind: ErrorKind, message: &str) {
+pub(super) async fn fatal(mut socket: TcpStream, kind: ErrorKind, message: &str) {
     let info = ErrorInfo::new("FATAL".into(), kind.sqlstate().into(), message.into());
     let mut buf = BytesMut::new();
     if ErrorResponse::from(info).encode(&mut buf).is_ok() {

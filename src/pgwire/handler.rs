@@ -77,11 +77,12 @@ impl ConnectionHandlers {
                 ctx,
                 df,
                 copy: tokio::sync::Mutex::new(None),
-                activity,
+                activity: activity.clone(),
                 control,
             }),
             startup: Arc::new(Startup {
                 connections: connections.clone(),
+                activity: activity.clone(),
             }),
             cancel: Arc::new(CancelRouter {
                 cancels,
@@ -115,11 +116,27 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
 struct Startup {
     connections: Arc<ConnectionManager>,
+    activity: Arc<Activity>,
 }
 
+#[async_trait]
 impl NoopStartupHandler for Startup {
     fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
         Some(self.connections.clone())
+    }
+
+    async fn post_startup<C>(
+        &self,
+        _client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.activity.start();
+        Ok(())
     }
 }
 
@@ -294,7 +311,7 @@ impl Session {
             ))
             .await
             .map_err(|e| self.explain(&text, e))?;
-        Ok(watch.guard(responses))
+        Ok(watch.guard(responses, &self.activity))
     }
 
     /// Maps a DataFusion failure to our error, naming the column a bad
@@ -389,7 +406,7 @@ impl ExtendedQueryHandler for Session {
             ))
             .await
             .map_err(|e| self.explain(text, e))?;
-        Ok(watch.guard(vec![response]).remove(0))
+        Ok(watch.guard_one(response, &self.activity))
     }
 }
 

@@ -27,6 +27,10 @@ pub use handler::ConnectionHandlers;
 /// doubling up to this, instead of spinning.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
+/// Connections past `max_connections` being told 53300 at once; more are
+/// closed without an answer.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 /// Serves connections until `shutdown` flips to true, then returns once
 /// every connection has ended: statements in flight finish and are
 /// answered, idle clients get 57P01 (see `connection`).
@@ -35,7 +39,13 @@ pub async fn serve(
     engine: Arc<Engine>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(engine.config.limits.max_connections.max(1)));
+    let limits = &engine.config.limits;
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let session_limits = connection::SessionLimits {
+        startup: Duration::from_millis(limits.startup_timeout_ms.max(1)),
+        idle: Some(Duration::from_millis(limits.idle_session_timeout_ms)).filter(|d| !d.is_zero()),
+    };
     let connections = Arc::new(pgwire::api::ConnectionManager::new());
     let cancels = Arc::new(statement::Cancels::default());
     let mut open = JoinSet::new();
@@ -43,13 +53,6 @@ pub async fn serve(
     loop {
         // Reap finished connection tasks so the set stays bounded.
         while open.try_join_next().is_some() {}
-        let permit = tokio::select! {
-            _ = shutdown.changed() => break,
-            permit = slots.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => break,
-            },
-        };
         let (socket, peer) = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => match accepted {
@@ -59,7 +62,6 @@ pub async fn serve(
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "accept failed");
-                    drop(permit);
                     tokio::select! {
                         _ = shutdown.changed() => break,
                         _ = tokio::time::sleep(backoff) => {}
@@ -68,6 +70,18 @@ pub async fn serve(
                     continue;
                 }
             },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Full: say so at once, as PostgreSQL does, rather than leave
+            // the client waiting. Past a bound of such answers in flight
+            // the socket is just closed.
+            if let Ok(refusal) = refusals.clone().try_acquire_owned() {
+                open.spawn(async move {
+                    connection::refuse_too_many(socket).await;
+                    drop(refusal);
+                });
+            }
+            continue;
         };
         let _ = socket.set_nodelay(true);
         let activity = connection::Activity::new();
@@ -87,7 +101,9 @@ pub async fn serve(
         );
         let shutdown = shutdown.clone();
         open.spawn(async move {
-            if let Err(e) = connection::serve(socket, handlers, activity, shutdown).await {
+            let served =
+                connection::serve(socket, handlers, activity, session_limits, shutdown).await;
+            if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
             drop(permit);

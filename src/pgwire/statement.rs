@@ -22,6 +22,7 @@ use pgwire::messages::cancel::CancelRequest;
 use tokio::sync::watch;
 use tokio::time::{Instant, Interval, Sleep};
 
+use super::connection::{Activity, Busy};
 use super::{map_pg_error, to_pg_error};
 use crate::error::Error;
 
@@ -150,24 +151,30 @@ impl Watch {
 
     /// Guards the row streams of `responses`, and gives their errors our
     /// SQLSTATEs (53200 for a query over the memory limit).
-    pub fn guard(&self, responses: Vec<Response>) -> Vec<Response> {
+    /// The connection counts as busy (for shutdown and the idle timeout)
+    /// until each stream ends.
+    pub fn guard(&self, responses: Vec<Response>, activity: &Arc<Activity>) -> Vec<Response> {
         responses
             .into_iter()
-            .map(|r| match r {
-                Response::Query(query) => Response::Query(self.guard_rows(query)),
-                other => other,
-            })
+            .map(|r| self.guard_one(r, activity))
             .collect()
     }
 
-    fn guard_rows(&self, mut query: QueryResponse) -> QueryResponse {
+    pub fn guard_one(&self, response: Response, activity: &Arc<Activity>) -> Response {
+        match response {
+            Response::Query(query) => Response::Query(self.guard_rows(query, activity.enter())),
+            other => other,
+        }
+    }
+
+    fn guard_rows(&self, mut query: QueryResponse, busy: Busy) -> QueryResponse {
         let data_rows = std::mem::replace(query.data_rows(), Box::pin(futures::stream::empty()));
-        let state = Some((data_rows, self.stop()));
+        let state = Some((data_rows, self.stop(), busy));
         let rows = futures::stream::unfold(state, |state| async move {
-            let (mut rows, mut stop) = state?;
+            let (mut rows, mut stop, busy) = state?;
             tokio::select! {
                 row = rows.next() => match row {
-                    Some(Ok(row)) => Some((Ok(row), Some((rows, stop)))),
+                    Some(Ok(row)) => Some((Ok(row), Some((rows, stop, busy)))),
                     Some(Err(e)) => Some((Err(map_pg_error(e)), None)),
                     None => None,
                 },

@@ -1,6 +1,7 @@
 //! The integration tests: one binary, the real server, real clients.
 
 mod compaction;
+mod connections;
 mod copy;
 mod crash;
 mod faults;
