@@ -48,6 +48,13 @@ pub struct Limits {
     pub max_connections: usize,
     /// Largest HTTP request body accepted (413 beyond).
     pub max_request_bytes: u64,
+    /// Most records in one HTTP ingest request (413 beyond): bounds the
+    /// per-record state a request of tiny records would multiply into.
+    pub max_request_records: usize,
+    /// HTTP and Kinesis ingest requests processed at once; more are
+    /// answered 429 (Kinesis: ProvisionedThroughputExceededException)
+    /// with Retry-After, so concurrent large bodies cannot exhaust memory.
+    pub http_ingest_concurrency: usize,
     /// Concurrent HTTP connections; more are answered 503 and closed.
     pub http_max_connections: usize,
     /// How long an HTTP client may take to send a request's headers, and
@@ -88,6 +95,8 @@ impl Default for Limits {
             append_queue_depth: 1024,
             max_connections: 512,
             max_request_bytes: 16 * 1024 * 1024,
+            max_request_records: 100_000,
+            http_ingest_concurrency: 16,
             http_max_connections: 1024,
             http_header_timeout_ms: 30_000,
             retention_check_interval_ms: 10_000,

@@ -36,11 +36,20 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
 
 pub fn router(engine: Arc<Engine>) -> Router {
     let _ = prometheus();
+    let ingest_slots = Arc::new(Semaphore::new(
+        engine.config.limits.http_ingest_concurrency.max(1),
+    ));
+    let ingest = Router::new()
+        .route("/v1/streams/{name}/records", post(records::put_records))
+        .route("/", post(kinesis::handle))
+        .layer(axum::middleware::from_fn_with_state(
+            ingest_slots,
+            limit_ingest,
+        ));
     Router::new()
         .route("/health", get(health))
         .route("/metrics", get(metrics))
-        .route("/v1/streams/{name}/records", post(records::put_records))
-        .route("/", post(kinesis::handle))
+        .merge(ingest)
         .layer(axum::extract::DefaultBodyLimit::max(
             engine.config.limits.max_request_bytes as usize,
         ))
@@ -143,6 +152,45 @@ async fn refuse_busy(mut socket: tokio::net::TcpStream) {
         while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
     })
     .await;
+}
+
+/// Bounds the ingest requests in flight (each holds its body and the
+/// records decoded from it): past `http_ingest_concurrency` a request is
+/// refused at once with Retry-After, in the protocol its client speaks.
+async fn limit_ingest(
+    State(slots): State<Arc<Semaphore>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let Ok(_permit) = slots.try_acquire() else {
+        let message = "too many ingest requests at once (limits.http_ingest_concurrency); retry";
+        let mut response = if request.uri().path() == "/" {
+            // AWS SDKs back off and retry on this throttling error.
+            (
+                StatusCode::BAD_REQUEST,
+                [("x-amzn-ErrorType", "ProvisionedThroughputExceededException")],
+                Json(serde_json::json!({
+                    "__type": "ProvisionedThroughputExceededException",
+                    "message": message,
+                })),
+            )
+                .into_response()
+        } else {
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                Json(serde_json::json!({
+                    "error_code": ErrorKind::TooManyConnections.sqlstate(),
+                    "error_message": message,
+                })),
+            )
+                .into_response()
+        };
+        response
+            .headers_mut()
+            .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+        return response;
+    };
+    next.run(request).await
 }
 
 async fn health(State(engine): State<Arc<Engine>>) -> impl IntoResponse {

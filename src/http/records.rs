@@ -68,7 +68,8 @@ pub async fn put_records(
         )))
         }
     };
-    match writer.json(&bytes, kind).await {
+    let max_records = engine.config.limits.max_request_records;
+    match writer.json(&bytes, kind, max_records).await {
         Ok(report) => {
             let stored = (report.records.len() - report.failed) as u64;
             metrics::counter!("sluice_ingest_records_total", "stream" => name.clone(), "path" => "http")

@@ -2,6 +2,9 @@
 //! stream, with a fate per record: stored at (shard, sequence), or failed
 //! with a SQLSTATE and message (and written to `sluice.errors`).
 
+use std::borrow::Cow;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::rows::{build_batch, OnError};
@@ -44,47 +47,79 @@ pub struct IngestReport {
     pub unknown_fields: u64,
 }
 
-/// A record as received (for dead letters) and its parsed JSON.
-pub type JsonRecord = (String, std::result::Result<Value, Error>);
+/// A record as received (for dead letters; borrowed from the request body
+/// where it can be) and its parsed JSON.
+pub type JsonRecord<'a> = (Cow<'a, str>, std::result::Result<Value, Error>);
 
 impl Writer {
     /// Decodes, validates and stores JSON records; failed ones go to
-    /// `sluice.errors`. `Err` only when the request as a whole is refused.
-    pub async fn json(&self, body: &[u8], kind: JsonBody) -> Result<IngestReport> {
+    /// `sluice.errors`. `Err` only when the request as a whole is refused:
+    /// a document that does not parse, or more than `max_records` records
+    /// (counted before any is parsed, so a body of tiny records cannot
+    /// multiply into per-record state).
+    pub async fn json(
+        &self,
+        body: &[u8],
+        kind: JsonBody,
+        max_records: usize,
+    ) -> Result<IngestReport> {
+        let too_many = || {
+            Error::ProgramLimit(format!(
+                "the request holds more than {max_records} records (limits.max_request_records); split it"
+            ))
+        };
         let records: Vec<JsonRecord> = match kind {
-            JsonBody::Lines => body
-                .split(|&b| b == b'\n')
-                .enumerate()
-                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-                .map(|(i, line)| {
-                    let raw = String::from_utf8_lossy(line)
-                        .trim_end_matches('\r')
-                        .to_string();
-                    let value = serde_json::from_slice::<Value>(line).map_err(|e| {
-                        Error::InvalidText(format!("line {}: invalid JSON: {e}", i + 1))
-                    });
-                    (raw, value)
-                })
-                .collect(),
+            JsonBody::Lines => {
+                // Newlines bound the lines from above; count exactly only
+                // when the bound is over the limit.
+                if memchr::memchr_iter(b'\n', body).count().saturating_add(1) > max_records
+                    && count_lines(body) > max_records
+                {
+                    return Err(too_many());
+                }
+                body.split(|&b| b == b'\n')
+                    .enumerate()
+                    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                    .map(|(i, line)| {
+                        let raw = match String::from_utf8_lossy(line) {
+                            Cow::Borrowed(text) => Cow::Borrowed(text.trim_end_matches('\r')),
+                            Cow::Owned(text) => Cow::Owned(text.trim_end_matches('\r').to_string()),
+                        };
+                        let value = serde_json::from_slice::<Value>(line).map_err(|e| {
+                            Error::InvalidText(format!("line {}: invalid JSON: {e}", i + 1))
+                        });
+                        (raw, value)
+                    })
+                    .collect()
+            }
             JsonBody::Document => {
-                let doc: Value = serde_json::from_slice(body).map_err(|e| {
+                let invalid = |e: serde_json::Error| {
                     Error::InvalidText(format!(
                         "invalid JSON at byte {}: {e}; nothing was stored",
                         byte_offset(body, e.line(), e.column())
                     ))
-                })?;
-                let items = match doc {
-                    Value::Array(items) => items,
-                    other => vec![other],
                 };
-                items.into_iter().map(|v| (v.to_string(), Ok(v))).collect()
+                let items = document_items(body, max_records).map_err(|e| match e {
+                    DocumentError::TooMany => too_many(),
+                    DocumentError::Json(e) => invalid(e),
+                })?;
+                items
+                    .into_iter()
+                    .map(|raw| {
+                        let text = raw.get();
+                        (
+                            Cow::Borrowed(text),
+                            serde_json::from_str::<Value>(text).map_err(invalid),
+                        )
+                    })
+                    .collect()
             }
         };
         self.records(records).await
     }
 
     /// Stores parsed JSON records (one object each), a fate per record.
-    pub async fn records(&self, records: Vec<JsonRecord>) -> Result<IngestReport> {
+    pub async fn records(&self, records: Vec<JsonRecord<'_>>) -> Result<IngestReport> {
         let stream = self.stream();
         if records.is_empty() {
             return Err(Error::InvalidText("the request holds no records".into()));
@@ -248,6 +283,70 @@ fn kind_of(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// Lines holding something (what NDJSON counts as records).
+fn count_lines(body: &[u8]) -> usize {
+    body.split(|&b| b == b'\n')
+        .filter(|line| !line.iter().all(u8::is_ascii_whitespace))
+        .count()
+}
+
+enum DocumentError {
+    TooMany,
+    Json(serde_json::Error),
+}
+
+/// The records of a JSON document, each as its raw text inside `body`
+/// (no tree is built for them here): an array's elements, or the one
+/// value. Stops at `max` elements.
+fn document_items(body: &[u8], max: usize) -> std::result::Result<Vec<&RawValue>, DocumentError> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+
+    struct Elements<'c> {
+        max: usize,
+        exceeded: &'c std::cell::Cell<bool>,
+    }
+    impl<'de> Visitor<'de> for Elements<'_> {
+        type Value = Vec<&'de RawValue>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> std::result::Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(item) = seq.next_element::<&'de RawValue>()? {
+                if out.len() == self.max {
+                    self.exceeded.set(true);
+                    return Err(serde::de::Error::custom("too many records"));
+                }
+                out.push(item);
+            }
+            Ok(out)
+        }
+    }
+
+    let is_array = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[');
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let items = if is_array {
+        let exceeded = std::cell::Cell::new(false);
+        match de.deserialize_seq(Elements {
+            max,
+            exceeded: &exceeded,
+        }) {
+            Ok(items) => items,
+            Err(_) if exceeded.get() => return Err(DocumentError::TooMany),
+            Err(e) => return Err(DocumentError::Json(e)),
+        }
+    } else {
+        vec![<&RawValue as serde::Deserialize>::deserialize(&mut de).map_err(DocumentError::Json)?]
+    };
+    de.end().map_err(DocumentError::Json)?;
+    Ok(items)
 }
 
 fn byte_offset(body: &[u8], line: usize, column: usize) -> usize {

@@ -186,3 +186,103 @@ async fn bad_requests_get_clear_statuses() {
     let (status, body) = post(&server, "derived", "application/json", "[{\"user_id\": 1}]").await;
     assert_eq!((status, body["error_code"].as_str()), (400, Some("42809")));
 }
+
+/// A body of tiny records cannot multiply into per-record state: past
+/// `max_request_records` it is refused (413, 54000) before the records are
+/// decoded, in both body shapes, and the server's memory stays flat.
+#[tokio::test]
+async fn requests_of_too_many_records_are_refused_before_decoding() {
+    let server = Server::start_with_config("[limits]\nmax_request_records = 10\n");
+    server.client().await.batch_execute(CLICKS).await.unwrap();
+    let line = r#"{"event_time": "2026-01-01T00:00:00", "user_id": 1}"#;
+    let lines = |n: usize| vec![line; n].join("\n");
+    let (status, body) = post(&server, "clicks", "application/x-ndjson", lines(10)).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&server, "clicks", "application/x-ndjson", lines(11)).await;
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(body["error_code"], "54000");
+    let array = |n: usize| format!("[{}]", vec![line; n].join(","));
+    let (status, body) = post(&server, "clicks", "application/json", array(11)).await;
+    assert_eq!(status, 413, "{body}");
+    let (status, body) = post(&server, "clicks", "application/json", array(10)).await;
+    assert_eq!(status, 200, "{body}");
+
+    // 16 MB of `{}`: about 5.6 million records, refused after ten.
+    let before = server.peak_rss_bytes();
+    let mut tiny = String::with_capacity(16 << 20);
+    tiny.push('[');
+    while tiny.len() < (16 << 20) - 8 {
+        tiny.push_str("{},");
+    }
+    tiny.push_str("{}]");
+    let (status, _) = post(&server, "clicks", "application/json", tiny).await;
+    assert_eq!(status, 413);
+    let grown = server.peak_rss_bytes().saturating_sub(before);
+    assert!(grown < 128 << 20, "peak RSS grew by {grown} bytes");
+    let client = server.client().await;
+    assert_eq!(scalar(&client, "SELECT count(*) FROM clicks").await, 20);
+}
+
+/// Past `http_ingest_concurrency` requests in flight, another is refused at
+/// once with 429 and Retry-After (Kinesis: its throttling error), and
+/// accepted again once a slot frees.
+#[tokio::test]
+async fn ingest_requests_past_the_concurrency_bound_get_429() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start_with_config("[limits]\nhttp_ingest_concurrency = 1\n");
+    server.client().await.batch_execute(CLICKS).await.unwrap();
+    let record = r#"{"event_time": "2026-01-01T00:00:00", "user_id": 7}"#;
+    // A request whose body arrives slowly holds the only slot.
+    let mut slow = tokio::net::TcpStream::connect(server.http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /v1/streams/clicks/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n",
+        record.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&record.as_bytes()[..10]).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/streams/clicks/records",
+            server.http_addr
+        ))
+        .header("content-type", "application/x-ndjson")
+        .body(record)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 429);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error_code"], "53300");
+    let kinesis = reqwest::Client::new()
+        .post(format!("http://{}/", server.http_addr))
+        .header("X-Amz-Target", "Kinesis_20131202.ListStreams")
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kinesis.status().as_u16(), 400);
+    let body: Value = kinesis.json().await.unwrap();
+    assert_eq!(body["__type"], "ProvisionedThroughputExceededException");
+
+    slow.write_all(&record.as_bytes()[10..]).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut slow, &mut answer)
+        .await
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let (status, _) = post(&server, "clicks", "application/x-ndjson", record).await;
+    assert_eq!(status, 200);
+    let client = server.client().await;
+    assert_eq!(scalar(&client, "SELECT count(*) FROM clicks").await, 2);
+}

@@ -61,7 +61,7 @@ pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) 
         let records: Vec<JsonRecord> = decoded
             .into_iter()
             .map(|(_, data)| {
-                let raw = String::from_utf8_lossy(&data).into_owned();
+                let raw = std::borrow::Cow::Owned(String::from_utf8_lossy(&data).into_owned());
                 let value = serde_json::from_slice::<Value>(&data)
                     .map_err(|e| Error::InvalidText(format!("Data is not a JSON object: {e}")));
                 (raw, value)
