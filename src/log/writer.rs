@@ -210,13 +210,26 @@ fn shard_frames(
             .ranges
             .push((shard.id, seq, batch.num_rows() as u64));
         seq += batch.num_rows() as u64;
-        frames.push((
-            batch.clone(),
-            FrameMeta {
-                progress: Some(progress),
+        // A pipeline's output is framed like any other (a batch too large
+        // for one frame is split, not retried unchanged forever); the
+        // progress rides on its last frame, and the group's unit tag makes
+        // the frames whole or absent together.
+        let mut parts = Vec::new();
+        let mut framer = Framer::default();
+        framer.push(batch, &mut parts)?;
+        framer.finish(&mut parts)?;
+        if parts.is_empty() {
+            // An empty output still records the progress.
+            parts.push(batch.clone());
+        }
+        let last = parts.len() - 1;
+        for (k, part) in parts.into_iter().enumerate() {
+            let meta = FrameMeta {
+                progress: (k == last).then_some(progress),
                 bulk: None,
-            },
-        ));
+            };
+            frames.push((part, meta));
+        }
     }
     Ok(frames)
 }
@@ -239,28 +252,57 @@ impl UnitIds {
     }
 }
 
-/// Most rows in one frame of plain appends: readers (scans, pipelines,
-/// sinks) take whole frames, so this bounds what they hold at once.
+/// Most rows in one frame: readers (scans, pipelines, sinks) take whole
+/// frames, so this bounds what they hold at once.
 pub(super) const FRAME_MAX_ROWS: usize = 65_536;
+/// Most bytes (of Arrow data) in one frame, for the same reason: wide rows
+/// make frames of fewer rows. Far below the frame format's hard limit
+/// (`frame::MAX_FRAME_PAYLOAD_BYTES`), so no statement is refused for it.
+pub(super) const FRAME_MAX_BYTES: usize = 32 * 1024 * 1024;
+
+/// The bytes of Arrow data a batch (possibly a slice) covers.
+fn data_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or_else(|_| c.get_array_memory_size())
+        })
+        .sum()
+}
 
 /// Packs consecutive batches into frames of at most [`FRAME_MAX_ROWS`]
-/// rows: a large batch is sliced (no copy), small ones are joined.
+/// rows and about [`FRAME_MAX_BYTES`]: a large batch is sliced (no copy),
+/// small ones are joined.
 #[derive(Default)]
 pub(super) struct Framer {
     run: Vec<RecordBatch>,
     run_rows: usize,
+    run_bytes: usize,
 }
 
 impl Framer {
     /// Adds a batch; frames it completes go to `out`.
     pub(super) fn push(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
+        let rows_total = batch.num_rows();
+        if rows_total == 0 {
+            return Ok(());
+        }
+        let row_bytes = (data_bytes(batch) / rows_total).max(1);
+        let rows_per_frame = (FRAME_MAX_BYTES / row_bytes).clamp(1, FRAME_MAX_ROWS);
         let mut start = 0;
-        while start < batch.num_rows() {
-            let rows = (batch.num_rows() - start).min(FRAME_MAX_ROWS);
-            if self.run_rows + rows > FRAME_MAX_ROWS && !self.run.is_empty() {
+        while start < rows_total {
+            let rows = (rows_total - start).min(rows_per_frame);
+            let bytes = rows * row_bytes;
+            let full = self.run_rows + rows > FRAME_MAX_ROWS
+                || self.run_bytes + bytes > FRAME_MAX_BYTES;
+            if full && !self.run.is_empty() {
                 out.push(self.take()?);
             }
             self.run_rows += rows;
+            self.run_bytes += bytes;
             self.run.push(batch.slice(start, rows));
             start += rows;
         }
@@ -278,6 +320,7 @@ impl Framer {
     /// The run as one batch, copied only when it has several parts.
     fn take(&mut self) -> Result<RecordBatch> {
         self.run_rows = 0;
+        self.run_bytes = 0;
         let mut batches = std::mem::take(&mut self.run);
         if batches.len() == 1 {
             if let Some(only) = batches.pop() {

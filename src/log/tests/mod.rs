@@ -2,7 +2,7 @@
 //! appends, reopen, torn tails, group commit, followers, retention, progress.
 
 use super::*;
-use crate::log::writer::FRAME_MAX_ROWS;
+use crate::log::writer::{FRAME_MAX_BYTES, FRAME_MAX_ROWS};
 use datafusion::arrow::array::{Int64Array, StringArray};
 use datafusion::arrow::datatypes::{Field, Schema};
 
@@ -348,6 +348,38 @@ async fn large_appends_are_framed_in_bounded_frames() {
     // 200k = 3 full frames + 3392 rows; 100 × 1000 fill frames to the bound.
     assert_eq!(rows.len(), 4 + 2, "{rows:?}");
     assert_eq!(read_all(&log), (0..300_000).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn wide_rows_make_frames_bounded_by_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = options(2, None);
+    opts.segment_size_bytes = 256 << 20;
+    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    // 20 000 rows of ~8 KB: 160 MB in one statement, far over one frame.
+    let wide = "x".repeat(8 * 1024);
+    let batch = RecordBatch::try_new(
+        schema(),
+        vec![
+            Arc::new(Int64Array::from_iter_values(0..20_000)),
+            Arc::new(StringArray::from_iter_values((0..20_000).map(|_| wide.as_str()))),
+        ],
+    )
+    .unwrap();
+    assert_eq!(log.append(batch.clone()).await.unwrap().records(), 20_000);
+    // A pipeline's output batch of the same size is split as well, its
+    // progress on the last frame.
+    let ack = log.append_progress(vec![(1, batch)], (0, 42)).await.unwrap();
+    assert_eq!(ack.records(), 20_000);
+    assert_eq!(log.last_progress(1, 0), Some(42));
+    for shard in 0..2 {
+        let frames = log.frames_from(shard, 0, u64::MAX);
+        assert!(frames.len() >= 5, "{} frames", frames.len());
+        for (_, frame) in frames {
+            assert!(frame.payload_len as usize <= FRAME_MAX_BYTES + (1 << 20));
+        }
+    }
+    assert_eq!(read_all(&log).len(), 40_000);
 }
 
 mod atomic;
