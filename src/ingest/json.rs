@@ -160,11 +160,10 @@ impl Writer {
             .into_iter()
             .filter(|i| results[*i].is_none())
             .collect();
-        let positions = self.append_positions(batch).await?;
+        let positions = self.store(batch, &letters).await?;
         for (index, (shard, sequence)) in stored.into_iter().zip(positions) {
             results[index] = Some(RecordResult::Stored { shard, sequence });
         }
-        self.dead_letters(&letters).await?;
         let records: Vec<RecordResult> = results
             .into_iter()
             .map(|r| {

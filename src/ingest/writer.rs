@@ -168,15 +168,16 @@ impl Writer {
         ))
     }
 
-    /// Stores a fed COPY as one append, then its dead letters.
+    /// Stores a fed COPY as one append, after its dead letters (see
+    /// [`Writer::store`] for why in that order).
     pub async fn finish_copy(&self, copy: &mut CopyIn) -> Result<u64> {
-        let rows = match copy.finish()? {
+        let rows = copy.finish()?;
+        self.dead_letters(&copy.dead_letters).await?;
+        let ack = match rows {
             CopyRows::InMemory(batches) => self.stream.log.append_batches(batches).await?,
             CopyRows::Spilled(files) => self.stream.log.append_bulk(files).await?,
-        }
-        .records();
-        self.dead_letters(&copy.dead_letters).await?;
-        Ok(rows)
+        };
+        Ok(ack.records())
     }
 
     /// Stores opaque records as sent (a Kinesis-shaped stream: partition
@@ -207,10 +208,21 @@ impl Writer {
             .collect())
     }
 
-    /// Appends `batch` (already of the stream's schema and validated),
-    /// answering each row's position.
-    pub(super) async fn append_positions(&self, batch: RecordBatch) -> Result<Vec<(u32, u64)>> {
+    /// Stores a request's good rows (already of the stream's schema and
+    /// validated) and the dead letters of its bad ones, answering each
+    /// row's position. The two live in different logs, so they cannot
+    /// commit as one; the dead letters go first, so a failure never leaves
+    /// a client with an error for rows that were stored (its retry would
+    /// store them twice). The one window left, letters stored and then the
+    /// rows' append failing, can at worst record a bad record twice in
+    /// `sluice.errors` when the client retries; never a good row twice.
+    pub(super) async fn store(
+        &self,
+        batch: RecordBatch,
+        letters: &[DeadLetter],
+    ) -> Result<Vec<(u32, u64)>> {
         self.check_size(batch.get_array_memory_size() as u64, &REQUEST)?;
+        self.dead_letters(letters).await?;
         self.stream.log.append_positions(batch).await
     }
 

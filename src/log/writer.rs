@@ -296,8 +296,8 @@ impl Framer {
         while start < rows_total {
             let rows = (rows_total - start).min(rows_per_frame);
             let bytes = rows * row_bytes;
-            let full = self.run_rows + rows > FRAME_MAX_ROWS
-                || self.run_bytes + bytes > FRAME_MAX_BYTES;
+            let full =
+                self.run_rows + rows > FRAME_MAX_ROWS || self.run_bytes + bytes > FRAME_MAX_BYTES;
             if full && !self.run.is_empty() {
                 out.push(self.take()?);
             }

@@ -63,6 +63,7 @@ pub async fn record(errors: &Stream, letters: &[DeadLetter]) -> Result<()> {
     if letters.is_empty() {
         return Ok(());
     }
+    crate::fail::io("errors.append")?;
     let n = letters.len();
     let at = now_ms() * 1000;
     let batch = RecordBatch::try_new(

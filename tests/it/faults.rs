@@ -221,3 +221,48 @@ async fn a_sink_commits_only_files_it_could_fsync() {
         "no file the catalog does not list: {files:?}"
     );
 }
+
+/// A request's good rows and its dead letters: when the dead letters cannot
+/// be written the request fails and none of its rows is stored, so the
+/// client's retry stores each exactly once.
+#[tokio::test]
+async fn a_failed_dead_letter_write_stores_none_of_the_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, trigger) = faulty_server(tmp.path(), "errors.append", "EIO");
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM t (n BIGINT NOT NULL)")
+        .await
+        .unwrap();
+    let post = || async {
+        reqwest::Client::new()
+            .post(format!("http://{}/v1/streams/t/records", server.http_addr))
+            .header("content-type", "application/x-ndjson")
+            .body("{\"n\": 1}\n{\"n\": \"bad\"}\n{\"n\": 2}\n")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    std::fs::write(&trigger, b"").unwrap();
+    assert_eq!(post().await, 500);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM t").await, 0);
+    // The same through COPY … ON_ERROR dead_letter.
+    let (_, stderr, _) = server
+        .psql("COPY t FROM STDIN WITH (FORMAT csv, ON_ERROR 'dead_letter');\n1\nbad\n2\n\\.\n");
+    assert!(stderr.contains("ERROR:  I/O error"), "{stderr}");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM t").await, 0);
+
+    std::fs::remove_file(&trigger).unwrap();
+    assert_eq!(post().await, 200);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM t").await, 2);
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM sluice.errors WHERE stream = 't'"
+        )
+        .await,
+        1
+    );
+}

@@ -362,14 +362,19 @@ async fn wide_rows_make_frames_bounded_by_bytes() {
         schema(),
         vec![
             Arc::new(Int64Array::from_iter_values(0..20_000)),
-            Arc::new(StringArray::from_iter_values((0..20_000).map(|_| wide.as_str()))),
+            Arc::new(StringArray::from_iter_values(
+                (0..20_000).map(|_| wide.as_str()),
+            )),
         ],
     )
     .unwrap();
     assert_eq!(log.append(batch.clone()).await.unwrap().records(), 20_000);
     // A pipeline's output batch of the same size is split as well, its
     // progress on the last frame.
-    let ack = log.append_progress(vec![(1, batch)], (0, 42)).await.unwrap();
+    let ack = log
+        .append_progress(vec![(1, batch)], (0, 42))
+        .await
+        .unwrap();
     assert_eq!(ack.records(), 20_000);
     assert_eq!(log.last_progress(1, 0), Some(42));
     for shard in 0..2 {
