@@ -93,6 +93,7 @@ impl Engine {
                 None => quarantine(&config, &entry.path())?,
             }
         }
+        registry.set_quarantined(quarantined(&config)?);
         let stores = Arc::new(StoreRegistry::new(config.s3.clone()));
         let template = query::template_context(
             registry.clone(),
@@ -291,6 +292,43 @@ fn quarantine(config: &Config, dir: &std::path::Path) -> Result<()> {
         "a stream log directory the catalog does not list was moved to quarantine, not deleted"
     );
     Ok(())
+}
+
+/// Every directory in quarantine (this start's and earlier ones'), until
+/// an operator restores or removes it.
+fn quarantined(config: &Config) -> Result<Vec<query::Quarantined>> {
+    let aside = config.data_dir.join("quarantine").join("streams");
+    let Ok(entries) = std::fs::read_dir(&aside) else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let moved_at_ms = name
+            .rsplit_once('-')
+            .and_then(|(_, ms)| ms.parse().ok())
+            .unwrap_or(0);
+        let (mut shards, mut segments, mut bytes) = (0u32, 0u64, 0u64);
+        for shard in std::fs::read_dir(entry.path())?.flatten() {
+            if !shard.file_name().to_string_lossy().starts_with("shard-") {
+                continue;
+            }
+            shards += 1;
+            for segment in std::fs::read_dir(shard.path())?.flatten() {
+                segments += 1;
+                bytes += segment.metadata().map_or(0, |m| m.len());
+            }
+        }
+        out.push(query::Quarantined {
+            dir: format!("quarantine/streams/{name}"),
+            moved_at_ms,
+            shards,
+            segments,
+            bytes,
+        });
+    }
+    out.sort_by(|a, b| a.dir.cmp(&b.dir));
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -163,6 +163,17 @@ async fn start_up_deletes_only_dropped_logs_and_quarantines_the_rest() {
         std::fs::read(aside[0].join("shard-0").join("0.seg")).unwrap(),
         b"records"
     );
+    // Visible where operators look, on this start and the next ones.
+    let check = |engine: &Engine| {
+        let quarantined = engine.registry.quarantined();
+        assert_eq!(quarantined.len(), 1);
+        assert_eq!(quarantined[0].dir, format!("quarantine/streams/{name}"));
+        assert_eq!((quarantined[0].shards, quarantined[0].bytes), (1, 7));
+    };
+    check(&engine);
+    engine.close().await;
+    drop(engine);
+    check(&Engine::open(config(dir.path())).unwrap());
 }
 
 /// Start-up deletes the directory of a CTAS that began and never committed,

@@ -7,6 +7,7 @@ mod registry;
 mod sink_table;
 mod stream_table;
 mod system;
+mod system_streams;
 
 use std::num::NonZeroUsize;
 use std::path::Path;
@@ -23,7 +24,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContex
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 pub use explain::explain_insert_error;
-pub use registry::{Registry, Relation};
+pub use registry::{Quarantined, Registry, Relation};
 pub use sink_table::SinkTable;
 pub use stream_table::StreamTable;
 pub use system::{SystemRelation, SystemTable};

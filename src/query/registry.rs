@@ -23,6 +23,19 @@ pub struct Registry {
     /// once per committed file set, not per query.
     sink_tables: RwLock<BTreeMap<String, Arc<SinkTable>>>,
     tables: RwLock<BTreeMap<String, Arc<dyn TableProvider>>>,
+    /// Log directories start-up moved aside (see `sluice.streams`).
+    quarantined: RwLock<Vec<Quarantined>>,
+}
+
+/// A stream log directory in `<data-dir>/quarantine/streams/`.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    /// Relative to the data directory.
+    pub dir: String,
+    pub moved_at_ms: i64,
+    pub shards: u32,
+    pub segments: u64,
+    pub bytes: u64,
 }
 
 /// What a name in schema `public` is.
@@ -39,6 +52,19 @@ impl Registry {
 
     pub fn list(&self) -> Vec<Arc<Stream>> {
         self.streams.list()
+    }
+
+    pub fn quarantined(&self) -> Vec<Quarantined> {
+        self.quarantined
+            .read()
+            .map(|q| q.clone())
+            .unwrap_or_default()
+    }
+
+    pub fn set_quarantined(&self, dirs: Vec<Quarantined>) {
+        if let Ok(mut q) = self.quarantined.write() {
+            *q = dirs;
+        }
     }
 
     /// The dead-letter stream; present once the engine is open.

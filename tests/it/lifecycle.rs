@@ -158,3 +158,30 @@ async fn shutdown_finishes_statements_in_flight_and_tells_idle_clients() {
     let client = server.client().await;
     assert_eq!(scalar(&client, "SELECT count(*) FROM s").await, 3);
 }
+
+/// A log directory the catalog does not list (a lost or replaced
+/// catalog.redb) is moved aside, never deleted, and `sluice.streams` shows
+/// it as quarantined, with where it went.
+#[tokio::test]
+async fn unlisted_logs_are_quarantined_and_shown_in_sluice_streams() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let stranger = data.join("streams").join("424242").join("shard-0");
+    std::fs::create_dir_all(&stranger).unwrap();
+    std::fs::write(stranger.join("00000000000000000000.seg"), vec![7u8; 100]).unwrap();
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    let row = client
+        .query_one(
+            "SELECT name, shards, bytes, last_error FROM sluice.streams WHERE state = 'quarantined'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let name: &str = row.get(0);
+    assert!(name.starts_with("quarantine/streams/424242-"), "{name}");
+    assert_eq!(row.get::<_, i32>(1), 1);
+    assert_eq!(row.get::<_, i64>(2), 100);
+    assert!(row.get::<_, &str>(3).contains("never deleted"));
+    assert!(data.join(name).join("shard-0").exists());
+}
