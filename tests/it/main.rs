@@ -4,6 +4,7 @@ mod compaction;
 mod connections;
 mod copy;
 mod crash;
+mod crash_loop;
 mod faults;
 mod harness;
 mod http;
