@@ -343,6 +343,8 @@ impl ShardWorker {
             ));
             // A failed completion leaves the upload unfinished (never
             // visible); the writer is dropped, not aborted a second time.
+            crate::fail::io("sink.upload")
+                .map_err(|e| Error::Storage(format!("upload of {} failed: {e}", file.path)))?;
             file.writer.finish().await?;
             progress.through.insert(file.dir.clone(), self.read);
             written.push(file.path.clone());

@@ -170,8 +170,18 @@ async fn a_full_disk_under_the_catalog_fails_ddl_and_sink_commits_until_space_re
 /// and once it succeeds every record is delivered exactly once.
 #[tokio::test]
 async fn a_sink_commits_only_files_it_could_fsync() {
+    sink_fault("sink.fsync", "EIO", "fsync").await;
+}
+
+/// The same for a full disk while uploading.
+#[tokio::test]
+async fn a_sink_upload_on_a_full_disk_is_retried_and_delivered_once() {
+    sink_fault("sink.upload", "ENOSPC", "No space left").await;
+}
+
+async fn sink_fault(point: &str, errno: &str, reported: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let (server, trigger) = faulty_server(tmp.path(), "sink.fsync", "EIO");
+    let (server, trigger) = faulty_server(tmp.path(), point, errno);
     let client = server.client().await;
     client
         .batch_execute(
@@ -198,7 +208,8 @@ async fn a_sink_commits_only_files_it_could_fsync() {
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "retrying");
-    assert!(row.get::<_, Option<&str>>(1).unwrap().contains("fsync"));
+    let last_error = row.get::<_, Option<&str>>(1).unwrap();
+    assert!(last_error.contains(reported), "{last_error}");
     assert_eq!(row.get::<_, i64>(2), 2);
     assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 2);
 
