@@ -21,6 +21,17 @@ pub struct Config {
     pub http_addr: SocketAddr,
     pub s3: S3Config,
     pub limits: Limits,
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: who may connect, and where SQL may reach.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Directories and `s3://bucket/prefix/` prefixes SQL may read and
+    /// write besides the data directory.
+    #[serde(default)]
+    pub allowed_locations: Vec<String>,
 }
 
 /// Settings for S3 and S3-compatible object stores.
@@ -141,6 +152,8 @@ struct FileConfig {
     s3: S3Config,
     #[serde(default)]
     limits: Limits,
+    #[serde(default)]
+    auth: AuthConfig,
 }
 
 impl Config {
@@ -175,6 +188,7 @@ impl Config {
                 .unwrap_or_else(|| default_addr(DEFAULT_HTTP_ADDR)),
             s3: file.s3,
             limits: file.limits,
+            auth: file.auth,
         })
     }
 
@@ -186,6 +200,7 @@ impl Config {
             http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             s3: S3Config::default(),
             limits: Limits::default(),
+            auth: AuthConfig::default(),
         }
     }
 }

@@ -57,6 +57,10 @@ pub enum Error {
     /// 0A000: valid SQL that sluice does not do (yet).
     #[error("{0}")]
     FeatureNotSupported(String),
+    /// 42501: the statement reaches what it may not (a location outside
+    /// the allowed ones, a system schema, a read-only table).
+    #[error("{0}")]
+    InsufficientPrivilege(String),
     /// 2BP01: DROP of something others depend on.
     #[error("{0}")]
     DependentObjects(String),
@@ -121,6 +125,7 @@ pub enum ErrorKind {
     WrongObjectType,
     FeatureNotSupported,
     DependentObjects,
+    InsufficientPrivilege,
     DiskFull,
     OutOfMemory,
     ProgramLimit,
@@ -161,6 +166,7 @@ impl ErrorKind {
             ErrorKind::WrongObjectType => "42809",
             ErrorKind::FeatureNotSupported => "0A000",
             ErrorKind::DependentObjects => "2BP01",
+            ErrorKind::InsufficientPrivilege => "42501",
             ErrorKind::DiskFull => "53100",
             ErrorKind::OutOfMemory => "53200",
             ErrorKind::ProgramLimit => "54000",
@@ -233,6 +239,7 @@ impl Error {
             Error::WrongObjectType(_) => ErrorKind::WrongObjectType,
             Error::FeatureNotSupported(_) => ErrorKind::FeatureNotSupported,
             Error::DependentObjects(_) => ErrorKind::DependentObjects,
+            Error::InsufficientPrivilege(_) => ErrorKind::InsufficientPrivilege,
             Error::DiskFull(_) => ErrorKind::DiskFull,
             Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
             Error::Canceled(_) => ErrorKind::Canceled,
@@ -293,6 +300,7 @@ impl Error {
             Error::WrongObjectType(_) => Error::WrongObjectType(msg),
             Error::FeatureNotSupported(_) => Error::FeatureNotSupported(msg),
             Error::DependentObjects(_) => Error::DependentObjects(msg),
+            Error::InsufficientPrivilege(_) => Error::InsufficientPrivilege(msg),
             Error::DiskFull(d) => Error::DiskFull(d.clone()),
             Error::ProgramLimit(_) => Error::ProgramLimit(msg),
             Error::Canceled(_) => Error::Canceled(msg),

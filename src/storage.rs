@@ -23,10 +23,12 @@ use object_store::{ObjectStore, ObjectStoreExt, RetryConfig};
 use url::Url;
 
 pub use local::LocalStore;
+pub use policy::LocationPolicy;
 
 use crate::config::S3Config;
 
 mod local;
+mod policy;
 use crate::error::{Error, Result};
 
 /// Object stores by URL (`file:///`, `s3://bucket`); S3 buckets are added
@@ -35,16 +37,22 @@ use crate::error::{Error, Result};
 pub struct StoreRegistry {
     inner: DefaultObjectStoreRegistry,
     s3: S3Config,
+    policy: LocationPolicy,
 }
 
 impl StoreRegistry {
-    pub fn new(s3: S3Config) -> StoreRegistry {
+    pub fn new(s3: S3Config, policy: LocationPolicy) -> StoreRegistry {
         let inner = DefaultObjectStoreRegistry::new();
         inner.register_store(
             ObjectStoreUrl::local_filesystem().as_ref(),
             Arc::new(LocalStore::new()),
         );
-        StoreRegistry { inner, s3 }
+        StoreRegistry { inner, s3, policy }
+    }
+
+    /// Where SQL may read and write.
+    pub fn policy(&self) -> &LocationPolicy {
+        &self.policy
     }
 
     fn s3_store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>> {
@@ -135,6 +143,7 @@ impl Location {
         if text.trim().is_empty() {
             return Err(bad("must not be empty"));
         }
+        stores.policy.check(text, data_dir)?;
         if let Some(rest) = text.strip_prefix("file://") {
             if !rest.starts_with('/') {
                 return Err(bad("file:// locations must be absolute (file:///dir)"));

@@ -19,7 +19,7 @@ use crate::query::{self, Registry};
 use crate::runtime::dead_letters::{errors_stream_def, ERRORS_STREAM};
 use crate::runtime::Stream;
 use crate::sql::{CreateStream, DropStream};
-use crate::storage::StoreRegistry;
+use crate::storage::{LocationPolicy, StoreRegistry};
 
 /// What a DDL statement did, for the command tag and notices.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,7 +94,8 @@ impl Engine {
             }
         }
         registry.set_quarantined(quarantined(&config)?);
-        let stores = Arc::new(StoreRegistry::new(config.s3.clone()));
+        let policy = LocationPolicy::new(&config.data_dir, &config.auth.allowed_locations)?;
+        let stores = Arc::new(StoreRegistry::new(config.s3.clone(), policy));
         let template = query::template_context(
             registry.clone(),
             stores.clone(),

@@ -64,7 +64,15 @@ impl Engine {
                 cmd.name
             )));
         }
+        if cmd.unbounded {
+            return Err(Error::InsufficientPrivilege(
+                "UNBOUNDED external tables are not allowed: continuous data lives in streams (CREATE STREAM)".into(),
+            ));
+        }
         for location in cmd.locations.iter_mut() {
+            self.stores
+                .policy()
+                .check(location, &self.config.data_dir)?;
             if !location.contains("://") && !location.starts_with('/') {
                 *location = self
                     .config

@@ -3,6 +3,7 @@
 //! of one `SessionContext` per connection from shared state.
 
 mod explain;
+mod read_only;
 mod registry;
 mod sink_table;
 mod stream_table;

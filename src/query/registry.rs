@@ -12,6 +12,7 @@ use crate::cq::Pipeline;
 use crate::runtime::{dead_letters, Stream, Streams};
 use crate::sink::Sink;
 
+use super::read_only::ReadOnlyTable;
 use super::SinkTable;
 
 #[derive(Debug, Default)]
@@ -145,9 +146,10 @@ impl Registry {
         self.sinks.write().ok()?.remove(name)
     }
 
+    /// Registers a table over files, read-only to SQL.
     pub fn insert_table(&self, name: &str, table: Arc<dyn TableProvider>) {
         if let Ok(mut t) = self.tables.write() {
-            t.insert(name.to_string(), table);
+            t.insert(name.to_string(), ReadOnlyTable::wrap(name, table));
         }
     }
 

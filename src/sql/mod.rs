@@ -7,6 +7,7 @@ mod copy;
 mod insert;
 mod insert_scan;
 mod psql_compat;
+mod reach;
 mod sink;
 mod split;
 
@@ -173,7 +174,10 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
             },
             None => Parsed::Sql(psql_compat::rewrite(stmt).into_owned()),
         }),
-        _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),
+        _ => {
+            reach::check(stmt)?;
+            Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned()))
+        }
     }
 }
 

@@ -299,6 +299,12 @@ pub(super) fn parse_create_table(stmt: &str) -> Result<CreateTableAs> {
         )));
     }
     let mut location = None;
+    // Hive's `LOCATION '…'` clause means the same as the option; taking it
+    // (rather than ignoring it) keeps the statement's meaning and its
+    // location checked.
+    if let Some(hive) = ct.hive_formats.as_ref().and_then(|h| h.location.clone()) {
+        location = Some(hive);
+    }
     let options = match &ct.table_options {
         CreateTableOptions::With(opts) => opts.clone(),
         CreateTableOptions::None => Vec::new(),

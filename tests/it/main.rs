@@ -15,6 +15,7 @@ mod pipelines;
 mod protocol;
 mod psql;
 mod queries;
+mod reach;
 mod s3;
 mod sink_crash;
 mod sinks;

@@ -85,7 +85,8 @@ fn config(dir: &Path, addr: SocketAddr) -> PathBuf {
         &path,
         format!(
             "[s3]\nendpoint = \"http://{addr}\"\nregion = \"us-east-1\"\nallow_http = true\n\
-             [limits]\nupload_part_size_bytes = {PART_SIZE_BYTES}\n"
+             [limits]\nupload_part_size_bytes = {PART_SIZE_BYTES}\n\
+             [auth]\nallowed_locations = [\"s3://lake/\", \"s3://no-such-bucket/\"]\n"
         ),
     )
     .unwrap();
@@ -143,6 +144,13 @@ async fn s3_delivery_multipart_crash_and_outage() {
             .await
             .unwrap_err();
         assert_eq!(sqlstate(&err), "58030", "{err}");
+        // A bucket the configuration does not list is not SQL's to use,
+        // whatever the server's credentials reach.
+        let err = client
+            .batch_execute("CREATE SINK other FROM clicks WITH (location = 's3://other-bucket/x/')")
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{err}");
         assert_eq!(
             scalar(&client, "SELECT count(*) FROM sluice.sinks").await,
             0

@@ -312,7 +312,14 @@ async fn undeliverable_records_go_to_errors_with_stage_delivery() {
 async fn tables_over_files_survive_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
-    let mut server = Server::start_in(&data);
+    let external = tmp.path().join("external");
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\nallowed_locations = [\"{}\"]\n", external.display()),
+    )
+    .unwrap();
+    let mut server = Server::spawn_with(&data, Some(&config), &[]);
     let client = server.client().await;
     client.batch_execute(CLICKS).await.unwrap();
     client
@@ -324,7 +331,6 @@ async fn tables_over_files_survive_a_restart() {
         .await
         .unwrap();
     client.batch_execute("FLUSH SINK lake").await.unwrap();
-    let external = tmp.path().join("external");
     std::fs::create_dir_all(external.join("region=eu")).unwrap();
     std::fs::write(external.join("region=eu/a.csv"), "a,b\n1,x\n2,y\n").unwrap();
     client
@@ -356,7 +362,7 @@ async fn tables_over_files_survive_a_restart() {
     drop(client);
     assert!(server.terminate().success());
 
-    let server = Server::start_in(&data);
+    let server = Server::spawn_with(&data, Some(&config), &[]);
     let client = server.client().await;
     assert_eq!(
         scalar(&client, "SELECT count(*) FROM hive_order").await,
