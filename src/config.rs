@@ -28,6 +28,10 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
+    /// A file holding the password of the superuser role `sluice`; with
+    /// it, clients authenticate with SCRAM-SHA-256. Without it the server
+    /// serves loopback addresses only.
+    pub password_file: Option<PathBuf>,
     /// Directories and `s3://bucket/prefix/` prefixes SQL may read and
     /// write besides the data directory.
     #[serde(default)]
@@ -139,6 +143,7 @@ pub struct Overrides {
     pub data_dir: Option<PathBuf>,
     pub pg_addr: Option<SocketAddr>,
     pub http_addr: Option<SocketAddr>,
+    pub password_file: Option<PathBuf>,
 }
 
 /// The TOML file's shape; every key optional.
@@ -173,7 +178,11 @@ impl Config {
                 "limits.upload_part_size_bytes must be at least {MIN_UPLOAD_PART_SIZE_BYTES} (S3's smallest part)"
             )));
         }
-        Ok(Config {
+        let mut auth = file.auth;
+        if overrides.password_file.is_some() {
+            auth.password_file = overrides.password_file;
+        }
+        let config = Config {
             data_dir: overrides
                 .data_dir
                 .or(file.data_dir)
@@ -188,8 +197,38 @@ impl Config {
                 .unwrap_or_else(|| default_addr(DEFAULT_HTTP_ADDR)),
             s3: file.s3,
             limits: file.limits,
-            auth: file.auth,
-        })
+            auth,
+        };
+        config.check_exposure()?;
+        Ok(config)
+    }
+
+    /// Fails closed (Redis's protected mode is the model): without a
+    /// password, only loopback addresses are served, since anyone who
+    /// reaches a port would own the server.
+    fn check_exposure(&self) -> Result<()> {
+        // The HTTP API does not authenticate requests yet: it is served on
+        // loopback only, whatever the password (put an authenticating
+        // reverse proxy in front to expose it).
+        if !self.http_addr.ip().is_loopback() {
+            return Err(Error::InvalidParameter(format!(
+                "refusing to serve http_addr {} on a non-loopback address: the HTTP API does not authenticate \
+                 requests yet; serve it on 127.0.0.1 (an authenticating reverse proxy can expose it)",
+                self.http_addr
+            )));
+        }
+        if self.auth.password_file.is_some() {
+            return Ok(());
+        }
+        if !self.pg_addr.ip().is_loopback() {
+            return Err(Error::InvalidParameter(format!(
+                "refusing to serve pg_addr {} without a password: anyone who reaches it would own the server. \
+                 Set [auth] password_file (or --password-file) to a file (mode 600) holding the password of the \
+                 superuser role \"sluice\", or serve a loopback address",
+                self.pg_addr
+            )));
+        }
+        Ok(())
     }
 
     /// A configuration for tests and embedding: given data dir, ports 0.

@@ -34,6 +34,9 @@ enum Command {
         /// TOML config file; flags and SLUICE_* variables override it
         #[arg(long, env = "SLUICE_CONFIG")]
         config: Option<PathBuf>,
+        /// File holding the password of the superuser role `sluice` (mode 600); clients then authenticate with SCRAM-SHA-256
+        #[arg(long, env = "SLUICE_PASSWORD_FILE")]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -50,12 +53,14 @@ fn main() -> ExitCode {
         pg_addr,
         http_addr,
         config,
+        password_file,
     } = Cli::parse().command;
     let overrides = Overrides {
         config_file: config,
         data_dir,
         pg_addr,
         http_addr,
+        password_file,
     };
     let result = Config::load(overrides).and_then(|config| {
         tokio::runtime::Builder::new_multi_thread()

@@ -27,6 +27,14 @@ pub struct Server {
 
 /// Opens the data dir, binds both ports and starts serving.
 pub async fn start(config: Config) -> Result<Server> {
+    // A bad password file stops the start before anything listens.
+    let verifiers = config
+        .auth
+        .password_file
+        .as_deref()
+        .map(pgwire::Verifiers::from_password_file)
+        .transpose()?
+        .map(Arc::new);
     let pg_listener = TcpListener::bind(config.pg_addr).await?;
     let http_listener = TcpListener::bind(config.http_addr).await?;
     let pg_addr = pg_listener.local_addr()?;
@@ -39,7 +47,12 @@ pub async fn start(config: Config) -> Result<Server> {
     engine.start_sinks().await?;
     let (shutdown, rx) = watch::channel(false);
     let tasks = vec![
-        tokio::spawn(pgwire::serve(pg_listener, engine.clone(), rx.clone())),
+        tokio::spawn(pgwire::serve(
+            pg_listener,
+            engine.clone(),
+            verifiers,
+            rx.clone(),
+        )),
         tokio::spawn(http::serve(http_listener, engine.clone(), rx.clone())),
         tokio::spawn(retention_loop(engine.clone(), rx)),
     ];

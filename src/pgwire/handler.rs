@@ -32,6 +32,7 @@ use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
+use super::auth::{Authenticator, Verifiers};
 use super::connection::Activity;
 use super::copy::CopyState;
 use super::statement::{CancelRouter, Cancels, Control};
@@ -47,7 +48,7 @@ type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 /// Everything one connection needs; built per accepted socket.
 pub struct ConnectionHandlers {
     session: Arc<Session>,
-    startup: Arc<Startup>,
+    startup: Arc<Authenticator>,
     cancel: Arc<CancelRouter>,
 }
 
@@ -58,6 +59,7 @@ impl ConnectionHandlers {
         cancels: Arc<Cancels>,
         peer: Option<std::net::TcpStream>,
         activity: Arc<Activity>,
+        verifiers: Option<Arc<Verifiers>>,
     ) -> Self {
         let timeout_ms = engine.config.limits.statement_timeout_ms;
         let control = Control::new(
@@ -80,10 +82,11 @@ impl ConnectionHandlers {
                 activity: activity.clone(),
                 control,
             }),
-            startup: Arc::new(Startup {
-                connections: connections.clone(),
-                activity: activity.clone(),
-            }),
+            startup: Arc::new(Authenticator::new(
+                verifiers,
+                connections.clone(),
+                activity.clone(),
+            )),
             cancel: Arc::new(CancelRouter {
                 cancels,
                 manager: connections,
@@ -114,9 +117,18 @@ impl PgWireServerHandlers for ConnectionHandlers {
     }
 }
 
-struct Startup {
+pub struct Startup {
     connections: Arc<ConnectionManager>,
     activity: Arc<Activity>,
+}
+
+impl Startup {
+    pub fn new(connections: Arc<ConnectionManager>, activity: Arc<Activity>) -> Startup {
+        Startup {
+            connections,
+            activity,
+        }
+    }
 }
 
 #[async_trait]

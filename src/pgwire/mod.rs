@@ -4,6 +4,7 @@
 //! handlers that route sluice statements to the engine and the rest to a
 //! DataFusion session of the connection's own.
 
+mod auth;
 mod connection;
 mod copy;
 mod handler;
@@ -21,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::engine::Engine;
 use crate::error::Error;
 
+pub use auth::Verifiers;
 pub use handler::ConnectionHandlers;
 
 /// Accept errors (out of file descriptors, say) are retried after a delay
@@ -37,6 +39,7 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    verifiers: Option<Arc<Verifiers>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &engine.config.limits;
@@ -98,6 +101,7 @@ pub async fn serve(
             cancels.clone(),
             peer_socket,
             activity.clone(),
+            verifiers.clone(),
         );
         let shutdown = shutdown.clone();
         open.spawn(async move {

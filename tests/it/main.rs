@@ -1,5 +1,6 @@
 //! The integration tests: one binary, the real server, real clients.
 
+mod auth;
 mod compaction;
 mod connections;
 mod copy;

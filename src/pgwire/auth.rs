@@ -1,0 +1,159 @@
+//! Password authentication on pgwire: SCRAM-SHA-256 (pgwire's SASL
+//! handler) against salted verifiers built at start, never the password
+//! itself; today the one role is the superuser `sluice`, whose password
+//! comes from `[auth] password_file`. Without a password file, connections
+//! are accepted without one, and the server serves loopback only (see
+//! `Config::check_exposure`).
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::Sink;
+use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth, SCRAM_ITERATIONS};
+use pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
+};
+use pgwire::api::{ClientInfo, ConnectionManager, PgWireConnectionState};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
+
+use super::connection::Activity;
+use super::handler::Startup;
+use crate::error::{Error, Result};
+
+/// The superuser every password file sets.
+pub const SUPERUSER: &str = "sluice";
+
+/// Salted SCRAM verifiers by role name.
+#[derive(Debug)]
+pub struct Verifiers {
+    roles: HashMap<String, (Vec<u8>, Vec<u8>)>,
+}
+
+impl Verifiers {
+    /// The superuser's verifier from `password_file`, which must not be
+    /// readable by others (a secret any local user can read is none).
+    pub fn from_password_file(path: &Path) -> Result<Verifiers> {
+        let meta = std::fs::metadata(path).map_err(|e| {
+            Error::InvalidParameter(format!("cannot read password file {}: {e}", path.display()))
+        })?;
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(Error::InvalidParameter(format!(
+                "password file {} is readable or writable by others (mode {:o}); chmod 600 it",
+                path.display(),
+                mode & 0o777
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::InvalidParameter(format!("cannot read password file {}: {e}", path.display()))
+        })?;
+        let password = text.trim_end_matches(['\n', '\r']);
+        if password.is_empty() {
+            return Err(Error::InvalidParameter(format!(
+                "password file {} is empty",
+                path.display()
+            )));
+        }
+        let mut salt = vec![0u8; 16];
+        getrandom02::getrandom(&mut salt)
+            .map_err(|e| Error::Internal(format!("no randomness for a salt: {e}")))?;
+        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+        Ok(Verifiers {
+            roles: HashMap::from([(SUPERUSER.to_string(), (salt, salted))]),
+        })
+    }
+}
+
+#[async_trait]
+impl AuthSource for Verifiers {
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        let user = login.user().unwrap_or_default();
+        match self.roles.get(user) {
+            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+            // The same answer as a wrong password: whether a role exists is
+            // not told to someone who cannot log in.
+            None => Err(PgWireError::InvalidPassword(user.to_string())),
+        }
+    }
+}
+
+/// How a connection starts: without authentication (loopback, no password
+/// file) or with SCRAM-SHA-256.
+pub enum Authenticator {
+    Open(Startup),
+    Scram {
+        handler: Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
+        activity: Arc<Activity>,
+    },
+}
+
+impl Authenticator {
+    pub fn new(
+        verifiers: Option<Arc<Verifiers>>,
+        connections: Arc<ConnectionManager>,
+        activity: Arc<Activity>,
+    ) -> Authenticator {
+        match verifiers {
+            None => Authenticator::Open(Startup::new(connections, activity)),
+            Some(verifiers) => {
+                let mut scram = ScramAuth::new(verifiers);
+                scram.set_iterations(SCRAM_ITERATIONS);
+                let handler = SASLAuthStartupHandler::new(Arc::new(
+                    DefaultServerParameterProvider::default(),
+                ))
+                .with_scram(scram)
+                .with_connection_manager(connections);
+                Authenticator::Scram {
+                    handler: Box::new(handler),
+                    activity,
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl StartupHandler for Authenticator {
+    async fn on_startup<C>(
+        &self,
+        client: &mut C,
+        message: PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        match self {
+            Authenticator::Open(startup) => startup.on_startup(client, message).await,
+            Authenticator::Scram { handler, activity } => {
+                handler
+                    .on_startup(client, message)
+                    .await
+                    .map_err(|e| match e {
+                        // PostgreSQL's words, with the role the client
+                        // named (the proof check does not know it).
+                        PgWireError::InvalidPassword(_) => {
+                            let user = client.metadata().get("user").cloned().unwrap_or_default();
+                            PgWireError::UserError(Box::new(ErrorInfo::new(
+                                "FATAL".into(),
+                                "28P01".into(),
+                                format!("password authentication failed for user \"{user}\""),
+                            )))
+                        }
+                        other => other,
+                    })?;
+                if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
+                    activity.start();
+                }
+                Ok(())
+            }
+        }
+    }
+}

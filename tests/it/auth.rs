@@ -1,0 +1,179 @@
+//! Password authentication: with `[auth] password_file`, clients log in as
+//! `sluice` with SCRAM-SHA-256 (tokio-postgres, psql); a wrong password or
+//! an unknown role gets FATAL 28P01 naming the role, never the password.
+//! Without a password the server refuses to serve a non-loopback address,
+//! and a password file others can read is refused.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use tokio_postgres::NoTls;
+
+use crate::harness::{sqlstate, Server};
+
+const PASSWORD: &str = "correct horse battery staple";
+
+fn password_config(dir: &Path, mode: u32) -> std::path::PathBuf {
+    let secret = dir.join("sluice.pw");
+    std::fs::write(&secret, format!("{PASSWORD}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!("[auth]\npassword_file = \"{}\"\n", secret.display()),
+    )
+    .unwrap();
+    config
+}
+
+#[tokio::test]
+async fn scram_logins_succeed_with_the_password_and_fail_with_28p01_otherwise() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = password_config(tmp.path(), 0o600);
+    let server = Server::spawn_with(&tmp.path().join("data"), Some(&config), &[]);
+    let with = |user: &str, password: &str| {
+        format!(
+            "host={} port={} user={user} dbname=sluice password='{password}'",
+            server.pg_addr.ip(),
+            server.pg_addr.port()
+        )
+    };
+    let (client, conn) = tokio_postgres::connect(&with("sluice", PASSWORD), NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let one: i64 = client
+        .query_one("SELECT 1::BIGINT", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(one, 1);
+
+    for (user, password) in [("sluice", "wrong"), ("mallory", PASSWORD)] {
+        let err = match tokio_postgres::connect(&with(user, password), NoTls).await {
+            Ok(_) => panic!("{user} logged in with {password:?}"),
+            Err(e) => e,
+        };
+        assert_eq!(sqlstate(&err), "28P01", "{err:?}");
+        let message = err.as_db_error().unwrap().message().to_string();
+        assert!(message.contains(user), "{message}");
+        assert!(!message.contains(password), "{message}");
+    }
+    // No password at all: the server asks for one, the client has none.
+    assert!(tokio_postgres::connect(&server.conninfo(), NoTls)
+        .await
+        .is_err());
+
+    // psql, with the password in PGPASSWORD.
+    let psql = |password: &str| {
+        Command::new("psql")
+            .args(["-X", "-h", &server.pg_addr.ip().to_string()])
+            .args(["-p", &server.pg_addr.port().to_string()])
+            .args(["-U", "sluice", "-d", "sluice", "-tAc", "SELECT 40 + 2"])
+            .env("PGPASSWORD", password)
+            .stdin(Stdio::null())
+            .output()
+            .expect("psql is installed")
+    };
+    let ok = psql(PASSWORD);
+    assert_eq!(String::from_utf8_lossy(&ok.stdout).trim(), "42", "{ok:?}");
+    let refused = psql("nope");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("password authentication failed"),
+        "{refused:?}"
+    );
+}
+
+/// Runs `sluice serve` expecting it to refuse to start; returns stderr.
+fn refused_start(args: &[&str], data: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the server started: {out:?}");
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+#[test]
+fn without_a_password_only_loopback_is_served() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stderr = refused_start(
+        &["--pg-addr", "0.0.0.0:0", "--http-addr", "127.0.0.1:0"],
+        &tmp.path().join("data"),
+    );
+    assert!(stderr.contains("without a password"), "{stderr}");
+    assert!(stderr.contains("password_file"), "{stderr}");
+    let stderr = refused_start(
+        &["--pg-addr", "127.0.0.1:0", "--http-addr", "0.0.0.0:0"],
+        &tmp.path().join("data"),
+    );
+    assert!(stderr.contains("http_addr"), "{stderr}");
+}
+
+#[test]
+fn with_a_password_pgwire_may_listen_on_the_network_but_http_may_not() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = password_config(tmp.path(), 0o600);
+    let data = tmp.path().join("data");
+    let stderr = refused_start(
+        &[
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "0.0.0.0:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &data,
+    );
+    assert!(stderr.contains("does not authenticate"), "{stderr}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(&data)
+        .args([
+            "--pg-addr",
+            "0.0.0.0:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(&config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("pg=0.0.0.0:"), "{line}");
+}
+
+#[test]
+fn a_password_file_others_can_read_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = password_config(tmp.path(), 0o644);
+    let stderr = refused_start(
+        &[
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &tmp.path().join("data"),
+    );
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    assert!(!stderr.contains(PASSWORD), "{stderr}");
+}
