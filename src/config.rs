@@ -22,6 +22,20 @@ pub struct Config {
     pub s3: S3Config,
     pub limits: Limits,
     pub auth: AuthConfig,
+    pub tls: Option<TlsConfig>,
+}
+
+/// `[tls]`: a certificate for pgwire (SSLRequest and direct TLS).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain, server certificate first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// Refuse plaintext connections (fail closed).
+    #[serde(default)]
+    pub require: bool,
 }
 
 /// `[auth]`: who may connect, and where SQL may reach.
@@ -159,6 +173,7 @@ struct FileConfig {
     limits: Limits,
     #[serde(default)]
     auth: AuthConfig,
+    tls: Option<TlsConfig>,
 }
 
 impl Config {
@@ -198,6 +213,7 @@ impl Config {
             s3: file.s3,
             limits: file.limits,
             auth,
+            tls: file.tls,
         };
         config.check_exposure()?;
         Ok(config)
@@ -240,6 +256,7 @@ impl Config {
             s3: S3Config::default(),
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            tls: None,
         }
     }
 }

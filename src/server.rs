@@ -28,13 +28,17 @@ pub struct Server {
 /// Opens the data dir, binds both ports and starts serving.
 pub async fn start(config: Config) -> Result<Server> {
     // A bad password file stops the start before anything listens.
-    let verifiers = config
-        .auth
-        .password_file
-        .as_deref()
-        .map(pgwire::Verifiers::from_password_file)
-        .transpose()?
-        .map(Arc::new);
+    let security = pgwire::Security {
+        verifiers: config
+            .auth
+            .password_file
+            .as_deref()
+            .map(pgwire::Verifiers::from_password_file)
+            .transpose()?
+            .map(Arc::new),
+        tls: config.tls.as_ref().map(pgwire::tls_acceptor).transpose()?,
+        require_tls: config.tls.as_ref().is_some_and(|t| t.require),
+    };
     let pg_listener = TcpListener::bind(config.pg_addr).await?;
     let http_listener = TcpListener::bind(config.http_addr).await?;
     let pg_addr = pg_listener.local_addr()?;
@@ -50,7 +54,7 @@ pub async fn start(config: Config) -> Result<Server> {
         tokio::spawn(pgwire::serve(
             pg_listener,
             engine.clone(),
-            verifiers,
+            security,
             rx.clone(),
         )),
         tokio::spawn(http::serve(http_listener, engine.clone(), rx.clone())),

@@ -83,9 +83,23 @@ impl AuthSource for Verifiers {
     }
 }
 
+/// What a connection must present: a password (SCRAM) if verifiers are
+/// configured, TLS if required.
+#[derive(Clone, Default)]
+pub struct Security {
+    pub verifiers: Option<Arc<Verifiers>>,
+    pub tls: Option<pgwire::tokio::TlsAcceptor>,
+    pub require_tls: bool,
+}
+
 /// How a connection starts: without authentication (loopback, no password
-/// file) or with SCRAM-SHA-256.
-pub enum Authenticator {
+/// file) or with SCRAM-SHA-256; plaintext refused when TLS is required.
+pub struct Authenticator {
+    method: Method,
+    require_tls: bool,
+}
+
+enum Method {
     Open(Startup),
     Scram {
         handler: Box<SASLAuthStartupHandler<DefaultServerParameterProvider>>,
@@ -95,12 +109,12 @@ pub enum Authenticator {
 
 impl Authenticator {
     pub fn new(
-        verifiers: Option<Arc<Verifiers>>,
+        security: &Security,
         connections: Arc<ConnectionManager>,
         activity: Arc<Activity>,
     ) -> Authenticator {
-        match verifiers {
-            None => Authenticator::Open(Startup::new(connections, activity)),
+        let method = match security.verifiers.clone() {
+            None => Method::Open(Startup::new(connections, activity)),
             Some(verifiers) => {
                 let mut scram = ScramAuth::new(verifiers);
                 scram.set_iterations(SCRAM_ITERATIONS);
@@ -109,13 +123,25 @@ impl Authenticator {
                 ))
                 .with_scram(scram)
                 .with_connection_manager(connections);
-                Authenticator::Scram {
+                Method::Scram {
                     handler: Box::new(handler),
                     activity,
                 }
             }
+        };
+        Authenticator {
+            method,
+            require_tls: security.require_tls,
         }
     }
+}
+
+fn fatal(code: &str, message: String) -> PgWireError {
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "FATAL".into(),
+        code.into(),
+        message,
+    )))
 }
 
 #[async_trait]
@@ -130,9 +156,15 @@ impl StartupHandler for Authenticator {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        match self {
-            Authenticator::Open(startup) => startup.on_startup(client, message).await,
-            Authenticator::Scram { handler, activity } => {
+        if self.require_tls && !client.is_secure() {
+            return Err(fatal(
+                "28000",
+                "this server requires TLS: connect with sslmode=require (or verify-full); plaintext is refused".into(),
+            ));
+        }
+        match &self.method {
+            Method::Open(startup) => startup.on_startup(client, message).await,
+            Method::Scram { handler, activity } => {
                 handler
                     .on_startup(client, message)
                     .await
@@ -141,11 +173,10 @@ impl StartupHandler for Authenticator {
                         // named (the proof check does not know it).
                         PgWireError::InvalidPassword(_) => {
                             let user = client.metadata().get("user").cloned().unwrap_or_default();
-                            PgWireError::UserError(Box::new(ErrorInfo::new(
-                                "FATAL".into(),
-                                "28P01".into(),
+                            fatal(
+                                "28P01",
                                 format!("password authentication failed for user \"{user}\""),
-                            )))
+                            )
                         }
                         other => other,
                     })?;

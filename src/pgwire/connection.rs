@@ -118,6 +118,7 @@ pub struct SessionLimits {
 /// shutdown ends it.
 pub async fn serve(
     socket: TcpStream,
+    tls: Option<pgwire::tokio::TlsAcceptor>,
     handlers: ConnectionHandlers,
     activity: Arc<Activity>,
     limits: SessionLimits,
@@ -132,7 +133,7 @@ pub async fn serve(
     // than its own length field); the panic ends this connection only, and
     // the client is told why, as PostgreSQL would.
     let mut connection = Box::pin(
-        AssertUnwindSafe(pgwire::tokio::process_socket(socket, None, handlers)).catch_unwind(),
+        AssertUnwindSafe(pgwire::tokio::process_socket(socket, tls, handlers)).catch_unwind(),
     );
     enum First {
         Ended(std::thread::Result<std::io::Result<()>>),

@@ -32,7 +32,7 @@ use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
-use super::auth::{Authenticator, Verifiers};
+use super::auth::{Authenticator, Security};
 use super::connection::Activity;
 use super::copy::CopyState;
 use super::statement::{CancelRouter, Cancels, Control};
@@ -59,7 +59,7 @@ impl ConnectionHandlers {
         cancels: Arc<Cancels>,
         peer: Option<std::net::TcpStream>,
         activity: Arc<Activity>,
-        verifiers: Option<Arc<Verifiers>>,
+        security: &Security,
     ) -> Self {
         let timeout_ms = engine.config.limits.statement_timeout_ms;
         let control = Control::new(
@@ -83,7 +83,7 @@ impl ConnectionHandlers {
                 control,
             }),
             startup: Arc::new(Authenticator::new(
-                verifiers,
+                security,
                 connections.clone(),
                 activity.clone(),
             )),

@@ -9,6 +9,7 @@ mod connection;
 mod copy;
 mod handler;
 mod statement;
+mod tls;
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -22,8 +23,9 @@ use tokio::task::JoinSet;
 use crate::engine::Engine;
 use crate::error::Error;
 
-pub use auth::Verifiers;
+pub use auth::{Security, Verifiers};
 pub use handler::ConnectionHandlers;
+pub use tls::acceptor as tls_acceptor;
 
 /// Accept errors (out of file descriptors, say) are retried after a delay
 /// doubling up to this, instead of spinning.
@@ -39,7 +41,7 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
-    verifiers: Option<Arc<Verifiers>>,
+    security: Security,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let limits = &engine.config.limits;
@@ -101,12 +103,13 @@ pub async fn serve(
             cancels.clone(),
             peer_socket,
             activity.clone(),
-            verifiers.clone(),
+            &security,
         );
+        let tls = security.tls.clone();
         let shutdown = shutdown.clone();
         open.spawn(async move {
             let served =
-                connection::serve(socket, handlers, activity, session_limits, shutdown).await;
+                connection::serve(socket, tls, handlers, activity, session_limits, shutdown).await;
             if let Err(e) = served {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }

@@ -20,3 +20,4 @@ mod reach;
 mod s3;
 mod sink_crash;
 mod sinks;
+mod tls;
