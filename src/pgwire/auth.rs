@@ -181,7 +181,8 @@ impl StartupHandler for Authenticator {
                         other => other,
                     })?;
                 if matches!(client.state(), PgWireConnectionState::ReadyForQuery) {
-                    activity.start();
+                    let user = client.metadata().get("user").cloned().unwrap_or_default();
+                    activity.start(&user);
                 }
                 Ok(())
             }

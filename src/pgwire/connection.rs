@@ -36,6 +36,8 @@ pub struct Activity {
     busy: watch::Sender<usize>,
     /// Whether the client finished its startup (authenticated).
     started: watch::Sender<bool>,
+    /// The role the session runs as (`current_user`), once started.
+    user: std::sync::OnceLock<String>,
 }
 
 /// Held while a statement runs.
@@ -52,12 +54,19 @@ impl Activity {
         Arc::new(Activity {
             busy: watch::channel(0).0,
             started: watch::channel(false).0,
+            user: std::sync::OnceLock::new(),
         })
     }
 
-    /// The client finished its startup.
-    pub fn start(&self) {
+    /// The client finished its startup as `user`.
+    pub fn start(&self, user: &str) {
+        let _ = self.user.set(user.to_string());
         self.started.send_replace(true);
+    }
+
+    /// The session's role, once started.
+    pub fn user(&self) -> Option<&str> {
+        self.user.get().map(String::as_str)
     }
 
     /// Resolves when (if ever) the session must end on its own: its startup

@@ -67,7 +67,9 @@ impl ConnectionHandlers {
             peer,
             Some(std::time::Duration::from_millis(timeout_ms)),
         );
-        let ctx = Arc::new(engine.new_session());
+        let ctx = engine.new_session();
+        ctx.register_udf(session_user(activity.clone()));
+        let ctx = Arc::new(ctx);
         let df = Arc::new(DfSessionService::new(ctx.clone()));
         ConnectionHandlers {
             session: Arc::new(Session {
@@ -139,7 +141,7 @@ impl NoopStartupHandler for Startup {
 
     async fn post_startup<C>(
         &self,
-        _client: &mut C,
+        client: &mut C,
         _message: pgwire::messages::PgWireFrontendMessage,
     ) -> PgWireResult<()>
     where
@@ -147,7 +149,8 @@ impl NoopStartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        self.activity.start();
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        self.activity.start(&user);
         Ok(())
     }
 }
@@ -420,6 +423,24 @@ impl ExtendedQueryHandler for Session {
             .map_err(|e| self.explain(text, e))?;
         Ok(watch.guard_one(response, &self.activity))
     }
+}
+
+/// `session_user` (psql's `current_user` and `user` are rewritten to it):
+/// the role this connection logged in as.
+fn session_user(activity: Arc<Activity>) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    use datafusion::scalar::ScalarValue;
+    datafusion::logical_expr::create_udf(
+        "session_user",
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| {
+            let user = activity.user().unwrap_or_default().to_string();
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user))))
+        }),
+    )
 }
 
 /// The writer of `table` when it names a stream; `Ok(None)` otherwise.

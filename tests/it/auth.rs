@@ -100,6 +100,33 @@ fn refused_start(args: &[&str], data: &Path) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
+/// Without a password file (loopback), the session runs as the role the
+/// client names, as PostgreSQL's trust authentication does.
+#[tokio::test]
+async fn current_user_is_the_role_the_client_named() {
+    let server = Server::start();
+    let conninfo = format!(
+        "host={} port={} user=alice dbname=sluice",
+        server.pg_addr.ip(),
+        server.pg_addr.port()
+    );
+    let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let who: String = client
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "alice");
+    let other = server.client().await;
+    let who: String = other
+        .query_one("SELECT current_user", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(who, "sluice", "each session has its own");
+}
+
 #[test]
 fn without_a_password_only_loopback_is_served() {
     let tmp = tempfile::tempdir().unwrap();
