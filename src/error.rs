@@ -61,6 +61,12 @@ pub enum Error {
     /// the allowed ones, a system schema, a read-only table).
     #[error("{0}")]
     InsufficientPrivilege(String),
+    /// 42710: CREATE of a role (or other non-relation) whose name is taken.
+    #[error("{0}")]
+    DuplicateObject(String),
+    /// 42704: a role (or other non-relation) that does not exist.
+    #[error("{0}")]
+    UndefinedObject(String),
     /// 2BP01: DROP of something others depend on.
     #[error("{0}")]
     DependentObjects(String),
@@ -126,6 +132,8 @@ pub enum ErrorKind {
     FeatureNotSupported,
     DependentObjects,
     InsufficientPrivilege,
+    DuplicateObject,
+    UndefinedObject,
     DiskFull,
     OutOfMemory,
     ProgramLimit,
@@ -167,6 +175,8 @@ impl ErrorKind {
             ErrorKind::FeatureNotSupported => "0A000",
             ErrorKind::DependentObjects => "2BP01",
             ErrorKind::InsufficientPrivilege => "42501",
+            ErrorKind::DuplicateObject => "42710",
+            ErrorKind::UndefinedObject => "42704",
             ErrorKind::DiskFull => "53100",
             ErrorKind::OutOfMemory => "53200",
             ErrorKind::ProgramLimit => "54000",
@@ -240,6 +250,8 @@ impl Error {
             Error::FeatureNotSupported(_) => ErrorKind::FeatureNotSupported,
             Error::DependentObjects(_) => ErrorKind::DependentObjects,
             Error::InsufficientPrivilege(_) => ErrorKind::InsufficientPrivilege,
+            Error::DuplicateObject(_) => ErrorKind::DuplicateObject,
+            Error::UndefinedObject(_) => ErrorKind::UndefinedObject,
             Error::DiskFull(_) => ErrorKind::DiskFull,
             Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
             Error::Canceled(_) => ErrorKind::Canceled,
@@ -301,6 +313,8 @@ impl Error {
             Error::FeatureNotSupported(_) => Error::FeatureNotSupported(msg),
             Error::DependentObjects(_) => Error::DependentObjects(msg),
             Error::InsufficientPrivilege(_) => Error::InsufficientPrivilege(msg),
+            Error::DuplicateObject(_) => Error::DuplicateObject(msg),
+            Error::UndefinedObject(_) => Error::UndefinedObject(msg),
             Error::DiskFull(d) => Error::DiskFull(d.clone()),
             Error::ProgramLimit(_) => Error::ProgramLimit(msg),
             Error::Canceled(_) => Error::Canceled(msg),

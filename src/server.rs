@@ -46,6 +46,9 @@ pub async fn start(config: Config) -> Result<Server> {
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await
         .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+    if let Some(verifiers) = &security.verifiers {
+        verifiers.attach(engine.clone());
+    }
     engine.start_pipelines().await?;
     engine.open_tables().await?;
     engine.start_sinks().await?;

@@ -157,3 +157,42 @@ pub struct TableDef {
     pub managed_dir: Option<String>,
     pub created_at_ms: i64,
 }
+
+/// What a role may do; each includes the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum RoleGroup {
+    /// SELECT, SHOW, COPY … TO STDOUT.
+    Reader,
+    /// Also INSERT and COPY … FROM STDIN.
+    Writer,
+    /// Also DDL (streams, sinks, tables, roles) and FLUSH SINK.
+    Admin,
+}
+
+impl RoleGroup {
+    /// The group role's name, as `CREATE ROLE … IN ROLE` names it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RoleGroup::Reader => "sluice_reader",
+            RoleGroup::Writer => "sluice_writer",
+            RoleGroup::Admin => "sluice_admin",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<RoleGroup> {
+        [RoleGroup::Reader, RoleGroup::Writer, RoleGroup::Admin]
+            .into_iter()
+            .find(|g| g.name().eq_ignore_ascii_case(name))
+    }
+}
+
+/// A login role: its group and salted SCRAM-SHA-256 verifier (never the
+/// password).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleDef {
+    pub name: String,
+    pub group: RoleGroup,
+    pub salt: Vec<u8>,
+    pub salted_password: Vec<u8>,
+    pub created_at_ms: i64,
+}

@@ -37,6 +37,8 @@ const DROPPED_STREAMS: TableDefinition<u64, i64> = TableDefinition::new("dropped
 /// transaction that creates the table. Start-up deletes exactly these
 /// directories when no table owns them (a crash mid-CTAS).
 const PENDING_CTAS: TableDefinition<&str, i64> = TableDefinition::new("pending_ctas");
+/// role name → JSON-encoded [`RoleDef`].
+const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 
 mod backend;
 mod defs;
@@ -76,6 +78,7 @@ impl Catalog {
         txn.open_table(TABLES)?;
         txn.open_table(DROPPED_STREAMS)?;
         txn.open_table(PENDING_CTAS)?;
+        txn.open_table(ROLES)?;
         txn.commit()?;
         Ok(catalog)
     }
@@ -382,6 +385,62 @@ fn open_db(path: &Path, faulted: &Arc<AtomicBool>) -> Result<Database> {
         .open(path)?;
     let backend = backend::WatchedBackend::new(file, faulted.clone())?;
     Ok(redb::Builder::new().create_with_backend(backend)?)
+}
+
+impl Catalog {
+    /// Creates a login role; 42710 if the name is taken.
+    pub fn create_role(&self, def: &RoleDef) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let mut roles = txn.open_table(ROLES)?;
+            if roles.get(def.name.as_str())?.is_some() {
+                return Err(Error::DuplicateObject(format!(
+                    "role \"{}\" already exists",
+                    def.name
+                )));
+            }
+            roles.insert(def.name.as_str(), encode(def)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Replaces a role's verifier; 42704 if there is no such role.
+    pub fn set_role_password(&self, name: &str, salt: Vec<u8>, salted: Vec<u8>) -> Result<()> {
+        let txn = self.begin_write()?;
+        {
+            let mut roles = txn.open_table(ROLES)?;
+            let mut def: RoleDef = match roles.get(name)? {
+                Some(v) => decode(v.value())?,
+                None => return Err(no_role(name)),
+            };
+            def.salt = salt;
+            def.salted_password = salted;
+            roles.insert(name, encode(&def)?.as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Drops a role; 42704 if there is no such role.
+    pub fn drop_role(&self, name: &str) -> Result<()> {
+        let txn = self.begin_write()?;
+        if txn.open_table(ROLES)?.remove(name)?.is_none() {
+            return Err(no_role(name));
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn role(&self, name: &str) -> Result<Option<RoleDef>> {
+        let txn = self.begin_read()?;
+        let roles = txn.open_table(ROLES)?;
+        roles.get(name)?.map(|v| decode(v.value())).transpose()
+    }
+}
+
+fn no_role(name: &str) -> Error {
+    Error::UndefinedObject(format!("role \"{name}\" does not exist"))
 }
 
 /// Checks that no stream, sink or table is called `name` (42P07) and

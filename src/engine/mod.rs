@@ -3,6 +3,7 @@
 //! (pgwire, HTTP) call into this; it calls into `catalog` and `log`.
 
 mod derived;
+mod roles;
 mod sinks;
 mod tables;
 

@@ -24,15 +24,34 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::connection::Activity;
 use super::handler::Startup;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 
 /// The superuser every password file sets.
 pub const SUPERUSER: &str = "sluice";
 
-/// Salted SCRAM verifiers by role name.
-#[derive(Debug)]
+/// Salted SCRAM verifiers: the superuser's from the password file, the
+/// other roles' from the catalog (looked up at each login, so a new or
+/// re-passworded role logs in at once).
 pub struct Verifiers {
     roles: HashMap<String, (Vec<u8>, Vec<u8>)>,
+    engine: std::sync::OnceLock<Arc<Engine>>,
+}
+
+impl Debug for Verifiers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Verifiers")
+    }
+}
+
+/// A fresh salt and the SCRAM salted password of `password` (what the
+/// catalog keeps instead of the password).
+pub fn verifier(password: &str) -> Result<(Vec<u8>, Vec<u8>)> {
+    let mut salt = vec![0u8; 16];
+    getrandom02::getrandom(&mut salt)
+        .map_err(|e| Error::Internal(format!("no randomness for a salt: {e}")))?;
+    let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
+    Ok((salt, salted))
 }
 
 impl Verifiers {
@@ -60,13 +79,16 @@ impl Verifiers {
                 path.display()
             )));
         }
-        let mut salt = vec![0u8; 16];
-        getrandom02::getrandom(&mut salt)
-            .map_err(|e| Error::Internal(format!("no randomness for a salt: {e}")))?;
-        let salted = gen_salted_password(password, &salt, SCRAM_ITERATIONS);
         Ok(Verifiers {
-            roles: HashMap::from([(SUPERUSER.to_string(), (salt, salted))]),
+            roles: HashMap::from([(SUPERUSER.to_string(), verifier(password)?)]),
+            engine: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Where the other roles are found (the engine opens after the
+    /// password file is checked).
+    pub fn attach(&self, engine: Arc<Engine>) {
+        let _ = self.engine.set(engine);
     }
 }
 
@@ -74,8 +96,17 @@ impl Verifiers {
 impl AuthSource for Verifiers {
     async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
         let user = login.user().unwrap_or_default();
-        match self.roles.get(user) {
-            Some((salt, salted)) => Ok(Password::new(Some(salt.clone()), salted.clone())),
+        let found = match self.roles.get(user) {
+            Some(v) => Some(v.clone()),
+            None => match self.engine.get() {
+                Some(engine) => engine
+                    .role_verifier(user)
+                    .map_err(|e| PgWireError::ApiError(Box::new(e)))?,
+                None => None,
+            },
+        };
+        match found {
+            Some((salt, salted)) => Ok(Password::new(Some(salt), salted)),
             // The same answer as a wrong password: whether a role exists is
             // not told to someone who cannot log in.
             None => Err(PgWireError::InvalidPassword(user.to_string())),

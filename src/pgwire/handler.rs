@@ -32,7 +32,7 @@ use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
-use super::auth::{Authenticator, Security};
+use super::auth::{verifier, Authenticator, Security};
 use super::connection::Activity;
 use super::copy::CopyState;
 use super::statement::{CancelRouter, Cancels, Control};
@@ -41,7 +41,7 @@ use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
 use crate::ingest::Writer;
 use crate::query::explain_insert_error;
-use crate::sql::{self, Parsed};
+use crate::sql::{self, Parsed, RoleStatement};
 
 type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
@@ -175,6 +175,7 @@ impl Session {
         C: Sink<PgWireBackendMessage> + Unpin + Send,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        self.check_privilege(&parsed).map_err(to_pg_error)?;
         let (tag, outcomes) = match parsed {
             Parsed::CreateStream(create) => (
                 "CREATE STREAM",
@@ -243,6 +244,11 @@ impl Session {
             Parsed::Copy(copy) => {
                 return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
             }
+            Parsed::Role(role) => {
+                let tag = role.tag();
+                let outcome = self.run_role(role).map_err(to_pg_error)?;
+                (tag, vec![outcome])
+            }
             Parsed::Sql(_)
             | Parsed::ShowStreams
             | Parsed::ShowPipelines
@@ -251,6 +257,27 @@ impl Session {
         };
         send_notices(client, outcomes).await?;
         Ok(Some(Response::Execution(Tag::new(tag))))
+    }
+}
+
+impl Session {
+    fn run_role(&self, role: RoleStatement) -> Result<DdlOutcome, Error> {
+        match role {
+            RoleStatement::Create {
+                name,
+                group,
+                password,
+            } => {
+                self.engine
+                    .create_role(&name, group, verifier(&password)?)?;
+                Ok(DdlOutcome::Done)
+            }
+            RoleStatement::AlterPassword { name, password } => {
+                self.engine.set_role_password(&name, verifier(&password)?)?;
+                Ok(DdlOutcome::Done)
+            }
+            RoleStatement::Drop { name, if_exists } => self.engine.drop_role(&name, if_exists),
+        }
     }
 }
 
@@ -414,6 +441,8 @@ impl ExtendedQueryHandler for Session {
                 return Ok(response);
             }
         }
+        self.check_privilege(&Parsed::Sql(text.clone()))
+            .map_err(to_pg_error)?;
         let watch = self.control.begin(client);
         let response = watch
             .run(<DfSessionService as ExtendedQueryHandler>::do_query(

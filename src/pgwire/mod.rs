@@ -8,6 +8,7 @@ mod auth;
 mod connection;
 mod copy;
 mod handler;
+mod privilege;
 mod statement;
 mod tls;
 

@@ -8,6 +8,7 @@ mod insert;
 mod insert_scan;
 mod psql_compat;
 mod reach;
+mod role;
 mod sink;
 mod split;
 
@@ -21,6 +22,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
+pub use role::RoleStatement;
 pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
 
@@ -63,6 +65,8 @@ pub enum Parsed {
         insert: InsertValues,
         text: String,
     },
+    /// `CREATE ROLE`, `ALTER ROLE … PASSWORD`, `DROP ROLE`.
+    Role(RoleStatement),
     /// Anything else: DataFusion SQL, passed on as written.
     Sql(String),
 }
@@ -133,6 +137,7 @@ impl Parsed {
             | Parsed::DropSink(_)
             | Parsed::FlushSink(_)
             | Parsed::CreateExternalTable(_)
+            | Parsed::Role(_)
             | Parsed::CreateTableAs(_)
             | Parsed::DropTable(_) => None,
         }
@@ -167,6 +172,7 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ),
         ["CREATE", "TABLE", ..] => sink::parse_create_table(stmt).map(Parsed::CreateTableAs),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
+        ["CREATE" | "ALTER" | "DROP", "ROLE" | "USER", ..] => role::parse(stmt).map(Parsed::Role),
         ["INSERT", ..] => Ok(match parse_insert_values(stmt) {
             Some(insert) => Parsed::InsertValues {
                 insert,

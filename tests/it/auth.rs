@@ -204,3 +204,102 @@ fn a_password_file_others_can_read_is_refused() {
     assert!(stderr.contains("chmod 600"), "{stderr}");
     assert!(!stderr.contains(PASSWORD), "{stderr}");
 }
+
+/// Roles: an admin creates them with a group; each logs in with its own
+/// password and may do what its group allows (42501 otherwise, naming the
+/// role and what it tried); ALTER ROLE changes the password, DROP ROLE
+/// ends further logins.
+#[tokio::test]
+async fn roles_log_in_with_their_password_and_do_what_their_group_allows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = password_config(tmp.path(), 0o600);
+    let server = Server::spawn_with(&tmp.path().join("data"), Some(&config), &[]);
+    let connect = |user: &'static str, password: &'static str| {
+        let conninfo = format!(
+            "host={} port={} user={user} dbname=sluice password='{password}'",
+            server.pg_addr.ip(),
+            server.pg_addr.port()
+        );
+        async move {
+            let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
+            tokio::spawn(conn);
+            Ok::<_, tokio_postgres::Error>(client)
+        }
+    };
+    let admin = connect("sluice", PASSWORD).await.unwrap();
+    admin
+        .batch_execute(
+            "CREATE STREAM s (n BIGINT); INSERT INTO s VALUES (1); \
+             CREATE ROLE ria LOGIN PASSWORD 'reader-pw' IN ROLE sluice_reader; \
+             CREATE ROLE wes WITH LOGIN PASSWORD 'writer-pw' IN ROLE sluice_writer",
+        )
+        .await
+        .unwrap();
+    let err = admin
+        .batch_execute("CREATE ROLE ria LOGIN PASSWORD 'x' IN ROLE sluice_reader")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42710");
+
+    let reader = connect("ria", "reader-pw").await.unwrap();
+    let n: i64 = reader
+        .query_one("SELECT count(*) FROM s", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 1);
+    for (sql, what) in [
+        ("INSERT INTO s VALUES (2)", "INSERT into \"s\""),
+        ("INSERT INTO s SELECT n FROM s", "INSERT"),
+        ("CREATE STREAM t (n BIGINT)", "DDL"),
+    ] {
+        let err = reader.batch_execute(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{sql}");
+        let message = err.as_db_error().unwrap().message().to_string();
+        assert!(
+            message.contains("\"ria\"") && message.contains(what),
+            "{message}"
+        );
+    }
+    // The extended protocol is checked too.
+    let err = reader
+        .query("INSERT INTO s SELECT n FROM s", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+
+    let writer = connect("wes", "writer-pw").await.unwrap();
+    writer
+        .batch_execute("INSERT INTO s VALUES (2)")
+        .await
+        .unwrap();
+    let err = writer.batch_execute("DROP STREAM s").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+    let err = writer
+        .batch_execute("CREATE ROLE eve LOGIN PASSWORD 'x' IN ROLE sluice_admin")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501");
+
+    admin
+        .batch_execute("ALTER ROLE wes PASSWORD 'new-pw'")
+        .await
+        .unwrap();
+    assert!(connect("wes", "writer-pw").await.is_err());
+    assert!(connect("wes", "new-pw").await.is_ok());
+    admin.batch_execute("DROP ROLE wes").await.unwrap();
+    let err = connect("wes", "new-pw").await.err().unwrap();
+    assert_eq!(sqlstate(&err), "28P01");
+    let err = admin.batch_execute("DROP ROLE wes").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42704");
+    admin
+        .batch_execute("DROP ROLE IF EXISTS wes")
+        .await
+        .unwrap();
+    let n: i64 = admin
+        .query_one("SELECT count(*) FROM s", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
