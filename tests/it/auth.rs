@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 
 use tokio_postgres::NoTls;
 
-use crate::harness::{sqlstate, Server};
+use crate::harness::{assert_answers, connect, sqlstate, Server};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -43,12 +43,7 @@ async fn scram_logins_succeed_with_the_password_and_fail_with_28p01_otherwise() 
         .await
         .unwrap();
     tokio::spawn(conn);
-    let one: i64 = client
-        .query_one("SELECT 1::BIGINT", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(one, 1);
+    assert_answers(&client).await;
 
     for (user, password) in [("sluice", "wrong"), ("mallory", PASSWORD)] {
         let err = match tokio_postgres::connect(&with(user, password), NoTls).await {
@@ -220,11 +215,7 @@ async fn roles_log_in_with_their_password_and_do_what_their_group_allows() {
             server.pg_addr.ip(),
             server.pg_addr.port()
         );
-        async move {
-            let (client, conn) = tokio_postgres::connect(&conninfo, NoTls).await?;
-            tokio::spawn(conn);
-            Ok::<_, tokio_postgres::Error>(client)
-        }
+        async move { connect(&conninfo).await }
     };
     let admin = connect("sluice", PASSWORD).await.unwrap();
     admin

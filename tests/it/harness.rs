@@ -232,6 +232,18 @@ impl Drop for Server {
 }
 
 /// The first column of the one row `sql` returns, as a BIGINT.
+/// The session answers a query (it survived whatever the test did).
+pub async fn assert_answers(client: &Client) {
+    assert_eq!(scalar(client, "SELECT 1::BIGINT").await, 1);
+}
+
+/// Connects with `conninfo`, driving the connection in the background.
+pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
+    let (client, connection) = tokio_postgres::connect(conninfo, NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
 pub async fn scalar(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }
