@@ -8,8 +8,9 @@
 //!
 //! - fronts: [`server`] (start/stop of everything, bound addresses,
 //!   signals), [`pgwire`] (Postgres protocol, simple and extended, COPY,
-//!   SQLSTATE responses) and [`http`] (records, the Kinesis API,
-//!   `/health`, `/metrics`).
+//!   SQLSTATE responses; SCRAM logins, roles' privileges, TLS; cancel,
+//!   statement timeouts and connection bounds) and [`http`] (records, the
+//!   Kinesis API, `/health`, `/metrics`; connection and request bounds).
 //! - owner: [`engine`]: opening the data directory, DDL and lifecycle of
 //!   streams, pipelines, sinks and tables, retention, close.
 //! - services:
@@ -29,14 +30,16 @@
 //!   and sinks share as consumers of a stream.
 //! - storage: [`log`] (per-stream shard logs of checksummed segment files,
 //!   group commit, bulk appends, recovery, retention, followers),
-//!   [`catalog`] (what exists and what consumers committed, in redb) and
-//!   [`storage`] (object stores: local directories, S3).
+//!   [`catalog`] (what exists and what consumers committed, in redb,
+//!   reopened after an I/O error) and [`storage`] (object stores: local
+//!   directories, S3; where SQL may reach).
 //! - base: [`sql`] (the front parser: splits statements, parses sluice's
 //!   own statements and every INSERT's target and literals, passes the
 //!   rest on), [`types`] (column types and their
 //!   Arrow encoding), [`config`] (flags > `SLUICE_*` env > TOML >
 //!   defaults), [`error`] (the one error type, mapped once per protocol),
-//!   [`clock`] and [`fail`] (`SLUICE_FAIL_POINT` crash hooks).
+//!   [`clock`] and [`fail`] (`SLUICE_FAIL_POINT`: crash points and
+//!   injected I/O errors).
 //!
 //! Start reading at [`server::start`], then [`pgwire`] and [`log`].
 
