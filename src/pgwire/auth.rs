@@ -149,11 +149,11 @@ impl Authenticator {
             Some(verifiers) => {
                 let mut scram = ScramAuth::new(verifiers);
                 scram.set_iterations(SCRAM_ITERATIONS);
-                let handler = SASLAuthStartupHandler::new(Arc::new(
-                    DefaultServerParameterProvider::default(),
-                ))
-                .with_scram(scram)
-                .with_connection_manager(connections);
+                let mut parameters = DefaultServerParameterProvider::default();
+                parameters.server_version = crate::sql::SERVER_VERSION.to_string();
+                let handler = SASLAuthStartupHandler::new(Arc::new(parameters))
+                    .with_scram(scram)
+                    .with_connection_manager(connections);
                 Method::Scram {
                     handler: Box::new(handler),
                     activity,

@@ -103,6 +103,7 @@ pub fn template_context(
     )?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
     ctx.register_udf(col_description());
+    ctx.register_udf(version());
     setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
         .map_err(|e| Error::from_datafusion(*e))?;
     Ok(ctx)
@@ -225,6 +226,30 @@ impl datafusion::logical_expr::ScalarUDFImpl for ColDescription {
             datafusion::common::ScalarValue::Utf8(None),
         ))
     }
+}
+
+/// `version()` as PostgreSQL words it (clients parse "PostgreSQL X.Y"),
+/// naming sluice too.
+fn version() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility};
+    let text = format!(
+        "PostgreSQL {} (sluice {}) on {}-linux, compiled by rustc, 64-bit",
+        crate::sql::SERVER_VERSION,
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    datafusion::logical_expr::create_udf(
+        "version",
+        vec![],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(
+                datafusion::common::ScalarValue::Utf8(Some(text.clone())),
+            ))
+        }),
+    )
 }
 
 fn col_description() -> datafusion::logical_expr::ScalarUDF {

@@ -22,6 +22,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
+pub use psql_compat::SERVER_VERSION;
 pub use role::RoleStatement;
 pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
@@ -163,6 +164,9 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
         ["SHOW", "SINKS"] => Ok(Parsed::ShowSinks),
+        ["SHOW", "SERVER_VERSION"] => Ok(Parsed::Sql(format!(
+            "SELECT '{SERVER_VERSION}' AS server_version"
+        ))),
         ["CREATE", "SINK", ..] => sink::parse_create_sink(stmt).map(Parsed::CreateSink),
         ["DROP", "SINK", ..] => parse_drop(stmt, "SINK").map(Parsed::DropSink),
         ["DROP", "TABLE", ..] => parse_drop(stmt, "TABLE").map(Parsed::DropTable),

@@ -2,6 +2,11 @@
 //! query engine cannot run as written. Each is a literal fragment psql 15
 //! emits, replaced by an equivalent the engine plans; nothing else changes.
 
+/// The PostgreSQL version sluice answers as (`version()`, `SHOW
+/// server_version`, the startup parameter), in the form client libraries
+/// parse (SQLAlchemy, pgjdbc and psql read the major and minor number).
+pub const SERVER_VERSION: &str = "16.6";
+
 /// (fragment psql sends, replacement).
 const REWRITES: &[(&str, &str)] = &[
     // `\d+`: table options. sluice tables have no reloptions and no TOAST.
