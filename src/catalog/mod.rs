@@ -42,6 +42,7 @@ const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 
 mod backend;
 mod defs;
+mod errors;
 
 pub use defs::*;
 

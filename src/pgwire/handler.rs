@@ -32,7 +32,7 @@ use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
 use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
-use super::auth::{verifier, Authenticator, Security};
+use super::auth::{Authenticator, Security};
 use super::connection::Activity;
 use super::copy::CopyState;
 use super::statement::{CancelRouter, Cancels, Control};
@@ -41,7 +41,7 @@ use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
 use crate::ingest::Writer;
 use crate::query::explain_insert_error;
-use crate::sql::{self, Parsed, RoleStatement};
+use crate::sql::{self, Parsed};
 
 type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
@@ -68,7 +68,7 @@ impl ConnectionHandlers {
             Some(std::time::Duration::from_millis(timeout_ms)),
         );
         let ctx = engine.new_session();
-        ctx.register_udf(session_user(activity.clone()));
+        ctx.register_udf(super::roles::session_user(activity.clone()));
         let ctx = Arc::new(ctx);
         let df = Arc::new(DfSessionService::new(ctx.clone()));
         ConnectionHandlers {
@@ -260,27 +260,6 @@ impl Session {
     }
 }
 
-impl Session {
-    fn run_role(&self, role: RoleStatement) -> Result<DdlOutcome, Error> {
-        match role {
-            RoleStatement::Create {
-                name,
-                group,
-                password,
-            } => {
-                self.engine
-                    .create_role(&name, group, verifier(&password)?)?;
-                Ok(DdlOutcome::Done)
-            }
-            RoleStatement::AlterPassword { name, password } => {
-                self.engine.set_role_password(&name, verifier(&password)?)?;
-                Ok(DdlOutcome::Done)
-            }
-            RoleStatement::Drop { name, if_exists } => self.engine.drop_role(&name, if_exists),
-        }
-    }
-}
-
 /// A NOTICE per statement that IF [NOT] EXISTS turned into a no-op.
 async fn send_notices<C>(client: &mut C, outcomes: Vec<DdlOutcome>) -> PgWireResult<()>
 where
@@ -452,24 +431,6 @@ impl ExtendedQueryHandler for Session {
             .map_err(|e| self.explain(text, e))?;
         Ok(watch.guard_one(response, &self.activity))
     }
-}
-
-/// `session_user` (psql's `current_user` and `user` are rewritten to it):
-/// the role this connection logged in as.
-fn session_user(activity: Arc<Activity>) -> datafusion::logical_expr::ScalarUDF {
-    use datafusion::arrow::datatypes::DataType;
-    use datafusion::logical_expr::{ColumnarValue, Volatility};
-    use datafusion::scalar::ScalarValue;
-    datafusion::logical_expr::create_udf(
-        "session_user",
-        vec![],
-        DataType::Utf8,
-        Volatility::Stable,
-        Arc::new(move |_| {
-            let user = activity.user().unwrap_or_default().to_string();
-            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(user))))
-        }),
-    )
 }
 
 /// The writer of `table` when it names a stream; `Ok(None)` otherwise.

@@ -9,6 +9,7 @@ mod connection;
 mod copy;
 mod handler;
 mod privilege;
+mod roles;
 mod statement;
 mod tls;
 
