@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::Sink;
+use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::sasl::scram::{gen_salted_password, ScramAuth, SCRAM_ITERATIONS};
 use pgwire::api::auth::sasl::SASLAuthStartupHandler;
 use pgwire::api::auth::{
@@ -23,7 +24,6 @@ use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 
 use super::connection::Activity;
-use super::handler::Startup;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 
@@ -218,5 +218,44 @@ impl StartupHandler for Authenticator {
                 Ok(())
             }
         }
+    }
+}
+
+/// The startup of a connection without a password (loopback, trust):
+/// pgwire's no-auth handler, which also registers the connection for
+/// cancel requests and marks the session started as the role it names.
+pub struct Startup {
+    connections: Arc<ConnectionManager>,
+    activity: Arc<Activity>,
+}
+
+impl Startup {
+    pub fn new(connections: Arc<ConnectionManager>, activity: Arc<Activity>) -> Startup {
+        Startup {
+            connections,
+            activity,
+        }
+    }
+}
+
+#[async_trait]
+impl NoopStartupHandler for Startup {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+
+    async fn post_startup<C>(
+        &self,
+        client: &mut C,
+        _message: pgwire::messages::PgWireFrontendMessage,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let user = client.metadata().get("user").cloned().unwrap_or_default();
+        self.activity.start(&user);
+        Ok(())
     }
 }

@@ -14,7 +14,6 @@ use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser;
 use datafusion_postgres::DfSessionService;
 use futures::{Sink, SinkExt};
-use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
@@ -116,42 +115,6 @@ impl PgWireServerHandlers for ConnectionHandlers {
 
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.session.clone()
-    }
-}
-
-pub struct Startup {
-    connections: Arc<ConnectionManager>,
-    activity: Arc<Activity>,
-}
-
-impl Startup {
-    pub fn new(connections: Arc<ConnectionManager>, activity: Arc<Activity>) -> Startup {
-        Startup {
-            connections,
-            activity,
-        }
-    }
-}
-
-#[async_trait]
-impl NoopStartupHandler for Startup {
-    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
-        Some(self.connections.clone())
-    }
-
-    async fn post_startup<C>(
-        &self,
-        client: &mut C,
-        _message: pgwire::messages::PgWireFrontendMessage,
-    ) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let user = client.metadata().get("user").cloned().unwrap_or_default();
-        self.activity.start(&user);
-        Ok(())
     }
 }
 
