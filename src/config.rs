@@ -50,6 +50,61 @@ pub struct AuthConfig {
     /// write besides the data directory.
     #[serde(default)]
     pub allowed_locations: Vec<String>,
+    /// Keys for the HTTP API and the Kinesis API: requests are signed
+    /// with AWS SigV4 or carry `Authorization: Bearer <secret>`.
+    #[serde(default)]
+    pub access_keys: Vec<AccessKeyConfig>,
+    /// Serve `/metrics` without credentials (a scraper on a trusted
+    /// network); by default it needs a key like the rest of the API.
+    #[serde(default)]
+    pub public_metrics: bool,
+}
+
+impl AuthConfig {
+    /// Whether clients must authenticate: with a password file (pgwire)
+    /// or access keys (HTTP), the HTTP API asks every request for a key.
+    pub fn enabled(&self) -> bool {
+        self.password_file.is_some() || !self.access_keys.is_empty()
+    }
+}
+
+/// `[[auth.access_keys]]`: an access key id, the file holding its secret,
+/// and the role whose privileges requests signed with it have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKeyConfig {
+    pub id: String,
+    pub secret_file: PathBuf,
+    pub role: String,
+}
+
+/// Reads a secret from a file that only its owner may read or write (a
+/// secret any local user can read is none); trailing newlines dropped.
+pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let unreadable = |e: std::io::Error| {
+        Error::InvalidParameter(format!("cannot read {what} {}: {e}", path.display()))
+    };
+    let mode = std::fs::metadata(path)
+        .map_err(unreadable)?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(Error::InvalidParameter(format!(
+            "{what} {} is readable or writable by others (mode {:o}); chmod 600 it",
+            path.display(),
+            mode & 0o777
+        )));
+    }
+    let text = std::fs::read_to_string(path).map_err(unreadable)?;
+    let secret = text.trim_end_matches(['\n', '\r']);
+    if secret.is_empty() {
+        return Err(Error::InvalidParameter(format!(
+            "{what} {} is empty",
+            path.display()
+        )));
+    }
+    Ok(secret.to_string())
 }
 
 /// Settings for S3 and S3-compatible object stores.
@@ -223,26 +278,30 @@ impl Config {
     /// password, only loopback addresses are served, since anyone who
     /// reaches a port would own the server.
     fn check_exposure(&self) -> Result<()> {
-        // The HTTP API does not authenticate requests yet: it is served on
-        // loopback only, whatever the password (put an authenticating
-        // reverse proxy in front to expose it).
-        if !self.http_addr.ip().is_loopback() {
+        // With [auth], every HTTP request but /health needs a key.
+        if !self.auth.enabled() && !self.http_addr.ip().is_loopback() {
             return Err(Error::InvalidParameter(format!(
-                "refusing to serve http_addr {} on a non-loopback address: the HTTP API does not authenticate \
-                 requests yet; serve it on 127.0.0.1 (an authenticating reverse proxy can expose it)",
+                "refusing to serve http_addr {} without [auth]: anyone who reaches it could write and drop \
+                 streams. Add [[auth.access_keys]] (and [auth] password_file) or serve a loopback address",
                 self.http_addr
             )));
         }
-        if self.auth.password_file.is_some() {
-            return Ok(());
-        }
-        if !self.pg_addr.ip().is_loopback() {
+        if self.auth.password_file.is_none() && !self.pg_addr.ip().is_loopback() {
             return Err(Error::InvalidParameter(format!(
                 "refusing to serve pg_addr {} without a password: anyone who reaches it would own the server. \
                  Set [auth] password_file (or --password-file) to a file (mode 600) holding the password of the \
                  superuser role \"sluice\", or serve a loopback address",
                 self.pg_addr
             )));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for key in &self.auth.access_keys {
+            if key.id.is_empty() || !ids.insert(key.id.as_str()) {
+                return Err(Error::InvalidParameter(format!(
+                    "auth.access_keys: id {:?} is empty or listed twice",
+                    key.id
+                )));
+            }
         }
         Ok(())
     }

@@ -10,7 +10,8 @@
 //!   signals), [`pgwire`] (Postgres protocol, simple and extended, COPY,
 //!   SQLSTATE responses; SCRAM logins, roles' privileges, TLS; cancel,
 //!   statement timeouts and connection bounds) and [`http`] (records, the
-//!   Kinesis API, `/health`, `/metrics`; connection and request bounds).
+//!   Kinesis API, `/health`, `/metrics`; SigV4/Bearer keys, HTTPS;
+//!   connection and request bounds).
 //! - owner: [`engine`]: opening the data directory, DDL and lifecycle of
 //!   streams, pipelines, sinks and tables, retention, close.
 //! - services:
@@ -37,7 +38,8 @@
 //!   own statements and every INSERT's target and literals, passes the
 //!   rest on), [`types`] (column types and their
 //!   Arrow encoding), [`config`] (flags > `SLUICE_*` env > TOML >
-//!   defaults), [`error`] (the one error type, mapped once per protocol),
+//!   defaults), [`tls`] (certificates of both fronts, reloaded on
+//!   SIGHUP), [`error`] (the one error type, mapped once per protocol),
 //!   [`clock`] and [`fail`] (`SLUICE_FAIL_POINT`: crash points and
 //!   injected I/O errors).
 //!
@@ -60,4 +62,5 @@ pub mod server;
 pub mod sink;
 pub mod sql;
 pub mod storage;
+pub mod tls;
 pub mod types;

@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::error::Result;
+use crate::tls::Certificates;
 use crate::{http, pgwire};
 
 /// A running server.
@@ -27,7 +28,9 @@ pub struct Server {
 
 /// Opens the data dir, binds both ports and starts serving.
 pub async fn start(config: Config) -> Result<Server> {
-    // A bad password file stops the start before anything listens.
+    // A bad password, key or certificate file stops the start before
+    // anything listens.
+    let tls = config.tls.as_ref().map(Certificates::load).transpose()?;
     let security = pgwire::Security {
         verifiers: config
             .auth
@@ -36,9 +39,9 @@ pub async fn start(config: Config) -> Result<Server> {
             .map(pgwire::Verifiers::from_password_file)
             .transpose()?
             .map(Arc::new),
-        tls: config.tls.as_ref().map(pgwire::tls_acceptor).transpose()?,
-        require_tls: config.tls.as_ref().is_some_and(|t| t.require),
+        tls: tls.clone(),
     };
+    let access_keys = http::AccessKeys::load(&config.auth)?;
     let pg_listener = TcpListener::bind(config.pg_addr).await?;
     let http_listener = TcpListener::bind(config.http_addr).await?;
     let pg_addr = pg_listener.local_addr()?;
@@ -53,16 +56,27 @@ pub async fn start(config: Config) -> Result<Server> {
     engine.open_tables().await?;
     engine.start_sinks().await?;
     let (shutdown, rx) = watch::channel(false);
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(pgwire::serve(
             pg_listener,
             engine.clone(),
             security,
             rx.clone(),
         )),
-        tokio::spawn(http::serve(http_listener, engine.clone(), rx.clone())),
-        tokio::spawn(retention_loop(engine.clone(), rx)),
+        tokio::spawn(http::serve(
+            http_listener,
+            engine.clone(),
+            http::Security {
+                access_keys,
+                tls: tls.clone(),
+            },
+            rx.clone(),
+        )),
+        tokio::spawn(retention_loop(engine.clone(), rx.clone())),
     ];
+    if let Some(tls) = tls {
+        tasks.push(tokio::spawn(reload_on_hangup(tls, rx)));
+    }
     tracing::info!(%pg_addr, %http_addr, data_dir = %engine.config.data_dir.display(), "sluice is serving");
     Ok(Server {
         pg_addr,
@@ -97,6 +111,31 @@ async fn retention_loop(engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>
         if let Ok(deleted) = tokio::task::spawn_blocking(move || engine.enforce_retention()).await {
             if deleted > 0 {
                 tracing::info!(segments = deleted, "retention deleted expired segments");
+            }
+        }
+    }
+}
+
+/// Re-reads the TLS certificate and key on SIGHUP (a renewal without a
+/// restart); a bad pair is logged and the old one keeps serving.
+async fn reload_on_hangup(tls: Arc<Certificates>, mut shutdown: watch::Receiver<bool>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; TLS certificates reload on restart only");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            got = hangups.recv() => if got.is_none() { return },
+        }
+        match tls.reload() {
+            Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+            Err(e) => {
+                tracing::error!(error = %e, "SIGHUP: TLS certificate not reloaded; the previous one stays")
             }
         }
     }

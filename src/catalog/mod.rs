@@ -433,6 +433,16 @@ impl Catalog {
         Ok(())
     }
 
+    /// Every login role, by name.
+    pub fn roles(&self) -> Result<Vec<RoleDef>> {
+        let txn = self.begin_read()?;
+        let roles = txn.open_table(ROLES)?;
+        roles
+            .iter()?
+            .map(|entry| decode(entry?.1.value()))
+            .collect()
+    }
+
     pub fn role(&self, name: &str) -> Result<Option<RoleDef>> {
         let txn = self.begin_read()?;
         let roles = txn.open_table(ROLES)?;

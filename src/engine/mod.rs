@@ -97,15 +97,17 @@ impl Engine {
         registry.set_quarantined(quarantined(&config)?);
         let policy = LocationPolicy::new(&config.data_dir, &config.auth.allowed_locations)?;
         let stores = Arc::new(StoreRegistry::new(config.s3.clone(), policy));
+        let catalog = Arc::new(catalog);
         let template = query::template_context(
             registry.clone(),
+            &catalog,
             stores.clone(),
             &config.limits,
             &config.data_dir.join("tmp").join("spill"),
         )?;
         Ok(Arc::new(Engine {
             config,
-            catalog: Arc::new(catalog),
+            catalog,
             registry,
             stores,
             template,

@@ -1,9 +1,11 @@
 //! The HTTP front end (axum): record ingestion (`records`), the
 //! Kinesis-compatible API (`kinesis`), health and Prometheus metrics.
 
+mod auth;
 mod cbor;
 mod kinesis;
 mod records;
+mod sigv4;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -24,6 +26,15 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind};
+use crate::tls::Certificates;
+
+pub use auth::AccessKeys;
+
+/// What the HTTP port asks of clients: keys (with `[auth]`) and TLS.
+pub struct Security {
+    pub access_keys: AccessKeys,
+    pub tls: Option<Arc<Certificates>>,
+}
 
 /// The process-wide Prometheus recorder (a recorder can be installed once
 /// per process; several servers in one process share it).
@@ -34,21 +45,38 @@ fn prometheus() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
-pub fn router(engine: Arc<Engine>) -> Router {
+pub fn router(engine: Arc<Engine>, access_keys: AccessKeys) -> Router {
     let _ = prometheus();
+    let gate = Arc::new(auth::Gate {
+        keys: access_keys,
+        engine: engine.clone(),
+    });
     let ingest_slots = Arc::new(Semaphore::new(
         engine.config.limits.http_ingest_concurrency.max(1),
     ));
     let ingest = Router::new()
         .route("/v1/streams/{name}/records", post(records::put_records))
         .route("/", post(kinesis::handle))
+        // Authenticated inside the concurrency bound: a signature check
+        // reads the body, and bodies in memory are what the bound limits.
+        .layer(axum::middleware::from_fn_with_state(
+            gate.clone(),
+            auth::authenticate,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             ingest_slots,
             limit_ingest,
         ));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .layer(axum::middleware::from_fn_with_state(
+                gate,
+                auth::authenticate,
+            ));
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .merge(metrics)
         .merge(ingest)
         .layer(axum::extract::DefaultBodyLimit::max(
             engine.config.limits.max_request_bytes as usize,
@@ -64,21 +92,23 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// doubling up to this, instead of spinning.
 const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 
-/// Serves HTTP/1.1 and HTTP/2 until `shutdown`: at most
-/// `http_max_connections` connections (more are answered 503 and closed),
-/// each bounded in time for headers, bodies and idleness.
+/// Serves HTTP/1.1 and HTTP/2 (HTTPS with `[tls]`) until `shutdown`: at
+/// most `http_max_connections` connections (more are answered 503 and
+/// closed), each bounded in time for its TLS handshake, headers, bodies
+/// and idleness.
 pub async fn serve(
     listener: TcpListener,
     engine: Arc<Engine>,
+    security: Security,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(
         engine.config.limits.http_max_connections.max(1),
     ));
     let header_timeout = Duration::from_millis(engine.config.limits.http_header_timeout_ms.max(1));
-    let app = router(engine).layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-        BODY_READ_TIMEOUT,
-    ));
+    let app = router(engine, security.access_keys).layer(
+        tower_http::timeout::RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT),
+    );
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -107,17 +137,20 @@ pub async fn serve(
             },
         };
         let Ok(permit) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse_busy(socket));
+            tokio::spawn(refuse(socket, BUSY));
             continue;
         };
-        let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(socket), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let (app, builder, watcher) = (app.clone(), builder.clone(), graceful.watcher());
+        let tls = security.tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            if let Some(io) = secure(socket, tls.as_deref(), header_timeout).await {
+                let service = TowerToHyperService::new(app);
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(io), service)
+                    .into_owned();
+                if let Err(e) = watcher.watch(connection).await {
+                    tracing::debug!(error = %e, "HTTP connection ended with an error");
+                }
             }
             drop(permit);
         });
@@ -130,11 +163,54 @@ pub async fn serve(
     }
 }
 
-/// Answers a connection past the cap: 503 with Retry-After, then close.
-async fn refuse_busy(mut socket: tokio::net::TcpStream) {
-    const ANSWER: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
-        Content-Type: application/json\r\nConnection: close\r\nContent-Length: 41\r\n\r\n\
-        {\"message\":\"too many connections; retry\"}";
+/// A connection's byte stream, plaintext or TLS.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static> Io for T {}
+
+/// With `[tls]`, a connection whose first byte opens a TLS handshake is
+/// served HTTPS; a plaintext one is served as is, or refused with 400 if
+/// TLS is required. `None`: the connection is over.
+async fn secure(
+    socket: tokio::net::TcpStream,
+    tls: Option<&Certificates>,
+    timeout: Duration,
+) -> Option<Box<dyn Io>> {
+    /// The content type of a TLS handshake record.
+    const TLS_HANDSHAKE: u8 = 0x16;
+    let Some(tls) = tls else {
+        return Some(Box::new(socket));
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(timeout, socket.peek(&mut first)).await {
+        Ok(Ok(1)) => {}
+        _ => return None,
+    }
+    if first[0] == TLS_HANDSHAKE {
+        match tokio::time::timeout(timeout, tls.http().accept(socket)).await {
+            Ok(Ok(stream)) => Some(Box::new(stream)),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => None,
+        }
+    } else if tls.required() {
+        refuse(socket, PLAINTEXT_REFUSED).await;
+        None
+    } else {
+        Some(Box::new(socket))
+    }
+}
+
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n\
+    Content-Type: application/json\r\nConnection: close\r\nContent-Length: 41\r\n\r\n\
+    {\"message\":\"too many connections; retry\"}";
+const PLAINTEXT_REFUSED: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+    Content-Type: application/json\r\nConnection: close\r\nContent-Length: 81\r\n\r\n\
+    {\"error_code\":\"28000\",\"error_message\":\"this server requires HTTPS (tls.require)\"}";
+
+/// Answers a connection that will not be served (`answer`), then closes.
+async fn refuse(mut socket: tokio::net::TcpStream, answer: &'static [u8]) {
     // The request head is read first: closing a socket with unread input
     // resets it, and the client could lose the answer.
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
@@ -146,7 +222,7 @@ async fn refuse_busy(mut socket: tokio::net::TcpStream) {
                 Ok(n) => head.extend_from_slice(&chunk[..n]),
             }
         }
-        let _ = socket.write_all(ANSWER).await;
+        let _ = socket.write_all(answer).await;
         let _ = socket.shutdown().await;
         // Drain what else arrives until the client closes.
         while matches!(socket.read(&mut chunk).await, Ok(n) if n > 0) {}
@@ -249,6 +325,7 @@ pub fn status(kind: ErrorKind) -> StatusCode {
     match kind {
         ErrorKind::UndefinedTable => StatusCode::NOT_FOUND,
         ErrorKind::DuplicateTable | ErrorKind::DependentObjects => StatusCode::CONFLICT,
+        ErrorKind::InsufficientPrivilege => StatusCode::FORBIDDEN,
         ErrorKind::DiskFull | ErrorKind::OutOfMemory | ErrorKind::ShuttingDown => {
             StatusCode::SERVICE_UNAVAILABLE
         }

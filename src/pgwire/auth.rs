@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -58,29 +57,9 @@ impl Verifiers {
     /// The superuser's verifier from `password_file`, which must not be
     /// readable by others (a secret any local user can read is none).
     pub fn from_password_file(path: &Path) -> Result<Verifiers> {
-        let meta = std::fs::metadata(path).map_err(|e| {
-            Error::InvalidParameter(format!("cannot read password file {}: {e}", path.display()))
-        })?;
-        let mode = meta.permissions().mode();
-        if mode & 0o077 != 0 {
-            return Err(Error::InvalidParameter(format!(
-                "password file {} is readable or writable by others (mode {:o}); chmod 600 it",
-                path.display(),
-                mode & 0o777
-            )));
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::InvalidParameter(format!("cannot read password file {}: {e}", path.display()))
-        })?;
-        let password = text.trim_end_matches(['\n', '\r']);
-        if password.is_empty() {
-            return Err(Error::InvalidParameter(format!(
-                "password file {} is empty",
-                path.display()
-            )));
-        }
+        let password = crate::config::read_secret_file(path, "password file")?;
         Ok(Verifiers {
-            roles: HashMap::from([(SUPERUSER.to_string(), verifier(password)?)]),
+            roles: HashMap::from([(SUPERUSER.to_string(), verifier(&password)?)]),
             engine: std::sync::OnceLock::new(),
         })
     }
@@ -119,8 +98,7 @@ impl AuthSource for Verifiers {
 #[derive(Clone, Default)]
 pub struct Security {
     pub verifiers: Option<Arc<Verifiers>>,
-    pub tls: Option<pgwire::tokio::TlsAcceptor>,
-    pub require_tls: bool,
+    pub tls: Option<Arc<crate::tls::Certificates>>,
 }
 
 /// How a connection starts: without authentication (loopback, no password
@@ -162,7 +140,7 @@ impl Authenticator {
         };
         Authenticator {
             method,
-            require_tls: security.require_tls,
+            require_tls: security.tls.as_ref().is_some_and(|t| t.required()),
         }
     }
 }

@@ -11,7 +11,6 @@ mod handler;
 mod privilege;
 mod roles;
 mod statement;
-mod tls;
 
 use std::os::fd::AsFd;
 use std::sync::Arc;
@@ -27,7 +26,6 @@ use crate::error::Error;
 
 pub use auth::{Security, Verifiers};
 pub use handler::ConnectionHandlers;
-pub use tls::acceptor as tls_acceptor;
 
 /// Accept errors (out of file descriptors, say) are retried after a delay
 /// doubling up to this, instead of spinning.
@@ -107,7 +105,7 @@ pub async fn serve(
             activity.clone(),
             &security,
         );
-        let tls = security.tls.clone();
+        let tls = security.tls.as_ref().map(|t| t.pg());
         let shutdown = shutdown.clone();
         open.spawn(async move {
             let served =

@@ -5,6 +5,7 @@
 mod explain;
 mod read_only;
 mod registry;
+mod roles;
 mod sink_table;
 mod stream_table;
 mod system;
@@ -21,7 +22,6 @@ use datafusion::common::Result as DfResult;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
 pub use explain::explain_insert_error;
@@ -30,6 +30,7 @@ pub use sink_table::SinkTable;
 pub use stream_table::StreamTable;
 pub use system::{SystemRelation, SystemTable};
 
+use crate::catalog::Catalog;
 use crate::config::Limits;
 use crate::error::{Error, Result};
 use crate::storage::StoreRegistry;
@@ -42,6 +43,7 @@ pub const SYSTEM_SCHEMA: &str = "sluice";
 /// Builds the template context every connection's session is cloned from.
 pub fn template_context(
     registry: Arc<Registry>,
+    roles_catalog: &Arc<Catalog>,
     stores: Arc<StoreRegistry>,
     limits: &Limits,
     spill_dir: &Path,
@@ -104,8 +106,9 @@ pub fn template_context(
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
     ctx.register_udf(col_description());
     ctx.register_udf(version());
-    setup_pg_catalog(&ctx, CATALOG_NAME, EmptyContextProvider)
-        .map_err(|e| Error::from_datafusion(*e))?;
+    let roles = roles::Roles::new(roles_catalog);
+    ctx.register_udf(roles::member_of_udf(roles.clone()));
+    setup_pg_catalog(&ctx, CATALOG_NAME, roles).map_err(|e| Error::from_datafusion(*e))?;
     Ok(ctx)
 }
 

@@ -16,9 +16,24 @@ const REWRITES: &[(&str, &str)] = &[
     ),
 ];
 
+/// `\du`: a role's groups come from sluice's catalog, not from a
+/// correlated ARRAY subquery over pg_auth_members.
+const DU_MEMBER_OF: (&str, &str, &str) = (
+    "ARRAY(SELECT b.rolname",
+    ") as memberof",
+    "sluice_member_of(r.rolname) as memberof",
+);
+
 /// `sql` with psql's unplannable fragments replaced (borrowed when none).
 pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
     let mut out = std::borrow::Cow::Borrowed(sql);
+    let (start, end, with) = DU_MEMBER_OF;
+    if let Some(from) = out.find(start) {
+        if let Some(len) = out[from..].find(end) {
+            let replaced = format!("{}{with}{}", &out[..from], &out[from + len + end.len()..]);
+            out = std::borrow::Cow::Owned(replaced);
+        }
+    }
     for (from, to) in REWRITES {
         if out.contains(from) {
             out = std::borrow::Cow::Owned(out.replace(from, to));

@@ -135,6 +135,16 @@ impl Server {
         kib * 1024
     }
 
+    /// SIGHUP: the server reloads its TLS certificate.
+    pub fn hangup(&self) {
+        let child = self.child.as_ref().expect("running server");
+        let status = Command::new("kill")
+            .args(["-HUP", &child.id().to_string()])
+            .status()
+            .expect("kill -HUP");
+        assert!(status.success());
+    }
+
     /// SIGKILL: no shutdown code runs.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -237,7 +237,7 @@ async fn ingest_requests_past_the_concurrency_bound_get_429() {
         .await
         .unwrap();
     let head = format!(
-        "POST /v1/streams/clicks/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-ndjson\r\n\
+        "POST /v1/streams/clicks/records HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-ndjson\r\n\
          Content-Length: {}\r\nConnection: close\r\n\r\n",
         record.len()
     );

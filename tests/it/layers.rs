@@ -15,6 +15,7 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
     ("clock", &[]),
     ("types", &["error"]),
     ("config", &["error"]),
+    ("tls", &["error", "config"]),
     ("catalog", &["error", "fail", "clock", "types"]),
     ("storage", &["error", "fail", "config"]),
     ("log", &["error", "fail", "clock"]),
@@ -61,17 +62,20 @@ const MAY_IMPORT: &[(&str, &[&str])] = &[
         "pgwire",
         &[
             "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
-            "runtime", "ingest", "query", "engine",
+            "runtime", "ingest", "query", "engine", "tls",
         ],
     ),
     (
         "http",
         &[
             "error", "fail", "clock", "types", "config", "catalog", "log", "storage", "sql",
-            "runtime", "ingest", "query", "engine",
+            "runtime", "ingest", "query", "engine", "tls",
         ],
     ),
-    ("server", &["error", "config", "engine", "pgwire", "http"]),
+    (
+        "server",
+        &["error", "config", "engine", "pgwire", "http", "tls"],
+    ),
     ("main", &[]),
     ("lib", &[]),
 ];

@@ -9,6 +9,7 @@ mod crash_loop;
 mod faults;
 mod harness;
 mod http;
+mod http_auth;
 mod kinesis;
 mod layers;
 mod lifecycle;

@@ -94,3 +94,28 @@ fn psql_reports_errors_with_codes_and_notices() {
         "{err}"
     );
 }
+
+/// `\du` lists the superuser, the group roles and each login role with
+/// its group; `\du name` just that one.
+#[test]
+fn psql_du_lists_roles_and_their_groups() {
+    let server = Server::start();
+    let (out, err, ok) = server.psql(
+        "CREATE ROLE ria LOGIN PASSWORD 'not-shown' IN ROLE sluice_reader;\n\
+         \\du\n\
+         \\du ria\n",
+    );
+    assert!(ok, "{err}");
+    let row = |name: &str| {
+        out.lines()
+            .filter(|l| l.split('|').next().is_some_and(|c| c.trim() == name))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let ria = row("ria");
+    assert_eq!(ria.len(), 2, "listed by both commands: {out}");
+    assert!(ria.iter().all(|l| l.contains("{sluice_reader}")), "{out}");
+    assert!(row("sluice")[0].contains("Superuser"), "{out}");
+    assert!(row("sluice_writer")[0].contains("Cannot login"), "{out}");
+    assert!(!out.contains("not-shown"), "{out}");
+}

@@ -18,7 +18,7 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// A CA and a server certificate for localhost/127.0.0.1 signed by it.
-fn make_certificates(dir: &Path) {
+pub fn make_certificates(dir: &Path) {
     std::fs::write(
         dir.join("san.ext"),
         "subjectAltName=DNS:localhost,IP:127.0.0.1\n",
@@ -61,7 +61,7 @@ fn make_certificates(dir: &Path) {
     );
 }
 
-fn psql(server: &Server, host: &str, sslmode: &str, ca: &Path) -> std::process::Output {
+pub fn psql(server: &Server, host: &str, sslmode: &str, ca: &Path) -> std::process::Output {
     let conninfo = format!(
         "host={host} port={} user=sluice dbname=sluice sslmode={sslmode} sslrootcert={}",
         server.pg_addr.port(),

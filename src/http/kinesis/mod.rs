@@ -50,6 +50,7 @@ impl From<Error> for KinesisError {
         let kind = match e.kind() {
             ErrorKind::UndefinedTable => "ResourceNotFoundException",
             ErrorKind::DuplicateTable | ErrorKind::DependentObjects => "ResourceInUseException",
+            ErrorKind::InsufficientPrivilege => "AccessDeniedException",
             ErrorKind::DiskFull | ErrorKind::OutOfMemory | ErrorKind::ShuttingDown => {
                 "ServiceUnavailableException"
             }
@@ -97,6 +98,32 @@ fn reply(cbor: bool, status: StatusCode, body: &Value) -> Response {
     }
 }
 
+/// An AWS error answer (`__type`, message) for a request refused before
+/// it reached an action, in the protocol the request used.
+pub(super) fn refusal(
+    headers: &HeaderMap,
+    status: StatusCode,
+    kind: &str,
+    message: &str,
+) -> Response {
+    let mut response = reply(
+        is_cbor(headers),
+        status,
+        &json!({ "__type": kind, "message": message }),
+    );
+    if let Ok(value) = axum::http::HeaderValue::from_str(kind) {
+        response.headers_mut().insert("x-amzn-errortype", value);
+    }
+    response
+}
+
+fn is_cbor(headers: &HeaderMap) -> bool {
+    headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(cbor::CONTENT_TYPE))
+}
+
 type KResult = Result<Value, KinesisError>;
 
 /// `POST /` with an `X-Amz-Target` header.
@@ -110,10 +137,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_string();
-    let cbor = headers
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with(cbor::CONTENT_TYPE));
+    let cbor = is_cbor(&headers);
     let Some(action) = target.strip_prefix(TARGET_PREFIX) else {
         return KinesisError::new(
             "UnknownOperationException",
