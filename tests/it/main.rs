@@ -1,6 +1,7 @@
 //! The integration tests: one binary, the real server, real clients.
 
 mod auth;
+mod client_credentials;
 mod compaction;
 mod connections;
 mod copy;
