@@ -118,4 +118,10 @@ fn psql_du_lists_roles_and_their_groups() {
     assert!(row("sluice")[0].contains("Superuser"), "{out}");
     assert!(row("sluice_writer")[0].contains("Cannot login"), "{out}");
     assert!(!out.contains("not-shown"), "{out}");
+    let log = std::fs::read_to_string(server.data_dir().with_extension("log")).unwrap();
+    assert!(log.contains("sluice is serving"), "the log is the server's");
+    assert!(
+        !log.contains("not-shown"),
+        "the password reached the server log"
+    );
 }
