@@ -287,8 +287,17 @@ fn binary_to_text(v: &[u8], sql_type: SqlType, out: &mut Vec<u8>) -> Result<()> 
     };
     let fixed = |n: usize| -> Result<&[u8]> { (v.len() == n).then_some(v).ok_or_else(bad) };
     let text = match sql_type {
-        SqlType::Text | SqlType::Bytea => {
+        SqlType::Text => {
             out.extend_from_slice(v);
+            return Ok(());
+        }
+        // As bytea's text form (`\x` hex), so any bytes pass the text
+        // stage that every ingest path shares.
+        SqlType::Bytea => {
+            out.extend_from_slice(b"\\x");
+            for byte in v {
+                write!(out, "{byte:02x}").map_err(|_| bad())?;
+            }
             return Ok(());
         }
         SqlType::Boolean => (fixed(1)?[0] != 0).to_string(),

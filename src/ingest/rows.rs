@@ -3,10 +3,14 @@
 //! schema. Each column is cast once, like Postgres coerces untyped input;
 //! only when a cast fails are values tried one by one to find the bad rows.
 
+use std::sync::Arc;
+
 use datafusion::arrow::array::{
-    new_null_array, Array, ArrayRef, BooleanArray, RecordBatch, StringArray,
+    new_null_array, Array, ArrayRef, BinaryBuilder, BooleanArray, RecordBatch, StringArray,
 };
 use datafusion::arrow::compute::{cast_with_options, filter, CastOptions};
+use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::error::ArrowError;
 
 use crate::error::{Error, Result};
 use crate::runtime::Stream;
@@ -49,6 +53,73 @@ pub fn build_batch(
     build_batch_columns(stream, targets, &text, rows.len(), on_error)
 }
 
+/// Converts field text to a column type: PostgreSQL's bytea input
+/// (`\x` hex, or the escape format) for bytea, Arrow's cast otherwise.
+/// With `safe` options a bad value becomes NULL instead of an error.
+fn cast_text(
+    text: &StringArray,
+    data_type: &DataType,
+    options: &CastOptions,
+) -> std::result::Result<ArrayRef, ArrowError> {
+    if *data_type != DataType::Binary {
+        return cast_with_options(text, data_type, options);
+    }
+    let mut out = BinaryBuilder::with_capacity(text.len(), text.value_data().len());
+    for value in text.iter() {
+        match value.map(bytea_from_text) {
+            None => out.append_null(),
+            Some(Some(bytes)) => out.append_value(bytes),
+            Some(None) if options.safe => out.append_null(),
+            Some(None) => {
+                return Err(ArrowError::CastError(
+                    "invalid input syntax for type bytea".into(),
+                ))
+            }
+        }
+    }
+    Ok(Arc::new(out.finish()))
+}
+
+/// PostgreSQL's bytea text input: `\x` then hex digit pairs (spaces
+/// between pairs allowed), else the escape format (`\\` and `\ooo`
+/// octal escapes, other bytes as they are).
+pub fn bytea_from_text(text: &str) -> Option<Vec<u8>> {
+    let bytes = text.as_bytes();
+    if let Some(hex) = text
+        .strip_prefix("\\x")
+        .or_else(|| text.strip_prefix("\\X"))
+    {
+        let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        if !digits.len().is_multiple_of(2) {
+            return None;
+        }
+        let nibble = |d: u8| (d as char).to_digit(16).map(|v| v as u8);
+        return digits
+            .chunks(2)
+            .map(|pair| Some(nibble(pair[0])? << 4 | nibble(pair[1])?))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] != b'\\' {
+            out.push(bytes[at]);
+            at += 1;
+        } else if bytes.get(at + 1) == Some(&b'\\') {
+            out.push(b'\\');
+            at += 2;
+        } else {
+            let octal = bytes.get(at + 1..at + 4)?;
+            if !octal.iter().all(|d| (b'0'..=b'7').contains(d)) || octal[0] > b'3' {
+                return None;
+            }
+            out.push(octal.iter().fold(0u8, |v, d| v * 8 + (d - b'0')));
+            at += 4;
+        }
+    }
+    Some(out)
+}
+
 /// [`build_batch`] for input already in columns: `text[i]` holds the field
 /// text of stream column `targets[i]` for all `n` rows.
 pub fn build_batch_columns(
@@ -71,25 +142,24 @@ pub fn build_batch_columns(
         let array = match targets.iter().position(|t| *t == index) {
             Some(position) => {
                 let text = &text_columns[position];
-                match cast_with_options(text, data_type, &strict) {
+                match cast_text(text, data_type, &strict) {
                     Ok(array) => array,
                     Err(_) => {
                         for (row, slot) in bad.iter_mut().enumerate() {
                             if text.is_valid(row)
-                                && cast_with_options(&text.slice(row, 1), data_type, &strict)
-                                    .is_err()
+                                && cast_text(&text.slice(row, 1), data_type, &strict).is_err()
                             {
                                 let error = conversion_error(text.value(row), column, &def.name);
                                 slot.get_or_insert(error);
                             }
                         }
                         // Bad values become NULL here; their rows are dropped below.
-                        cast_with_options(text, data_type, &CastOptions::default()).map_err(
-                            |e| RowError {
+                        cast_text(text, data_type, &CastOptions::default()).map_err(|e| {
+                            RowError {
                                 row: 0,
                                 error: e.into(),
-                            },
-                        )?
+                            }
+                        })?
                     }
                 }
             }
@@ -187,4 +257,19 @@ pub fn resolve_targets(stream: &Stream, names: Option<&[String]>) -> Result<Vec<
         targets.push(index);
     }
     Ok(targets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bytea_from_text;
+
+    #[test]
+    fn bytea_text_input_is_postgres_hex_or_escape() {
+        assert_eq!(bytea_from_text("\\x00ff 0A"), Some(vec![0, 255, 10]));
+        assert_eq!(bytea_from_text("a\\\\b\\001"), Some(b"a\\b\x01".to_vec()));
+        assert_eq!(bytea_from_text("plain"), Some(b"plain".to_vec()));
+        assert_eq!(bytea_from_text("\\x0"), None);
+        assert_eq!(bytea_from_text("\\xzz"), None);
+        assert_eq!(bytea_from_text("\\9"), None);
+    }
 }

@@ -1,16 +1,22 @@
 //! The COPY sub-protocol: `COPY … FROM STDIN` feeds CopyData chunks to an
 //! [`CopyIn`] decoder and stores the rows as one unit on CopyDone;
-//! `COPY … TO STDOUT` streams query results as text or CSV lines.
+//! `COPY … TO STDOUT` streams query results as text or CSV lines, or in
+//! PostgreSQL's binary format.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, RecordBatch};
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
+use datafusion_postgres::arrow_pg::encoder::encode_value;
 use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::results::{CopyResponse, Response, Tag};
+use pgwire::api::portal::Format;
+use pgwire::api::results::{CopyEncoder, CopyResponse, Response, Tag};
 use pgwire::api::ClientInfo;
 use pgwire::error::{PgWireError, PgWireResult};
 use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
@@ -85,6 +91,7 @@ impl Session {
             let writer = self
                 .writer(name)?
                 .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
+            let format = copy_format(copy.options.format);
             let decoder = writer.copy_in(columns.as_deref(), copy.options)?;
             let columns = decoder.width();
             *self.copy.lock().await = Some(CopyState::start(
@@ -92,16 +99,13 @@ impl Session {
                 writer,
                 Box::new(decoder),
             ));
+            // The format advertised is the one decoded: clients (psycopg)
+            // encode what CopyInResponse says.
             return Ok(Response::CopyIn(CopyResponse::new(
-                0,
+                format,
                 columns,
                 futures::stream::empty(),
             )));
-        }
-        if copy.options.format == CopyFormat::Binary {
-            return Err(Error::FeatureNotSupported(
-                "COPY … TO STDOUT supports text and csv; binary is accepted only FROM STDIN".into(),
-            ));
         }
         let query = match &copy.source {
             CopySource::Query(q) => q.clone(),
@@ -116,6 +120,16 @@ impl Session {
         };
         let df = self.ctx.sql(&query).await?;
         let columns = df.schema().fields().len();
+        if copy.options.format == CopyFormat::Binary {
+            let schema = df.schema().as_arrow().clone();
+            let batches = df.execute_stream().await?;
+            // Built as text and marked binary: the trailer is sent here
+            // (with the header when there are no rows, as PostgreSQL
+            // does), not appended by pgwire.
+            let mut response = CopyResponse::new(0, columns, binary_copy_out(schema, batches)?);
+            response.format = 1;
+            return Ok(Response::CopyOut(response));
+        }
         let header = copy.options.header.then(|| {
             df.schema()
                 .fields()
@@ -145,6 +159,67 @@ impl Session {
         let stream = futures::stream::iter(header_line).chain(rows);
         Ok(Response::CopyOut(CopyResponse::new(0, columns, stream)))
     }
+}
+
+/// CopyResponse's overall format code: 1 binary, 0 text (and csv).
+fn copy_format(format: CopyFormat) -> i8 {
+    i8::from(format == CopyFormat::Binary)
+}
+
+/// PostgreSQL's binary COPY: the signature header, then one tuple per
+/// row, each value in its type's binary send format (arrow-pg's, as
+/// binary query results use), then the trailer.
+fn binary_copy_out(
+    schema: Schema,
+    batches: SendableRecordBatchStream,
+) -> Result<impl futures::Stream<Item = PgWireResult<CopyData>> + Send> {
+    /// Signature, flags, header extension length (PostgreSQL's COPY docs).
+    const HEADER: &[u8] = b"PGCOPY\n\xFF\r\n\x00\x00\x00\x00\x00\x00\x00\x00\x00";
+    let fields = arrow_schema_to_pg_fields(&schema, &Format::UnifiedBinary, None)
+        .map_err(|e| Error::FeatureNotSupported(format!("binary COPY of this result: {e}")))?;
+    let mut encoder = CopyEncoder::new_binary(Arc::new(fields.clone()));
+    // The encoder puts the header in front of the first tuple, as
+    // PostgreSQL does (psycopg expects them in one message); a result
+    // without rows gets header and trailer in one message.
+    let rows_sent = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let sent = rows_sent.clone();
+    let rows = batches.flat_map(move |batch| {
+        let mut out = Vec::new();
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                out.push(Err(to_pg_error(Error::from_datafusion(e))));
+                return futures::stream::iter(out);
+            }
+        };
+        out.reserve(batch.num_rows());
+        for row in 0..batch.num_rows() {
+            let encoded = batch
+                .columns()
+                .iter()
+                .enumerate()
+                .try_for_each(|(i, column)| {
+                    encode_value(&mut encoder, column, row, schema.field(i), &fields[i])
+                });
+            if let Err(e) = encoded {
+                out.push(Err(e));
+                break;
+            }
+            out.push(Ok(encoder.take_copy()));
+            sent.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        futures::stream::iter(out)
+    });
+    let end = futures::stream::once(async move {
+        let trailer = CopyEncoder::finish_copy_binary();
+        if rows_sent.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(trailer);
+        }
+        let mut data = bytes::BytesMut::from(HEADER);
+        data.extend_from_slice(&trailer.data);
+        Ok(CopyData::new(data.freeze()))
+    });
+    Ok(rows.chain(end))
 }
 
 /// One line per row; every column formatted as Postgres text output.

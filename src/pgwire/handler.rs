@@ -207,6 +207,12 @@ impl Session {
             Parsed::Copy(copy) => {
                 return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
             }
+            Parsed::Savepoint(savepoint) => {
+                if let Some(notice) = savepoint.notice {
+                    send_notice(client, notice).await?;
+                }
+                return Ok(Some(Response::Execution(Tag::new(savepoint.tag))));
+            }
             Parsed::Role(role) => {
                 let tag = role.tag();
                 let outcome = self.run_role(role).map_err(to_pg_error)?;
@@ -231,14 +237,23 @@ where
 {
     for outcome in outcomes {
         if let DdlOutcome::Skipped(msg) = outcome {
-            let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), msg);
-            client
-                .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
-                    notice,
-                )))
-                .await?;
+            send_notice(client, msg).await?;
         }
     }
+    Ok(())
+}
+
+async fn send_notice<C>(client: &mut C, message: String) -> PgWireResult<()>
+where
+    C: Sink<PgWireBackendMessage> + Unpin + Send,
+    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+{
+    let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
+    client
+        .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
+            notice,
+        )))
+        .await?;
     Ok(())
 }
 
@@ -280,6 +295,9 @@ impl Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
+        if let Some(response) = deallocate(client, stmt) {
+            return Ok(vec![response]);
+        }
         let parsed = sql::parse(stmt).map_err(to_pg_error)?;
         let text = parsed.as_query().unwrap_or_default();
         if let Some(response) = self.run_sluice(client, parsed).await? {
@@ -393,6 +411,24 @@ impl ExtendedQueryHandler for Session {
             .await
             .map_err(|e| self.explain(text, e))?;
         Ok(watch.guard_one(response, &self.activity))
+    }
+}
+
+/// `DEALLOCATE` of a statement prepared with the protocol's Parse (as
+/// psycopg and pgjdbc send it) frees it; `ALL` is accepted and frees them
+/// at disconnect (a Parse of a name in use replaces it). Other names are
+/// SQL-level PREPAREs, left to the query engine.
+fn deallocate<C: ClientPortalStore>(client: &C, stmt: &str) -> Option<Response>
+where
+    C::PortalStore: PortalStore,
+{
+    match sql::parse_deallocate(stmt)? {
+        sql::Deallocate::All => Some(Response::Execution(Tag::new("DEALLOCATE ALL"))),
+        sql::Deallocate::Named(name) => {
+            client.portal_store().get_statement(&name)?;
+            client.portal_store().rm_statement(&name);
+            Some(Response::Execution(Tag::new("DEALLOCATE")))
+        }
     }
 }
 

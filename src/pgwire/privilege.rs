@@ -29,6 +29,7 @@ fn needs(parsed: &Parsed) -> (RoleGroup, String) {
         | Parsed::ShowStreams
         | Parsed::ShowPipelines
         | Parsed::ShowSinks
+        | Parsed::Savepoint(_)
         | Parsed::ExplainCreateDerived(_) => (RoleGroup::Reader, "read".into()),
         Parsed::Sql(text) => match leading_words(text, 1).first().map(String::as_str) {
             Some("INSERT") => (RoleGroup::Writer, "INSERT".into()),

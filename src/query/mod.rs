@@ -3,6 +3,7 @@
 //! of one `SessionContext` per connection from shared state.
 
 mod explain;
+mod pg_functions;
 mod read_only;
 mod registry;
 mod roles;
@@ -106,6 +107,10 @@ pub fn template_context(
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
     ctx.register_udf(col_description());
     ctx.register_udf(version());
+    ctx.register_udf(pg_functions::to_regtype());
+    for udf in pg_functions::null_text_functions() {
+        ctx.register_udf(udf);
+    }
     let roles = roles::Roles::new(roles_catalog);
     ctx.register_udf(roles::member_of_udf(roles.clone()));
     setup_pg_catalog(&ctx, CATALOG_NAME, roles).map_err(|e| Error::from_datafusion(*e))?;

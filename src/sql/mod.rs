@@ -9,6 +9,7 @@ mod insert_scan;
 mod psql_compat;
 mod reach;
 mod role;
+mod session;
 mod sink;
 mod split;
 
@@ -22,8 +23,9 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
-pub use psql_compat::SERVER_VERSION;
+pub use psql_compat::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use role::RoleStatement;
+pub use session::{parse_deallocate, Deallocate, Savepoint};
 pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
 
@@ -68,6 +70,8 @@ pub enum Parsed {
     },
     /// `CREATE ROLE`, `ALTER ROLE … PASSWORD`, `DROP ROLE`.
     Role(RoleStatement),
+    /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: accepted markers.
+    Savepoint(Savepoint),
     /// Anything else: DataFusion SQL, passed on as written.
     Sql(String),
 }
@@ -139,6 +143,7 @@ impl Parsed {
             | Parsed::FlushSink(_)
             | Parsed::CreateExternalTable(_)
             | Parsed::Role(_)
+            | Parsed::Savepoint(_)
             | Parsed::CreateTableAs(_)
             | Parsed::DropTable(_) => None,
         }
@@ -147,6 +152,9 @@ impl Parsed {
 
 /// Routes one statement (as split by [`split_statements`]).
 pub fn parse(stmt: &str) -> Result<Parsed> {
+    if let Some(savepoint) = session::parse_savepoint(stmt) {
+        return savepoint.map(Parsed::Savepoint);
+    }
     let words = leading_words(stmt, 3);
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
     match w.as_slice() {
@@ -166,6 +174,9 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["SHOW", "SINKS"] => Ok(Parsed::ShowSinks),
         ["SHOW", "SERVER_VERSION"] => Ok(Parsed::Sql(format!(
             "SELECT '{SERVER_VERSION}' AS server_version"
+        ))),
+        ["SHOW", "SERVER_VERSION_NUM"] => Ok(Parsed::Sql(format!(
+            "SELECT '{SERVER_VERSION_NUM}' AS server_version_num"
         ))),
         ["CREATE", "SINK", ..] => sink::parse_create_sink(stmt).map(Parsed::CreateSink),
         ["DROP", "SINK", ..] => parse_drop(stmt, "SINK").map(Parsed::DropSink),

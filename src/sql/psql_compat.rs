@@ -6,6 +6,8 @@
 /// server_version`, the startup parameter), in the form client libraries
 /// parse (SQLAlchemy, pgjdbc and psql read the major and minor number).
 pub const SERVER_VERSION: &str = "16.6";
+/// The same as `server_version_num` reports it (major × 10000 + minor).
+pub const SERVER_VERSION_NUM: &str = "160006";
 
 /// (fragment psql sends, replacement).
 const REWRITES: &[(&str, &str)] = &[

@@ -3,6 +3,7 @@
 mod auth;
 mod client_credentials;
 mod compaction;
+mod compat;
 mod connections;
 mod copy;
 mod crash;

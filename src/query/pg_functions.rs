@@ -1,0 +1,113 @@
+//! Catalog functions that client libraries call while introspecting
+//! (SQLAlchemy's inspector, pgjdbc's DatabaseMetaData, DBeaver, psql's
+//! `\du+`) and that the pg_catalog layer lacks. sluice has no sequences
+//! and no object comments, so each answers NULL as PostgreSQL does for an
+//! object without one.
+
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
+
+/// `pg_get_serial_sequence(table, column)`: no column owns a sequence.
+/// `obj_description(oid[, catalog])`, `shobj_description(oid, catalog)`:
+/// no object has a comment.
+pub fn null_text_functions() -> Vec<ScalarUDF> {
+    [
+        ("pg_get_serial_sequence", vec![2]),
+        ("obj_description", vec![1, 2]),
+        ("shobj_description", vec![2]),
+    ]
+    .into_iter()
+    .map(|(name, arities)| {
+        let signature = Signature::one_of(
+            arities
+                .into_iter()
+                .map(datafusion::logical_expr::TypeSignature::Any)
+                .collect(),
+            Volatility::Immutable,
+        );
+        ScalarUDF::from(NullText { name, signature })
+    })
+    .collect()
+}
+
+/// `to_regtype(name)`: the oid of a built-in type named as PostgreSQL
+/// names it, NULL for any other name (psycopg's `TypeInfo.fetch`, which
+/// SQLAlchemy calls for `hstore` on connect, then finds no such type).
+pub fn to_regtype() -> ScalarUDF {
+    use datafusion::arrow::array::{Array, Int32Array, StringArray};
+    datafusion::logical_expr::create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Immutable,
+        std::sync::Arc::new(|args: &[ColumnarValue]| {
+            let names = ColumnarValue::values_to_arrays(args)?;
+            let Some(names) = names[0].as_any().downcast_ref::<StringArray>() else {
+                return Err(datafusion::error::DataFusionError::Plan(
+                    "to_regtype takes text".into(),
+                ));
+            };
+            let oids: Int32Array = (0..names.len())
+                .map(|i| {
+                    (!names.is_null(i))
+                        .then(|| type_oid(names.value(i)))
+                        .flatten()
+                })
+                .collect();
+            Ok(ColumnarValue::Array(std::sync::Arc::new(oids)))
+        }),
+    )
+}
+
+fn type_oid(name: &str) -> Option<i32> {
+    let oid = match name.trim().to_ascii_lowercase().as_str() {
+        "bool" | "boolean" => 16,
+        "bytea" => 17,
+        "int8" | "bigint" => 20,
+        "int2" | "smallint" => 21,
+        "int4" | "integer" | "int" => 23,
+        "text" => 25,
+        "json" => 114,
+        "float4" | "real" => 700,
+        "float8" | "double precision" => 701,
+        "varchar" | "character varying" => 1043,
+        "date" => 1082,
+        "time" | "time without time zone" => 1083,
+        "timestamp" | "timestamp without time zone" => 1114,
+        "timestamptz" | "timestamp with time zone" => 1184,
+        "interval" => 1186,
+        "numeric" | "decimal" => 1700,
+        "uuid" => 2950,
+        "jsonb" => 3802,
+        _ => return None,
+    };
+    Some(oid)
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: &'static str,
+    signature: Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}

@@ -1,0 +1,161 @@
+//! Client compatibility: the same checks (tests/clients/compat_psycopg.py:
+//! psycopg 3, SQLAlchemy 2, pandas) run first against a throwaway
+//! PostgreSQL 15, which validates them, then against sluice, which must
+//! give the same answers.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::harness::Server;
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL 15 on a free port in `dir`, trusting local connections;
+/// stopped on drop. Run as `postgres` when the tests run as root.
+struct Postgres {
+    child: Child,
+    port: u16,
+    stop: Command,
+}
+
+impl Postgres {
+    fn start(dir: &Path) -> Postgres {
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data).unwrap();
+        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let run = |program: &str, args: &[&str]| -> Command {
+            let path = format!("{PG_BIN}/{program}");
+            if as_root {
+                let mut c = Command::new("runuser");
+                c.args(["-u", "postgres", "--", &path]).args(args);
+                c
+            } else {
+                let mut c = Command::new(path);
+                c.args(args);
+                c
+            }
+        };
+        if as_root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let data_str = data.to_str().unwrap();
+        let out = run(
+            "initdb",
+            &["-D", data_str, "-U", "postgres", "--auth=trust"],
+        )
+        .output()
+        .expect("initdb (PostgreSQL 15 server, installed by .ci/run)");
+        assert!(out.status.success(), "initdb: {out:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = run(
+            "postgres",
+            &[
+                "-D",
+                data_str,
+                "-p",
+                &port.to_string(),
+                "-k",
+                data_str,
+                "-h",
+                "127.0.0.1",
+            ],
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // Accepting TCP is not yet accepting logins.
+        std::thread::sleep(Duration::from_millis(500));
+        // The child may be `runuser`, which does not pass signals on.
+        let stop = run("pg_ctl", &["-D", data_str, "stop", "-m", "fast"]);
+        Postgres { child, port, stop }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.stop.stdout(Stdio::null()).status();
+        let _ = self.child.wait();
+    }
+}
+
+fn compat(port: u16, user: &str, create: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/compat_psycopg.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &port.to_string(), user, create])
+        .output()
+        .expect("python3 with psycopg, sqlalchemy and pandas (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn psycopg_sqlalchemy_and_pandas_see_what_they_see_on_postgresql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let columns = "(id BIGINT, name TEXT, ts TIMESTAMP, raw BYTEA)";
+    let postgres = Postgres::start(tmp.path());
+    let expected = compat(
+        postgres.port,
+        "postgres",
+        &format!("CREATE TABLE ev {columns}"),
+    );
+    drop(postgres);
+    // Every check passes on PostgreSQL: a failure below is sluice's.
+    for (check, result) in expected.as_object().unwrap() {
+        assert_eq!(result["ok"], true, "on PostgreSQL, {check}: {result}");
+    }
+    let server = Server::start();
+    let got = compat(
+        server.pg_addr.port(),
+        "sluice",
+        &format!("CREATE STREAM ev {columns}"),
+    );
+    let mut differ = Vec::new();
+    for (check, want) in expected.as_object().unwrap() {
+        let mut want = want.clone();
+        if check == "version" {
+            // sluice answers as PostgreSQL 16; each source must agree.
+            let v = &got[check]["value"];
+            let major = v["num_major"].clone();
+            assert_eq!(
+                v["version"].as_str().map(|s| s.split('.').next()),
+                Some(Some("16")),
+                "{v}"
+            );
+            for key in ["shown_major", "startup_major"] {
+                assert_eq!(v[key], major, "{v}");
+            }
+            want = got[check].clone();
+        }
+        if check == "sqlalchemy_connect" {
+            want["value"]["major"] = got[check]["value"]["major"].clone();
+        }
+        if got[check] != want {
+            differ.push(format!("{check}: PostgreSQL {want}, sluice {}", got[check]));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
