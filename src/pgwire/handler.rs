@@ -12,19 +12,21 @@ use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
 use datafusion::sql::sqlparser;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::DfSessionService;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::StartupHandler;
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::copy::CopyHandler;
-use pgwire::api::portal::{Format, Portal};
+use pgwire::api::portal::Portal;
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response, Tag};
-use pgwire::api::stmt::QueryParser;
+use pgwire::api::results::{Response, Tag};
 use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::DEFAULT_NAME;
-use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers, Type};
+use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
@@ -34,15 +36,17 @@ use pgwire::messages::PgWireBackendMessage;
 use super::auth::{Authenticator, Security};
 use super::connection::Activity;
 use super::copy::CopyState;
+use super::cursor::{described_rows, CursorHook, Cursors};
+use super::parser::{deallocate, RoutingParser};
 use super::statement::{CancelRouter, Cancels, Control};
-use super::{into_error, map_pg_error, to_pg_error};
+use super::{into_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
 use crate::ingest::Writer;
 use crate::query::explain_insert_error;
 use crate::sql::{self, Parsed};
 
-type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+pub(super) type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
 
 /// Everything one connection needs; built per accepted socket.
 pub struct ConnectionHandlers {
@@ -69,7 +73,15 @@ impl ConnectionHandlers {
         let ctx = engine.new_session();
         ctx.register_udf(super::roles::session_user(activity.clone()));
         let ctx = Arc::new(ctx);
-        let df = Arc::new(DfSessionService::new(ctx.clone()));
+        let cursors = Arc::new(Cursors::default());
+        let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(CursorHook {
+                cursors: cursors.clone(),
+            }),
+            Arc::new(SetShowHook),
+            Arc::new(TransactionStatementHook),
+        ];
+        let df = Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks));
         ConnectionHandlers {
             session: Arc::new(Session {
                 parser: Arc::new(RoutingParser {
@@ -79,6 +91,7 @@ impl ConnectionHandlers {
                 engine,
                 ctx,
                 df,
+                cursors,
                 copy: tokio::sync::Mutex::new(None),
                 activity: activity.clone(),
                 control,
@@ -122,6 +135,7 @@ pub struct Session {
     pub(super) engine: Arc<Engine>,
     pub(super) ctx: Arc<SessionContext>,
     df: Arc<DfSessionService>,
+    cursors: Arc<Cursors>,
     parser: Arc<RoutingParser>,
     pub(super) copy: tokio::sync::Mutex<Option<CopyState>>,
     /// Statements running now, for shutdown.
@@ -346,10 +360,12 @@ impl ExtendedQueryHandler for Session {
     }
 
     /// Describe of a statement answers ParameterDescription, then
-    /// RowDescription or, for a statement without rows (INSERT, DDL),
-    /// NoData, as PostgreSQL does: pgwire sends an empty RowDescription
-    /// there, which tells drivers (pgjdbc) that rows come back, and they
-    /// then fail a successful INSERT. Portals take pgwire's default.
+    /// RowDescription or, for a statement without rows (INSERT, DDL,
+    /// DECLARE), NoData, as PostgreSQL does: pgwire sends an empty
+    /// RowDescription there, which tells drivers (pgjdbc) that rows come
+    /// back, and they then fail a successful INSERT. A FETCH (statement or
+    /// portal) is described with its cursor's columns; other portals take
+    /// pgwire's default.
     async fn on_describe<C>(&self, client: &mut C, message: Describe) -> PgWireResult<()>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -357,21 +373,43 @@ impl ExtendedQueryHandler for Session {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
-            let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
-            if let Some(Entry::Value(stmt)) = client.portal_store().get_statement(name) {
-                let described = self.do_describe_statement(client, &stmt).await?;
-                let types = described.parameters.iter().map(|t| t.oid()).collect();
-                client
-                    .feed(PgWireBackendMessage::ParameterDescription(
-                        ParameterDescription::new(types),
-                    ))
-                    .await?;
-                let rows = if described.fields.is_empty() {
+        let name = message.name.as_deref().unwrap_or(DEFAULT_NAME);
+        let statement = if message.target_type == TARGET_TYPE_BYTE_STATEMENT {
+            match client.portal_store().get_statement(name) {
+                Some(Entry::Value(stmt)) => Some((stmt.clone(), true)),
+                _ => None,
+            }
+        } else {
+            match client.portal_store().get_portal(name) {
+                Some(Entry::Value(portal)) => Some((portal.statement.clone(), false)),
+                _ => None,
+            }
+        };
+        if let Some((stmt, of_statement)) = statement {
+            // A cursor is a portal too: psycopg describes it by its name.
+            let cursor_rows = match self.cursors.fields(name) {
+                Some(fields) if !of_statement => Some(Some(fields)),
+                _ => described_rows(&stmt.statement.0, &self.cursors),
+            };
+            if of_statement || cursor_rows.is_some() {
+                let fields = match cursor_rows {
+                    Some(rows) => rows.map(|f| f.to_vec()).unwrap_or_default(),
+                    None => self.do_describe_statement(client, &stmt).await?.fields,
+                };
+                if of_statement {
+                    let parameters = self.do_describe_statement(client, &stmt).await?.parameters;
+                    let types = parameters.iter().map(|t| t.oid()).collect();
+                    client
+                        .feed(PgWireBackendMessage::ParameterDescription(
+                            ParameterDescription::new(types),
+                        ))
+                        .await?;
+                }
+                let rows = if fields.is_empty() {
                     PgWireBackendMessage::NoData(NoData::new())
                 } else {
                     PgWireBackendMessage::RowDescription(RowDescription::new(
-                        described.fields.iter().map(Into::into).collect(),
+                        fields.iter().map(Into::into).collect(),
                     ))
                 };
                 client.send(rows).await?;
@@ -414,26 +452,8 @@ impl ExtendedQueryHandler for Session {
     }
 }
 
-/// `DEALLOCATE` of a statement prepared with the protocol's Parse (as
-/// psycopg and pgjdbc send it) frees it; `ALL` is accepted and frees them
-/// at disconnect (a Parse of a name in use replaces it). Other names are
-/// SQL-level PREPAREs, left to the query engine.
-fn deallocate<C: ClientPortalStore>(client: &C, stmt: &str) -> Option<Response>
-where
-    C::PortalStore: PortalStore,
-{
-    match sql::parse_deallocate(stmt)? {
-        sql::Deallocate::All => Some(Response::Execution(Tag::new("DEALLOCATE ALL"))),
-        sql::Deallocate::Named(name) => {
-            client.portal_store().get_statement(&name)?;
-            client.portal_store().rm_statement(&name);
-            Some(Response::Execution(Tag::new("DEALLOCATE")))
-        }
-    }
-}
-
 /// The writer of `table` when it names a stream; `Ok(None)` otherwise.
-fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
+pub(super) fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
     engine
         .registry
         .get(table)
@@ -445,69 +465,4 @@ fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
             )
         })
         .transpose()
-}
-
-/// Parses for the extended protocol: sluice statements become
-/// `(text, None)`, executed by [`Session`]; the rest is DataFusion's.
-pub struct RoutingParser {
-    df_parser: Arc<datafusion_postgres::Parser>,
-    engine: Arc<Engine>,
-}
-
-#[async_trait]
-impl QueryParser for RoutingParser {
-    type Statement = DfStatement;
-
-    async fn parse_sql<C>(
-        &self,
-        client: &C,
-        text: &str,
-        types: &[Option<Type>],
-    ) -> PgWireResult<Option<Self::Statement>>
-    where
-        C: ClientInfo + Unpin + Send + Sync,
-    {
-        let mut statements = sql::split_statements(text);
-        if statements.len() > 1 {
-            return Err(to_pg_error(Error::Syntax(
-                "cannot insert multiple commands into a prepared statement".into(),
-            )));
-        }
-        let Some(stmt) = statements.pop() else {
-            return Ok(None);
-        };
-        let parsed = sql::parse(stmt).map_err(to_pg_error)?;
-        if let Parsed::InsertValues { insert, .. } = &parsed {
-            // Errors found in a literal INSERT are reported at Parse, as
-            // Postgres does; it then runs without the query engine.
-            if let Some(writer) = writer(&self.engine, &insert.table).map_err(to_pg_error)? {
-                writer.check_values(insert).map_err(to_pg_error)?;
-                return Ok(Some((stmt.to_string(), None)));
-            }
-        }
-        match parsed.as_query() {
-            Some(query) => self
-                .df_parser
-                .parse_sql(client, &query, types)
-                .await
-                .map_err(map_pg_error),
-            None => Ok(Some((stmt.to_string(), None))),
-        }
-    }
-
-    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
-        self.df_parser
-            .get_parameter_types(stmt)
-            .map_err(map_pg_error)
-    }
-
-    fn get_result_schema(
-        &self,
-        stmt: &Self::Statement,
-        column_format: Option<&Format>,
-    ) -> PgWireResult<Vec<FieldInfo>> {
-        self.df_parser
-            .get_result_schema(stmt, column_format)
-            .map_err(map_pg_error)
-    }
 }

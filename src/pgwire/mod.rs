@@ -7,7 +7,9 @@
 mod auth;
 mod connection;
 mod copy;
+mod cursor;
 mod handler;
+mod parser;
 mod privilege;
 mod roles;
 mod statement;

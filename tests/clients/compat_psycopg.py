@@ -57,6 +57,15 @@ def prepared():
     return total
 check("prepared_inserts", prepared)
 
+def named_cursor():
+    with conn.transaction():  # a server-side cursor lives in a transaction
+        with conn.cursor(name="cc") as cc:
+            cc.execute("SELECT id, name FROM ev WHERE id > %s ORDER BY id", (100,))
+            columns = [d.name for d in cc.description]
+            first = cc.fetchmany(2)
+            return {"columns": columns, "first": first, "rest": len(cc.fetchall())}
+check("named_cursor", named_cursor)
+
 raw = bytes([0, 255, 254, 10, 13, 92])  # not UTF-8, with COPY's special bytes
 def binary_copy():
     with conn.cursor().copy("COPY ev (id, name, ts, raw) FROM STDIN (FORMAT binary)") as copy:

@@ -1,7 +1,7 @@
 //! Client compatibility: the same checks (tests/clients/compat_psycopg.py:
-//! psycopg 3, SQLAlchemy 2, pandas) run first against a throwaway
-//! PostgreSQL 15, which validates them, then against sluice, which must
-//! give the same answers.
+//! psycopg 3, SQLAlchemy 2, pandas; tests/clients/Compat.java: pgjdbc)
+//! run first against a throwaway PostgreSQL 15, which validates them,
+//! then against sluice, which must give the same answers.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -157,5 +157,62 @@ fn psycopg_sqlalchemy_and_pandas_see_what_they_see_on_postgresql() {
             differ.push(format!("{check}: PostgreSQL {want}, sluice {}", got[check]));
         }
     }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+fn pgjdbc(port: u16, user: &str, create: &str) -> Vec<String> {
+    let java = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/Compat.java");
+    let db = if user == "sluice" {
+        "sluice"
+    } else {
+        "postgres"
+    };
+    let out = Command::new("java")
+        .arg("-cp")
+        .arg("/usr/share/java/postgresql.jar")
+        .arg(java)
+        .args([
+            &format!("jdbc:postgresql://127.0.0.1:{port}/{db}"),
+            user,
+            create,
+        ])
+        .output()
+        .expect("java with pgjdbc (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout.lines().map(str::to_string).collect()
+}
+
+#[test]
+fn pgjdbc_sees_what_it_sees_on_postgresql() {
+    let tmp = tempfile::tempdir().unwrap();
+    let columns = "(id BIGINT, name TEXT)";
+    let postgres = Postgres::start(tmp.path());
+    let expected = pgjdbc(
+        postgres.port,
+        "postgres",
+        &format!("CREATE TABLE jv {columns}"),
+    );
+    drop(postgres);
+    assert_eq!(expected.len(), 7, "{expected:?}");
+    for line in &expected {
+        assert!(!line.contains("FAILED"), "on PostgreSQL: {line}");
+    }
+    let server = Server::start();
+    let got = pgjdbc(
+        server.pg_addr.port(),
+        "sluice",
+        &format!("CREATE STREAM jv {columns}"),
+    );
+    let differ: Vec<String> = expected
+        .iter()
+        .zip(&got)
+        .filter(|(want, got)| want != got)
+        .map(|(want, got)| format!("PostgreSQL {want:?}, sluice {got:?}"))
+        .collect();
     assert!(differ.is_empty(), "{}", differ.join("\n"));
 }
