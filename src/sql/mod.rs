@@ -6,6 +6,7 @@
 mod copy;
 mod insert;
 mod insert_scan;
+mod pg_names;
 mod psql_compat;
 mod reach;
 mod role;
@@ -195,6 +196,13 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
             },
             None => Parsed::Sql(psql_compat::rewrite(stmt).into_owned()),
         }),
+        ["SELECT" | "WITH", ..] => {
+            reach::check(stmt)?;
+            let text = psql_compat::rewrite(stmt);
+            Ok(Parsed::Sql(
+                pg_names::rewrite(&text).unwrap_or_else(|| text.into_owned()),
+            ))
+        }
         _ => {
             reach::check(stmt)?;
             Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned()))

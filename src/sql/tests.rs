@@ -70,7 +70,15 @@ fn drop_and_show_and_passthrough() {
         })
     );
     assert_eq!(parse("show streams").unwrap(), Parsed::ShowStreams);
-    assert_eq!(parse("SELECT 1").unwrap(), Parsed::Sql("SELECT 1".into()));
+    assert_eq!(
+        parse("SELECT a FROM t").unwrap(),
+        Parsed::Sql("SELECT a FROM t".into())
+    );
+    // PostgreSQL's column names and literal types (sql::pg_names).
+    assert_eq!(
+        parse("SELECT 1").unwrap(),
+        Parsed::Sql("SELECT CAST(1 AS INTEGER) AS \"?column?\"".into())
+    );
 }
 
 #[test]

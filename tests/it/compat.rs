@@ -1,7 +1,8 @@
-//! Client compatibility: the same checks (tests/clients/compat_psycopg.py:
-//! psycopg 3, SQLAlchemy 2, pandas; tests/clients/Compat.java: pgjdbc)
-//! run first against a throwaway PostgreSQL 15, which validates them,
-//! then against sluice, which must give the same answers.
+//! Client compatibility: the same checks (tests/clients/: psycopg 3,
+//! SQLAlchemy 2 and pandas; pgjdbc; node-postgres with pg-cursor and
+//! pg-copy-streams; asyncpg and pg8000) run first against a throwaway
+//! PostgreSQL 15, which validates them, then against sluice, which must
+//! give the same answers.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -215,4 +216,66 @@ fn pgjdbc_sees_what_it_sees_on_postgresql() {
         .map(|(want, got)| format!("PostgreSQL {want:?}, sluice {got:?}"))
         .collect();
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// Runs `program args… HOST PORT USER DATABASE CREATE` against PostgreSQL
+/// (which must pass every check) and sluice; the JSON answers must match.
+fn same_as_postgres(program: &str, script: &str, env: &[(&str, String)], table: &str) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let columns = "(id BIGINT, name TEXT)";
+    let run = |port: u16, user: &str, db: &str, create: String| -> Value {
+        let out = Command::new(program)
+            .arg(&script)
+            .args(["127.0.0.1", &port.to_string(), user, db, &create])
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap_or_else(|e| panic!("{program} runs (installed by .ci/run): {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim()).unwrap()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let postgres = Postgres::start(tmp.path());
+    let expected = run(
+        postgres.port,
+        "postgres",
+        "postgres",
+        format!("CREATE TABLE {table} {columns}"),
+    );
+    drop(postgres);
+    let text = expected.to_string();
+    assert!(
+        !text.contains("\"ok\":false"),
+        "a check fails on PostgreSQL: {text}"
+    );
+    let server = Server::start();
+    let got = run(
+        server.pg_addr.port(),
+        "sluice",
+        "sluice",
+        format!("CREATE STREAM {table} {columns}"),
+    );
+    assert_eq!(got, expected, "sluice (left) and PostgreSQL (right) differ");
+}
+
+#[test]
+fn node_postgres_sees_what_it_sees_on_postgresql() {
+    let modules = std::env::var("SLUICE_NODE_MODULES").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/sluice-node/node_modules",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    same_as_postgres("node", "compat_node.js", &[("NODE_PATH", modules)], "nv");
+}
+
+#[test]
+fn asyncpg_and_pg8000_see_what_they_see_on_postgresql() {
+    same_as_postgres("python3", "compat_drivers.py", &[], "dv");
 }

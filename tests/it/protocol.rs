@@ -115,7 +115,7 @@ async fn garbage_on_the_pg_port_closes_only_that_connection() {
     .await;
     assert_eq!(closed, Ok(true), "server should close a garbage connection");
     let client = server.client().await;
-    let one: i64 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
 }
 
