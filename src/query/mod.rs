@@ -3,6 +3,7 @@
 //! of one `SessionContext` per connection from shared state.
 
 mod explain;
+mod information_schema;
 mod pg_functions;
 mod read_only;
 mod registry;
@@ -51,7 +52,9 @@ pub fn template_context(
 ) -> Result<SessionContext> {
     let max_statement_bytes = limits.max_statement_bytes;
     let mut config = SessionConfig::new()
-        .with_information_schema(true)
+        // sluice's own information_schema (PostgreSQL type names) is
+        // registered in the catalog below.
+        .with_information_schema(false)
         .with_default_catalog_and_schema(CATALOG_NAME, PUBLIC_SCHEMA)
         .with_create_default_catalog_and_schema(false);
     let options = config.options_mut();
@@ -103,6 +106,12 @@ pub fn template_context(
             registry,
             max_statement_bytes,
         }),
+    )?;
+    catalog.register_schema(
+        information_schema::INFORMATION_SCHEMA,
+        Arc::new(information_schema::PgInformationSchema::new(
+            ctx.state().catalog_list(),
+        )),
     )?;
     ctx.register_catalog(CATALOG_NAME, Arc::new(catalog));
     ctx.register_udf(col_description());
