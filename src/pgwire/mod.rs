@@ -13,6 +13,7 @@ mod parser;
 mod privilege;
 mod roles;
 mod statement;
+mod text_format;
 
 use std::os::fd::AsFd;
 use std::sync::Arc;

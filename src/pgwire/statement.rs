@@ -162,7 +162,9 @@ impl Watch {
 
     pub fn guard_one(&self, response: Response, activity: &Arc<Activity>) -> Response {
         match response {
-            Response::Query(query) => Response::Query(self.guard_rows(query, activity.enter())),
+            Response::Query(query) => Response::Query(
+                self.guard_rows(super::text_format::postgres_text(query), activity.enter()),
+            ),
             other => other,
         }
     }

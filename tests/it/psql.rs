@@ -135,3 +135,28 @@ fn psql_du_lists_roles_and_their_groups() {
         "the password reached the server log"
     );
 }
+
+/// Values print as PostgreSQL prints them: timestamps without a zero
+/// fraction, floats with signed two-digit exponents and named infinities.
+#[test]
+fn psql_prints_timestamps_and_floats_as_postgres_does() {
+    let server = Server::start();
+    let (out, err, ok) = server.psql(
+        "\\pset format unaligned\n\\pset tuples_only on\n\
+         CREATE STREAM t (at TIMESTAMP, f DOUBLE PRECISION);\n\
+         INSERT INTO t VALUES ('2026-11-25 13:00:01', 1e20), ('2026-11-25 13:00:01.5', 1e-7);\n\
+         SELECT at, f FROM t ORDER BY at;\n\
+         SELECT CAST('Infinity' AS DOUBLE PRECISION), TIMESTAMPTZ '2026-01-01 00:00:00+00';\n",
+    );
+    assert!(ok && err.is_empty(), "{err}");
+    let lines: Vec<&str> = out.lines().filter(|l| l.contains('|')).collect();
+    assert_eq!(
+        lines,
+        [
+            "2026-11-25 13:00:01|1e+20",
+            "2026-11-25 13:00:01.5|1e-07",
+            "Infinity|2026-01-01 00:00:00+00"
+        ],
+        "{out}"
+    );
+}
