@@ -117,6 +117,8 @@ pub fn template_context(
     ctx.register_udf(col_description());
     ctx.register_udf(version());
     ctx.register_udf(pg_functions::to_regtype());
+    ctx.register_udf(pg_functions::json_build_object());
+    ctx.register_udf(pg_functions::pg_collation_is_visible());
     for udf in pg_functions::null_text_functions() {
         ctx.register_udf(udf);
     }

@@ -85,6 +85,96 @@ fn type_oid(name: &str) -> Option<i32> {
     Some(oid)
 }
 
+/// `pg_collation_is_visible(oid)`: sluice has the default collation only,
+/// visible everywhere.
+pub fn pg_collation_is_visible() -> ScalarUDF {
+    datafusion::logical_expr::create_udf(
+        "pg_collation_is_visible",
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Immutable,
+        std::sync::Arc::new(|_args: &[ColumnarValue]| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))
+        }),
+    )
+}
+
+/// `json_build_object(key, value, …)`: a JSON object of the pairs, as
+/// text (SQLAlchemy's column reflection builds identity and collation
+/// details with it).
+pub fn json_build_object() -> ScalarUDF {
+    ScalarUDF::from(JsonBuildObject {
+        signature: Signature::variadic_any(Volatility::Immutable),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::arrow::array::StringArray;
+        use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
+        if !args.args.len().is_multiple_of(2) {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "argument list must have even number of elements".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let options = FormatOptions::default();
+        let formatters = arrays
+            .iter()
+            .map(|a| ArrayFormatter::try_new(a.as_ref(), &options))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let objects: StringArray = (0..rows)
+            .map(|row| {
+                let mut object = serde_json::Map::new();
+                for pair in (0..arrays.len()).step_by(2) {
+                    let key = formatters[pair].value(row).to_string();
+                    let value = &arrays[pair + 1];
+                    let json = if value.is_null(row) {
+                        serde_json::Value::Null
+                    } else {
+                        let text = formatters[pair + 1].value(row).to_string();
+                        match value.data_type() {
+                            DataType::Boolean
+                            | DataType::Int8
+                            | DataType::Int16
+                            | DataType::Int32
+                            | DataType::Int64
+                            | DataType::Float32
+                            | DataType::Float64 => serde_json::from_str(&text)
+                                .unwrap_or(serde_json::Value::String(text)),
+                            _ => serde_json::Value::String(text),
+                        }
+                    };
+                    object.insert(key, json);
+                }
+                Some(serde_json::Value::Object(object).to_string())
+            })
+            .collect();
+        Ok(ColumnarValue::Array(std::sync::Arc::new(objects)))
+    }
+}
+
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct NullText {
     name: &'static str,

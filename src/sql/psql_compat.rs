@@ -1,6 +1,6 @@
-//! Rewrites of the catalog queries psql's meta-commands send that the
-//! query engine cannot run as written. Each is a literal fragment psql 15
-//! emits, replaced by an equivalent the engine plans; nothing else changes.
+//! Rewrites of the catalog queries client tools send that the query
+//! engine cannot run as written: literal fragments psql 15 emits, and
+//! SQLAlchemy's column reflection. Nothing else changes.
 
 /// The PostgreSQL version sluice answers as (`version()`, `SHOW
 /// server_version`, the startup parameter), in the form client libraries
@@ -26,9 +26,86 @@ const DU_MEMBER_OF: (&str, &str, &str) = (
     "sluice_member_of(r.rolname) as memberof",
 );
 
-/// `sql` with psql's unplannable fragments replaced (borrowed when none).
+/// SQLAlchemy's column reflection (the query that builds identity and
+/// collation details with `json_build_object`) puts correlated scalar
+/// subqueries inside CASE, which the engine cannot decorrelate. They ask
+/// for column defaults, identity options and non-default collations,
+/// none of which sluice has, so each becomes NULL (what PostgreSQL
+/// answers for such a column). The pg_catalog layer does the same for
+/// subqueries directly in a select list.
+fn null_case_subqueries(sql: &str) -> Option<String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{visit_expressions_mut, Expr};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    if !sql.contains("json_build_object") || !sql.contains("pg_catalog") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut changed = false;
+    let _ = visit_expressions_mut(&mut statements, |expr| {
+        if matches!(expr, Expr::Case { .. }) {
+            let _ = visit_expressions_mut(expr, |inner| {
+                if matches!(inner, Expr::Subquery(_)) {
+                    *inner = null_keeping_placeholders(inner);
+                    changed = true;
+                }
+                ControlFlow::<()>::Continue(())
+            });
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let text: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    changed.then(|| text.join("; "))
+}
+
+/// NULL, still naming the parameters `expr` used (`$n::type IS NULL AND
+/// … THEN NULL`): the client binds every parameter it sent, and each must
+/// keep its place and type.
+fn null_keeping_placeholders(
+    expr: &datafusion::sql::sqlparser::ast::Expr,
+) -> datafusion::sql::sqlparser::ast::Expr {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{visit_expressions, Expr, Value};
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    let is_placeholder =
+        |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)));
+    let mut used = Vec::new();
+    let _ = visit_expressions(expr, |e| {
+        match e {
+            Expr::Cast { expr: inner, .. } if is_placeholder(inner) => used.push(e.to_string()),
+            e if is_placeholder(e) && !used.iter().any(|u| u.starts_with(&e.to_string())) => {
+                used.push(e.to_string())
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let null = Expr::Value(Value::Null.into());
+    if used.is_empty() {
+        return null;
+    }
+    let text = format!(
+        "CASE WHEN {} IS NULL THEN NULL END",
+        used.join(" IS NULL AND ")
+    );
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or(null)
+}
+
+/// `sql` with unplannable catalog fragments replaced (borrowed when none).
 pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
-    let mut out = std::borrow::Cow::Borrowed(sql);
+    let mut out = match null_case_subqueries(sql) {
+        Some(rewritten) => std::borrow::Cow::Owned(rewritten),
+        None => std::borrow::Cow::Borrowed(sql),
+    };
     let (start, end, with) = DU_MEMBER_OF;
     if let Some(from) = out.find(start) {
         if let Some(len) = out[from..].find(end) {

@@ -89,6 +89,9 @@ def sqlalchemy_connect():
         return {"major": engine.dialect.server_version_info[0], "one": c.execute(sa.text("SELECT 1")).scalar()}
 check("sqlalchemy_connect", sqlalchemy_connect)
 check("sqlalchemy_has_table", lambda: sa.inspect(engine).has_table("ev"))
+check("sqlalchemy_get_columns", lambda: [
+    (c["name"], str(c["type"]), c["nullable"], c["default"]) for c in sa.inspect(engine).get_columns("ev")
+])
 
 def pandas_roundtrip():
     frame = pd.DataFrame({"id": [200, 201], "name": ["x", "y"],
