@@ -97,20 +97,39 @@ impl Drop for Postgres {
     }
 }
 
-fn compat(port: u16, user: &str, create: &str) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/compat_psycopg.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(["127.0.0.1", &port.to_string(), user, create])
+/// Runs a client program to its end; its standard output.
+fn run_client(program: &str, args: &[String], env: &[(&str, String)]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
-        .expect("python3 with psycopg, sqlalchemy and pandas (installed by .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+        .unwrap_or_else(|e| panic!("{program} runs (installed by .ci/run): {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
-        "{stdout}\n{}",
+        "{program} {args:?}:\n{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap()
+    stdout
+}
+
+fn client_script(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn compat(port: u16, user: &str, create: &str) -> Value {
+    let args = [
+        client_script("compat_psycopg.py"),
+        "127.0.0.1".into(),
+        port.to_string(),
+        user.into(),
+        create.into(),
+    ];
+    serde_json::from_str(run_client("python3", &args, &[]).trim()).unwrap()
 }
 
 #[test]
@@ -162,30 +181,23 @@ fn psycopg_sqlalchemy_and_pandas_see_what_they_see_on_postgresql() {
 }
 
 fn pgjdbc(port: u16, user: &str, create: &str) -> Vec<String> {
-    let java = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/Compat.java");
     let db = if user == "sluice" {
         "sluice"
     } else {
         "postgres"
     };
-    let out = Command::new("java")
-        .arg("-cp")
-        .arg("/usr/share/java/postgresql.jar")
-        .arg(java)
-        .args([
-            &format!("jdbc:postgresql://127.0.0.1:{port}/{db}"),
-            user,
-            create,
-        ])
-        .output()
-        .expect("java with pgjdbc (installed by .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().map(str::to_string).collect()
+    let args = [
+        "-cp".to_string(),
+        "/usr/share/java/postgresql.jar".into(),
+        client_script("Compat.java"),
+        format!("jdbc:postgresql://127.0.0.1:{port}/{db}"),
+        user.into(),
+        create.into(),
+    ];
+    run_client("java", &args, &[])
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -221,24 +233,17 @@ fn pgjdbc_sees_what_it_sees_on_postgresql() {
 /// Runs `program args… HOST PORT USER DATABASE CREATE` against PostgreSQL
 /// (which must pass every check) and sluice; the JSON answers must match.
 fn same_as_postgres(program: &str, script: &str, env: &[(&str, String)], table: &str) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(script);
     let columns = "(id BIGINT, name TEXT)";
     let run = |port: u16, user: &str, db: &str, create: String| -> Value {
-        let out = Command::new(program)
-            .arg(&script)
-            .args(["127.0.0.1", &port.to_string(), user, db, &create])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap_or_else(|e| panic!("{program} runs (installed by .ci/run): {e}"));
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{stdout}\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_str(stdout.trim()).unwrap()
+        let args = [
+            client_script(script),
+            "127.0.0.1".into(),
+            port.to_string(),
+            user.into(),
+            db.into(),
+            create,
+        ];
+        serde_json::from_str(run_client(program, &args, env).trim()).unwrap()
     };
     let tmp = tempfile::tempdir().unwrap();
     let postgres = Postgres::start(tmp.path());
