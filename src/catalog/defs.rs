@@ -74,6 +74,19 @@ pub enum TimePartition {
     Hour,
 }
 
+/// How time partition values are written, so readers that infer types
+/// from directory names (DuckDB, Polars, Spark) agree with sluice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionStyle {
+    /// Sinks created before partition types were fixed: `hour=00`…`23`
+    /// (DuckDB reads these as text) and `dt` typed text.
+    #[default]
+    Padded,
+    /// `hour=0`…`23` (an integer to every reader) and `dt` typed date.
+    Typed,
+}
+
 /// A sink as declared: where and how a stream is delivered as Parquet.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SinkDef {
@@ -100,6 +113,9 @@ pub struct SinkDef {
     pub bloom_filter_columns: Vec<String>,
     #[serde(default)]
     pub compaction: Option<CompactionDef>,
+    /// Absent in the catalog entries of older sinks, which keep theirs.
+    #[serde(default)]
+    pub partition_style: PartitionStyle,
 }
 
 /// When and how a sink merges a partition's small files.

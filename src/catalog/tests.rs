@@ -51,6 +51,7 @@ fn sink(name: &str) -> SinkDef {
         sort_by: Vec::new(),
         bloom_filter_columns: Vec::new(),
         compaction: None,
+        partition_style: PartitionStyle::Typed,
     }
 }
 

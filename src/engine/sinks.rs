@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{DdlOutcome, Engine};
-use crate::catalog::{CompactionDef, SinkDef, TimePartition};
+use crate::catalog::{CompactionDef, PartitionStyle, SinkDef, TimePartition};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::query::Relation;
@@ -86,6 +86,7 @@ impl Engine {
                 target_size_bytes: o.compaction_target_size_bytes,
                 min_files: o.compaction_min_files,
             }),
+            partition_style: PartitionStyle::Typed,
         };
         Layout::new(&def, &source.schema)?;
         let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;

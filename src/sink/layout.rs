@@ -1,5 +1,6 @@
 //! A sink's Hive layout: which columns go into the files, which become
-//! directories (`dt=YYYY-MM-DD/hour=HH/k=v`), and how a batch of source
+//! directories (`dt=YYYY-MM-DD/hour=H/k=v`; `hour=HH` for sinks created
+//! before [`PartitionStyle::Typed`]), and how a batch of source
 //! rows splits into partitions. Time partitions are UTC; partition values
 //! are escaped as Hive does, and NULL or empty values go to
 //! `__HIVE_DEFAULT_PARTITION__`.
@@ -14,7 +15,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::common::ScalarValue;
 
-use crate::catalog::{SinkDef, TimePartition};
+use crate::catalog::{PartitionStyle, SinkDef, TimePartition};
 use crate::error::{Error, Result};
 
 pub const DEFAULT_PARTITION: &str = "__HIVE_DEFAULT_PARTITION__";
@@ -37,6 +38,7 @@ pub type Split = (BTreeMap<PartKey, Vec<u32>>, Vec<u32>);
 #[derive(Debug)]
 pub struct Layout {
     pub time: TimePartition,
+    style: PartitionStyle,
     event_time: Option<usize>,
     by: Vec<usize>,
     /// Source columns written into the files, in order.
@@ -100,7 +102,11 @@ impl Layout {
                     )));
                 }
             }
-            partition_fields.push(Arc::new(Field::new("dt", DataType::Utf8, true)));
+            let dt_type = match def.partition_style {
+                PartitionStyle::Padded => DataType::Utf8,
+                PartitionStyle::Typed => DataType::Date32,
+            };
+            partition_fields.push(Arc::new(Field::new("dt", dt_type, true)));
             if def.time_partition == TimePartition::Hour {
                 partition_fields.push(Arc::new(Field::new("hour", DataType::Int32, true)));
             }
@@ -162,6 +168,7 @@ impl Layout {
             .collect();
         Ok(Layout {
             time: def.time_partition,
+            style: def.partition_style,
             event_time,
             by,
             file_columns,
@@ -260,7 +267,10 @@ impl Layout {
                 (None, _) => (None, None),
                 (Some(h), TimePartition::Hour) => (
                     Some(date_text(h.div_euclid(24))),
-                    Some(format!("{:02}", h.rem_euclid(24))),
+                    Some(match self.style {
+                        PartitionStyle::Padded => format!("{:02}", h.rem_euclid(24)),
+                        PartitionStyle::Typed => h.rem_euclid(24).to_string(),
+                    }),
                 ),
                 (Some(d), _) => (Some(date_text(d)), None),
             };

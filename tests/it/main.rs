@@ -10,6 +10,7 @@ mod crash;
 mod crash_loop;
 mod faults;
 mod harness;
+mod hive_readers;
 mod http;
 mod http_auth;
 mod kinesis;

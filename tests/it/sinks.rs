@@ -299,7 +299,10 @@ async fn undeliverable_records_go_to_errors_with_stage_delivery() {
         .await
         .unwrap();
     let row = client
-        .query_one("SELECT stream, stage, error_code, dt FROM failures", &[])
+        .query_one(
+            "SELECT stream, stage, error_code, CAST(dt AS TEXT) FROM failures",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(row.get::<_, &str>(0), "tags");
