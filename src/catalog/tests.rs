@@ -118,3 +118,14 @@ fn sink_files_and_progress_commit_together_and_go_with_the_sink() {
     );
     assert_eq!(cat.sinks().unwrap().len(), 1);
 }
+
+/// A sink stored before partition styles existed keeps the zero-padded
+/// hours its directories and progress keys use.
+#[test]
+fn sinks_stored_without_a_partition_style_keep_padded_hours() {
+    let mut stored = serde_json::to_value(sink("old")).unwrap();
+    stored.as_object_mut().unwrap().remove("partition_style");
+    let old: SinkDef = serde_json::from_value(stored).unwrap();
+    assert_eq!(old.partition_style, PartitionStyle::Padded);
+    assert_eq!(sink("new").partition_style, PartitionStyle::Typed);
+}

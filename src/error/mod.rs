@@ -61,6 +61,10 @@ pub enum Error {
     /// 0A000: valid SQL that sluice does not do (yet).
     #[error("{0}")]
     FeatureNotSupported(String),
+    /// 55000: an object in the wrong state for the request (a backward
+    /// FETCH from a forward-only cursor).
+    #[error("{0}")]
+    ObjectNotInPrerequisiteState(String),
     /// 42501: the statement reaches what it may not (a location outside
     /// the allowed ones, a system schema, a read-only table).
     #[error("{0}")]
@@ -134,6 +138,7 @@ pub enum ErrorKind {
     DatatypeMismatch,
     WrongObjectType,
     FeatureNotSupported,
+    ObjectNotInPrerequisiteState,
     DependentObjects,
     InsufficientPrivilege,
     DuplicateObject,
@@ -177,6 +182,7 @@ impl ErrorKind {
             ErrorKind::DatatypeMismatch => "42804",
             ErrorKind::WrongObjectType => "42809",
             ErrorKind::FeatureNotSupported => "0A000",
+            ErrorKind::ObjectNotInPrerequisiteState => "55000",
             ErrorKind::DependentObjects => "2BP01",
             ErrorKind::InsufficientPrivilege => "42501",
             ErrorKind::DuplicateObject => "42710",
@@ -252,6 +258,7 @@ impl Error {
             Error::DatatypeMismatch(_) => ErrorKind::DatatypeMismatch,
             Error::WrongObjectType(_) => ErrorKind::WrongObjectType,
             Error::FeatureNotSupported(_) => ErrorKind::FeatureNotSupported,
+            Error::ObjectNotInPrerequisiteState(_) => ErrorKind::ObjectNotInPrerequisiteState,
             Error::DependentObjects(_) => ErrorKind::DependentObjects,
             Error::InsufficientPrivilege(_) => ErrorKind::InsufficientPrivilege,
             Error::DuplicateObject(_) => ErrorKind::DuplicateObject,
@@ -315,6 +322,7 @@ impl Error {
             Error::DatatypeMismatch(_) => Error::DatatypeMismatch(msg),
             Error::WrongObjectType(_) => Error::WrongObjectType(msg),
             Error::FeatureNotSupported(_) => Error::FeatureNotSupported(msg),
+            Error::ObjectNotInPrerequisiteState(_) => Error::ObjectNotInPrerequisiteState(msg),
             Error::DependentObjects(_) => Error::DependentObjects(msg),
             Error::InsufficientPrivilege(_) => Error::InsufficientPrivilege(msg),
             Error::DuplicateObject(_) => Error::DuplicateObject(msg),

@@ -179,11 +179,12 @@ impl QueryHook for CursorHook {
                     .handle_simple_query(statement, ctx, client)
                     .await
             }
-            _ => {
+            _ => fetch_answer(
+                statement,
                 CursorStatementHook
                     .handle_simple_query(statement, ctx, client)
-                    .await
-            }
+                    .await,
+            ),
         }
     }
 
@@ -228,12 +229,41 @@ impl QueryHook for CursorHook {
                     .handle_extended_query(statement, plan, params, ctx, client)
                     .await
             }
-            _ => {
+            _ => fetch_answer(
+                statement,
                 CursorStatementHook
                     .handle_extended_query(statement, plan, params, ctx, client)
-                    .await
-            }
+                    .await,
+            ),
         }
+    }
+}
+
+/// A FETCH through datafusion-postgres's cursor hook, answered as
+/// PostgreSQL does: tag `FETCH n`, and 55000 for a backward scan of a
+/// forward-only cursor.
+fn fetch_answer(
+    statement: &Statement,
+    answer: Option<PgWireResult<Response>>,
+) -> Option<PgWireResult<Response>> {
+    use datafusion::sql::sqlparser::ast::FetchDirection as D;
+    let Statement::Fetch { direction, .. } = statement else {
+        return answer;
+    };
+    if !matches!(
+        direction,
+        D::Next | D::Forward { .. } | D::ForwardAll | D::Count { .. } | D::All
+    ) {
+        return Some(Err(to_pg_error(Error::ObjectNotInPrerequisiteState(
+            "cursor can only scan forward (sluice's cursors are NO SCROLL)".into(),
+        ))));
+    }
+    match answer? {
+        Ok(Response::Query(mut rows)) => {
+            rows.command_tag = "FETCH".into();
+            Some(Ok(Response::Query(rows)))
+        }
+        other => Some(other),
     }
 }
 

@@ -47,6 +47,19 @@ async function main() {
     await client.query('COMMIT');
     return { first: first.map((r) => r.id), rest: rest.length };
   });
+  await check('fetch_tag', async () => {
+    await client.query('BEGIN');
+    await client.query('DECLARE c NO SCROLL CURSOR FOR SELECT id FROM nv ORDER BY id');
+    const fetched = await client.query('FETCH 2 FROM c');
+    let backward = null;
+    try {
+      await client.query('FETCH BACKWARD 1 FROM c');
+    } catch (e) {
+      backward = e.code;
+    }
+    await client.query('ROLLBACK');
+    return { command: fetched.command, rowCount: fetched.rowCount, backward };
+  });
   console.log(JSON.stringify(out));
   await client.end();
 }
