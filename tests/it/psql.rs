@@ -136,8 +136,9 @@ fn psql_du_lists_roles_and_their_groups() {
     );
 }
 
-/// Values print as PostgreSQL prints them: timestamps without a zero
-/// fraction, floats with signed two-digit exponents and named infinities.
+/// Values print as PostgreSQL 15's psql shows them: timestamps without a
+/// zero fraction, floats with signed two-digit exponents and named
+/// infinities, intervals.
 #[test]
 fn psql_prints_timestamps_and_floats_as_postgres_does() {
     let server = Server::start();
@@ -146,7 +147,8 @@ fn psql_prints_timestamps_and_floats_as_postgres_does() {
          CREATE STREAM t (at TIMESTAMP, f DOUBLE PRECISION);\n\
          INSERT INTO t VALUES ('2026-11-25 13:00:01', 1e20), ('2026-11-25 13:00:01.5', 1e-7);\n\
          SELECT at, f FROM t ORDER BY at;\n\
-         SELECT CAST('Infinity' AS DOUBLE PRECISION), TIMESTAMPTZ '2026-01-01 00:00:00+00';\n",
+         SELECT CAST('Infinity' AS DOUBLE PRECISION), TIMESTAMPTZ '2026-01-01 00:00:00+00';\n\
+         SELECT INTERVAL '1 day 2 hours', INTERVAL '3 months';\n",
     );
     assert!(ok && err.is_empty(), "{err}");
     let lines: Vec<&str> = out.lines().filter(|l| l.contains('|')).collect();
@@ -155,7 +157,8 @@ fn psql_prints_timestamps_and_floats_as_postgres_does() {
         [
             "2026-11-25 13:00:01|1e+20",
             "2026-11-25 13:00:01.5|1e-07",
-            "Infinity|2026-01-01 00:00:00+00"
+            "Infinity|2026-01-01 00:00:00+00",
+            "1 day 02:00:00|3 mons"
         ],
         "{out}"
     );
