@@ -1,6 +1,7 @@
 //! Unit tests of the front parser (a `#[cfg(test)]` module of `sql`).
 
 use super::*;
+use crate::types::SqlType;
 
 fn create(sql: &str) -> CreateStream {
     match parse(sql).unwrap() {
