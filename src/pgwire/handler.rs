@@ -392,13 +392,19 @@ impl ExtendedQueryHandler for Session {
                 _ => described_rows(&stmt.statement.0, &self.cursors),
             };
             if of_statement || cursor_rows.is_some() {
-                let fields = match cursor_rows {
-                    Some(rows) => rows.map(|f| f.to_vec()).unwrap_or_default(),
-                    None => self.do_describe_statement(client, &stmt).await?.fields,
+                // One description of the statement serves both messages.
+                let described = if of_statement {
+                    Some(self.do_describe_statement(client, &stmt).await?)
+                } else {
+                    None
                 };
-                if of_statement {
-                    let parameters = self.do_describe_statement(client, &stmt).await?.parameters;
-                    let types = parameters.iter().map(|t| t.oid()).collect();
+                let fields = match (cursor_rows, &described) {
+                    (Some(rows), _) => rows.map(|f| f.to_vec()).unwrap_or_default(),
+                    (None, Some(described)) => described.fields.clone(),
+                    (None, None) => Vec::new(),
+                };
+                if let Some(described) = &described {
+                    let types = described.parameters.iter().map(|t| t.oid()).collect();
                     client
                         .feed(PgWireBackendMessage::ParameterDescription(
                             ParameterDescription::new(types),

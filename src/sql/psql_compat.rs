@@ -73,16 +73,26 @@ fn null_keeping_placeholders(
     use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
     use datafusion::sql::sqlparser::parser::Parser;
 
-    let is_placeholder =
-        |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)));
+    let placeholder = |e: &Expr| match e {
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(name) => Some(name.clone()),
+            _ => None,
+        },
+        _ => None,
+    };
+    // Each parameter once, with its cast if it has one (a cast is visited
+    // before the placeholder inside it).
+    let mut named = std::collections::HashSet::new();
     let mut used = Vec::new();
     let _ = visit_expressions(expr, |e| {
-        match e {
-            Expr::Cast { expr: inner, .. } if is_placeholder(inner) => used.push(e.to_string()),
-            e if is_placeholder(e) && !used.iter().any(|u| u.starts_with(&e.to_string())) => {
-                used.push(e.to_string())
+        let found = match e {
+            Expr::Cast { expr: inner, .. } => placeholder(inner).map(|name| (name, e.to_string())),
+            e => placeholder(e).map(|name| (name.clone(), name)),
+        };
+        if let Some((name, text)) = found {
+            if named.insert(name) {
+                used.push(text);
             }
-            _ => {}
         }
         ControlFlow::<()>::Continue(())
     });
@@ -119,4 +129,21 @@ pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rewrite;
+
+    /// SQLAlchemy's CASE subqueries become NULL, each bound parameter
+    /// still named once, `$1` apart from `$10`.
+    #[test]
+    fn case_subqueries_become_null_keeping_every_parameter() {
+        let sql = "SELECT json_build_object('a', 1), CASE WHEN x THEN \
+                   (SELECT y FROM pg_catalog.t WHERE t.a = $10::VARCHAR AND t.b = $1) ELSE NULL END FROM pg_catalog.u";
+        let out = rewrite(sql).into_owned();
+        assert!(!out.contains("SELECT y"), "{out}");
+        assert!(out.contains("$10::VARCHAR IS NULL"), "{out}");
+        assert!(out.contains("$1 IS NULL"), "{out}");
+    }
 }
