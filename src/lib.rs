@@ -25,7 +25,8 @@
 //!     physical expressions, run per micro-batch, exactly once via progress
 //!     recorded in the output frames.
 //!   - [`sink`]: delivery of a stream as Hive-partitioned Parquet, exactly
-//!     once (files and offsets committed in one catalog transaction).
+//!     once (files and offsets committed in one catalog transaction), and
+//!     for Delta sinks the Delta log that follows the catalog.
 //! - runtime: [`runtime`]: open streams and their lookup by name,
 //!   `sluice.errors` (the dead letters of every stage), and what pipelines
 //!   and sinks share as consumers of a stream.

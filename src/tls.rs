@@ -93,7 +93,12 @@ fn acceptors(config: &TlsConfig) -> Result<Acceptors> {
         ));
     }
     let key = PrivateKeyDer::from_pem_file(&config.key).map_err(|e| bad("key", &config.key, &e))?;
-    let server = ServerConfig::builder()
+    // The provider is named, not taken from the process default: with more
+    // than one rustls backend linked (object stores, Delta) there is none.
+    let provider = Arc::new(pgwire::tokio::tokio_rustls::rustls::crypto::ring::default_provider());
+    let server = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad("key", &config.key, &e))?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| bad("key", &config.key, &e))?;

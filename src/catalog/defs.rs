@@ -116,6 +116,33 @@ pub struct SinkDef {
     /// Absent in the catalog entries of older sinks, which keep theirs.
     #[serde(default)]
     pub partition_style: PartitionStyle,
+    /// Plain Parquet files, or a Delta table over them.
+    #[serde(default)]
+    pub format: SinkFormat,
+    /// How long compacted-away files stay on storage (`file_retention`);
+    /// `None`: the server's grace period, or 7 days for a Delta sink.
+    #[serde(default)]
+    pub file_retention_ms: Option<u64>,
+}
+
+/// What a sink's location holds besides its Parquet files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkFormat {
+    /// Hive directories of Parquet files (the Firehose layout).
+    #[default]
+    Parquet,
+    /// The same files, committed to a Delta log (`_delta_log/`).
+    Delta,
+}
+
+impl SinkFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            SinkFormat::Parquet => "parquet",
+            SinkFormat::Delta => "delta",
+        }
+    }
 }
 
 /// When and how a sink merges a partition's small files.
@@ -140,6 +167,9 @@ pub struct SinkFile {
     /// for `__HIVE_DEFAULT_PARTITION__`.
     pub partition_values: Vec<Option<String>>,
     pub committed_at_ms: i64,
+    /// Delta sinks: the add action's `stats` JSON (values per column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<String>,
 }
 
 /// How far a sink's shard task has delivered. Every source record below

@@ -43,8 +43,10 @@ const ROLES: TableDefinition<&str, &[u8]> = TableDefinition::new("roles");
 mod backend;
 mod defs;
 mod errors;
+mod outbox;
 
 pub use defs::*;
+pub use outbox::DeltaChange;
 
 pub struct Catalog {
     path: PathBuf,
@@ -80,6 +82,8 @@ impl Catalog {
         txn.open_table(DROPPED_STREAMS)?;
         txn.open_table(PENDING_CTAS)?;
         txn.open_table(ROLES)?;
+        txn.open_table(outbox::DELTA_OUTBOX)?;
+        txn.open_table(outbox::RETIRED_FILES)?;
         txn.commit()?;
         Ok(catalog)
     }
@@ -231,6 +235,7 @@ impl Catalog {
                 progress.remove(progress_key(def.id, shard).as_str())?;
             }
         }
+        outbox::clear(&txn, def.id)?;
         txn.commit()?;
         Ok(def)
     }
@@ -252,15 +257,20 @@ impl Catalog {
     }
 
     /// The exactly-once step of a sink: the files it made visible and the
-    /// progress they bring its shard to, in one transaction.
+    /// progress they bring its shard to, in one transaction (with `delta`,
+    /// also the change its Delta log has to record).
     pub fn commit_sink(
         &self,
         sink_id: u64,
         files: &[SinkFile],
         shard: u32,
         progress: &SinkProgress,
+        delta: bool,
     ) -> Result<()> {
         let txn = self.begin_write()?;
+        if delta && !files.is_empty() {
+            outbox::enqueue(&txn, sink_id, files.to_vec(), Vec::new(), true)?;
+        }
         {
             let mut table = txn.open_table(SINK_FILES)?;
             for file in files {
@@ -279,27 +289,38 @@ impl Catalog {
     }
 
     /// Compaction's swap: `removed` files leave and `added` joins, in one
-    /// transaction; fails (changing nothing) if a removed file is not listed.
+    /// transaction (with `delta`, queued for the Delta log as a change
+    /// that moves no rows); fails (changing nothing) if a removed file is
+    /// not listed.
     pub fn replace_sink_files(
         &self,
         sink_id: u64,
         removed: &[String],
         added: &SinkFile,
+        delta: bool,
     ) -> Result<()> {
         let txn = self.begin_write()?;
+        let mut gone = Vec::with_capacity(removed.len());
         {
             let mut table = txn.open_table(SINK_FILES)?;
             for path in removed {
-                if table.remove(file_key(sink_id, path).as_str())?.is_none() {
-                    return Err(Error::Internal(format!(
-                        "compaction input {path} is no longer listed"
-                    )));
+                match table.remove(file_key(sink_id, path).as_str())? {
+                    Some(old) => gone.push(decode::<SinkFile>(old.value())?),
+                    None => {
+                        return Err(Error::Internal(format!(
+                            "compaction input {path} is no longer listed"
+                        )))
+                    }
                 }
             }
             table.insert(
                 file_key(sink_id, &added.path).as_str(),
                 encode(added)?.as_slice(),
             )?;
+        }
+        outbox::retire(&txn, sink_id, removed, added.committed_at_ms)?;
+        if delta {
+            outbox::enqueue(&txn, sink_id, vec![added.clone()], gone, false)?;
         }
         txn.commit()?;
         Ok(())

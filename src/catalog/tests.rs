@@ -52,6 +52,8 @@ fn sink(name: &str) -> SinkDef {
         bloom_filter_columns: Vec::new(),
         compaction: None,
         partition_style: PartitionStyle::Typed,
+        format: SinkFormat::Parquet,
+        file_retention_ms: None,
     }
 }
 
@@ -65,6 +67,7 @@ fn file(path: &str, shard: u32) -> SinkFile {
         bytes: 100,
         partition_values: vec![Some("2026-11-25".into()), Some("10".into())],
         committed_at_ms: 0,
+        stats: None,
     }
 }
 
@@ -80,10 +83,16 @@ fn sink_files_and_progress_commit_together_and_go_with_the_sink() {
         next: 10,
         through: [("dt=2026-11-25/hour=11".to_string(), 20)].into(),
     };
-    cat.commit_sink(s.id, &[file("x/1", 0), file("x/2", 0)], 0, &progress)
+    cat.commit_sink(s.id, &[file("x/1", 0), file("x/2", 0)], 0, &progress, false)
         .unwrap();
-    cat.commit_sink(other.id, &[file("y/1", 1)], 1, &SinkProgress::default())
-        .unwrap();
+    cat.commit_sink(
+        other.id,
+        &[file("y/1", 1)],
+        1,
+        &SinkProgress::default(),
+        false,
+    )
+    .unwrap();
     assert_eq!(cat.sink_files(s.id).unwrap().len(), 2);
     assert_eq!(
         cat.sink_progress(s.id, 2).unwrap(),
@@ -95,10 +104,10 @@ fn sink_files_and_progress_commit_together_and_go_with_the_sink() {
     // Compaction's swap is all or nothing.
     let merged = file("x/merged", 0);
     assert!(cat
-        .replace_sink_files(s.id, &["x/1".into(), "x/gone".into()], &merged)
+        .replace_sink_files(s.id, &["x/1".into(), "x/gone".into()], &merged, false)
         .is_err());
     assert_eq!(cat.sink_files(s.id).unwrap().len(), 2);
-    cat.replace_sink_files(s.id, &["x/1".into(), "x/2".into()], &merged)
+    cat.replace_sink_files(s.id, &["x/1".into(), "x/2".into()], &merged, false)
         .unwrap();
     let paths: Vec<String> = cat
         .sink_files(s.id)
@@ -128,4 +137,56 @@ fn sinks_stored_without_a_partition_style_keep_padded_hours() {
     let old: SinkDef = serde_json::from_value(stored).unwrap();
     assert_eq!(old.partition_style, PartitionStyle::Padded);
     assert_eq!(sink("new").partition_style, PartitionStyle::Typed);
+}
+
+/// A Delta sink's commits queue their changes in the same transaction, in
+/// order and without gaps; a failed swap queues nothing; published changes
+/// are forgotten, and a dropped sink's outbox goes with it.
+#[test]
+fn delta_changes_queue_with_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let cat = Catalog::open(&dir.path().join("catalog.redb")).unwrap();
+    cat.create_stream(def("a")).unwrap();
+    let s = cat.create_sink(sink("s")).unwrap();
+    let other = cat.create_sink(sink("t")).unwrap();
+    let progress = SinkProgress::default();
+    cat.commit_sink(s.id, &[file("x/1", 0)], 0, &progress, true)
+        .unwrap();
+    cat.commit_sink(s.id, &[], 0, &progress, true).unwrap();
+    cat.commit_sink(s.id, &[file("x/2", 1)], 1, &progress, true)
+        .unwrap();
+    cat.commit_sink(other.id, &[file("y/1", 0)], 0, &progress, true)
+        .unwrap();
+    let merged = file("x/m", 0);
+    assert!(cat
+        .replace_sink_files(s.id, &["x/1".into(), "x/gone".into()], &merged, true)
+        .is_err());
+    cat.replace_sink_files(s.id, &["x/1".into(), "x/2".into()], &merged, true)
+        .unwrap();
+
+    let queued = cat.delta_outbox(s.id, 100).unwrap();
+    let seqs: Vec<u64> = queued.iter().map(|c| c.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3], "an offset-only commit queues nothing");
+    assert_eq!(queued[0].added[0].path, "x/1");
+    assert!(queued[0].data_change);
+    assert_eq!(queued[2].added[0].path, "x/m");
+    assert_eq!(queued[2].removed.len(), 2);
+    assert!(!queued[2].data_change);
+    assert_eq!(cat.delta_last_seq(s.id).unwrap(), 3);
+    assert_eq!(cat.delta_outbox(s.id, 1).unwrap().len(), 1);
+
+    cat.delta_published(s.id, 2).unwrap();
+    let left: Vec<u64> = cat
+        .delta_outbox(s.id, 100)
+        .unwrap()
+        .iter()
+        .map(|c| c.seq)
+        .collect();
+    assert_eq!(left, vec![3]);
+    assert_eq!(cat.delta_outbox(other.id, 100).unwrap().len(), 1);
+
+    cat.drop_sink("s").unwrap();
+    assert!(cat.delta_outbox(s.id, 100).unwrap().is_empty());
+    assert_eq!(cat.delta_last_seq(s.id).unwrap(), 0);
+    assert_eq!(cat.delta_outbox(other.id, 100).unwrap().len(), 1);
 }

@@ -5,11 +5,12 @@
 use std::sync::Arc;
 
 use super::{DdlOutcome, Engine};
-use crate::catalog::{CompactionDef, PartitionStyle, SinkDef, TimePartition};
+use crate::catalog::{CompactionDef, PartitionStyle, SinkDef, SinkFormat, TimePartition};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::query::Relation;
 use crate::runtime::{Stream, ERRORS_STREAM};
+use crate::sink::delta::DeltaLog;
 use crate::sink::{Layout, Sink, SinkLimits};
 use crate::sql::{CreateSink, DropStream};
 use crate::storage::Location;
@@ -82,15 +83,27 @@ impl Engine {
             created_at_ms: now_ms(),
             sort_by: o.sort_by,
             bloom_filter_columns: o.bloom_filter_columns,
-            compaction: o.compaction.then_some(CompactionDef {
-                target_size_bytes: o.compaction_target_size_bytes,
-                min_files: o.compaction_min_files,
-            }),
+            compaction: o
+                .compaction
+                .unwrap_or(o.format == SinkFormat::Delta)
+                .then_some(CompactionDef {
+                    target_size_bytes: o.compaction_target_size_bytes,
+                    min_files: o.compaction_min_files,
+                }),
             partition_style: PartitionStyle::Typed,
+            format: o.format,
+            file_retention_ms: o.file_retention.map(|d| d.as_millis() as u64),
         };
-        Layout::new(&def, &source.schema)?;
+        let layout = Layout::new(&def, &source.schema)?;
         let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
         location.check_writable().await?;
+        if def.format == SinkFormat::Delta {
+            // Creates the table now, so a location holding another table
+            // fails the statement rather than the delivery.
+            DeltaLog::new(&location, 0)?
+                .open(&def.name, &layout)
+                .await?;
+        }
         let def = self.catalog.create_sink(def)?;
         match self.start_sink(def.clone(), source, location).await {
             Ok(()) => Ok(DdlOutcome::Done),

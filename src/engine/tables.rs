@@ -18,6 +18,7 @@ use super::{DdlOutcome, Engine};
 use crate::catalog::TableDef;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
+use crate::query::delta_table::{delta_table, DeltaSnapshot};
 use crate::query::Relation;
 use crate::sql::{CreateTableAs, DropStream};
 use crate::storage::Location;
@@ -83,12 +84,28 @@ impl Engine {
             }
         }
         let file_type = cmd.file_type.to_uppercase();
+        if file_type == "DELTA" {
+            let [location] = cmd.locations.as_slice() else {
+                return Err(Error::InvalidParameter(
+                    "a Delta table has one LOCATION".into(),
+                ));
+            };
+            if !cmd.table_partition_cols.is_empty() || !cmd.schema.fields().is_empty() {
+                return Err(Error::InvalidParameter(
+                    "a Delta table's columns and partitions come from its log: write CREATE EXTERNAL TABLE name STORED AS DELTA LOCATION '…'".into(),
+                ));
+            }
+            let snapshot = DeltaSnapshot::from_options(&cmd.options)?;
+            let location = Location::resolve(location, &self.config.data_dir, &self.stores)?;
+            let provider = delta_table(&location, &snapshot).await?;
+            return Ok((*cmd, provider));
+        }
         let factory = state
             .table_factories()
             .get(file_type.as_str())
             .ok_or_else(|| {
                 Error::FeatureNotSupported(format!(
-                    "STORED AS {} is not supported; use PARQUET, CSV or JSON",
+                    "STORED AS {} is not supported; use PARQUET, CSV, JSON or DELTA",
                     cmd.file_type
                 ))
             })?;

@@ -2,6 +2,7 @@
 //! `public`) and system relations (schema `sluice`), and the construction
 //! of one `SessionContext` per connection from shared state.
 
+pub mod delta_table;
 mod explain;
 mod information_schema;
 mod pg_functions;

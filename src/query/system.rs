@@ -96,6 +96,7 @@ impl SystemRelation {
                 int("errors", false),
                 int("compactions", false),
                 int("files_compacted", false),
+                int("delta_version", true),
             ],
             SystemRelation::Shards => vec![
                 text("stream", false),
@@ -225,10 +226,7 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
             format!("[{}]", offsets.join(", "))
         })
         .collect();
-    let last_errors: Vec<Option<String>> = sinks
-        .iter()
-        .map(|s| s.core.stats.last_error.lock().ok().and_then(|e| e.clone()))
-        .collect();
+    let last_errors: Vec<Option<String>> = sinks.iter().map(|s| s.core.stats.error()).collect();
     let sum = |f: fn(&crate::catalog::SinkFile) -> u64| {
         Arc::new(Int64Array::from_iter_values(
             files.iter().map(|fs| fs.iter().map(f).sum::<u64>() as i64),
@@ -245,7 +243,7 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
             sinks.iter().map(|s| s.core.location.url_string()),
         )),
         Arc::new(StringArray::from_iter_values(
-            sinks.iter().map(|_| "parquet"),
+            sinks.iter().map(|s| s.core.def.format.name()),
         )),
         Arc::new(StringArray::from_iter_values(
             sinks.iter().map(|s| s.state()),
@@ -270,6 +268,13 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
         counter(&sinks, |s| &s.dead_letters),
         counter(&sinks, |s| &s.compactions),
         counter(&sinks, |s| &s.files_compacted),
+        Arc::new(Int64Array::from_iter(sinks.iter().map(|s| {
+            s.core
+                .delta
+                .as_ref()
+                .map(|d| d.version.load(Ordering::Relaxed))
+                .filter(|v| *v >= 0)
+        }))),
     ]
 }
 

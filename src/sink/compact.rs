@@ -3,10 +3,11 @@
 //! its hour or day ended more than a rollover interval ago), its small
 //! files are merged into files near `target_size_bytes`, sorted by
 //! `sort_by` (else the event time). The swap is one catalog transaction,
-//! so a query sees the old set or the new one, never both or neither; the
-//! old objects are deleted after a grace period (queries planned on the
-//! old set still read them), and if the server dies first, the start-up
-//! cleanup removes them as unlisted.
+//! so a query sees the old set or the new one, never both or neither (a
+//! Delta sink's log records it as one commit that changes no data). The
+//! old objects are retired in that transaction and deleted once retired
+//! longer than the sink's retention: queries planned on the old set, and
+//! Delta readers of older versions, still read them meanwhile.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -20,6 +21,7 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 
+use super::staging::{promote, upload_relative, Move};
 use super::worker::writer_properties;
 use super::{file_prefix, SinkCore};
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
@@ -32,24 +34,82 @@ const CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub(super) async fn run(
     core: Arc<SinkCore>,
     def: CompactionDef,
-    grace: Duration,
+    retention: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
+    // A committed swap whose output is not moved into place yet.
+    let mut unpromoted: Option<Swap> = None;
     loop {
         tokio::select! {
             _ = stop.changed() => return,
             _ = tokio::time::sleep(CHECK_INTERVAL) => {}
         }
+        if let Some(swap) = unpromoted.take() {
+            if let Err(e) = swap.finish(&core).await {
+                tracing::warn!(sink = %core.def.name, error = %e, "cannot move a compacted file into place yet");
+                unpromoted = Some(swap);
+                continue;
+            }
+        }
         for group in due(&core, &def) {
             if *stop.borrow() {
                 return;
             }
-            if let Err(e) = compact(&core, group, grace).await {
+            match compact(&core, group).await {
+                Ok(swap) => {
+                    if let Err(e) = swap.finish(&core).await {
+                        tracing::warn!(sink = %core.def.name, error = %e, "cannot move a compacted file into place yet");
+                        unpromoted = Some(swap);
+                        break;
+                    }
+                }
                 // Nothing changed in the catalog; the next round tries again.
-                tracing::warn!(sink = %core.def.name, error = %e, "compaction failed");
+                Err(e) => tracing::warn!(sink = %core.def.name, error = %e, "compaction failed"),
             }
         }
+        if unpromoted.is_some() {
+            continue;
+        }
+        if let Err(e) = vacuum(&core, retention).await {
+            tracing::warn!(sink = %core.def.name, error = %e, "could not delete retired files yet");
+        }
     }
+}
+
+/// Deletes files retired longer than `retention` ago. A Delta sink waits
+/// until its log records every queued change, so no version still listing
+/// a file as live loses it.
+async fn vacuum(core: &SinkCore, retention: Duration) -> Result<()> {
+    let catalog = core.catalog.clone();
+    let sink_id = core.def.id;
+    let delta = core.delta.is_some();
+    let due = tokio::task::spawn_blocking(move || -> Result<Vec<String>> {
+        if delta && !catalog.delta_outbox(sink_id, 1)?.is_empty() {
+            return Ok(Vec::new());
+        }
+        let before_ms = now_ms() - retention.as_millis() as i64;
+        Ok(catalog
+            .retired_files(sink_id)?
+            .into_iter()
+            .filter(|(_, at)| *at <= before_ms)
+            .map(|(path, _)| path)
+            .collect())
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+    if due.is_empty() {
+        return Ok(());
+    }
+    for path in &due {
+        match core.location.store.delete(&Path::parse(path)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let catalog = core.catalog.clone();
+    tokio::task::spawn_blocking(move || catalog.forget_retired(sink_id, &due))
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))?
 }
 
 /// Groups of small committed files to merge, each at most about one target
@@ -113,7 +173,27 @@ fn closed(core: &SinkCore, values: &[Option<String>]) -> bool {
     now_ms() > end_ms + core.def.rollover_interval_ms as i64
 }
 
-async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -> Result<()> {
+/// A compaction committed in the catalog: its output still to be moved
+/// into place and swapped into the queryable set.
+struct Swap {
+    moved: Move,
+    removed: Vec<String>,
+    output: SinkFile,
+}
+
+impl Swap {
+    async fn finish(&self, core: &SinkCore) -> Result<()> {
+        promote(&core.location, std::slice::from_ref(&self.moved)).await?;
+        core.replace_files(&self.removed, self.output.clone());
+        core.stats.compactions.fetch_add(1, Ordering::Relaxed);
+        core.stats
+            .files_compacted
+            .fetch_add(self.removed.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     let store = core.location.store.clone();
     let layout = &core.layout;
     // Inputs are small files (under half the target size): fetched whole.
@@ -141,8 +221,10 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
         now_ms()
     );
+    let relative = format!("{dir}/{name}");
+    let final_path = core.location.child(&relative);
     let (path, mut writer) = core.location.parquet_writer(
-        &format!("{dir}/{name}"),
+        &upload_relative(core.def.format, &relative),
         layout.file_schema.clone(),
         writer_properties(&core.def),
         core.limits.upload_part_size_bytes,
@@ -151,13 +233,13 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         let len = super::worker::ROW_GROUP_ROWS.min(merged.num_rows() - start);
         writer.write(&merged.slice(start, len)).await?;
     }
-    writer.finish().await?;
+    let footer = writer.finish().await?;
     core.location
         .make_durable(std::slice::from_ref(&path))
         .await?;
     let shards: std::collections::BTreeSet<u32> = inputs.iter().map(|f| f.shard).collect();
     let output = SinkFile {
-        path: path.to_string(),
+        path: final_path.to_string(),
         shard: if shards.len() == 1 {
             first.shard
         } else {
@@ -169,13 +251,18 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         bytes: writer.bytes_written() as u64,
         partition_values: first.partition_values.clone(),
         committed_at_ms: now_ms(),
+        stats: core
+            .delta
+            .is_some()
+            .then(|| super::delta_stats::file_stats(&layout.file_schema, &footer)),
     };
     let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
     let catalog = core.catalog.clone();
     let sink_id = core.def.id;
     let (to_remove, to_add) = (removed.clone(), output.clone());
+    let delta = core.delta.is_some();
     let swapped = tokio::task::spawn_blocking(move || {
-        catalog.replace_sink_files(sink_id, &to_remove, &to_add)
+        catalog.replace_sink_files(sink_id, &to_remove, &to_add, delta)
     })
     .await
     .map_err(|e| crate::error::Error::Internal(e.to_string()))?;
@@ -183,21 +270,15 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>, grace: Duration) -
         let _ = store.delete(&path).await;
         return Err(e);
     }
-    core.replace_files(&removed, output);
-    core.stats.compactions.fetch_add(1, Ordering::Relaxed);
-    core.stats
-        .files_compacted
-        .fetch_add(removed.len() as u64, Ordering::Relaxed);
-    // Queries planned on the old set may still read these objects.
-    tokio::spawn(async move {
-        tokio::time::sleep(grace).await;
-        for old in removed {
-            if let Ok(old) = Path::parse(&old) {
-                if let Err(e) = store.delete(&old).await {
-                    tracing::warn!(path = %old, error = %e, "could not delete a compacted file");
-                }
-            }
-        }
-    });
-    Ok(())
+    if let Some(log) = &core.delta {
+        log.wake.notify_one();
+    }
+    Ok(Swap {
+        moved: Move {
+            from: path,
+            to: final_path,
+        },
+        removed,
+        output,
+    })
 }

@@ -1,5 +1,6 @@
-//! Sinks: deliver a stream as Parquet files in Hive partitions to a local
-//! directory or S3, exactly once, and expose what was delivered as a table.
+//! Sinks: deliver a stream as Parquet files in Hive partitions (plain, or
+//! as a Delta table) to a local directory or S3, exactly once, and expose
+//! what was delivered as a table.
 //!
 //! One task per source shard reads from the shard's committed offset,
 //! splits rows by partition, and streams them into one Parquet writer per
@@ -10,11 +11,17 @@
 //! progress ([`SinkProgress`]) in one catalog transaction. A file's name
 //! is fixed by (sink, shard, first source offset, partition), so a replay
 //! after a crash rewrites the same names; files the catalog does not list
-//! are never read and are removed when the sink starts. Storage failures are retried with bounded
-//! backoff; the source keeps the records meanwhile (retention holds).
+//! are never read and are removed when the sink starts. Plain Parquet
+//! files wait under `_sluice_staging/` until committed (`staging`); a
+//! Delta sink's commits reach its log through the catalog's outbox
+//! ([`delta`]). Storage failures are retried with bounded backoff; the
+//! source keeps the records meanwhile (retention holds).
 
 mod compact;
+pub mod delta;
+mod delta_stats;
 pub mod layout;
+mod staging;
 mod worker;
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
@@ -28,7 +35,7 @@ pub use layout::Layout;
 use worker::ShardWorker;
 pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
-use crate::catalog::{Catalog, SinkDef, SinkFile, SinkProgress};
+use crate::catalog::{Catalog, SinkDef, SinkFile, SinkFormat, SinkProgress};
 use crate::error::{Error, Result};
 use crate::runtime::consumer::{lag_records, run_shard, set_error, ShardLoop, Tasks};
 use crate::runtime::Stream;
@@ -65,6 +72,16 @@ pub struct SinkStats {
     /// Compactions done, and the files they merged away (since start).
     pub compactions: AtomicU64,
     pub files_compacted: AtomicU64,
+    /// The Delta publisher's last failure (Delta sinks).
+    pub delta_error: Mutex<Option<String>>,
+}
+
+impl SinkStats {
+    /// The failure to show: a shard's, else the Delta publisher's.
+    pub fn error(&self) -> Option<String> {
+        let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|e| e.clone());
+        get(&self.last_error).or_else(|| get(&self.delta_error))
+    }
 }
 
 /// What a sink's tasks share.
@@ -78,6 +95,8 @@ pub struct SinkCore {
     pub limits: SinkLimits,
     catalog: Arc<Catalog>,
     errors: Arc<Stream>,
+    /// Delta sinks: the log the outbox is published to.
+    pub delta: Option<Arc<delta::DeltaLog>>,
     /// Committed files, replaced (not mutated) on every commit so a query
     /// holds one consistent set.
     files: RwLock<Arc<Vec<SinkFile>>>,
@@ -152,6 +171,10 @@ impl Sink {
             .collect();
         let committed: Vec<u64> = progress.iter().map(|p| p.next).collect();
         let files = catalog.sink_files(def.id)?;
+        let delta = match def.format {
+            SinkFormat::Delta => Some(Arc::new(delta::DeltaLog::new(&location, def.id)?)),
+            SinkFormat::Parquet => None,
+        };
         let core = Arc::new(SinkCore {
             stats: SinkStats {
                 committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
@@ -161,6 +184,7 @@ impl Sink {
                 ..SinkStats::default()
             },
             files: RwLock::new(Arc::new(files)),
+            delta,
             def,
             source,
             location,
@@ -193,8 +217,11 @@ impl Sink {
         tasks.push(tokio::spawn(async move {
             let mut backoff = worker::BACKOFF.min;
             loop {
-                let files = starter_core.files();
-                match remove_unlisted(&starter_core.location, starter_core.def.id, &files).await {
+                let cleaned = async {
+                    staging::recover(&starter_core).await?;
+                    remove_unlisted(&starter_core).await
+                };
+                match cleaned.await {
                     Ok(()) => break,
                     Err(e) => {
                         tracing::warn!(sink = %starter_core.def.name, error = %e, "cannot clean the sink's location yet; retrying");
@@ -230,11 +257,19 @@ impl Sink {
                 let _ = handle.await;
             }
         }));
+        if let Some(log) = core.delta.clone() {
+            tasks.push(tokio::spawn(log.run(core.clone(), stop_rx.clone())));
+        }
         if let Some(compaction) = core.def.compaction.clone() {
+            let retention = match (core.def.file_retention_ms, core.def.format) {
+                (Some(ms), _) => std::time::Duration::from_millis(ms),
+                (None, SinkFormat::Delta) => delta::DEFAULT_FILE_RETENTION,
+                (None, SinkFormat::Parquet) => limits.compaction_grace,
+            };
             tasks.push(tokio::spawn(compact::run(
                 core.clone(),
                 compaction,
-                limits.compaction_grace,
+                retention,
                 stop_rx.clone(),
             )));
         }
@@ -265,7 +300,39 @@ impl Sink {
                 Err(_) => return Err(Error::ShuttingDown),
             }
         }
-        Ok(())
+        match &self.core.delta {
+            Some(log) => self.flush_delta(log).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the Delta log holds every change committed so far, or
+    /// fails with the publisher's next failure.
+    async fn flush_delta(&self, log: &delta::DeltaLog) -> Result<()> {
+        let catalog = self.core.catalog.clone();
+        let sink_id = self.core.def.id;
+        let target = tokio::task::spawn_blocking(move || catalog.delta_last_seq(sink_id))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
+        let mut published = log.published.subscribe();
+        let first_attempt = published.borrow().attempts + 1;
+        log.wake.notify_one();
+        loop {
+            {
+                let now = published.borrow_and_update();
+                if now.seq >= target {
+                    return Ok(());
+                }
+                if let (Some(error), true) = (&now.error, now.attempts >= first_attempt) {
+                    return Err(Error::Storage(format!(
+                        "the files are committed but the Delta log does not list them yet (it will be retried): {error}"
+                    )));
+                }
+            }
+            if published.changed().await.is_err() {
+                return Err(Error::ShuttingDown);
+            }
+        }
     }
 
     /// Source records not yet committed, over all shards.
@@ -274,7 +341,10 @@ impl Sink {
     }
 
     pub fn state(&self) -> &'static str {
-        self.tasks.state(&self.core.stats.last_error, "retrying")
+        match self.tasks.state(&self.core.stats.last_error, "retrying") {
+            "running" => self.tasks.state(&self.core.stats.delta_error, "retrying"),
+            other => other,
+        }
     }
 
     /// Stops the tasks; what they buffered and did not commit is
@@ -292,10 +362,18 @@ pub fn file_prefix(sink_id: u64) -> String {
 }
 
 /// Deletes objects under the sink's location that carry its file prefix
-/// (or are a local upload's staging file) and that the catalog does not
-/// list: leftovers of an upload whose commit never happened.
-async fn remove_unlisted(location: &Location, sink_id: u64, files: &[SinkFile]) -> Result<()> {
-    let listed: std::collections::HashSet<&str> = files.iter().map(|f| f.path.as_str()).collect();
+/// (or are a local upload's staging file) and that the catalog neither
+/// lists nor keeps as retired: leftovers of an upload whose commit never
+/// happened.
+async fn remove_unlisted(core: &SinkCore) -> Result<()> {
+    let (location, sink_id) = (&core.location, core.def.id);
+    let files = core.files();
+    let retired = core.catalog.retired_files(sink_id)?;
+    let listed: std::collections::HashSet<&str> = files
+        .iter()
+        .map(|f| f.path.as_str())
+        .chain(retired.iter().map(|(path, _)| path.as_str()))
+        .collect();
     let prefix = file_prefix(sink_id);
     let objects: Vec<_> = location
         .store

@@ -20,6 +20,7 @@ use object_store::path::Path;
 use tokio::sync::mpsc;
 
 use super::layout::{Layout, PartKey};
+use super::staging::{promote, upload_relative, Move};
 use super::{file_prefix, FlushRequest, SinkCore};
 use crate::catalog::{SinkDef, SinkFile, SinkProgress};
 use crate::clock::now_ms;
@@ -37,7 +38,10 @@ pub(super) const BACKOFF: Backoff = Backoff {
 };
 
 struct OpenFile {
+    /// Where it is uploaded; `final_path` once committed (the same for
+    /// Delta sinks, under `_sluice_staging/` for plain Parquet).
     path: Path,
+    final_path: Path,
     /// The partition's directory: the key of `SinkProgress::through`.
     dir: String,
     values: Vec<Option<String>>,
@@ -99,6 +103,9 @@ pub(super) struct ShardWorker {
     waiting: Vec<FlushRequest>,
     /// `rollover_interval`.
     interval: Duration,
+    /// Committed files not yet moved from their upload path (listed for
+    /// queries once they are).
+    unpromoted: Vec<(Move, SinkFile)>,
 }
 
 #[async_trait]
@@ -120,7 +127,7 @@ impl ShardConsumer for ShardWorker {
             more,
             // Healthy once what was pending is committed; until then a
             // past failure still shows (and keeps its backoff).
-            healthy: self.files.is_empty(),
+            healthy: self.files.is_empty() && self.unpromoted.is_empty(),
             hold: Some(committed),
         })
     }
@@ -181,6 +188,7 @@ impl ShardWorker {
             flushes,
             waiting: Vec::new(),
             interval,
+            unpromoted: Vec::new(),
         }
     }
 
@@ -196,6 +204,7 @@ impl ShardWorker {
     /// Writes what was read, then commits the files whose rollover is due.
     /// Returns whether it made progress (so the loop steps again at once).
     async fn deliver(&mut self, input: Option<Input>) -> Result<bool> {
+        self.promote_committed().await?;
         let read_any = input.is_some();
         if let Some(input) = input {
             self.write(&input.batch, input.offset).await?;
@@ -304,14 +313,17 @@ impl ShardWorker {
             file_prefix(self.core.def.id),
             self.shard
         );
+        let relative = format!("{dir}/{name}");
+        let final_path = self.core.location.child(&relative);
         let (path, writer) = self.core.location.parquet_writer(
-            &format!("{dir}/{name}"),
+            &upload_relative(self.core.def.format, &relative),
             layout.file_schema.clone(),
             self.props.clone(),
             self.core.limits.upload_part_size_bytes,
         )?;
         Ok(OpenFile {
             path,
+            final_path,
             dir,
             values: layout.values(key),
             writer,
@@ -331,6 +343,7 @@ impl ShardWorker {
         crate::fail::point("sink.before_upload");
         let mut committed = Vec::with_capacity(keys.len());
         let mut written = Vec::with_capacity(keys.len());
+        let mut moves = Vec::with_capacity(keys.len());
         let mut progress = self.committed.clone();
         for key in keys {
             let Some(mut file) = self.files.remove(&key) else {
@@ -345,11 +358,19 @@ impl ShardWorker {
             // visible); the writer is dropped, not aborted a second time.
             crate::fail::io("sink.upload")
                 .map_err(|e| Error::Storage(format!("upload of {} failed: {e}", file.path)))?;
-            file.writer.finish().await?;
+            let footer = file.writer.finish().await?;
+            let stats =
+                self.core.delta.is_some().then(|| {
+                    super::delta_stats::file_stats(&self.core.layout.file_schema, &footer)
+                });
             progress.through.insert(file.dir.clone(), self.read);
             written.push(file.path.clone());
+            moves.push(Move {
+                from: file.path.clone(),
+                to: file.final_path.clone(),
+            });
             committed.push(SinkFile {
-                path: file.path.to_string(),
+                path: file.final_path.to_string(),
                 shard: self.shard,
                 first_offset: file.first_offset,
                 last_offset: file.last_offset,
@@ -357,6 +378,7 @@ impl ShardWorker {
                 bytes: file.writer.bytes_written() as u64,
                 partition_values: file.values,
                 committed_at_ms: now,
+                stats,
             });
         }
         self.core.location.make_durable(&written).await?;
@@ -374,18 +396,38 @@ impl ShardWorker {
         let catalog = self.core.catalog.clone();
         let (sink_id, shard) = (self.core.def.id, self.shard);
         let (to_commit, to_record) = (committed.clone(), progress.clone());
+        let delta = self.core.delta.is_some();
         tokio::task::spawn_blocking(move || {
-            catalog.commit_sink(sink_id, &to_commit, shard, &to_record)
+            catalog.commit_sink(sink_id, &to_commit, shard, &to_record, delta)
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         crate::fail::point("sink.after_commit");
+        if let Some(log) = &self.core.delta {
+            log.wake.notify_one();
+        }
         self.committed = progress;
         let core = &self.core;
-        core.add_files(committed);
         core.stats.committed[self.shard as usize].store(next, Ordering::Relaxed);
         core.stats.last_commit_ms.store(now, Ordering::Relaxed);
-        set_error(&core.stats.last_error, None);
+        self.unpromoted.extend(moves.into_iter().zip(committed));
+        self.promote_committed().await
+    }
+
+    /// Moves committed files to their final names, then lists them for
+    /// queries. A failure keeps them for the next step (or the next start).
+    async fn promote_committed(&mut self) -> Result<()> {
+        if self.unpromoted.is_empty() {
+            return Ok(());
+        }
+        let moves: Vec<Move> = self.unpromoted.iter().map(|(m, _)| m.clone()).collect();
+        promote(&self.core.location, &moves).await?;
+        let files = std::mem::take(&mut self.unpromoted)
+            .into_iter()
+            .map(|(_, f)| f)
+            .collect();
+        self.core.add_files(files);
+        set_error(&self.core.stats.last_error, None);
         Ok(())
     }
 }

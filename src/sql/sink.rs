@@ -11,10 +11,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::{object_name, option_text, parse_one, strip_comments};
-use crate::catalog::TimePartition;
+use crate::catalog::{SinkFormat, TimePartition};
 use crate::error::{Error, Result};
 
-const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files";
+const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files, file_retention";
 pub const COMPRESSIONS: &[&str] = &["zstd", "snappy", "gzip", "lz4", "uncompressed"];
 const MIN_ROLLOVER_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_ROLLOVER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -34,6 +34,7 @@ pub struct CreateSink {
 #[derive(Debug, Clone, PartialEq)]
 pub struct SinkOptions {
     pub location: String,
+    pub format: SinkFormat,
     pub compression: String,
     /// `None`: hourly when the source has an event-time column.
     pub time_partition: Option<TimePartition>,
@@ -46,17 +47,22 @@ pub struct SinkOptions {
     pub sort_by: Vec<String>,
     /// Columns that get Parquet bloom filters (point lookups).
     pub bloom_filter_columns: Vec<String>,
-    /// Merge a partition's small files in the background.
-    pub compaction: bool,
+    /// Merge a partition's small files in the background; `None`: on for
+    /// Delta sinks, off for plain Parquet (readers that list a directory
+    /// would see a compaction's inputs and output together).
+    pub compaction: Option<bool>,
     pub compaction_target_size_bytes: u64,
     /// Committed files in one partition that start a compaction.
     pub compaction_min_files: u32,
+    /// How long compacted-away files stay on storage.
+    pub file_retention: Option<Duration>,
 }
 
 impl Default for SinkOptions {
     fn default() -> Self {
         SinkOptions {
             location: String::new(),
+            format: SinkFormat::Parquet,
             compression: "zstd".into(),
             time_partition: None,
             event_time: None,
@@ -66,9 +72,10 @@ impl Default for SinkOptions {
             from_earliest: true,
             sort_by: Vec::new(),
             bloom_filter_columns: Vec::new(),
-            compaction: true,
+            compaction: None,
             compaction_target_size_bytes: 128 * 1024 * 1024,
             compaction_min_files: 8,
+            file_retention: None,
         }
     }
 }
@@ -160,11 +167,26 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
     match key.as_str() {
         "location" => o.location = text,
         "format" => {
-            if !text.eq_ignore_ascii_case("parquet") {
-                return Err(Error::FeatureNotSupported(format!(
-                    "sink format '{text}' is not supported; sinks write 'parquet'"
-                )));
+            o.format = match text.to_lowercase().as_str() {
+                "parquet" => SinkFormat::Parquet,
+                "delta" => SinkFormat::Delta,
+                _ => {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta'"
+                    )))
+                }
             }
+        }
+        "file_retention" => {
+            let d = humantime::parse_duration(&text).map_err(|e| {
+                invalid(format!(
+                    "'{text}' is not a duration like '1h' or '7days' ({e})"
+                ))
+            })?;
+            if d > Duration::from_secs(365 * 24 * 3600) {
+                return Err(invalid(format!("'{text}' is longer than a year")));
+            }
+            o.file_retention = Some(d);
         }
         "compression" => {
             let c = text.to_lowercase();
@@ -190,8 +212,8 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
         "bloom_filter_columns" => o.bloom_filter_columns = column_list(&text),
         "compaction" => {
             o.compaction = match text.to_lowercase().as_str() {
-                "on" | "true" => true,
-                "off" | "false" => false,
+                "on" | "true" => Some(true),
+                "off" | "false" => Some(false),
                 _ => return Err(invalid(format!("'{text}' is not 'on' or 'off'"))),
             }
         }

@@ -8,6 +8,7 @@ mod connections;
 mod copy;
 mod crash;
 mod crash_loop;
+mod delta;
 mod faults;
 mod harness;
 mod hive_readers;

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::harness::{scalar, wait_for, Server};
-use crate::sinks::{assert_exactly_once, delivered_values, insert_range, CLICKS};
+use crate::sinks::{assert_exactly_once, delivered_values, insert_range, parquet_files, CLICKS};
 
 /// Kills the server at `point` of a sink commit (the process aborts there,
 /// as under kill -9), restarts it, and checks every record is in the files
@@ -28,6 +28,19 @@ async fn crash_at(point: &str) {
     }
     let status = server.wait_exit(Duration::from_secs(30));
     assert!(!status.success(), "the fail point {point} was not reached");
+    // The first commit died before its files were moved into place: a
+    // reader listing the directory (skipping `_` names, as Hive readers
+    // do) sees none of them.
+    let (staged, visible): (Vec<_>, Vec<_>) = parquet_files(&data.join("lake"))
+        .into_iter()
+        .partition(|f| f.components().any(|c| c.as_os_str() == "_sluice_staging"));
+    assert!(
+        visible.is_empty(),
+        "{point}: uncommitted files in view: {visible:?}"
+    );
+    if point != "sink.before_upload" {
+        assert!(!staged.is_empty(), "{point}: the upload is staged");
+    }
 
     let server = Server::start_in(&data);
     let client = server.client().await;
@@ -43,6 +56,8 @@ async fn crash_at(point: &str) {
         1500
     );
     assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1500);
+    let staged: Vec<_> = parquet_files(&data.join("lake/_sluice_staging"));
+    assert!(staged.is_empty(), "{point}: left in staging: {staged:?}");
 }
 
 #[tokio::test]

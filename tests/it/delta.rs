@@ -1,0 +1,271 @@
+//! Delta sinks and Delta tables, read by delta-rs's Python package and
+//! Polars (engines other than sluice): every commit exactly once, a
+//! compaction as one swap, statistics in the log, each crash window of a
+//! commit, and `CREATE EXTERNAL TABLE … STORED AS DELTA` with time travel.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::sinks::{insert_range, CLICKS};
+
+/// `python3 tests/clients/delta_tables.py args…`, parsed.
+fn delta_py(args: &[&str]) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/delta_tables.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3 with deltalake and polars (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+fn read_delta(dir: &Path, version: Option<i64>) -> Value {
+    let dir = dir.to_string_lossy();
+    let version = version.map(|v| v.to_string());
+    let mut args = vec!["read", dir.as_ref(), "n"];
+    if let Some(v) = &version {
+        args.push(v);
+    }
+    delta_py(&args)
+}
+
+#[tokio::test]
+async fn delta_sink_commits_are_read_exactly_once_and_compaction_is_one_swap() {
+    let server = Server::start();
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SINK lake FROM clicks WITH (location = 'lake', format = 'delta', \
+             rollover_interval = '1 h', compaction_min_files = 3)",
+        )
+        .await
+        .unwrap();
+    // Three flushes of one file per shard each: small files to compact.
+    let mut first_version = None;
+    for round in 0..3 {
+        client
+            .batch_execute(&insert_range("clicks", round * 100, (round + 1) * 100))
+            .await
+            .unwrap();
+        client.batch_execute("FLUSH SINK lake").await.unwrap();
+        first_version.get_or_insert(
+            scalar(
+                &client,
+                "SELECT delta_version FROM sluice.sinks WHERE name = 'lake'",
+            )
+            .await,
+        );
+    }
+    let first_version = first_version.unwrap();
+    let dir = server.data_dir().join("lake");
+    let before = read_delta(&dir, None);
+    assert_eq!(before["rows"], 300, "{before}");
+    assert_eq!(before["distinct"], 300, "{before}");
+    assert_eq!(before["polars_rows"], 300, "{before}");
+    assert_eq!(
+        before["stats_rows"], 300,
+        "every add carries numRecords: {before}"
+    );
+    assert_eq!(
+        before["partition_columns"],
+        serde_json::json!(["dt", "hour"])
+    );
+    assert_eq!(before["schema"]["hour"], "int32", "{before}");
+    assert_eq!(before["schema"]["dt"], "date32[day]", "{before}");
+    let files_before = before["files"].as_i64().unwrap();
+
+    // Background compaction: one Delta commit that removes the small files
+    // and adds their merge; every snapshot has each record once.
+    wait_for("a compaction", Duration::from_secs(30), async || {
+        scalar(
+            &client,
+            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
+        )
+        .await
+            > 0
+    })
+    .await;
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let after = read_delta(&dir, None);
+    assert_eq!(after["rows"], 300, "{after}");
+    assert_eq!(after["distinct"], 300, "{after}");
+    assert!(
+        after["files"].as_i64().unwrap() < files_before,
+        "{after} vs {before}"
+    );
+    assert!(
+        after["operations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o == "OPTIMIZE"),
+        "{after}"
+    );
+    // The compacted-away files stay for readers of older versions.
+    let older = read_delta(&dir, Some(before["version"].as_i64().unwrap()));
+    assert_eq!(older["rows"], 300, "{older}");
+
+    let row = client
+        .query_one(
+            "SELECT format, delta_version FROM sluice.sinks WHERE name = 'lake'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "delta");
+    assert_eq!(row.get::<_, Option<i64>>(1), after["version"].as_i64());
+
+    // The same table through sluice's own Delta reader, now and at the
+    // version the first FLUSH SINK returned at (its 100 records).
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE lake_now STORED AS DELTA LOCATION 'lake'; \
+             CREATE EXTERNAL TABLE lake_first STORED AS DELTA LOCATION 'lake' \
+               OPTIONS ('version' '{first_version}')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT count(DISTINCT n) FROM lake_now").await,
+        300
+    );
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM lake_first").await,
+        100
+    );
+    assert_eq!(
+        read_delta(&dir, Some(first_version))["rows"],
+        100,
+        "delta-rs agrees"
+    );
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM lake_now WHERE hour = 11").await,
+        scalar(&client, "SELECT count(*) FROM lake WHERE hour = 11").await
+    );
+}
+
+/// Kills the server at `point` of a Delta sink's commit, restarts it, and
+/// checks the Delta log lists every record exactly once.
+async fn crash_at(point: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::spawn_with(&data, None, &[("SLUICE_FAIL_POINT", point)]);
+    {
+        let client = server.client().await;
+        client.batch_execute(CLICKS).await.unwrap();
+        client
+            .batch_execute(&insert_range("clicks", 0, 1000))
+            .await
+            .unwrap();
+        client
+            .batch_execute(
+                "CREATE SINK lake FROM clicks WITH (location = 'lake', format = 'delta', \
+                 rollover_interval = '200 ms')",
+            )
+            .await
+            .unwrap();
+    }
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the fail point {point} was not reached");
+
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    client
+        .batch_execute(&insert_range("clicks", 1000, 1500))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let read = read_delta(&data.join("lake"), None);
+    assert_eq!(read["rows"], 1500, "{point}: {read}");
+    assert_eq!(read["distinct"], 1500, "{point}: {read}");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1500);
+}
+
+#[tokio::test]
+async fn delta_crash_after_upload_before_commit() {
+    crash_at("sink.after_upload").await;
+}
+
+/// The catalog has the commit, the Delta log not yet: the queued change
+/// is published at restart.
+#[tokio::test]
+async fn delta_crash_after_catalog_commit_before_delta_commit() {
+    crash_at("sink.after_commit").await;
+}
+
+/// The Delta log has the commit, the catalog still queues it: the log's
+/// `txn` version shows it is there, and it is not committed twice.
+#[tokio::test]
+async fn delta_crash_after_delta_commit_before_forgetting_it() {
+    crash_at("sink.after_delta_commit").await;
+}
+
+/// A Delta table written by delta-rs (not sluice): read, pruned by its
+/// partitions, and read at an older version; bad options are refused.
+#[tokio::test]
+async fn external_delta_tables_read_any_writer_with_time_travel() {
+    let server = Server::start();
+    let client = server.client().await;
+    let dir = server.data_dir().join("sales");
+    let written = delta_py(&["write", dir.to_string_lossy().as_ref()]);
+    assert_eq!(written["version"], 1);
+    client
+        .batch_execute(
+            "CREATE EXTERNAL TABLE sales STORED AS DELTA LOCATION 'sales'; \
+             CREATE EXTERNAL TABLE sales_v0 STORED AS DELTA LOCATION 'sales' OPTIONS ('version' '0')",
+        )
+        .await
+        .unwrap();
+    assert_eq!(scalar(&client, "SELECT count(*) FROM sales").await, 5);
+    assert_eq!(scalar(&client, "SELECT count(*) FROM sales_v0").await, 3);
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT CAST(sum(id) AS BIGINT) FROM sales WHERE region = 'us'"
+        )
+        .await,
+        6
+    );
+    let plan: Vec<String> = client
+        .query("EXPLAIN SELECT id FROM sales WHERE region = 'ap'", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("file_groups={1 group")),
+        "one partition's file is scanned: {plan:?}"
+    );
+
+    let err = client
+        .batch_execute(
+            "CREATE EXTERNAL TABLE bad STORED AS DELTA LOCATION 'sales' OPTIONS ('version' 'x')",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "{err}");
+    std::fs::create_dir_all(server.data_dir().join("empty")).unwrap();
+    let err = client
+        .batch_execute("CREATE EXTERNAL TABLE none STORED AS DELTA LOCATION 'empty'")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22023", "{err:?}");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("no Delta table"), "{message}");
+}
