@@ -43,6 +43,8 @@ async fn main() {
     rows.extend(suite::transform::run(scale).await);
     eprintln!("delivery and queries …");
     rows.extend(suite::delivery::run(scale).await);
+    eprintln!("Delta sinks …");
+    rows.extend(suite::delta::run(scale).await);
 
     println!(
         "sluice {} e2e benchmark{}: {} rows, {} s per timed step",

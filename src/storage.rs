@@ -27,6 +27,7 @@ pub use policy::LocationPolicy;
 
 use crate::config::S3Config;
 
+pub mod delta;
 mod local;
 mod policy;
 use crate::error::{Error, Result};

@@ -36,7 +36,7 @@ def duckdb_engine(root, warm):
 
     con = duckdb.connect()
     con.execute(
-        f"CREATE VIEW lake AS SELECT * FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true, "
+        f"CREATE VIEW lake AS SELECT * FROM read_parquet('{root}/dt=*/**/*.parquet', hive_partitioning = true, "
         "hive_types = {'dt': VARCHAR, 'hour': INTEGER})"
     )
     return {

@@ -34,7 +34,7 @@ pub const QUERIES: [(&str, &str); 4] = [
     ),
 ];
 
-async fn copy_all(client: &Client, rows: u64) {
+pub(super) async fn copy_all(client: &Client, rows: u64) {
     let csv = data::csv(rows);
     let sink = client
         .copy_in::<_, bytes::Bytes>("COPY clicks FROM STDIN WITH (FORMAT csv)")
@@ -50,7 +50,7 @@ async fn copy_all(client: &Client, rows: u64) {
 }
 
 /// (cold, median warm) ms of `sql` over pgwire.
-async fn time_query(client: &Client, sql: &str) -> (f64, f64) {
+pub(super) async fn time_query(client: &Client, sql: &str) -> (f64, f64) {
     let mut times = Vec::new();
     for _ in 0..=WARM_RUNS {
         let started = Instant::now();
@@ -63,7 +63,7 @@ async fn time_query(client: &Client, sql: &str) -> (f64, f64) {
 }
 
 /// DuckDB and DataFusion on the same files (benches/peers/lake_queries.py).
-fn peers(dir: &std::path::Path) -> serde_json::Value {
+pub(super) fn peers(dir: &std::path::Path) -> serde_json::Value {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/peers/lake_queries.py");
     let out = std::process::Command::new("python3")
         .arg(script)
@@ -181,7 +181,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
 async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row> {
     client
         .batch_execute(
-            "CREATE SINK compacted FROM clicks WITH (location = 'compacted', time_partition = 'hour',                rollover_interval = '1 s', compaction_min_files = 2, bloom_filter_columns = 'user_id');              FLUSH SINK compacted",
+            "CREATE SINK compacted FROM clicks WITH (location = 'compacted', time_partition = 'hour',                rollover_interval = '1 s', compaction = 'on', compaction_min_files = 2, bloom_filter_columns = 'user_id');              FLUSH SINK compacted",
         )
         .await
         .expect("compacted sink");
@@ -253,7 +253,7 @@ async fn bloom_gain(client: &Client, sluice: &crate::common::Sluice) -> Row {
 }
 
 /// The key of a query in the peers' JSON.
-fn python_name(name: &str) -> &'static str {
+pub(super) fn python_name(name: &str) -> &'static str {
     match name {
         "count, one hour" => "count_one_hour",
         "top-10 urls, avg latency" => "top10_urls",

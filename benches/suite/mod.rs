@@ -4,6 +4,7 @@
 
 pub mod data;
 pub mod delivery;
+pub mod delta;
 pub mod ingest;
 pub mod transform;
 

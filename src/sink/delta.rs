@@ -25,9 +25,8 @@ use deltalake_core::kernel::{Action, Add, Remove, StructType, Transaction};
 use deltalake_core::logstore::LogStoreRef;
 use deltalake_core::operations::create::CreateBuilder;
 use deltalake_core::protocol::{DeltaOperation, OutputMode};
-use deltalake_core::{DeltaTable, DeltaTableBuilder, TableProperty};
+use deltalake_core::{DeltaTable, TableProperty};
 use tokio::sync::{watch, Notify};
-use url::Url;
 
 use super::layout::Layout;
 use super::SinkCore;
@@ -35,6 +34,7 @@ use crate::catalog::{DeltaChange, SinkFile};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime::consumer::set_error;
+use crate::storage::delta::delta_error;
 use crate::storage::Location;
 
 /// Commits between checkpoints (`delta.checkpointInterval`): readers
@@ -69,24 +69,9 @@ pub struct DeltaLog {
     pub wake: Notify,
 }
 
-/// The Delta table URL of a location (`file:///dir/`, `s3://bucket/prefix/`).
-fn table_url(location: &Location) -> Result<Url> {
-    let text = format!("{}{}/", location.url.as_str(), location.prefix);
-    Url::parse(&text).map_err(|e| Error::InvalidParameter(format!("location {text}: {e}")))
-}
-
-fn delta_error(e: deltalake_core::DeltaTableError) -> Error {
-    Error::Storage(format!("Delta log: {e}"))
-}
-
 impl DeltaLog {
     pub fn new(location: &Location, sink_id: u64) -> Result<DeltaLog> {
-        let url = table_url(location)?;
-        let log_store = DeltaTableBuilder::from_url(url.clone())
-            .map_err(delta_error)?
-            .with_storage_backend(location.store.clone(), url)
-            .build_storage()
-            .map_err(delta_error)?;
+        let log_store = crate::storage::delta::log_store(location)?;
         Ok(DeltaLog {
             log_store,
             app_id: format!("sluice-sink-{sink_id}"),
@@ -197,12 +182,20 @@ impl DeltaLog {
     async fn publish(&self, core: &SinkCore, table: &mut Option<DeltaTable>) -> Result<bool> {
         let catalog = core.catalog.clone();
         let sink_id = core.def.id;
-        let queued = tokio::task::spawn_blocking(move || {
-            catalog.delta_outbox(sink_id, MAX_CHANGES_PER_COMMIT)
+        // The last sequence number first: when the outbox is empty after
+        // it, every change up to it is in the log (a restart forgets what
+        // `published` said).
+        let (last_seq, queued) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let last_seq = catalog.delta_last_seq(sink_id)?;
+            Ok((
+                last_seq,
+                catalog.delta_outbox(sink_id, MAX_CHANGES_PER_COMMIT)?,
+            ))
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
         if queued.is_empty() {
+            self.published.send_modify(|p| p.seq = p.seq.max(last_seq));
             return Ok(false);
         }
         if table.is_none() {

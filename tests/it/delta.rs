@@ -12,12 +12,13 @@ use serde_json::Value;
 use crate::harness::{scalar, sqlstate, wait_for, Server};
 use crate::sinks::{insert_range, CLICKS};
 
-/// `python3 tests/clients/delta_tables.py args…`, parsed.
-fn delta_py(args: &[&str]) -> Value {
+/// `python3 tests/clients/delta_tables.py args…` with `env`, parsed.
+pub fn delta_py(args: &[&str], env: &[(&str, &str)]) -> Value {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/delta_tables.py");
     let out = Command::new("python3")
         .arg(script)
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("python3 with deltalake and polars (installed by .ci/run)");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -30,13 +31,34 @@ fn delta_py(args: &[&str]) -> Value {
 }
 
 fn read_delta(dir: &Path, version: Option<i64>) -> Value {
-    let dir = dir.to_string_lossy();
+    read_delta_at(dir.to_string_lossy().as_ref(), version, &[])
+}
+
+/// What delta-rs reads of the table at `table` (a directory or an s3:// URL).
+pub fn read_delta_at(table: &str, version: Option<i64>, env: &[(&str, &str)]) -> Value {
     let version = version.map(|v| v.to_string());
-    let mut args = vec!["read", dir.as_ref(), "n"];
+    let mut args = vec!["read", table, "n"];
     if let Some(v) = &version {
         args.push(v);
     }
-    delta_py(&args)
+    delta_py(&args, env)
+}
+
+/// Rows per `dt/hour` partition as sluice's own table counts them.
+pub async fn sluice_partitions(client: &tokio_postgres::Client, table: &str) -> Value {
+    let rows = client
+        .query(
+            &format!("SELECT CAST(dt AS TEXT), hour, count(*) FROM {table} GROUP BY 1, 2"),
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut out = serde_json::Map::new();
+    for row in rows {
+        let key = format!("{}/{}", row.get::<_, String>(0), row.get::<_, i32>(1));
+        out.insert(key, Value::from(row.get::<_, i64>(2)));
+    }
+    Value::Object(out)
 }
 
 #[tokio::test]
@@ -149,6 +171,20 @@ async fn delta_sink_commits_are_read_exactly_once_and_compaction_is_one_swap() {
         100,
         "delta-rs agrees"
     );
+    // A table without a version follows the log; a pinned one does not.
+    client
+        .batch_execute(&insert_range("clicks", 300, 350))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    assert_eq!(
+        scalar(&client, "SELECT count(DISTINCT n) FROM lake_now").await,
+        350
+    );
+    assert_eq!(
+        scalar(&client, "SELECT count(*) FROM lake_first").await,
+        100
+    );
     assert_eq!(
         scalar(&client, "SELECT count(*) FROM lake_now WHERE hour = 11").await,
         scalar(&client, "SELECT count(*) FROM lake WHERE hour = 11").await
@@ -190,6 +226,21 @@ async fn crash_at(point: &str) {
     assert_eq!(read["rows"], 1500, "{point}: {read}");
     assert_eq!(read["distinct"], 1500, "{point}: {read}");
     assert_eq!(scalar(&client, "SELECT count(*) FROM lake").await, 1500);
+
+    // Once more with nothing queued: FLUSH SINK answers at once.
+    drop(client);
+    let mut server = server;
+    assert!(server.terminate().success());
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        client.batch_execute("FLUSH SINK lake"),
+    )
+    .await
+    .expect("FLUSH SINK with an empty outbox answers")
+    .unwrap();
+    assert_eq!(read_delta(&data.join("lake"), None)["rows"], 1500);
 }
 
 #[tokio::test]
@@ -218,7 +269,7 @@ async fn external_delta_tables_read_any_writer_with_time_travel() {
     let server = Server::start();
     let client = server.client().await;
     let dir = server.data_dir().join("sales");
-    let written = delta_py(&["write", dir.to_string_lossy().as_ref()]);
+    let written = delta_py(&["write", dir.to_string_lossy().as_ref()], &[]);
     assert_eq!(written["version"], 1);
     client
         .batch_execute(
@@ -268,4 +319,67 @@ async fn external_delta_tables_read_any_writer_with_time_travel() {
         .map(|e| e.message().to_string())
         .unwrap_or_default();
     assert!(message.contains("no Delta table"), "{message}");
+}
+
+/// Many commits: the log gets a checkpoint (readers replay at most ten
+/// JSON commits), and files a compaction replaced are deleted once older
+/// than `file_retention`, while every version readers can still open
+/// keeps its files.
+#[tokio::test]
+async fn delta_sink_checkpoints_and_vacuums_after_the_retention() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM ev (n BIGINT NOT NULL); \
+             CREATE SINK lake FROM ev WITH (location = 'lake', format = 'delta', \
+               rollover_interval = '1 h', compaction_min_files = 12, file_retention = '1 s')",
+        )
+        .await
+        .unwrap();
+    for round in 0..12 {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO ev SELECT unnest(range({}, {}))",
+                round * 10,
+                round * 10 + 10
+            ))
+            .await
+            .unwrap();
+        client.batch_execute("FLUSH SINK lake").await.unwrap();
+    }
+    let dir = server.data_dir().join("lake");
+    let checkpoints: Vec<_> = std::fs::read_dir(dir.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .contains(".checkpoint.parquet")
+        })
+        .collect();
+    assert!(!checkpoints.is_empty(), "a checkpoint after 10 commits");
+    wait_for("a compaction", Duration::from_secs(30), async || {
+        scalar(
+            &client,
+            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
+        )
+        .await
+            > 0
+    })
+    .await;
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let read = read_delta(&dir, None);
+    assert_eq!(read["rows"], 120, "{read}");
+    assert_eq!(read["distinct"], 120, "{read}");
+    // The retired files go; only the live ones stay on disk.
+    wait_for("retired files to go", Duration::from_secs(20), async || {
+        let data_files = crate::sinks::parquet_files(&dir)
+            .into_iter()
+            .filter(|f| !f.starts_with(dir.join("_delta_log")))
+            .count();
+        data_files as i64 == read["files"].as_i64().unwrap()
+    })
+    .await;
+    assert_eq!(read_delta(&dir, None)["rows"], 120);
 }

@@ -18,7 +18,7 @@ async fn duckdb_polars_and_pyarrow_infer_the_partition_types_sluice_uses() {
     client
         .batch_execute(
             "CREATE STREAM ev (at TIMESTAMP NOT NULL, n BIGINT); \
-             CREATE SINK lake FROM ev WITH (location = 'lake', rollover_interval = '1 h', compaction = 'off')",
+             CREATE SINK lake FROM ev WITH (location = 'lake', rollover_interval = '1 h')",
         )
         .await
         .unwrap();

@@ -1,13 +1,15 @@
 //! Sinks and external tables on S3, against an S3-compatible server
 //! (s3s-fs) started by the test: delivery, a multipart upload, a crash
-//! between upload and commit, and the store being down for a while.
+//! between upload and commit, the store being down for a while, and a
+//! Delta sink read back over the S3 API.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::delta::{read_delta_at, sluice_partitions};
 use crate::harness::{scalar, sqlstate, wait_for, Server};
-use crate::sinks::{assert_exactly_once, delivered_values, parquet_files};
+use crate::sinks::{assert_exactly_once, delivered_values, insert_range, parquet_files, CLICKS};
 
 const KEY_ID: &str = "test";
 const SECRET: &str = "testsecret";
@@ -370,5 +372,65 @@ async fn s3_credentials_come_from_the_shared_profile() {
         .unwrap();
     assert_eq!(scalar(&client, "SELECT sum(n) FROM p_lake").await, 6);
     assert_exactly_once(delivered_values(&root.join("lake/profiled"), "n"), 1..4);
+    drop(s3);
+}
+
+/// A Delta sink on S3: its log's commits go through S3 conditional writes,
+/// and delta-rs and Polars read the table over the S3 API with the rows
+/// per partition sluice's own table has, before and after compaction.
+#[tokio::test]
+async fn delta_sink_on_s3_reads_back_through_the_s3_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("s3");
+    std::fs::create_dir_all(root.join("lake")).unwrap();
+    let s3 = S3Server::start(&root, "127.0.0.1:0".parse().unwrap());
+    let config = config(tmp.path(), s3.addr);
+    let server = start(&tmp.path().join("data"), &config, None);
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SINK lake FROM clicks WITH (location = 's3://lake/delta/', format = 'delta', \
+             rollover_interval = '1 h', compaction_min_files = 3)",
+        )
+        .await
+        .unwrap();
+    for round in 0..3 {
+        client
+            .batch_execute(&insert_range("clicks", round * 100, (round + 1) * 100))
+            .await
+            .unwrap();
+        client.batch_execute("FLUSH SINK lake").await.unwrap();
+    }
+    let endpoint = format!("http://{}", s3.addr);
+    let env = [
+        ("SLUICE_TEST_S3_ENDPOINT", endpoint.as_str()),
+        ("AWS_ACCESS_KEY_ID", KEY_ID),
+        ("AWS_SECRET_ACCESS_KEY", SECRET),
+    ];
+    let read = read_delta_at("s3://lake/delta", None, &env);
+    assert_eq!(read["rows"], 300, "{read}");
+    assert_eq!(read["distinct"], 300, "{read}");
+    assert_eq!(read["polars_rows"], 300, "{read}");
+    assert_eq!(read["partitions"], sluice_partitions(&client, "lake").await);
+
+    wait_for("a compaction", Duration::from_secs(60), async || {
+        scalar(
+            &client,
+            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
+        )
+        .await
+            > 0
+    })
+    .await;
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let after = read_delta_at("s3://lake/delta", None, &env);
+    assert_eq!(after["rows"], 300, "{after}");
+    assert_eq!(after["distinct"], 300, "{after}");
+    assert!(after["files"].as_i64() < read["files"].as_i64(), "{after}");
+    assert_eq!(
+        after["partitions"],
+        sluice_partitions(&client, "lake").await
+    );
     drop(s3);
 }
