@@ -197,7 +197,7 @@ fn allowed(engine: &Engine, key: &AccessKey, request: &Request) -> std::result::
             .unwrap_or_default();
         let action = target.rsplit('.').next().unwrap_or_default();
         let needed = match action {
-            "PutRecord" | "PutRecords" => RoleGroup::Writer,
+            "PutRecord" | "PutRecords" | "PutRecordBatch" => RoleGroup::Writer,
             "CreateStream" | "DeleteStream" => RoleGroup::Admin,
             _ => RoleGroup::Reader,
         };

@@ -7,6 +7,7 @@
 mod copy;
 mod copy_fields;
 mod json;
+pub mod kpl;
 mod rows;
 mod writer;
 

@@ -10,6 +10,7 @@ mod crash;
 mod crash_loop;
 mod delta;
 mod faults;
+mod firehose;
 mod harness;
 mod hive_readers;
 mod http;

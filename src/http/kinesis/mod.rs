@@ -1,5 +1,6 @@
 //! A Kinesis-compatible JSON API (`X-Amz-Target: Kinesis_20131202.*`) so
-//! AWS SDK producers and consumers can point at sluice with an endpoint URL.
+//! AWS SDK producers and consumers can point at sluice with an endpoint URL,
+//! and the Firehose calls that put records (`firehose`).
 //!
 //! A stream created here has the schema `(partition_key TEXT, data BYTEA,
 //! arrival_time TIMESTAMP)` and stores each record's bytes as sent. Into a
@@ -138,7 +139,8 @@ pub async fn handle(
         .unwrap_or_default()
         .to_string();
     let cbor = is_cbor(&headers);
-    let Some(action) = target.strip_prefix(TARGET_PREFIX) else {
+    let firehose = target.strip_prefix(firehose::TARGET_PREFIX);
+    let Some(action) = target.strip_prefix(TARGET_PREFIX).or(firehose) else {
         return KinesisError::new(
             "UnknownOperationException",
             format!("unknown target {target:?}"),
@@ -155,6 +157,7 @@ pub async fn handle(
         Err(e) => return KinesisError::new("SerializationException", e).reply(cbor),
     };
     let result = match action {
+        _ if firehose.is_some() => firehose::handle(&engine, action, &request).await,
         "CreateStream" => create_stream(&engine, &request).await,
         "DeleteStream" => delete_stream(&engine, &request).await,
         "ListStreams" => Ok(json!({
@@ -236,6 +239,7 @@ fn is_kinesis_shaped(stream: &Stream) -> bool {
     stream.def.columns == kinesis_columns()
 }
 
+mod firehose;
 mod records;
 mod streams;
 

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use crate::clock::now_ms;
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::ingest::{JsonRecord, RecordResult, Writer};
+use crate::ingest::{kpl, JsonRecord, RecordResult, Writer};
 use crate::log::read_frame;
 
 pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult {
@@ -55,20 +55,7 @@ pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) 
         }
         decoded.push((key, data));
     }
-    let results: Vec<RecordResult> = if is_kinesis_shaped(&stream) {
-        writer.blobs(&decoded).await?
-    } else {
-        let records: Vec<JsonRecord> = decoded
-            .into_iter()
-            .map(|(_, data)| {
-                let raw = std::borrow::Cow::Owned(String::from_utf8_lossy(&data).into_owned());
-                let value = serde_json::from_slice::<Value>(&data)
-                    .map_err(|e| Error::InvalidText(format!("Data is not a JSON object: {e}")));
-                (raw, value)
-            })
-            .collect();
-        writer.records(records).await?.records
-    };
+    let results = store(&stream, &writer, decoded).await?;
     let answer = |r: &RecordResult| match r {
         RecordResult::Stored { shard, sequence } => json!({
             "ShardId": shard_id(*shard),
@@ -101,6 +88,33 @@ pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) 
         "Records": results.iter().map(answer).collect::<Vec<_>>(),
         "EncryptionType": "NONE",
     }))
+}
+
+/// Stores put records, KPL-aggregated ones as their user records; one
+/// result per put record. A stream created through this API keeps each
+/// record's bytes; into a declared stream each must be a JSON object.
+pub(in crate::http) async fn store(
+    stream: &Stream,
+    writer: &Writer,
+    puts: Vec<(String, Vec<u8>)>,
+) -> Result<Vec<RecordResult>, KinesisError> {
+    let count = puts.len();
+    let (users, origin) = kpl::expand(puts);
+    let results: Vec<RecordResult> = if is_kinesis_shaped(stream) {
+        writer.blobs(&users).await?
+    } else {
+        let records: Vec<JsonRecord> = users
+            .into_iter()
+            .map(|(_, data)| {
+                let raw = std::borrow::Cow::Owned(String::from_utf8_lossy(&data).into_owned());
+                let value = serde_json::from_slice::<Value>(&data)
+                    .map_err(|e| Error::InvalidText(format!("Data is not a JSON object: {e}")));
+                (raw, value)
+            })
+            .collect();
+        writer.records(records).await?.records
+    };
+    Ok(kpl::fold(results, &origin, count))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
