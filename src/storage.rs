@@ -183,6 +183,16 @@ impl Location {
         Self::local(&data_dir.join(path), stores)
     }
 
+    /// A location with nothing behind it (an empty in-memory store), for
+    /// sinks that deliver to an HTTP endpoint rather than into files.
+    pub fn detached() -> Result<Location> {
+        Ok(Location {
+            url: ObjectStoreUrl::parse("memory://")?,
+            store: Arc::new(object_store::memory::InMemory::new()),
+            prefix: Path::default(),
+        })
+    }
+
     /// A local directory, read and written through the registry's one
     /// local store (the one queries use).
     fn local(dir: &FsPath, stores: &StoreRegistry) -> Result<Location> {

@@ -123,6 +123,9 @@ pub struct SinkDef {
     /// `None`: the server's grace period, or 7 days for a Delta sink.
     #[serde(default)]
     pub file_retention_ms: Option<u64>,
+    /// HTTP sinks: batching and retries.
+    #[serde(default)]
+    pub endpoint: Option<EndpointDef>,
 }
 
 /// What a sink's location holds besides its Parquet files.
@@ -134,6 +137,10 @@ pub enum SinkFormat {
     Parquet,
     /// The same files, committed to a Delta log (`_delta_log/`).
     Delta,
+    /// POSTs to an HTTP endpoint in Firehose's HTTP endpoint protocol 1.0.
+    Firehose,
+    /// POSTs of newline-delimited JSON to an HTTP endpoint.
+    Ndjson,
 }
 
 impl SinkFormat {
@@ -141,8 +148,35 @@ impl SinkFormat {
         match self {
             SinkFormat::Parquet => "parquet",
             SinkFormat::Delta => "delta",
+            SinkFormat::Firehose => "firehose",
+            SinkFormat::Ndjson => "ndjson",
         }
     }
+
+    /// Whether records go to an HTTP endpoint rather than into files.
+    pub fn is_http(self) -> bool {
+        matches!(self, SinkFormat::Firehose | SinkFormat::Ndjson)
+    }
+}
+
+/// How an HTTP sink batches and retries (`format = 'firehose' | 'ndjson'`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointDef {
+    /// A batch is sent at this many records …
+    pub batch_rows: u32,
+    /// … or this many bytes of records …
+    pub batch_bytes: u64,
+    /// … or when its oldest record waited this long.
+    pub batch_interval_ms: u64,
+    /// Gzip the request body (`Content-Encoding: gzip`).
+    pub gzip: bool,
+    /// How long one batch is retried before its records go to
+    /// `sluice.errors` (stage `delivery`) and delivery moves on.
+    pub retry_duration_ms: u64,
+    /// How long one request may take.
+    pub request_timeout_ms: u64,
+    /// Sent as `X-Amz-Firehose-Access-Key` (Firehose protocol).
+    pub access_key: Option<String>,
 }
 
 /// When and how a sink merges a partition's small files.

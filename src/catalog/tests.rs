@@ -54,6 +54,7 @@ fn sink(name: &str) -> SinkDef {
         partition_style: PartitionStyle::Typed,
         format: SinkFormat::Parquet,
         file_retention_ms: None,
+        endpoint: None,
     }
 }
 

@@ -27,6 +27,23 @@ impl Engine {
         }
     }
 
+    /// Where a sink's files go; an HTTP sink has none (its URL is checked).
+    fn sink_location(&self, def: &SinkDef) -> Result<Location> {
+        if def.format.is_http() {
+            let url = url::Url::parse(&def.location).map_err(|e| {
+                Error::InvalidParameter(format!("location '{}': {e}", def.location))
+            })?;
+            if url.host_str().is_none_or(str::is_empty) {
+                return Err(Error::InvalidParameter(format!(
+                    "location '{}' names no host",
+                    def.location
+                )));
+            }
+            return Location::detached();
+        }
+        Location::resolve(&def.location, &self.config.data_dir, &self.stores)
+    }
+
     fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
         if name == ERRORS_STREAM {
             return self.registry.streams.require_errors();
@@ -62,6 +79,8 @@ impl Engine {
                     }
                 });
         let time_partition = match (o.time_partition, &event_time) {
+            // Records to an endpoint are not partitioned into directories.
+            _ if o.format.is_http() => TimePartition::None,
             (Some(t), _) => t,
             (None, Some(_)) => TimePartition::Hour,
             (None, None) => TimePartition::None,
@@ -83,20 +102,22 @@ impl Engine {
             created_at_ms: now_ms(),
             sort_by: o.sort_by,
             bloom_filter_columns: o.bloom_filter_columns,
-            compaction: o
-                .compaction
-                .unwrap_or(o.format == SinkFormat::Delta)
-                .then_some(CompactionDef {
-                    target_size_bytes: o.compaction_target_size_bytes,
-                    min_files: o.compaction_min_files,
-                }),
+            compaction: (o.compaction.unwrap_or(o.format == SinkFormat::Delta)
+                && !o.format.is_http())
+            .then_some(CompactionDef {
+                target_size_bytes: o.compaction_target_size_bytes,
+                min_files: o.compaction_min_files,
+            }),
             partition_style: PartitionStyle::Typed,
             format: o.format,
             file_retention_ms: o.file_retention.map(|d| d.as_millis() as u64),
+            endpoint: o.format.is_http().then_some(o.endpoint),
         };
         let layout = Layout::new(&def, &source.schema)?;
-        let location = Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
-        location.check_writable().await?;
+        let location = self.sink_location(&def)?;
+        if !def.format.is_http() {
+            location.check_writable().await?;
+        }
         if def.format == SinkFormat::Delta {
             // Creates the table now, so a location holding another table
             // fails the statement rather than the delivery.
@@ -142,8 +163,7 @@ impl Engine {
             let name = def.name.clone();
             let started = async {
                 let source = self.sink_source(&def.source)?;
-                let location =
-                    Location::resolve(&def.location, &self.config.data_dir, &self.stores)?;
+                let location = self.sink_location(&def)?;
                 self.start_sink(def, source, location).await
             };
             if let Err(e) = started.await {

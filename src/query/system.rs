@@ -239,9 +239,13 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
         Arc::new(StringArray::from_iter_values(
             sinks.iter().map(|s| s.core.def.source.as_str()),
         )),
-        Arc::new(StringArray::from_iter_values(
-            sinks.iter().map(|s| s.core.location.url_string()),
-        )),
+        Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| {
+            if s.core.def.format.is_http() {
+                s.core.def.location.clone()
+            } else {
+                s.core.location.url_string()
+            }
+        }))),
         Arc::new(StringArray::from_iter_values(
             sinks.iter().map(|s| s.core.def.format.name()),
         )),

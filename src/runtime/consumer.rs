@@ -93,6 +93,34 @@ pub trait ShardConsumer: Send {
 
 /// Where a consumer's loop reports: its hold name on the source, its
 /// `last_error`, and what to call it in logs.
+/// A consumer chosen at run time (a sink's file or endpoint worker).
+#[async_trait]
+impl ShardConsumer for Box<dyn ShardConsumer> {
+    fn position(&self) -> u64 {
+        (**self).position()
+    }
+
+    fn projection(&self) -> Option<Vec<usize>> {
+        (**self).projection()
+    }
+
+    async fn step(&mut self, input: Option<Input>) -> Result<Stepped> {
+        (**self).step(input).await
+    }
+
+    async fn failed(&mut self, error: &Error) {
+        (**self).failed(error).await
+    }
+
+    async fn wake(&mut self) -> bool {
+        (**self).wake().await
+    }
+
+    async fn stopped(&mut self) {
+        (**self).stopped().await
+    }
+}
+
 pub struct ShardLoop<'a> {
     pub source: &'a Stream,
     pub shard: u32,

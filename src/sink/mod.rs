@@ -20,6 +20,7 @@
 mod compact;
 pub mod delta;
 mod delta_stats;
+mod endpoint;
 pub mod layout;
 mod staging;
 mod worker;
@@ -37,7 +38,9 @@ pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
 use crate::catalog::{Catalog, SinkDef, SinkFile, SinkFormat, SinkProgress};
 use crate::error::{Error, Result};
-use crate::runtime::consumer::{lag_records, run_shard, set_error, ShardLoop, Tasks};
+use crate::runtime::consumer::{
+    lag_records, run_shard, set_error, ShardConsumer, ShardLoop, Tasks,
+};
 use crate::runtime::Stream;
 use crate::storage::Location;
 
@@ -173,7 +176,7 @@ impl Sink {
         let files = catalog.sink_files(def.id)?;
         let delta = match def.format {
             SinkFormat::Delta => Some(Arc::new(delta::DeltaLog::new(&location, def.id)?)),
-            SinkFormat::Parquet => None,
+            _ => None,
         };
         let core = Arc::new(SinkCore {
             stats: SinkStats {
@@ -202,12 +205,18 @@ impl Sink {
                 .hold(&core.hold_name(), shard, committed[shard as usize]);
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
-            workers.push(ShardWorker::new(
-                core.clone(),
-                shard,
-                progress[shard as usize].clone(),
-                rx,
-            ));
+            let committed = progress[shard as usize].clone();
+            let worker: Box<dyn ShardConsumer> = if core.def.format.is_http() {
+                Box::new(endpoint::EndpointWorker::new(
+                    core.clone(),
+                    shard,
+                    committed,
+                    rx,
+                )?)
+            } else {
+                Box::new(ShardWorker::new(core.clone(), shard, committed, rx))
+            };
+            workers.push(worker);
         }
         // The shard tasks start once leftovers of uncommitted uploads are
         // gone (they would otherwise race with new uploads of the same
@@ -264,7 +273,7 @@ impl Sink {
             let retention = match (core.def.file_retention_ms, core.def.format) {
                 (Some(ms), _) => std::time::Duration::from_millis(ms),
                 (None, SinkFormat::Delta) => delta::DEFAULT_FILE_RETENTION,
-                (None, SinkFormat::Parquet) => limits.compaction_grace,
+                (None, _) => limits.compaction_grace,
             };
             tasks.push(tokio::spawn(compact::run(
                 core.clone(),

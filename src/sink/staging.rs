@@ -28,8 +28,8 @@ pub const STAGING_DIR: &str = "_sluice_staging";
 /// The path a file whose final place is `relative` is uploaded to.
 pub fn upload_relative(format: SinkFormat, relative: &str) -> String {
     match format {
-        SinkFormat::Parquet => format!("{STAGING_DIR}/{relative}"),
         SinkFormat::Delta => relative.to_string(),
+        _ => format!("{STAGING_DIR}/{relative}"),
     }
 }
 

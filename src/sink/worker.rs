@@ -455,7 +455,7 @@ async fn dead_letter(core: &SinkCore, batch: &RecordBatch, rows: &[u32]) -> Resu
     Ok(())
 }
 
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,

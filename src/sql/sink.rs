@@ -11,10 +11,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::{object_name, option_text, parse_one, strip_comments};
-use crate::catalog::{SinkFormat, TimePartition};
+use crate::catalog::{EndpointDef, SinkFormat, TimePartition};
 use crate::error::{Error, Result};
 
-const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files, file_retention";
+const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files, file_retention, batch_rows, batch_bytes, batch_interval, retry_duration, request_timeout, access_key";
 pub const COMPRESSIONS: &[&str] = &["zstd", "snappy", "gzip", "lz4", "uncompressed"];
 const MIN_ROLLOVER_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_ROLLOVER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -56,6 +56,8 @@ pub struct SinkOptions {
     pub compaction_min_files: u32,
     /// How long compacted-away files stay on storage.
     pub file_retention: Option<Duration>,
+    /// HTTP sinks (`format = 'firehose' | 'ndjson'`).
+    pub endpoint: EndpointDef,
 }
 
 impl Default for SinkOptions {
@@ -76,6 +78,15 @@ impl Default for SinkOptions {
             compaction_target_size_bytes: 128 * 1024 * 1024,
             compaction_min_files: 8,
             file_retention: None,
+            endpoint: EndpointDef {
+                batch_rows: 500,
+                batch_bytes: 1024 * 1024,
+                batch_interval_ms: 5_000,
+                gzip: false,
+                retry_duration_ms: 300_000,
+                request_timeout_ms: 30_000,
+                access_key: None,
+            },
         }
     }
 }
@@ -138,6 +149,24 @@ pub(super) fn parse_create_sink(stmt: &str) -> Result<CreateSink> {
             "sink \"{name}\" needs WITH (location = 's3://bucket/prefix/' | 'file:///dir' | 'dir')"
         )));
     }
+    let lower = parsed.location.to_lowercase();
+    let http = lower.starts_with("http://") || lower.starts_with("https://");
+    match (http, parsed.format.is_http()) {
+        (true, false) => {
+            return Err(Error::InvalidParameter(format!(
+                "location '{}' is an HTTP endpoint: add format = 'firehose' (Firehose's HTTP endpoint protocol) or 'ndjson'",
+                parsed.location
+            )))
+        }
+        (false, true) => {
+            return Err(Error::InvalidParameter(format!(
+                "format = '{}' delivers to an HTTP endpoint: location must be http:// or https://",
+                parsed.format.name()
+            )))
+        }
+        _ => {}
+    }
+    parsed.endpoint.gzip = parsed.compression == "gzip";
     Ok(CreateSink {
         name,
         if_not_exists,
@@ -155,6 +184,23 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
     let key = key.value.to_lowercase();
     let text = option_text(value).unwrap_or_default();
     let invalid = |why: String| Error::InvalidParameter(format!("{key}: {why}"));
+    // A duration option within [min_ms, max_ms].
+    let duration_ms = |text: &str, min_ms: u64, max_ms: u64| -> Result<u64> {
+        let d = humantime::parse_duration(text).map_err(|e| {
+            invalid(format!(
+                "'{text}' is not a duration like '1 s' or '5min' ({e})"
+            ))
+        })?;
+        let ms = d.as_millis() as u64;
+        if !(min_ms..=max_ms).contains(&ms) {
+            return Err(invalid(format!(
+                "'{text}' is outside {} .. {}",
+                humantime::format_duration(Duration::from_millis(min_ms)),
+                humantime::format_duration(Duration::from_millis(max_ms))
+            )));
+        }
+        Ok(ms)
+    };
     // A file size option (rollover, compaction target): 1 kB .. 5 GB.
     let file_size = |text: &str| -> Result<u64> {
         let bytes = parse_size_bytes(text)
@@ -170,9 +216,11 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             o.format = match text.to_lowercase().as_str() {
                 "parquet" => SinkFormat::Parquet,
                 "delta" => SinkFormat::Delta,
+                "firehose" => SinkFormat::Firehose,
+                "ndjson" => SinkFormat::Ndjson,
                 _ => {
                     return Err(Error::FeatureNotSupported(format!(
-                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta'"
+                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta' (files) or 'firehose' or 'ndjson' (HTTP)"
                     )))
                 }
             }
@@ -188,6 +236,24 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             }
             o.file_retention = Some(d);
         }
+        "batch_rows" => {
+            o.endpoint.batch_rows = text
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=10_000).contains(n))
+                .ok_or_else(|| invalid(format!("'{text}' is not a number from 1 to 10000")))?;
+        }
+        "batch_bytes" => {
+            o.endpoint.batch_bytes = parse_size_bytes(&text)
+                .filter(|b| (1024..=64 * 1024 * 1024).contains(b))
+                .ok_or_else(|| invalid(format!("'{text}' is not a size from 1 kB to 64 MB")))?;
+        }
+        "batch_interval" => o.endpoint.batch_interval_ms = duration_ms(&text, 0, 900_000)?,
+        "retry_duration" => o.endpoint.retry_duration_ms = duration_ms(&text, 0, 7_200_000)?,
+        "request_timeout" => {
+            o.endpoint.request_timeout_ms = duration_ms(&text, 100, 600_000)?;
+        }
+        "access_key" => o.endpoint.access_key = Some(text),
         "compression" => {
             let c = text.to_lowercase();
             if !COMPRESSIONS.contains(&c.as_str()) {

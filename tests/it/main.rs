@@ -9,6 +9,7 @@ mod copy;
 mod crash;
 mod crash_loop;
 mod delta;
+mod endpoint_sinks;
 mod faults;
 mod firehose;
 mod harness;
