@@ -372,12 +372,7 @@ impl ShardConsumer for EndpointWorker {
             self.commit(self.read).await?;
         }
         let committed = self.committed;
-        let (done, rest): (Vec<_>, Vec<_>) =
-            self.waiting.drain(..).partition(|f| f.offset <= committed);
-        self.waiting = rest;
-        for f in done {
-            let _ = f.done.send(Ok(()));
-        }
+        FlushRequest::answer_covered(&mut self.waiting, committed);
         Ok(Stepped {
             // Keep reading while under a batch; a full batch was sent above.
             more: read_any || sent,
@@ -401,17 +396,9 @@ impl ShardConsumer for EndpointWorker {
             tokio::time::Instant::from_std(t + Duration::from_millis(self.def.batch_interval_ms))
         });
         tokio::select! {
-            request = self.flushes.recv() => match request {
-                Some(request) if request.offset <= self.committed => {
-                    let _ = request.done.send(Ok(()));
-                    true
-                }
-                Some(request) => {
-                    self.waiting.push(request);
-                    true
-                }
-                None => false,
-            },
+            request = self.flushes.recv() => {
+                FlushRequest::arrived(request, self.committed, &mut self.waiting)
+            }
             _ = super::worker::sleep_until(deadline) => true,
         }
     }

@@ -63,6 +63,37 @@ pub(crate) struct FlushRequest {
     done: oneshot::Sender<std::result::Result<(), String>>,
 }
 
+impl FlushRequest {
+    /// Answers the waiting requests that `committed` covers.
+    fn answer_covered(waiting: &mut Vec<FlushRequest>, committed: u64) {
+        let (done, rest): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|f| f.offset <= committed);
+        *waiting = rest;
+        for f in done {
+            let _ = f.done.send(Ok(()));
+        }
+    }
+
+    /// A request as it arrives: answered at once when `committed` covers
+    /// it, else kept waiting. False when the sink is going away.
+    fn arrived(
+        request: Option<FlushRequest>,
+        committed: u64,
+        waiting: &mut Vec<FlushRequest>,
+    ) -> bool {
+        match request {
+            Some(request) if request.offset <= committed => {
+                let _ = request.done.send(Ok(()));
+                true
+            }
+            Some(request) => {
+                waiting.push(request);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Counters and state shown in `sluice.sinks`.
 #[derive(Debug, Default)]
 pub struct SinkStats {

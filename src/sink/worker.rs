@@ -117,12 +117,7 @@ impl ShardConsumer for ShardWorker {
     async fn step(&mut self, input: Option<Input>) -> Result<Stepped> {
         let more = self.deliver(input).await?;
         let committed = self.committed.next;
-        let (done, pending): (Vec<_>, Vec<_>) =
-            self.waiting.drain(..).partition(|f| f.offset <= committed);
-        self.waiting = pending;
-        for f in done {
-            let _ = f.done.send(Ok(()));
-        }
+        FlushRequest::answer_covered(&mut self.waiting, committed);
         Ok(Stepped {
             more,
             // Healthy once what was pending is committed; until then a
@@ -149,17 +144,9 @@ impl ShardConsumer for ShardWorker {
             .min()
             .map(|t| tokio::time::Instant::from_std(t + self.interval));
         tokio::select! {
-            request = self.flushes.recv() => match request {
-                Some(request) if request.offset <= self.committed.next => {
-                    let _ = request.done.send(Ok(()));
-                    true
-                }
-                Some(request) => {
-                    self.waiting.push(request);
-                    true
-                }
-                None => false,
-            },
+            request = self.flushes.recv() => {
+                FlushRequest::arrived(request, self.committed.next, &mut self.waiting)
+            }
             _ = sleep_until(deadline) => true,
         }
     }

@@ -44,6 +44,21 @@ pub fn read_delta_at(table: &str, version: Option<i64>, env: &[(&str, &str)]) ->
     delta_py(&args, env)
 }
 
+/// Waits for a sink's first compaction, running `each` (checks that must
+/// hold at every snapshot) at every poll meanwhile, then flushes.
+pub async fn until_compacted(client: &tokio_postgres::Client, sink: &str, mut each: impl FnMut()) {
+    let sql = format!("SELECT compactions FROM sluice.sinks WHERE name = '{sink}'");
+    wait_for("a compaction", Duration::from_secs(60), async || {
+        each();
+        scalar(client, &sql).await > 0
+    })
+    .await;
+    client
+        .batch_execute(&format!("FLUSH SINK {sink}"))
+        .await
+        .unwrap();
+}
+
 /// Rows per `dt/hour` partition as sluice's own table counts them.
 pub async fn sluice_partitions(client: &tokio_postgres::Client, table: &str) -> Value {
     let rows = client
@@ -107,18 +122,23 @@ async fn delta_sink_commits_are_read_exactly_once_and_compaction_is_one_swap() {
     assert_eq!(before["schema"]["dt"], "date32[day]", "{before}");
     let files_before = before["files"].as_i64().unwrap();
 
+    assert_eq!(
+        before["partitions"],
+        sluice_partitions(&client, "lake").await
+    );
+
     // Background compaction: one Delta commit that removes the small files
-    // and adds their merge; every snapshot has each record once.
-    wait_for("a compaction", Duration::from_secs(30), async || {
-        scalar(
-            &client,
-            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
-        )
-        .await
-            > 0
+    // and adds their merge; every snapshot read meanwhile has each record
+    // once.
+    let mut reads_during = 0;
+    until_compacted(&client, "lake", || {
+        let during = read_delta(&dir, None);
+        assert_eq!(during["rows"], 300, "{during}");
+        assert_eq!(during["distinct"], 300, "{during}");
+        reads_during += 1;
     })
     .await;
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    assert!(reads_during > 0);
     let after = read_delta(&dir, None);
     assert_eq!(after["rows"], 300, "{after}");
     assert_eq!(after["distinct"], 300, "{after}");
@@ -134,6 +154,10 @@ async fn delta_sink_commits_are_read_exactly_once_and_compaction_is_one_swap() {
         )
         .await,
         "the log lists the catalog's files"
+    );
+    assert_eq!(
+        after["partitions"],
+        sluice_partitions(&client, "lake").await
     );
     assert!(
         after["operations"]
@@ -297,6 +321,15 @@ async fn external_delta_tables_read_any_writer_with_time_travel() {
         .await,
         6
     );
+    // Travel by time: the version current a second from now (both commits).
+    let later = (chrono::Utc::now() + chrono::Duration::seconds(1)).to_rfc3339();
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE sales_then STORED AS DELTA LOCATION 'sales' OPTIONS ('timestamp' '{later}')"
+        ))
+        .await
+        .unwrap();
+    assert_eq!(scalar(&client, "SELECT count(*) FROM sales_then").await, 5);
     let plan: Vec<String> = client
         .query("EXPLAIN SELECT id FROM sales WHERE region = 'ap'", &[])
         .await
@@ -368,16 +401,7 @@ async fn delta_sink_checkpoints_and_vacuums_after_the_retention() {
         })
         .collect();
     assert!(!checkpoints.is_empty(), "a checkpoint after 10 commits");
-    wait_for("a compaction", Duration::from_secs(30), async || {
-        scalar(
-            &client,
-            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
-        )
-        .await
-            > 0
-    })
-    .await;
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    until_compacted(&client, "lake", || {}).await;
     let read = read_delta(&dir, None);
     assert_eq!(read["rows"], 120, "{read}");
     assert_eq!(read["distinct"], 120, "{read}");

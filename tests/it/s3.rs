@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::delta::{read_delta_at, sluice_partitions};
+use crate::delta::{read_delta_at, sluice_partitions, until_compacted};
 use crate::harness::{scalar, sqlstate, wait_for, Server};
 use crate::sinks::{assert_exactly_once, delivered_values, insert_range, parquet_files, CLICKS};
 
@@ -414,16 +414,7 @@ async fn delta_sink_on_s3_reads_back_through_the_s3_api() {
     assert_eq!(read["polars_rows"], 300, "{read}");
     assert_eq!(read["partitions"], sluice_partitions(&client, "lake").await);
 
-    wait_for("a compaction", Duration::from_secs(60), async || {
-        scalar(
-            &client,
-            "SELECT compactions FROM sluice.sinks WHERE name = 'lake'",
-        )
-        .await
-            > 0
-    })
-    .await;
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    until_compacted(&client, "lake", || {}).await;
     let after = read_delta_at("s3://lake/delta", None, &env);
     assert_eq!(after["rows"], 300, "{after}");
     assert_eq!(after["distinct"], 300, "{after}");
