@@ -30,7 +30,7 @@ use tokio::sync::{watch, Notify};
 
 use super::layout::Layout;
 use super::SinkCore;
-use crate::catalog::{DeltaChange, SinkFile};
+use crate::catalog::{DeltaChange, SinkDef, SinkFile};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime::consumer::set_error;
@@ -44,6 +44,12 @@ pub const CHECKPOINT_INTERVAL: u32 = 10;
 /// own default (`delta.deletedFileRetentionDuration`, one week), so time
 /// travel and long reads of older versions keep working.
 pub const DEFAULT_FILE_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long a Delta sink keeps files a compaction replaced.
+pub fn file_retention(def: &SinkDef) -> Duration {
+    def.file_retention_ms
+        .map_or(DEFAULT_FILE_RETENTION, Duration::from_millis)
+}
+
 /// Queued changes folded into one Delta commit at most.
 const MAX_CHANGES_PER_COMMIT: usize = 256;
 /// How often the publisher looks at the outbox without being woken.
@@ -84,7 +90,7 @@ impl DeltaLog {
     /// Opens the table, creating it with the sink's columns and partition
     /// columns when the location holds none; a table there with other
     /// columns is refused (42P07-class: the location is taken).
-    pub async fn open(&self, name: &str, layout: &Layout) -> Result<DeltaTable> {
+    pub async fn open(&self, def: &SinkDef, layout: &Layout) -> Result<DeltaTable> {
         let mut table = DeltaTable::new(self.log_store.clone());
         let exists = self
             .log_store
@@ -126,12 +132,20 @@ impl DeltaLog {
                 .collect();
             table = CreateBuilder::new()
                 .with_log_store(self.log_store.clone())
-                .with_table_name(name)
+                .with_table_name(&def.name)
                 .with_columns(schema.fields().cloned())
                 .with_partition_columns(partitions)
                 .with_configuration_property(
                     TableProperty::CheckpointInterval,
                     Some(CHECKPOINT_INTERVAL.to_string()),
+                )
+                // Other engines' VACUUM keeps what sluice keeps.
+                .with_configuration_property(
+                    TableProperty::DeletedFileRetentionDuration,
+                    Some(format!(
+                        "interval {} seconds",
+                        file_retention(def).as_secs()
+                    )),
                 )
                 .await
                 .map_err(delta_error)?;
@@ -199,7 +213,7 @@ impl DeltaLog {
             return Ok(false);
         }
         if table.is_none() {
-            *table = Some(self.open(&core.def.name, &core.layout).await?);
+            *table = Some(self.open(&core.def, &core.layout).await?);
         }
         let Some(table) = table.as_mut() else {
             return Ok(false);

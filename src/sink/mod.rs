@@ -302,8 +302,8 @@ impl Sink {
         }
         if let Some(compaction) = core.def.compaction.clone() {
             let retention = match (core.def.file_retention_ms, core.def.format) {
+                (None, SinkFormat::Delta) => delta::file_retention(&core.def),
                 (Some(ms), _) => std::time::Duration::from_millis(ms),
-                (None, SinkFormat::Delta) => delta::DEFAULT_FILE_RETENTION,
                 (None, _) => limits.compaction_grace,
             };
             tasks.push(tokio::spawn(compact::run(

@@ -57,6 +57,7 @@ out = {
     "schema": {f.name: str(f.type) for f in data.schema},
     "polars_rows": pl.read_delta(root, version=version, storage_options=options).height,
     "partitions": {},
+    "configuration": table.metadata().configuration,
 }
 if "dt" in data.column_names and "hour" in data.column_names:
     counts = data.group_by(["dt", "hour"]).aggregate([(column, "count")]).to_pylist()

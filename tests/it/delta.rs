@@ -401,6 +401,12 @@ async fn delta_sink_checkpoints_and_vacuums_after_the_retention() {
         })
         .collect();
     assert!(!checkpoints.is_empty(), "a checkpoint after 10 commits");
+    let config = &read_delta(&dir, None)["configuration"];
+    assert_eq!(
+        config["delta.deletedFileRetentionDuration"],
+        "interval 1 seconds"
+    );
+    assert_eq!(config["delta.checkpointInterval"], "10");
     until_compacted(&client, "lake", || {}).await;
     let read = read_delta(&dir, None);
     assert_eq!(read["rows"], 120, "{read}");
