@@ -1,4 +1,5 @@
-//! The benchmark suite: ingest, transform, delivery and ad hoc queries,
+//! The benchmark suite: ingest, transform, delivery, ad hoc queries and
+//! other destinations (PostgreSQL, HTTP endpoints, the Firehose API),
 //! each next to a peer measured on the same machine in the same run
 //! (PostgreSQL 15 with fsync on, DuckDB and DataFusion on the same Parquet
 //! files), printed as one table with ratios (> 1 means sluice is ahead)
@@ -9,7 +10,9 @@
 //! datafusion`). `cargo bench --bench e2e -- --quick` (or `cargo test
 //! --bench e2e -- --quick`, debug build) runs every phase small, in under
 //! two minutes: a smoke test, not a measurement. `SLUICE_BENCH_ROWS` and
-//! `SLUICE_BENCH_SECONDS` override the sizes.
+//! `SLUICE_BENCH_SECONDS` override the sizes; `SLUICE_BENCH_PHASES` (a
+//! comma-separated list of ingest, transform, delivery, delta,
+//! destinations) runs only those.
 
 mod common;
 mod suite;
@@ -29,8 +32,10 @@ async fn main() {
         rows: env_u64("SLUICE_BENCH_ROWS").unwrap_or(if quick { 20_000 } else { 1_000_000 }),
         seconds: env_u64("SLUICE_BENCH_SECONDS").unwrap_or(if quick { 1 } else { 5 }),
     };
+    let phases = std::env::var("SLUICE_BENCH_PHASES").unwrap_or_default();
+    let run = |phase: &str| phases.is_empty() || phases.split(',').any(|p| p.trim() == phase);
     let mut rows: Vec<Row> = Vec::new();
-    {
+    if run("ingest") {
         let sluice = start_sluice();
         let postgres = postgres_available(!quick).then(|| start_postgres(55_431));
         if postgres.is_none() {
@@ -39,12 +44,23 @@ async fn main() {
         eprintln!("ingest …");
         rows.extend(suite::ingest::run(scale, &sluice, postgres.as_ref()).await);
     }
-    eprintln!("transform …");
-    rows.extend(suite::transform::run(scale).await);
-    eprintln!("delivery and queries …");
-    rows.extend(suite::delivery::run(scale).await);
-    eprintln!("Delta sinks …");
-    rows.extend(suite::delta::run(scale).await);
+    if run("transform") {
+        eprintln!("transform …");
+        rows.extend(suite::transform::run(scale).await);
+    }
+    if run("delivery") {
+        eprintln!("delivery and queries …");
+        rows.extend(suite::delivery::run(scale).await);
+    }
+    if run("delta") {
+        eprintln!("Delta sinks …");
+        rows.extend(suite::delta::run(scale).await);
+    }
+    if run("destinations") {
+        eprintln!("destinations …");
+        let postgres = postgres_available(false).then(|| start_postgres(55_432));
+        rows.extend(suite::destinations::run(scale, postgres.as_ref()).await);
+    }
 
     println!(
         "sluice {} e2e benchmark{}: {} rows, {} s per timed step",

@@ -58,7 +58,7 @@ async fn inserts(
 }
 
 /// Seconds for one client to COPY `csv` into `table`.
-async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
+pub(super) async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
     let client = connect(conninfo).await;
     let started = Instant::now();
     let sink = client
@@ -128,10 +128,16 @@ async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
     rates(tasks, started).await
 }
 
-/// (records/s, MB/s of record data) of PutRecords calls of 500 records.
-async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
-    let client = reqwest::Client::new();
-    client
+/// An AWS-style put of 500 records per call into stream `k`.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Put {
+    KinesisPutRecords,
+    FirehosePutRecordBatch,
+}
+
+/// Creates raw stream `k` (4 shards) with Kinesis's CreateStream.
+pub(super) async fn create_raw_stream(addr: &str) {
+    reqwest::Client::new()
         .post(format!("http://{addr}/"))
         .header("x-amz-target", "Kinesis_20131202.CreateStream")
         .header("content-type", "application/x-amz-json-1.1")
@@ -139,6 +145,11 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
         .send()
         .await
         .expect("create");
+}
+
+/// (records/s, MB/s of record data) of `put` calls of 500 records into
+/// stream `k` from `producers` for `seconds`.
+pub(super) async fn aws_puts(addr: &str, put: Put, producers: u64, seconds: u64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -147,21 +158,38 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let b64 = base64::engine::general_purpose::STANDARD;
-            let records: Vec<serde_json::Value> = (0..500)
-                .map(|i| {
-                    let click = Click::new(p * 500 + i, 1_000_000);
-                    serde_json::json!({"Data": b64.encode(click.json()), "PartitionKey": click.user.to_string()})
-                })
-                .collect();
-            let body = serde_json::json!({"StreamName": "k", "Records": records}).to_string();
-            let data_bytes: u64 = (0..500)
-                .map(|i| Click::new(p * 500 + i, 1_000_000).json().len() as u64)
-                .sum();
+            let clicks: Vec<Click> = (0..500).map(|i| Click::new(p * 500 + i, 1_000_000)).collect();
+            let (target, body, failed) = match put {
+                Put::KinesisPutRecords => {
+                    let records: Vec<serde_json::Value> = clicks
+                        .iter()
+                        .map(|c| serde_json::json!({"Data": b64.encode(c.json()), "PartitionKey": c.user.to_string()}))
+                        .collect();
+                    (
+                        "Kinesis_20131202.PutRecords",
+                        serde_json::json!({"StreamName": "k", "Records": records}),
+                        "FailedRecordCount",
+                    )
+                }
+                Put::FirehosePutRecordBatch => {
+                    let records: Vec<serde_json::Value> = clicks
+                        .iter()
+                        .map(|c| serde_json::json!({"Data": b64.encode(c.json())}))
+                        .collect();
+                    (
+                        "Firehose_20150804.PutRecordBatch",
+                        serde_json::json!({"DeliveryStreamName": "k", "Records": records}),
+                        "FailedPutCount",
+                    )
+                }
+            };
+            let body = body.to_string();
+            let data_bytes: u64 = clicks.iter().map(|c| c.json().len() as u64).sum();
             let mut rows = 0u64;
             while Instant::now() < deadline {
                 let out: serde_json::Value = client
                     .post(&url)
-                    .header("x-amz-target", "Kinesis_20131202.PutRecords")
+                    .header("x-amz-target", target)
                     .header("content-type", "application/x-amz-json-1.1")
                     .body(body.clone())
                     .send()
@@ -170,7 +198,7 @@ async fn kinesis(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
                     .json()
                     .await
                     .expect("json");
-                assert_eq!(out["FailedRecordCount"], 0);
+                assert_eq!(out[failed], 0, "{out}");
                 rows += 500;
             }
             (rows, rows / 500 * data_bytes)
@@ -275,7 +303,8 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
             .rss(sluice.peak_rss_mb()),
         );
     }
-    let (k, mb) = kinesis(&sluice.http, 4, scale.seconds).await;
+    create_raw_stream(&sluice.http).await;
+    let (k, mb) = aws_puts(&sluice.http, Put::KinesisPutRecords, 4, scale.seconds).await;
     out.push(
         Row::new(
             "ingest",

@@ -5,6 +5,7 @@
 pub mod data;
 pub mod delivery;
 pub mod delta;
+pub mod destinations;
 pub mod ingest;
 pub mod transform;
 

@@ -123,9 +123,12 @@ pub struct SinkDef {
     /// `None`: the server's grace period, or 7 days for a Delta sink.
     #[serde(default)]
     pub file_retention_ms: Option<u64>,
-    /// HTTP sinks: batching and retries.
+    /// HTTP and PostgreSQL sinks: batching and retries.
     #[serde(default)]
     pub endpoint: Option<EndpointDef>,
+    /// PostgreSQL sinks: the target table and where its password is.
+    #[serde(default)]
+    pub postgres: Option<PostgresDef>,
 }
 
 /// What a sink's location holds besides its Parquet files.
@@ -141,6 +144,9 @@ pub enum SinkFormat {
     Firehose,
     /// POSTs of newline-delimited JSON to an HTTP endpoint.
     Ndjson,
+    /// Binary COPY into a PostgreSQL table, offsets in the same transaction.
+    #[serde(rename = "postgresql")]
+    Postgres,
 }
 
 impl SinkFormat {
@@ -150,6 +156,7 @@ impl SinkFormat {
             SinkFormat::Delta => "delta",
             SinkFormat::Firehose => "firehose",
             SinkFormat::Ndjson => "ndjson",
+            SinkFormat::Postgres => "postgresql",
         }
     }
 
@@ -157,6 +164,22 @@ impl SinkFormat {
     pub fn is_http(self) -> bool {
         matches!(self, SinkFormat::Firehose | SinkFormat::Ndjson)
     }
+
+    /// Whether the sink writes files (Parquet, Delta) at its location.
+    pub fn writes_files(self) -> bool {
+        matches!(self, SinkFormat::Parquet | SinkFormat::Delta)
+    }
+}
+
+/// Where a PostgreSQL sink writes (`location = 'postgresql://…'`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostgresDef {
+    /// The target table as written (`clicks`, `analytics.clicks`).
+    pub table: String,
+    /// The password is read from this environment variable …
+    pub password_env: Option<String>,
+    /// … or from the first line of this file, when the connection needs it.
+    pub password_file: Option<String>,
 }
 
 /// How an HTTP sink batches and retries (`format = 'firehose' | 'ndjson'`).

@@ -55,6 +55,7 @@ fn sink(name: &str) -> SinkDef {
         format: SinkFormat::Parquet,
         file_retention_ms: None,
         endpoint: None,
+        postgres: None,
     }
 }
 

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use super::{DdlOutcome, Engine};
-use crate::catalog::{CompactionDef, PartitionStyle, SinkDef, SinkFormat, TimePartition};
+use crate::catalog::{
+    CompactionDef, PartitionStyle, PostgresDef, SinkDef, SinkFormat, TimePartition,
+};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::query::Relation;
@@ -27,8 +29,12 @@ impl Engine {
         }
     }
 
-    /// Where a sink's files go; an HTTP sink has none (its URL is checked).
+    /// Where a sink's files go; an HTTP or PostgreSQL sink has none (its
+    /// URL is checked).
     fn sink_location(&self, def: &SinkDef) -> Result<Location> {
+        if def.format == SinkFormat::Postgres {
+            return Location::detached();
+        }
         if def.format.is_http() {
             let url = url::Url::parse(&def.location).map_err(|e| {
                 Error::InvalidParameter(format!("location '{}': {e}", def.location))
@@ -79,8 +85,9 @@ impl Engine {
                     }
                 });
         let time_partition = match (o.time_partition, &event_time) {
-            // Records to an endpoint are not partitioned into directories.
-            _ if o.format.is_http() => TimePartition::None,
+            // Records to an endpoint or a database are not partitioned
+            // into directories.
+            _ if !o.format.writes_files() => TimePartition::None,
             (Some(t), _) => t,
             (None, Some(_)) => TimePartition::Hour,
             (None, None) => TimePartition::None,
@@ -103,7 +110,7 @@ impl Engine {
             sort_by: o.sort_by,
             bloom_filter_columns: o.bloom_filter_columns,
             compaction: (o.compaction.unwrap_or(o.format == SinkFormat::Delta)
-                && !o.format.is_http())
+                && o.format.writes_files())
             .then_some(CompactionDef {
                 target_size_bytes: o.compaction_target_size_bytes,
                 min_files: o.compaction_min_files,
@@ -111,12 +118,20 @@ impl Engine {
             partition_style: PartitionStyle::Typed,
             format: o.format,
             file_retention_ms: o.file_retention.map(|d| d.as_millis() as u64),
-            endpoint: o.format.is_http().then_some(o.endpoint),
+            endpoint: (!o.format.writes_files()).then_some(o.endpoint),
+            postgres: (o.format == SinkFormat::Postgres)
+                .then(|| self.postgres_def(o.postgres))
+                .transpose()?,
         };
         let layout = Layout::new(&def, &source.schema)?;
         let location = self.sink_location(&def)?;
-        if !def.format.is_http() {
+        if def.format.writes_files() {
             location.check_writable().await?;
+        }
+        if def.format == SinkFormat::Postgres {
+            crate::sink::postgres::prepare(&def, &source.schema, o.validate).await?;
+        } else if o.validate && def.format.is_http() {
+            reach_endpoint(&def.location).await?;
         }
         if def.format == SinkFormat::Delta {
             // Creates the table now, so a location holding another table
@@ -131,6 +146,22 @@ impl Engine {
                 Err(e)
             }
         }
+    }
+
+    /// A PostgreSQL sink's settings with its password file confined like
+    /// any path a statement names, and made absolute.
+    fn postgres_def(&self, mut def: PostgresDef) -> Result<PostgresDef> {
+        if let Some(path) = &def.password_file {
+            self.stores.policy().check(path, &self.config.data_dir)?;
+            let path = std::path::Path::new(path.strip_prefix("file://").unwrap_or(path));
+            let absolute = if path.is_absolute() {
+                path.to_path_buf()
+            } else {
+                self.config.data_dir.join(path)
+            };
+            def.password_file = Some(absolute.to_string_lossy().into_owned());
+        }
+        Ok(def)
     }
 
     async fn start_sink(
@@ -208,6 +239,25 @@ impl Engine {
             Some(_) => Err(wrong_kind(name, "sink")),
             None => Err(Error::UndefinedTable(name.to_string())),
         }
+    }
+}
+
+/// `validate = true` for an HTTP sink: its host must accept a TCP
+/// connection now (08001 otherwise).
+async fn reach_endpoint(location: &str) -> Result<()> {
+    let url = url::Url::parse(location)
+        .map_err(|e| Error::InvalidParameter(format!("location '{location}': {e}")))?;
+    let host = url.host_str().unwrap_or_default().to_string();
+    let port = url.port_or_known_default().unwrap_or(443);
+    let connect = tokio::net::TcpStream::connect((host.as_str(), port));
+    match tokio::time::timeout(std::time::Duration::from_secs(10), connect).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(Error::ConnectionFailure(format!(
+            "could not connect to {location}: {e}"
+        ))),
+        Err(_) => Err(Error::ConnectionFailure(format!(
+            "could not connect to {location}: timed out after 10 s"
+        ))),
     }
 }
 

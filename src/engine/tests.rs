@@ -105,7 +105,7 @@ async fn retention_keeps_what_a_sink_has_not_committed() {
     else {
         panic!("not a sink");
     };
-    engine.create_sink(sink).await.unwrap();
+    engine.create_sink(*sink).await.unwrap();
     // Let the sink read everything into its open files: read, not committed.
     tokio::time::sleep(Duration::from_millis(300)).await;
     std::thread::sleep(Duration::from_millis(5));

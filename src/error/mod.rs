@@ -104,6 +104,10 @@ pub enum Error {
     /// 58030: the object store (S3, local directory) failed or is unreachable.
     #[error("object store: {0}")]
     Storage(String),
+    /// 08001: a destination (a PostgreSQL database, an HTTP endpoint)
+    /// could not be reached.
+    #[error("{0}")]
+    ConnectionFailure(String),
     /// The catalog store failed (XX000).
     #[error("catalog: {0}")]
     Catalog(String),
@@ -157,6 +161,7 @@ pub enum ErrorKind {
     Corrupt,
     Io,
     Storage,
+    ConnectionFailure,
     Internal,
 }
 
@@ -197,6 +202,7 @@ impl ErrorKind {
             ErrorKind::IdleSessionTimeout => "57P05",
             ErrorKind::Corrupt => "XX001",
             ErrorKind::Io | ErrorKind::Storage => "58030",
+            ErrorKind::ConnectionFailure => "08001",
             ErrorKind::Internal => "XX000",
         }
     }
@@ -212,6 +218,7 @@ impl ErrorKind {
                 | ErrorKind::Corrupt
                 | ErrorKind::Io
                 | ErrorKind::Storage
+                | ErrorKind::ConnectionFailure
                 | ErrorKind::Internal
         )
     }
@@ -270,6 +277,7 @@ impl Error {
             Error::Corrupt(_) => ErrorKind::Corrupt,
             Error::Io(_) | Error::LogStopped(_) => ErrorKind::Io,
             Error::Storage(_) => ErrorKind::Storage,
+            Error::ConnectionFailure(_) => ErrorKind::ConnectionFailure,
             Error::Catalog(_) | Error::Internal(_) => ErrorKind::Internal,
             Error::DataFusion(e) => datafusion_kind(e),
         }
@@ -339,6 +347,7 @@ impl Error {
             Error::LogStopped(d) => Error::LogStopped(d.clone()),
             Error::Catalog(d) => Error::Catalog(d.clone()),
             Error::Storage(d) => Error::Storage(d.clone()),
+            Error::ConnectionFailure(d) => Error::ConnectionFailure(d.clone()),
             Error::DataFusion(_) | Error::Internal(_) => Error::Internal(msg),
         }
     }

@@ -176,7 +176,11 @@ impl Session {
             ),
             Parsed::CreateSink(create) => (
                 "CREATE SINK",
-                vec![self.engine.create_sink(create).await.map_err(to_pg_error)?],
+                vec![self
+                    .engine
+                    .create_sink(*create)
+                    .await
+                    .map_err(to_pg_error)?],
             ),
             Parsed::DropSink(drop) => (
                 "DROP SINK",

@@ -240,7 +240,7 @@ fn sink_columns(registry: &Registry) -> Vec<ArrayRef> {
             sinks.iter().map(|s| s.core.def.source.as_str()),
         )),
         Arc::new(StringArray::from_iter_values(sinks.iter().map(|s| {
-            if s.core.def.format.is_http() {
+            if !s.core.def.format.writes_files() {
                 s.core.def.location.clone()
             } else {
                 s.core.location.url_string()

@@ -22,10 +22,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine as _;
-use datafusion::arrow::array::RecordBatch;
 use tokio::sync::mpsc;
 
-use super::{FlushRequest, SinkCore};
+use super::{json_records, FlushRequest, SinkCore};
 use crate::catalog::{EndpointDef, SinkFormat, SinkProgress};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -108,10 +107,11 @@ impl EndpointWorker {
             bytes += record.len() as u64;
             records.push(record.clone());
         }
-        let failed = self.deliver(&records).await;
+        let failed = self.deliver(self.committed, &records).await;
         if !failed.is_empty() {
             self.dead_letter(failed).await?;
         }
+        crate::fail::point("sink.endpoint.after_delivery");
         let sent = records.len();
         self.pending.drain(..sent);
         self.pending_bytes = self.pending.iter().map(|r| r.len() as u64).sum();
@@ -123,16 +123,17 @@ impl EndpointWorker {
 
     /// Delivers `records`, splitting on 413; returns those that could not
     /// be delivered within `retry_duration`, with the last error.
-    async fn deliver(&self, records: &[String]) -> Vec<(String, String)> {
+    /// `records` are the source's from offset `first` on.
+    async fn deliver(&self, first: u64, records: &[String]) -> Vec<(String, String)> {
         let mut failed = Vec::new();
-        let mut todo: Vec<&[String]> = vec![records];
-        while let Some(batch) = todo.pop() {
-            match self.post_with_retries(batch).await {
+        let mut todo: Vec<(u64, &[String])> = vec![(first, records)];
+        while let Some((first, batch)) = todo.pop() {
+            match self.post_with_retries(first, batch).await {
                 Ok(()) => {}
                 Err(Rejection::TooLarge) if batch.len() > 1 => {
                     let (a, b) = batch.split_at(batch.len() / 2);
-                    todo.push(b);
-                    todo.push(a);
+                    todo.push((first + a.len() as u64, b));
+                    todo.push((first, a));
                 }
                 Err(rejection) => {
                     let why = rejection.to_string();
@@ -143,8 +144,12 @@ impl EndpointWorker {
         failed
     }
 
-    async fn post_with_retries(&self, records: &[String]) -> std::result::Result<(), Rejection> {
-        let request_id = uuid::Uuid::new_v4().to_string();
+    async fn post_with_retries(
+        &self,
+        first: u64,
+        records: &[String],
+    ) -> std::result::Result<(), Rejection> {
+        let request_id = self.request_id(first, records.len());
         let started = Instant::now();
         let budget = Duration::from_millis(self.def.retry_duration_ms);
         let mut delay = MIN_BACKOFF;
@@ -171,6 +176,27 @@ impl EndpointWorker {
             tokio::time::sleep(jittered).await;
             delay = (delay * 2).min(MAX_BACKOFF);
         }
+    }
+
+    /// The Firehose request id of the records `[first, first + count)` of
+    /// this shard: the same on every retry and, because it follows from
+    /// the records, when the same batch is sent again after a restart, so
+    /// a receiver may deduplicate on it. A batch of other records (a
+    /// different size after a restart) gets another id.
+    fn request_id(&self, first: u64, count: usize) -> String {
+        use sha2::Digest as _;
+        let def = &self.core.def;
+        let key = format!(
+            "{}\0{}\0{}\0{first}\0{count}",
+            def.name, def.created_at_ms, self.shard
+        );
+        let digest = sha2::Sha256::digest(key.as_bytes());
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        // A version-8 (custom) UUID, as RFC 9562 allows for derived ids.
+        bytes[6] = (bytes[6] & 0x0f) | 0x80;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        uuid::Uuid::from_bytes(bytes).to_string()
     }
 
     async fn post(
@@ -288,21 +314,8 @@ impl EndpointWorker {
     }
 
     async fn commit(&mut self, next: u64) -> Result<()> {
-        let catalog = self.core.catalog.clone();
-        let (sink_id, shard) = (self.core.def.id, self.shard);
-        let progress = SinkProgress {
-            next,
-            ..SinkProgress::default()
-        };
-        tokio::task::spawn_blocking(move || {
-            catalog.commit_sink(sink_id, &[], shard, &progress, false)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
+        self.core.commit_progress(self.shard, next).await?;
         self.committed = next;
-        let stats = &self.core.stats;
-        stats.committed[self.shard as usize].store(next, Ordering::Relaxed);
-        stats.last_commit_ms.store(now_ms(), Ordering::Relaxed);
         Ok(())
     }
 }
@@ -333,18 +346,6 @@ fn snippet(text: &str) -> String {
 /// A number in [0, 1) that differs between calls (retry jitter).
 fn jitter() -> f64 {
     (uuid::Uuid::new_v4().as_u128() % 1_000_000) as f64 / 1_000_000.0
-}
-
-/// Each row of `batch` as one JSON object.
-fn json_records(batch: &RecordBatch) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(batch)?;
-        writer.finish()?;
-    }
-    let text = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(text.lines().map(str::to_string).collect())
 }
 
 #[async_trait]
@@ -382,6 +383,11 @@ impl ShardConsumer for EndpointWorker {
     }
 
     async fn failed(&mut self, error: &Error) {
+        // A flush asked for while the destination fails gets the failure
+        // now rather than waiting for the destination to come back.
+        while let Ok(f) = self.flushes.try_recv() {
+            self.waiting.push(f);
+        }
         for f in self.waiting.drain(..) {
             let _ = f.done.send(Err(error.to_string()));
         }

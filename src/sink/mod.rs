@@ -22,12 +22,14 @@ pub mod delta;
 mod delta_stats;
 mod endpoint;
 pub mod layout;
+pub mod postgres;
 mod staging;
 mod worker;
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::{Arc, Mutex, RwLock};
 
+use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
 use tokio::sync::{mpsc, oneshot};
@@ -164,6 +166,29 @@ impl SinkCore {
         *guard = Arc::new(next);
     }
 
+    /// Records that a shard delivered everything before `next` (sinks
+    /// that write no files: HTTP endpoints, PostgreSQL).
+    async fn commit_progress(&self, shard: u32, next: u64) -> Result<()> {
+        let catalog = self.catalog.clone();
+        let sink_id = self.def.id;
+        let progress = SinkProgress {
+            next,
+            ..SinkProgress::default()
+        };
+        tokio::task::spawn_blocking(move || {
+            catalog.commit_sink(sink_id, &[], shard, &progress, false)
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+        if let Some(c) = self.stats.committed.get(shard as usize) {
+            c.store(next, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.stats
+            .last_commit_ms
+            .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
     /// The retention-hold name of this sink on its source.
     fn hold_name(&self) -> String {
         format!("sink:{}", self.def.name)
@@ -230,6 +255,7 @@ impl Sink {
         let (tasks, stop_rx) = Tasks::new();
         let mut flush = Vec::new();
         let mut workers = Vec::new();
+        let mut postgres_target: Option<Arc<postgres::Target>> = None;
         for shard in 0..shards {
             core.source
                 .log
@@ -237,15 +263,28 @@ impl Sink {
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
             let committed = progress[shard as usize].clone();
-            let worker: Box<dyn ShardConsumer> = if core.def.format.is_http() {
-                Box::new(endpoint::EndpointWorker::new(
-                    core.clone(),
-                    shard,
-                    committed,
-                    rx,
-                )?)
-            } else {
-                Box::new(ShardWorker::new(core.clone(), shard, committed, rx))
+            let worker: Box<dyn ShardConsumer> = match core.def.format {
+                SinkFormat::Firehose | SinkFormat::Ndjson => Box::new(
+                    endpoint::EndpointWorker::new(core.clone(), shard, committed, rx)?,
+                ),
+                SinkFormat::Postgres => {
+                    let target = match &postgres_target {
+                        Some(t) => t.clone(),
+                        None => postgres_target
+                            .insert(Arc::new(postgres::Target::new(&core.def)?))
+                            .clone(),
+                    };
+                    Box::new(postgres::PostgresWorker::new(
+                        core.clone(),
+                        target,
+                        shard,
+                        committed,
+                        rx,
+                    )?)
+                }
+                SinkFormat::Parquet | SinkFormat::Delta => {
+                    Box::new(ShardWorker::new(core.clone(), shard, committed, rx))
+                }
             };
             workers.push(worker);
         }
@@ -393,6 +432,18 @@ impl Sink {
         self.tasks.stop().await;
         self.core.source.log.release(&self.core.hold_name());
     }
+}
+
+/// Each row of `batch` as one JSON object (HTTP records, dead letters).
+fn json_records(batch: &RecordBatch) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    {
+        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
+        writer.write(batch)?;
+        writer.finish()?;
+    }
+    let text = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(text.lines().map(str::to_string).collect())
 }
 
 /// The file-name prefix of one sink's files; names carry the sink id so

@@ -49,7 +49,7 @@ pub enum Parsed {
     Copy(CopyStatement),
     /// `EXPLAIN CREATE STREAM … AS SELECT …`: the SELECT's plan.
     ExplainCreateDerived(CreateDerived),
-    CreateSink(CreateSink),
+    CreateSink(Box<CreateSink>),
     DropSink(DropStream),
     /// `FLUSH SINK name`: deliver what is acknowledged now, wait for the commit.
     FlushSink(String),
@@ -177,7 +177,9 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["SHOW", "SERVER_VERSION_NUM"] => Ok(Parsed::Sql(format!(
             "SELECT '{SERVER_VERSION_NUM}' AS server_version_num"
         ))),
-        ["CREATE", "SINK", ..] => sink::parse_create_sink(stmt).map(Parsed::CreateSink),
+        ["CREATE", "SINK", ..] => {
+            sink::parse_create_sink(stmt).map(|c| Parsed::CreateSink(Box::new(c)))
+        }
         ["DROP", "SINK", ..] => parse_drop(stmt, "SINK").map(Parsed::DropSink),
         ["DROP", "TABLE", ..] => parse_drop(stmt, "TABLE").map(Parsed::DropTable),
         ["FLUSH", "SINK", ..] => sink::parse_flush_sink(stmt).map(Parsed::FlushSink),

@@ -11,10 +11,10 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
 
 use super::{object_name, option_text, parse_one, strip_comments};
-use crate::catalog::{EndpointDef, SinkFormat, TimePartition};
+use crate::catalog::{EndpointDef, PostgresDef, SinkFormat, TimePartition};
 use crate::error::{Error, Result};
 
-const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files, file_retention, batch_rows, batch_bytes, batch_interval, retry_duration, request_timeout, access_key";
+const SINK_OPTIONS: &str = "location, format, compression, time_partition, event_time, partition_by, rollover_interval, rollover_size, start, sort_by, bloom_filter_columns, compaction, compaction_target_size, compaction_min_files, file_retention, batch_rows, batch_bytes, batch_interval, retry_duration, request_timeout, access_key, table, password_env, password_file, validate";
 pub const COMPRESSIONS: &[&str] = &["zstd", "snappy", "gzip", "lz4", "uncompressed"];
 const MIN_ROLLOVER_INTERVAL: Duration = Duration::from_millis(100);
 const MAX_ROLLOVER_INTERVAL: Duration = Duration::from_secs(24 * 3600);
@@ -56,8 +56,12 @@ pub struct SinkOptions {
     pub compaction_min_files: u32,
     /// How long compacted-away files stay on storage.
     pub file_retention: Option<Duration>,
-    /// HTTP sinks (`format = 'firehose' | 'ndjson'`).
+    /// HTTP and PostgreSQL sinks: batching and retries.
     pub endpoint: EndpointDef,
+    /// PostgreSQL sinks (`location = 'postgresql://…'`).
+    pub postgres: PostgresDef,
+    /// Reach the destination at CREATE, failing with 08001 when it cannot.
+    pub validate: bool,
 }
 
 impl Default for SinkOptions {
@@ -87,9 +91,23 @@ impl Default for SinkOptions {
                 request_timeout_ms: 30_000,
                 access_key: None,
             },
+            postgres: PostgresDef {
+                table: String::new(),
+                password_env: None,
+                password_file: None,
+            },
+            validate: false,
         }
     }
 }
+
+/// A PostgreSQL sink's batching when not given: COPY is cheapest in large
+/// batches, and the target commits once per batch.
+const POSTGRES_BATCH_ROWS: u32 = 65_536;
+const POSTGRES_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+const POSTGRES_BATCH_INTERVAL_MS: u64 = 1_000;
+/// Most records an HTTP request carries (Firehose's own bound is 500).
+const MAX_HTTP_BATCH_ROWS: u32 = 10_000;
 
 /// A validated `CREATE TABLE … AS SELECT`.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +168,23 @@ pub(super) fn parse_create_sink(stmt: &str) -> Result<CreateSink> {
         )));
     }
     let lower = parsed.location.to_lowercase();
+    let given = |key: &str| {
+        options
+            .iter()
+            .any(|o| matches!(o, SqlOption::KeyValue { key: k, .. } if k.value.eq_ignore_ascii_case(key)))
+    };
+    if lower.starts_with("postgresql://") || lower.starts_with("postgres://") {
+        postgres_options(&mut parsed, given("format"), &given)?;
+    } else if given("table") || given("password_env") || given("password_file") {
+        return Err(Error::InvalidParameter(
+            "table, password_env and password_file are options of PostgreSQL sinks (location = 'postgresql://user@host:port/db')".into(),
+        ));
+    }
+    if parsed.format.is_http() && parsed.endpoint.batch_rows > MAX_HTTP_BATCH_ROWS {
+        return Err(Error::InvalidParameter(format!(
+            "batch_rows: an HTTP request carries at most {MAX_HTTP_BATCH_ROWS} records"
+        )));
+    }
     let http = lower.starts_with("http://") || lower.starts_with("https://");
     match (http, parsed.format.is_http()) {
         (true, false) => {
@@ -173,6 +208,61 @@ pub(super) fn parse_create_sink(stmt: &str) -> Result<CreateSink> {
         source,
         options: parsed,
     })
+}
+
+/// Checks and completes a PostgreSQL sink's options: the format follows
+/// the scheme, `table` is required, the password never comes from SQL
+/// text, and unset batching takes COPY-sized defaults.
+fn postgres_options(
+    o: &mut SinkOptions,
+    format_given: bool,
+    given: &dyn Fn(&str) -> bool,
+) -> Result<()> {
+    if format_given && o.format != SinkFormat::Postgres {
+        return Err(Error::InvalidParameter(format!(
+            "location '{}' is a PostgreSQL database: leave out format (or say format = 'postgresql')",
+            o.location
+        )));
+    }
+    o.format = SinkFormat::Postgres;
+    let url = url::Url::parse(&o.location)
+        .map_err(|e| Error::InvalidParameter(format!("location '{}': {e}", o.location)))?;
+    if url.password().is_some() {
+        return Err(Error::InvalidParameter(
+            "location must not carry a password (SQL text is logged and shown): give password_env = 'PGPASSWORD' or password_file = '…'".into(),
+        ));
+    }
+    if url.query_pairs().any(|(k, _)| k == "password") {
+        return Err(Error::InvalidParameter(
+            "location must not carry a password parameter: give password_env or password_file"
+                .into(),
+        ));
+    }
+    if o.postgres.table.is_empty() {
+        return Err(Error::InvalidParameter(
+            "a PostgreSQL sink needs table = 'name' (or 'schema.name'): the table rows are copied into".into(),
+        ));
+    }
+    if let Some(var) = &o.postgres.password_env {
+        // The variable's value is sent to a host the statement names: only
+        // variables meant for this are allowed, never the server's others
+        // (cloud credentials, say).
+        if var != "PGPASSWORD" && !var.starts_with("SLUICE_PASSWORD_") {
+            return Err(Error::InsufficientPrivilege(format!(
+                "password_env '{var}': only PGPASSWORD or variables named SLUICE_PASSWORD_… may hold sink passwords"
+            )));
+        }
+    }
+    if !given("batch_rows") {
+        o.endpoint.batch_rows = POSTGRES_BATCH_ROWS;
+    }
+    if !given("batch_bytes") {
+        o.endpoint.batch_bytes = POSTGRES_BATCH_BYTES;
+    }
+    if !given("batch_interval") {
+        o.endpoint.batch_interval_ms = POSTGRES_BATCH_INTERVAL_MS;
+    }
+    Ok(())
 }
 
 fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
@@ -218,9 +308,10 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
                 "delta" => SinkFormat::Delta,
                 "firehose" => SinkFormat::Firehose,
                 "ndjson" => SinkFormat::Ndjson,
+                "postgresql" | "postgres" => SinkFormat::Postgres,
                 _ => {
                     return Err(Error::FeatureNotSupported(format!(
-                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta' (files) or 'firehose' or 'ndjson' (HTTP)"
+                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta' (files), 'firehose' or 'ndjson' (HTTP) or 'postgresql'"
                     )))
                 }
             }
@@ -240,8 +331,8 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             o.endpoint.batch_rows = text
                 .parse::<u32>()
                 .ok()
-                .filter(|n| (1..=10_000).contains(n))
-                .ok_or_else(|| invalid(format!("'{text}' is not a number from 1 to 10000")))?;
+                .filter(|n| (1..=1_000_000).contains(n))
+                .ok_or_else(|| invalid(format!("'{text}' is not a number from 1 to 1000000")))?;
         }
         "batch_bytes" => {
             o.endpoint.batch_bytes = parse_size_bytes(&text)
@@ -254,6 +345,16 @@ fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
             o.endpoint.request_timeout_ms = duration_ms(&text, 100, 600_000)?;
         }
         "access_key" => o.endpoint.access_key = Some(text),
+        "table" => o.postgres.table = text,
+        "password_env" => o.postgres.password_env = Some(text),
+        "password_file" => o.postgres.password_file = Some(text),
+        "validate" => {
+            o.validate = match text.to_lowercase().as_str() {
+                "true" | "on" => true,
+                "false" | "off" => false,
+                _ => return Err(invalid(format!("'{text}' is not true or false"))),
+            }
+        }
         "compression" => {
             let c = text.to_lowercase();
             if !COMPRESSIONS.contains(&c.as_str()) {

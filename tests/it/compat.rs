@@ -5,97 +5,12 @@
 //! give the same answers.
 
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::Value;
 
 use crate::harness::Server;
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A PostgreSQL 15 on a free port in `dir`, trusting local connections;
-/// stopped on drop. Run as `postgres` when the tests run as root.
-struct Postgres {
-    child: Child,
-    port: u16,
-    stop: Command,
-}
-
-impl Postgres {
-    fn start(dir: &Path) -> Postgres {
-        let data = dir.join("pg");
-        std::fs::create_dir_all(&data).unwrap();
-        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
-        let run = |program: &str, args: &[&str]| -> Command {
-            let path = format!("{PG_BIN}/{program}");
-            if as_root {
-                let mut c = Command::new("runuser");
-                c.args(["-u", "postgres", "--", &path]).args(args);
-                c
-            } else {
-                let mut c = Command::new(path);
-                c.args(args);
-                c
-            }
-        };
-        if as_root {
-            let status = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir)
-                .status()
-                .unwrap();
-            assert!(status.success());
-        }
-        let data_str = data.to_str().unwrap();
-        let out = run(
-            "initdb",
-            &["-D", data_str, "-U", "postgres", "--auth=trust"],
-        )
-        .output()
-        .expect("initdb (PostgreSQL 15 server, installed by .ci/run)");
-        assert!(out.status.success(), "initdb: {out:?}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = run(
-            "postgres",
-            &[
-                "-D",
-                data_str,
-                "-p",
-                &port.to_string(),
-                "-k",
-                data_str,
-                "-h",
-                "127.0.0.1",
-            ],
-        )
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // Accepting TCP is not yet accepting logins.
-        std::thread::sleep(Duration::from_millis(500));
-        // The child may be `runuser`, which does not pass signals on.
-        let stop = run("pg_ctl", &["-D", data_str, "stop", "-m", "fast"]);
-        Postgres { child, port, stop }
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self.stop.stdout(Stdio::null()).status();
-        let _ = self.child.wait();
-    }
-}
+use crate::postgres::Postgres;
 
 /// Runs a client program to its end; its standard output.
 fn run_client(program: &str, args: &[String], env: &[(&str, String)]) -> String {

@@ -272,3 +272,78 @@ async fn ndjson_splits_on_413_and_gives_up_into_sluice_errors() {
         .unwrap_err();
     assert_eq!(crate::harness::sqlstate(&err), "22023");
 }
+
+/// sluice dies after the receiver accepted a batch and before the offset
+/// was committed: the restart sends that batch again with the same request
+/// id (a receiver can deduplicate on it), then goes on; `validate = true`
+/// refuses an endpoint nobody listens on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_resent_after_a_crash_keeps_its_request_id() {
+    let (url, state) = start_receiver(Receiver::default()).await;
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let mut server = Server::spawn_with(
+        &data,
+        None,
+        &[("SLUICE_FAIL_POINT", "sink.endpoint.after_delivery")],
+    );
+    {
+        let client = server.client().await;
+        client
+            .batch_execute(
+                "CREATE STREAM ev (n BIGINT NOT NULL) WITH (shards = 1); \
+                 INSERT INTO ev SELECT unnest(range(0, 120))",
+            )
+            .await
+            .unwrap();
+        client
+            .batch_execute(&format!(
+                "CREATE SINK hook FROM ev WITH (location = '{url}', format = 'firehose', batch_rows = 50, batch_interval = '100 ms')"
+            ))
+            .await
+            .unwrap();
+    }
+    let status = server.wait_exit(Duration::from_secs(30));
+    assert!(!status.success(), "the fail point was not reached");
+    let first_id = |seen: &[(HeaderMap, Vec<Value>)]| {
+        seen[0].0["x-amz-firehose-request-id"]
+            .to_str()
+            .unwrap()
+            .to_string()
+    };
+    let before = first_id(&state.lock().unwrap().seen);
+    assert_eq!(
+        numbers(&state.lock().unwrap().accepted),
+        (0..50).collect::<Vec<_>>()
+    );
+
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    client.batch_execute("FLUSH SINK hook").await.unwrap();
+    let seen: Vec<(HeaderMap, Vec<Value>)> = state.lock().unwrap().seen.clone();
+    assert_eq!(seen.len(), 1 + 3, "the crashed batch again, then two more");
+    assert_eq!(
+        seen[1].0["x-amz-firehose-request-id"].to_str().unwrap(),
+        before,
+        "the same records under the same request id"
+    );
+    assert_eq!(numbers(&seen[1].1), (0..50).collect::<Vec<_>>());
+    let ids: std::collections::HashSet<_> = seen
+        .iter()
+        .map(|(h, _)| h["x-amz-firehose-request-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 3, "other batches, other ids");
+
+    let closed_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let err = client
+        .batch_execute(&format!(
+            "CREATE SINK gone FROM ev WITH (location = 'http://127.0.0.1:{closed_port}/', format = 'ndjson', validate = true)"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(crate::harness::sqlstate(&err), "08001");
+}

@@ -20,6 +20,8 @@ mod kinesis;
 mod layers;
 mod lifecycle;
 mod pipelines;
+mod postgres;
+mod postgres_sink;
 mod protocol;
 mod psql;
 mod queries;

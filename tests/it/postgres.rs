@@ -1,0 +1,141 @@
+//! A throwaway PostgreSQL 15 for tests that compare with it or deliver to
+//! it: its own data directory, a free port, local connections trusted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A running PostgreSQL 15 in `dir`; stopped on drop. Run as `postgres`
+/// when the tests run as root.
+pub struct Postgres {
+    child: Option<Child>,
+    pub port: u16,
+    data: PathBuf,
+    as_root: bool,
+}
+
+impl Postgres {
+    pub fn start(dir: &Path) -> Postgres {
+        let data = dir.join("pg");
+        std::fs::create_dir_all(&data).unwrap();
+        let as_root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        if as_root {
+            let status = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir)
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut pg = Postgres {
+            child: None,
+            port,
+            data,
+            as_root,
+        };
+        let data_str = pg.data.to_str().unwrap().to_string();
+        let out = pg
+            .command(
+                "initdb",
+                &["-D", &data_str, "-U", "postgres", "--auth=trust"],
+            )
+            .output()
+            .expect("initdb (PostgreSQL 15 server, installed by .ci/run)");
+        assert!(out.status.success(), "initdb: {out:?}");
+        pg.resume();
+        pg
+    }
+
+    fn command(&self, program: &str, args: &[&str]) -> Command {
+        let path = format!("{PG_BIN}/{program}");
+        if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &path]).args(args);
+            c
+        } else {
+            let mut c = Command::new(path);
+            c.args(args);
+            c
+        }
+    }
+
+    /// Starts the server (again) on the same port and data.
+    pub fn resume(&mut self) {
+        let data_str = self.data.to_str().unwrap().to_string();
+        let child = self
+            .command(
+                "postgres",
+                &[
+                    "-D",
+                    &data_str,
+                    "-p",
+                    &self.port.to_string(),
+                    "-k",
+                    &data_str,
+                    "-h",
+                    "127.0.0.1",
+                ],
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .command(
+                    "pg_isready",
+                    &["-h", "127.0.0.1", "-p", &self.port.to_string()],
+                )
+                .stdout(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "PostgreSQL did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stops the server (fast shutdown: open transactions roll back).
+    pub fn stop(&mut self) {
+        let data_str = self.data.to_str().unwrap().to_string();
+        // The child may be `runuser`, which does not pass signals on.
+        let _ = self
+            .command("pg_ctl", &["-D", &data_str, "stop", "-m", "fast"])
+            .stdout(Stdio::null())
+            .status();
+        if let Some(mut child) = self.child.take() {
+            let _ = child.wait();
+        }
+    }
+
+    /// `postgresql://postgres@127.0.0.1:<port>/postgres`
+    pub fn url(&self) -> String {
+        format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        crate::harness::connect(&format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        ))
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
