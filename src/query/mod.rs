@@ -5,6 +5,7 @@
 pub mod delta_table;
 mod explain;
 mod information_schema;
+mod pg_arrays;
 mod pg_functions;
 mod read_only;
 mod registry;
@@ -120,12 +121,21 @@ pub fn template_context(
     ctx.register_udf(pg_functions::to_regtype());
     ctx.register_udf(pg_functions::json_build_object());
     ctx.register_udf(pg_functions::pg_collation_is_visible());
+    ctx.register_udf(pg_functions::current_setting());
     for udf in pg_functions::null_text_functions() {
         ctx.register_udf(udf);
     }
     let roles = roles::Roles::new(roles_catalog);
     ctx.register_udf(roles::member_of_udf(roles.clone()));
     setup_pg_catalog(&ctx, CATALOG_NAME, roles).map_err(|e| Error::from_datafusion(*e))?;
+    if let Some(catalog) = ctx.catalog(CATALOG_NAME) {
+        if let Some(pg_catalog) = catalog.schema("pg_catalog") {
+            catalog.register_schema(
+                "pg_catalog",
+                Arc::new(pg_arrays::PgCatalogArrays::new(pg_catalog)),
+            )?;
+        }
+    }
     Ok(ctx)
 }
 

@@ -10,12 +10,14 @@ use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
 
 /// `pg_get_serial_sequence(table, column)`: no column owns a sequence.
 /// `obj_description(oid[, catalog])`, `shobj_description(oid, catalog)`:
-/// no object has a comment.
+/// no object has a comment. `pg_get_indexdef(oid[, column, pretty])`:
+/// sluice relations have no indexes.
 pub fn null_text_functions() -> Vec<ScalarUDF> {
     [
         ("pg_get_serial_sequence", vec![2]),
         ("obj_description", vec![1, 2]),
         ("shobj_description", vec![2]),
+        ("pg_get_indexdef", vec![1, 3]),
     ]
     .into_iter()
     .map(|(name, arities)| {
@@ -83,6 +85,98 @@ fn type_oid(name: &str) -> Option<i32> {
         _ => return None,
     };
     Some(oid)
+}
+
+/// `current_setting(name[, missing_ok])`: the server settings clients
+/// ask for by name (SQLAlchemy's table reflection reads
+/// `default_table_access_method`). An unknown name is 42704, as in
+/// PostgreSQL, or NULL with `missing_ok`.
+pub fn current_setting() -> ScalarUDF {
+    use datafusion::logical_expr::TypeSignature;
+    ScalarUDF::from(CurrentSetting {
+        signature: Signature::one_of(
+            vec![
+                TypeSignature::Exact(vec![DataType::Utf8]),
+                TypeSignature::Exact(vec![DataType::Utf8, DataType::Boolean]),
+            ],
+            Volatility::Stable,
+        ),
+    })
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct CurrentSetting {
+    signature: Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
+    fn name(&self) -> &str {
+        "current_setting"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::arrow::array::{Array, BooleanArray, StringArray};
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let Some(names) = arrays[0].as_any().downcast_ref::<StringArray>() else {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "current_setting takes text".into(),
+            ));
+        };
+        let missing_ok = arrays
+            .get(1)
+            .and_then(|a| a.as_any().downcast_ref::<BooleanArray>());
+        let mut out = Vec::with_capacity(names.len());
+        for i in 0..names.len() {
+            if names.is_null(i) {
+                out.push(None);
+                continue;
+            }
+            let value = setting(names.value(i));
+            let tolerant = missing_ok.is_some_and(|m| !m.is_null(i) && m.value(i));
+            if value.is_none() && !tolerant {
+                return Err(datafusion::error::DataFusionError::External(Box::new(
+                    crate::error::Error::UndefinedObject(format!(
+                        "unrecognized configuration parameter \"{}\"",
+                        names.value(i)
+                    )),
+                )));
+            }
+            out.push(value);
+        }
+        Ok(ColumnarValue::Array(std::sync::Arc::new(
+            StringArray::from(out),
+        )))
+    }
+}
+
+fn setting(name: &str) -> Option<String> {
+    let value = match name.to_ascii_lowercase().as_str() {
+        "server_version" => crate::sql::SERVER_VERSION,
+        "server_version_num" => crate::sql::SERVER_VERSION_NUM,
+        "server_encoding" | "client_encoding" => "UTF8",
+        "default_table_access_method" => "heap",
+        "search_path" => "public",
+        "timezone" => "UTC",
+        "datestyle" => "ISO, MDY",
+        "intervalstyle" => "postgres",
+        "standard_conforming_strings" | "integer_datetimes" => "on",
+        "transaction_isolation" | "default_transaction_isolation" => "read committed",
+        "max_identifier_length" => "63",
+        "application_name" => "",
+        _ => return None,
+    };
+    Some(value.to_string())
 }
 
 /// `pg_collation_is_visible(oid)`: sluice has the default collation only,

@@ -110,12 +110,70 @@ fn null_keeping_placeholders(
         .unwrap_or(null)
 }
 
+/// `generate_subscripts(a, 1)` (SQLAlchemy's key-column reflection pairs
+/// it with `unnest(a)`) as `unnest(range(1, cardinality(a) + 1))`: the
+/// engine has no such set-returning function, and two unnests in one
+/// select list advance together, as PostgreSQL's set-returning functions
+/// do.
+fn generate_subscripts(sql: &str) -> Option<String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{
+        visit_expressions_mut, Expr, FunctionArg, FunctionArgExpr, FunctionArguments,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    if !sql.contains("generate_subscripts") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut changed = false;
+    let _ = visit_expressions_mut(&mut statements, |expr| {
+        let Expr::Function(f) = expr else {
+            return ControlFlow::<()>::Continue(());
+        };
+        let name = f.name.to_string().to_lowercase();
+        if name != "generate_subscripts" && name != "pg_catalog.generate_subscripts" {
+            return ControlFlow::Continue(());
+        }
+        let FunctionArguments::List(list) = &f.args else {
+            return ControlFlow::Continue(());
+        };
+        let (array, dim) = match (list.args.first(), list.args.get(1)) {
+            (
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(a))),
+                Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(d))),
+            ) => (a.to_string(), d.to_string()),
+            _ => return ControlFlow::Continue(()),
+        };
+        // The dimension stays in the text (it may be a bound parameter);
+        // arrays here have one, so another dimension has no subscripts.
+        let text = format!(
+            "unnest(range(1, CASE WHEN CAST({dim} AS BIGINT) = 1 THEN CAST(cardinality({array}) AS BIGINT) + 1 ELSE 1 END))"
+        );
+        if let Ok(replacement) = Parser::new(&PostgreSqlDialect {})
+            .try_with_sql(&text)
+            .and_then(|mut p| p.parse_expr())
+        {
+            *expr = replacement;
+            changed = true;
+        }
+        ControlFlow::Continue(())
+    });
+    let text: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    changed.then(|| text.join("; "))
+}
+
 /// `sql` with unplannable catalog fragments replaced (borrowed when none).
 pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
     let mut out = match null_case_subqueries(sql) {
         Some(rewritten) => std::borrow::Cow::Owned(rewritten),
         None => std::borrow::Cow::Borrowed(sql),
     };
+    if let Some(rewritten) = generate_subscripts(&out) {
+        out = std::borrow::Cow::Owned(rewritten);
+    }
     let (start, end, with) = DU_MEMBER_OF;
     if let Some(from) = out.find(start) {
         if let Some(len) = out[from..].find(end) {
@@ -145,5 +203,16 @@ mod tests {
         assert!(!out.contains("SELECT y"), "{out}");
         assert!(out.contains("$10::VARCHAR IS NULL"), "{out}");
         assert!(out.contains("$1 IS NULL"), "{out}");
+    }
+
+    /// `generate_subscripts` becomes an unnest that advances with the
+    /// array's own unnest, keeping its dimension parameter.
+    #[test]
+    fn generate_subscripts_becomes_an_unnest_of_a_range() {
+        let sql = "SELECT unnest(c.conkey) AS attnum, generate_subscripts(c.conkey, $2::INTEGER) AS ord FROM pg_catalog.pg_constraint AS c";
+        let out = rewrite(sql).into_owned();
+        assert!(!out.contains("generate_subscripts"), "{out}");
+        assert!(out.contains("cardinality(c.conkey)"), "{out}");
+        assert!(out.contains("$2::INTEGER"), "{out}");
     }
 }

@@ -92,6 +92,15 @@ check("sqlalchemy_has_table", lambda: sa.inspect(engine).has_table("ev"))
 check("sqlalchemy_get_columns", lambda: [
     (c["name"], str(c["type"]), c["nullable"], c["default"]) for c in sa.inspect(engine).get_columns("ev")
 ])
+# Key and index reflection (unnest(conkey), generate_subscripts) and a
+# Table reflected whole, as declarative models do.
+check("sqlalchemy_primary_key", lambda: sa.inspect(engine).get_pk_constraint("ev")["constrained_columns"])
+check("sqlalchemy_indexes", lambda: sa.inspect(engine).get_indexes("ev"))
+check("sqlalchemy_unique", lambda: sa.inspect(engine).get_unique_constraints("ev"))
+check("sqlalchemy_autoload", lambda: [
+    (c.name, str(c.type), c.nullable) for c in sa.Table("ev", sa.MetaData(), autoload_with=engine).columns
+])
+check("sqlalchemy_table_names", lambda: "ev" in sa.inspect(engine).get_table_names())
 
 def pandas_roundtrip():
     frame = pd.DataFrame({"id": [200, 201], "name": ["x", "y"],
