@@ -7,6 +7,7 @@ mod explain;
 mod information_schema;
 mod pg_arrays;
 mod pg_functions;
+mod pg_text;
 mod read_only;
 mod registry;
 mod roles;
@@ -122,6 +123,7 @@ pub fn template_context(
     ctx.register_udf(pg_functions::json_build_object());
     ctx.register_udf(pg_functions::pg_collation_is_visible());
     ctx.register_udf(pg_functions::current_setting());
+    ctx.add_analyzer_rule(Arc::new(pg_text::PgTextCasts::new()));
     for udf in pg_functions::null_text_functions() {
         ctx.register_udf(udf);
     }

@@ -68,8 +68,8 @@ async fn ndjson_lines_fail_alone_and_land_in_errors() {
     assert_eq!(
         got,
         vec![
-            (7, "/a".into(), 200, "2026-11-25T13:00:01".into()),
-            (8, "/b".into(), 500, "2026-11-25T13:00:00".into()),
+            (7, "/a".into(), 200, "2026-11-25 13:00:01".into()),
+            (8, "/b".into(), 500, "2026-11-25 13:00:00".into()),
         ],
         "epoch seconds become a UTC timestamp; numbers in strings convert"
     );

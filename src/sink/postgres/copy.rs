@@ -8,9 +8,8 @@
 
 use bytes::{BufMut, BytesMut};
 use datafusion::arrow::array::{
-    Array, ArrayRef, AsArray, BinaryArray, BooleanArray, Date32Array, Decimal128Array,
-    Float32Array, Float64Array, Int16Array, Int32Array, Int64Array, StringArray,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, BinaryArray, BooleanArray, Date32Array, Decimal128Array, Float32Array,
+    Float64Array, Int16Array, Int32Array, Int64Array, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, TimeUnit};
@@ -150,12 +149,17 @@ pub fn encode_rows(
             }
         })
         .collect::<Result<Vec<_>>>()?;
+    let typed = arrays
+        .iter()
+        .zip(plan)
+        .map(|(array, c)| Typed::of(array.as_ref(), c.target))
+        .collect::<Result<Vec<_>>>()?;
     let field_count = i16::try_from(plan.len())
         .map_err(|_| Error::ProgramLimit("more than 32767 columns".into()))?;
     for row in 0..len {
         out.put_i16(field_count);
-        for (array, c) in arrays.iter().zip(plan) {
-            encode_field(array.as_ref(), c.target, row, out)?;
+        for column in &typed {
+            column.encode(row, out)?;
         }
     }
     Ok(())
@@ -177,111 +181,126 @@ fn with_length(out: &mut BytesMut, write: impl FnOnce(&mut BytesMut)) -> Result<
     Ok(())
 }
 
-fn encode_field(array: &dyn Array, target: PgType, row: usize, out: &mut BytesMut) -> Result<()> {
-    if array.is_null(row) {
-        out.put_i32(-1);
-        return Ok(());
+/// A column downcast once per chunk to what its target type encodes from.
+enum Typed<'a> {
+    Bool(&'a BooleanArray),
+    Int2(&'a Int16Array),
+    Int4(&'a Int32Array),
+    Int8(&'a Int64Array),
+    Float4(&'a Float32Array),
+    Float8(&'a Float64Array),
+    Numeric(&'a Decimal128Array),
+    /// text-like; `jsonb` carries a version byte before its text.
+    Text(&'a StringArray, bool),
+    Bytea(&'a BinaryArray),
+    Date(&'a Date32Array),
+    Timestamp(&'a TimestampMicrosecondArray),
+}
+
+impl<'a> Typed<'a> {
+    fn of(array: &'a dyn Array, target: PgType) -> Result<Typed<'a>> {
+        fn down<T: 'static>(array: &dyn Array, target: PgType) -> Result<&T> {
+            array.as_any().downcast_ref::<T>().ok_or_else(|| {
+                Error::Internal(format!("a column cast for {target:?} has the wrong type"))
+            })
+        }
+        Ok(match target {
+            PgType::Bool => Typed::Bool(down(array, target)?),
+            PgType::Int2 => Typed::Int2(down(array, target)?),
+            PgType::Int4 => Typed::Int4(down(array, target)?),
+            PgType::Int8 => Typed::Int8(down(array, target)?),
+            PgType::Float4 => Typed::Float4(down(array, target)?),
+            PgType::Float8 => Typed::Float8(down(array, target)?),
+            PgType::Numeric => Typed::Numeric(down(array, target)?),
+            PgType::Text | PgType::Json => Typed::Text(down(array, target)?, false),
+            PgType::Jsonb => Typed::Text(down(array, target)?, true),
+            PgType::Bytea => Typed::Bytea(down(array, target)?),
+            PgType::Date => Typed::Date(down(array, target)?),
+            PgType::Timestamp | PgType::TimestampTz => Typed::Timestamp(down(array, target)?),
+        })
     }
-    let missing = || Error::Internal(format!("a column cast for {target:?} has the wrong type"));
-    match target {
-        PgType::Bool => {
-            let a = array
-                .as_any()
-                .downcast_ref::<BooleanArray>()
-                .ok_or_else(missing)?;
-            out.put_i32(1);
-            out.put_u8(a.value(row) as u8);
+
+    fn is_null(&self, row: usize) -> bool {
+        match self {
+            Typed::Bool(a) => a.is_null(row),
+            Typed::Int2(a) => a.is_null(row),
+            Typed::Int4(a) => a.is_null(row),
+            Typed::Int8(a) => a.is_null(row),
+            Typed::Float4(a) => a.is_null(row),
+            Typed::Float8(a) => a.is_null(row),
+            Typed::Numeric(a) => a.is_null(row),
+            Typed::Text(a, _) => a.is_null(row),
+            Typed::Bytea(a) => a.is_null(row),
+            Typed::Date(a) => a.is_null(row),
+            Typed::Timestamp(a) => a.is_null(row),
         }
-        PgType::Int2 => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Int16Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(2);
-            out.put_i16(a.value(row));
+    }
+
+    /// One field: its length (-1 for NULL), then its `recv` bytes.
+    fn encode(&self, row: usize, out: &mut BytesMut) -> Result<()> {
+        if self.is_null(row) {
+            out.put_i32(-1);
+            return Ok(());
         }
-        PgType::Int4 => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Int32Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(4);
-            out.put_i32(a.value(row));
-        }
-        PgType::Int8 => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Int64Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(8);
-            out.put_i64(a.value(row));
-        }
-        PgType::Float4 => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Float32Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(4);
-            out.put_f32(a.value(row));
-        }
-        PgType::Float8 => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Float64Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(8);
-            out.put_f64(a.value(row));
-        }
-        PgType::Numeric => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Decimal128Array>()
-                .ok_or_else(missing)?;
-            let scale = a.scale();
-            with_length(out, |out| encode_numeric(a.value(row), scale, out))?;
-        }
-        PgType::Text | PgType::Json | PgType::Jsonb => {
-            let a = array
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .ok_or_else(missing)?;
-            let text = a.value(row).as_bytes();
-            let version = usize::from(target == PgType::Jsonb);
-            let len = i32::try_from(text.len() + version)
-                .map_err(|_| Error::ProgramLimit("a value larger than 2 GB".into()))?;
-            out.put_i32(len);
-            if version == 1 {
-                out.put_u8(1); // jsonb's binary form: version 1, then the text
+        match self {
+            Typed::Bool(a) => {
+                out.put_i32(1);
+                out.put_u8(a.value(row) as u8);
             }
-            out.put_slice(text);
+            Typed::Int2(a) => {
+                out.put_i32(2);
+                out.put_i16(a.value(row));
+            }
+            Typed::Int4(a) => {
+                out.put_i32(4);
+                out.put_i32(a.value(row));
+            }
+            Typed::Int8(a) => {
+                out.put_i32(8);
+                out.put_i64(a.value(row));
+            }
+            Typed::Float4(a) => {
+                out.put_i32(4);
+                out.put_f32(a.value(row));
+            }
+            Typed::Float8(a) => {
+                out.put_i32(8);
+                out.put_f64(a.value(row));
+            }
+            Typed::Numeric(a) => {
+                let scale = a.scale();
+                with_length(out, |out| encode_numeric(a.value(row), scale, out))?;
+            }
+            Typed::Text(a, jsonb) => {
+                let text = a.value(row).as_bytes();
+                put_len(out, text.len() + usize::from(*jsonb))?;
+                if *jsonb {
+                    out.put_u8(1); // jsonb's binary form: version 1, then the text
+                }
+                out.put_slice(text);
+            }
+            Typed::Bytea(a) => {
+                let bytes = a.value(row);
+                put_len(out, bytes.len())?;
+                out.put_slice(bytes);
+            }
+            Typed::Date(a) => {
+                out.put_i32(4);
+                out.put_i32(a.value(row) - PG_EPOCH_DAYS);
+            }
+            Typed::Timestamp(a) => {
+                out.put_i32(8);
+                out.put_i64(a.value(row) - PG_EPOCH_MICROS);
+            }
         }
-        PgType::Bytea => {
-            let a = array
-                .as_any()
-                .downcast_ref::<BinaryArray>()
-                .ok_or_else(missing)?;
-            let bytes = a.value(row);
-            let len = i32::try_from(bytes.len())
-                .map_err(|_| Error::ProgramLimit("a value larger than 2 GB".into()))?;
-            out.put_i32(len);
-            out.put_slice(bytes);
-        }
-        PgType::Date => {
-            let a = array
-                .as_any()
-                .downcast_ref::<Date32Array>()
-                .ok_or_else(missing)?;
-            out.put_i32(4);
-            out.put_i32(a.value(row) - PG_EPOCH_DAYS);
-        }
-        PgType::Timestamp | PgType::TimestampTz => {
-            let a =
-                array.as_primitive_opt::<datafusion::arrow::datatypes::TimestampMicrosecondType>();
-            let a: &TimestampMicrosecondArray = a.ok_or_else(missing)?;
-            out.put_i32(8);
-            out.put_i64(a.value(row) - PG_EPOCH_MICROS);
-        }
+        Ok(())
     }
+}
+
+fn put_len(out: &mut BytesMut, len: usize) -> Result<()> {
+    let len =
+        i32::try_from(len).map_err(|_| Error::ProgramLimit("a value larger than 2 GB".into()))?;
+    out.put_i32(len);
     Ok(())
 }
 

@@ -40,6 +40,8 @@ use target::{is_data_error, Plan};
 /// Rows encoded per COPY data message: bounds the encode buffer while a
 /// large batch streams to the target.
 const COPY_CHUNK_ROWS: usize = 4_096;
+/// Room reserved for the first chunk of a batch.
+const FIRST_CHUNK_BYTES: usize = 1 << 20;
 
 /// Checks a new sink's target at CREATE: connects, matches the columns
 /// and creates the offsets table. An unreachable database is an error
@@ -248,14 +250,19 @@ impl PostgresWorker {
                 .map_err(failed)?;
             futures::pin_mut!(copy_in);
             let mut at = start;
+            // Each chunk is encoded into room reserved up front (the last
+            // chunk's size), not grown by doubling and copying.
+            let mut chunk_bytes = FIRST_CHUNK_BYTES;
             let mut buf = BytesMut::new();
             while at < start + len {
                 let n = COPY_CHUNK_ROWS.min(start + len - at);
+                buf.reserve(chunk_bytes + chunk_bytes / 8);
                 copy::encode_rows(batch.columns(), &conn.plan.columns, at, n, &mut buf)?;
                 at += n;
                 if at == start + len {
                     copy::finish(&mut buf);
                 }
+                chunk_bytes = buf.len();
                 if let Err(e) = copy_in.send(buf.split().freeze()).await {
                     return refused_or(e, &target);
                 }
