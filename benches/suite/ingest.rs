@@ -76,7 +76,7 @@ pub(super) async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
 }
 
 /// The median of `values` (sorted in place).
-fn median(values: &mut [f64]) -> f64 {
+pub(super) fn median(values: &mut [f64]) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
 }
