@@ -110,7 +110,10 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
                 .batch_execute(&format!("DROP SINK pg{round}"))
                 .await
                 .expect("drop");
-            target.batch_execute("CHECKPOINT").await.expect("checkpoint");
+            target
+                .batch_execute("CHECKPOINT")
+                .await
+                .expect("checkpoint");
             theirs.push(copy(&pg.conninfo, &format!("copied{round}"), &csv).await);
         }
         let (secs, peer_secs) = (median(&mut ours), median(&mut theirs));

@@ -165,6 +165,90 @@ fn generate_subscripts(sql: &str) -> Option<String> {
     changed.then(|| text.join("; "))
 }
 
+/// `pg_table_is_visible(x)` as a condition of a WHERE clause (psql's
+/// `\dt` and `\d`, SQLAlchemy's `get_table_names`) becomes `x IN (the
+/// relations of public and pg_catalog)`: the pg_catalog layer's function
+/// answers true for every relation, so the `sluice` and
+/// `information_schema` relations showed up as if on the search path.
+/// Elsewhere (a select list) it is left as it is.
+fn table_visibility(sql: &str) -> Option<String> {
+    use std::ops::ControlFlow;
+
+    use datafusion::sql::sqlparser::ast::{
+        BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Query, SetExpr,
+        VisitMut, VisitorMut,
+    };
+    use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use datafusion::sql::sqlparser::parser::Parser;
+
+    struct Rewriter {
+        changed: bool,
+    }
+
+    /// Rewrites the visibility calls among the AND-ed conditions of `expr`.
+    fn conjuncts(expr: &mut Expr, changed: &mut bool) {
+        match expr {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => {
+                conjuncts(left, changed);
+                conjuncts(right, changed);
+            }
+            Expr::Nested(inner) => conjuncts(inner, changed),
+            Expr::Function(f) => {
+                let name = f.name.to_string().to_lowercase();
+                if name != "pg_table_is_visible" && name != "pg_catalog.pg_table_is_visible" {
+                    return;
+                }
+                let FunctionArguments::List(list) = &f.args else {
+                    return;
+                };
+                let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(oid))) = list.args.first()
+                else {
+                    return;
+                };
+                let text = format!(
+                    "{oid} IN (SELECT vis_c.oid FROM pg_catalog.pg_class vis_c \
+                     JOIN pg_catalog.pg_namespace vis_n ON vis_n.oid = vis_c.relnamespace \
+                     WHERE vis_n.nspname IN ('public', 'pg_catalog'))"
+                );
+                if let Ok(replacement) = Parser::new(&PostgreSqlDialect {})
+                    .try_with_sql(&text)
+                    .and_then(|mut p| p.parse_expr())
+                {
+                    *expr = replacement;
+                    *changed = true;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    impl VisitorMut for Rewriter {
+        type Break = ();
+
+        fn pre_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
+            if let SetExpr::Select(select) = query.body.as_mut() {
+                if let Some(selection) = select.selection.as_mut() {
+                    conjuncts(selection, &mut self.changed);
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+
+    if !sql.contains("pg_table_is_visible") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut rewriter = Rewriter { changed: false };
+    let _ = statements.visit(&mut rewriter);
+    let text: Vec<String> = statements.iter().map(|s| s.to_string()).collect();
+    rewriter.changed.then(|| text.join("; "))
+}
+
 /// `sql` with unplannable catalog fragments replaced (borrowed when none).
 pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
     let mut out = match null_case_subqueries(sql) {
@@ -172,6 +256,9 @@ pub fn rewrite(sql: &str) -> std::borrow::Cow<'_, str> {
         None => std::borrow::Cow::Borrowed(sql),
     };
     if let Some(rewritten) = generate_subscripts(&out) {
+        out = std::borrow::Cow::Owned(rewritten);
+    }
+    if let Some(rewritten) = table_visibility(&out) {
         out = std::borrow::Cow::Owned(rewritten);
     }
     let (start, end, with) = DU_MEMBER_OF;
@@ -214,5 +301,18 @@ mod tests {
         assert!(!out.contains("generate_subscripts"), "{out}");
         assert!(out.contains("cardinality(c.conkey)"), "{out}");
         assert!(out.contains("$2::INTEGER"), "{out}");
+    }
+
+    /// Visibility in a WHERE clause becomes a membership test; in a
+    /// select list it stays.
+    #[test]
+    fn table_visibility_in_where_clauses_follows_the_search_path() {
+        let sql =
+            "SELECT c.relname, pg_catalog.pg_table_is_visible(c.oid) FROM pg_catalog.pg_class c \
+                   WHERE c.relkind = 'r' AND pg_catalog.pg_table_is_visible(c.oid)";
+        let out = rewrite(sql).into_owned();
+        assert!(out.contains("c.oid IN (SELECT vis_c.oid"), "{out}");
+        assert!(out.contains("('public', 'pg_catalog')"), "{out}");
+        assert_eq!(out.matches("pg_table_is_visible").count(), 1, "{out}");
     }
 }
