@@ -1,8 +1,8 @@
 //! Casts to text in PostgreSQL's form. The engine casts a timestamp to
 //! text as `2026-01-01T10:00:00` (RFC 3339) and floats as `1e20`/`inf`;
 //! PostgreSQL writes `2026-01-01 10:00:00`, `… 10:00:00.5+00`, `1e+20`,
-//! `Infinity`, and clients parse or compare those strings (`ts::text LIKE
-//! '2026-01-01 %'`). An analyzer rule, run after type coercion, replaces
+//! `Infinity`, `1 day 02:00:00`, and clients parse or compare those
+//! strings (`ts::text LIKE '2026-01-01 %'`). An analyzer rule, run after type coercion, replaces
 //! every cast to text with `pg_text(x)`, which formats those types as
 //! PostgreSQL does and casts anything else as the engine would; result
 //! columns keep their names.
@@ -11,7 +11,9 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, StringBuilder};
 use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, IntervalMonthDayNanoType, IntervalUnit, TimeUnit, TimestampMicrosecondType,
+};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::error::Result as DfResult;
@@ -146,8 +148,68 @@ fn as_pg_text(array: &ArrayRef) -> DfResult<ArrayRef> {
             }
             Ok(Arc::new(out.finish()))
         }
+        DataType::Interval(_) => {
+            let mdn = cast(array, &DataType::Interval(IntervalUnit::MonthDayNano))?;
+            let mdn = mdn.as_primitive::<IntervalMonthDayNanoType>();
+            let mut out = StringBuilder::with_capacity(mdn.len(), mdn.len() * 16);
+            for v in mdn.iter() {
+                match v {
+                    Some(v) => out.append_value(interval_text(v.months, v.days, v.nanoseconds)),
+                    None => out.append_null(),
+                }
+            }
+            Ok(Arc::new(out.finish()))
+        }
         _ => Ok(cast(array, &DataType::Utf8)?),
     }
+}
+
+/// PostgreSQL's interval text (`IntervalStyle = postgres`): `1 year 2
+/// mons 3 days 04:05:06.5`, `-1 days +02:00:00`, `00:00:00` for zero.
+/// After a negative field, positive ones carry a `+`, as PostgreSQL
+/// prints them.
+fn interval_text(months: i32, days: i32, nanos: i64) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut is_before = false;
+    let mut is_zero = true;
+    let mut add = |value: i64, unit: &str| {
+        if value == 0 {
+            return;
+        }
+        let sign = if is_before && value > 0 { "+" } else { "" };
+        let plural = if value == 1 { "" } else { "s" };
+        parts.push(format!("{sign}{value} {unit}{plural}"));
+        is_before |= value < 0;
+        is_zero = false;
+    };
+    add(i64::from(months / 12), "year");
+    add(i64::from(months % 12), "mon");
+    add(i64::from(days), "day");
+    let micros = nanos / 1_000;
+    if is_zero || micros != 0 {
+        let sign = if micros < 0 {
+            "-"
+        } else if is_before {
+            "+"
+        } else {
+            ""
+        };
+        let abs = micros.unsigned_abs();
+        let secs = abs / 1_000_000;
+        let mut time = format!(
+            "{sign}{:02}:{:02}:{:02}",
+            secs / 3600,
+            secs / 60 % 60,
+            secs % 60
+        );
+        let frac = abs % 1_000_000;
+        if frac != 0 {
+            time.push('.');
+            time.push_str(format!("{frac:06}").trim_end_matches('0'));
+        }
+        parts.push(time);
+    }
+    parts.join(" ")
 }
 
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]`, the fraction without trailing zeros;
@@ -203,5 +265,13 @@ mod tests {
         assert_eq!(float_text("1e-7"), "1e-7");
         assert_eq!(float_text("-inf"), "-Infinity");
         assert_eq!(float_text("2.5"), "2.5");
+        assert_eq!(interval_text(0, 0, 0), "00:00:00");
+        assert_eq!(
+            interval_text(14, 3, 14_706_500_000_000),
+            "1 year 2 mons 3 days 04:05:06.5"
+        );
+        assert_eq!(interval_text(0, -1, 7_200_000_000_000), "-1 days +02:00:00");
+        assert_eq!(interval_text(0, 1, 0), "1 day");
+        assert_eq!(interval_text(0, 0, -90_000_000_000), "-00:01:30");
     }
 }

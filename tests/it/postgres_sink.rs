@@ -21,6 +21,13 @@ const TARGET: &str = "CREATE TABLE clicks_pg (
     loaded_at timestamptz NOT NULL DEFAULT now(),
     note text)";
 
+/// A PostgreSQL in `dir` holding the empty target table.
+async fn with_target(dir: &std::path::Path) -> Postgres {
+    let pg = Postgres::start(dir);
+    pg.client().await.batch_execute(TARGET).await.unwrap();
+    pg
+}
+
 async fn target_values(pg: &Postgres) -> Vec<i64> {
     let rows = pg
         .client()
@@ -41,8 +48,7 @@ fn sink_sql(pg: &Postgres, extra: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_arrive_once_with_their_types_and_refused_rows_become_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let pg = Postgres::start(tmp.path());
-    pg.client().await.batch_execute(TARGET).await.unwrap();
+    let pg = with_target(tmp.path()).await;
     let server = Server::start();
     let client = server.client().await;
     client.batch_execute(CLICKS).await.unwrap();
@@ -246,8 +252,7 @@ async fn insert_in_steps(client: &tokio_postgres::Client, from: i64, to: i64) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_of_the_database_mid_delivery_loses_and_repeats_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let mut pg = Postgres::start(tmp.path());
-    pg.client().await.batch_execute(TARGET).await.unwrap();
+    let mut pg = with_target(tmp.path()).await;
     let server = Server::start();
     let client = server.client().await;
     client.batch_execute(CLICKS).await.unwrap();
@@ -295,8 +300,7 @@ async fn a_restart_of_the_database_mid_delivery_loses_and_repeats_nothing() {
 /// restart every record is in the target exactly once.
 async fn crash_at(point: &str) {
     let tmp = tempfile::tempdir().unwrap();
-    let pg = Postgres::start(tmp.path());
-    pg.client().await.batch_execute(TARGET).await.unwrap();
+    let pg = with_target(tmp.path()).await;
     let data = tmp.path().join("data");
     let mut server = Server::spawn_with(&data, None, &[("SLUICE_FAIL_POINT", point)]);
     {
