@@ -180,6 +180,10 @@ pub struct PostgresDef {
     pub password_env: Option<String>,
     /// … or from the first line of this file, when the connection needs it.
     pub password_file: Option<String>,
+    /// The location's `sslrootcert`, made absolute (absent: the system's
+    /// roots when `sslmode` asks for TLS).
+    #[serde(default)]
+    pub root_cert: Option<String>,
 }
 
 /// How an HTTP sink batches and retries (`format = 'firehose' | 'ndjson'`).

@@ -120,7 +120,7 @@ impl Engine {
             file_retention_ms: o.file_retention.map(|d| d.as_millis() as u64),
             endpoint: (!o.format.writes_files()).then_some(o.endpoint),
             postgres: (o.format == SinkFormat::Postgres)
-                .then(|| self.postgres_def(o.postgres))
+                .then(|| self.postgres_def(o.postgres, &o.location))
                 .transpose()?,
         };
         let layout = Layout::new(&def, &source.schema)?;
@@ -150,8 +150,8 @@ impl Engine {
 
     /// A PostgreSQL sink's settings with its password file confined like
     /// any path a statement names, and made absolute.
-    fn postgres_def(&self, mut def: PostgresDef) -> Result<PostgresDef> {
-        if let Some(path) = &def.password_file {
+    fn postgres_def(&self, mut def: PostgresDef, location: &str) -> Result<PostgresDef> {
+        let confine = |path: &str| -> Result<String> {
             self.stores.policy().check(path, &self.config.data_dir)?;
             let path = std::path::Path::new(path.strip_prefix("file://").unwrap_or(path));
             let absolute = if path.is_absolute() {
@@ -159,7 +159,15 @@ impl Engine {
             } else {
                 self.config.data_dir.join(path)
             };
-            def.password_file = Some(absolute.to_string_lossy().into_owned());
+            Ok(absolute.to_string_lossy().into_owned())
+        };
+        if let Some(path) = &def.password_file {
+            def.password_file = Some(confine(path)?);
+        }
+        let url = url::Url::parse(location)
+            .map_err(|e| Error::InvalidParameter(format!("location '{location}': {e}")))?;
+        if let Some((_, path)) = url.query_pairs().find(|(k, _)| k == "sslrootcert") {
+            def.root_cert = Some(confine(&path)?);
         }
         Ok(def)
     }

@@ -95,6 +95,7 @@ impl Default for SinkOptions {
                 table: String::new(),
                 password_env: None,
                 password_file: None,
+                root_cert: None,
             },
             validate: false,
         }

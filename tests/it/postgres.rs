@@ -119,6 +119,35 @@ impl Postgres {
         }
     }
 
+    /// Restarts with TLS on, serving `server.pem`/`server.key` from
+    /// `certs` (as `tls::make_certificates` writes them).
+    pub fn enable_ssl(&mut self, certs: &Path) {
+        for name in ["server.pem", "server.key"] {
+            std::fs::copy(certs.join(name), self.data.join(name)).unwrap();
+        }
+        if self.as_root {
+            let status = Command::new("chown")
+                .args(["postgres"])
+                .arg(self.data.join("server.pem"))
+                .arg(self.data.join("server.key"))
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            self.data.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).unwrap();
+        text.push_str("\nssl = on\nssl_cert_file = 'server.pem'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).unwrap();
+        self.stop();
+        self.resume();
+    }
+
     /// `postgresql://postgres@127.0.0.1:<port>/postgres`
     pub fn url(&self) -> String {
         format!("postgresql://postgres@127.0.0.1:{}/postgres", self.port)

@@ -528,3 +528,66 @@ async fn every_encoded_type_arrives_as_postgresql_reads_it() {
         ]
     );
 }
+
+/// `sslmode=verify-full` with `sslrootcert`: the rows travel over TLS (the
+/// target's `pg_stat_ssl` says so) to a server whose certificate chains to
+/// that CA; without the CA (the system's roots only) the certificate is
+/// refused and the sink shows why. A root certificate outside the places
+/// SQL may read is refused at CREATE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_target_is_verified() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = tmp.path().join("certs");
+    std::fs::create_dir_all(&certs).unwrap();
+    crate::tls::make_certificates(&certs);
+    let mut pg = with_target(tmp.path()).await;
+    pg.enable_ssl(&certs);
+    let data = tmp.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::copy(certs.join("ca.pem"), data.join("ca.pem")).unwrap();
+    let server = Server::start_in(&data);
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute(&insert_range("clicks", 0, 100))
+        .await
+        .unwrap();
+    let base = format!("postgresql://postgres@localhost:{}/postgres", pg.port);
+    client
+        .batch_execute(&format!(
+            "CREATE SINK pg FROM clicks WITH (location = '{base}?sslmode=verify-full&sslrootcert=ca.pem', \
+             table = 'clicks_pg', batch_interval = '100 ms'); FLUSH SINK pg"
+        ))
+        .await
+        .unwrap();
+    assert_exactly_once(target_values(&pg).await, 0..100);
+    let encrypted = pg
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = 'sluice sink pg' AND s.ssl",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert!(encrypted >= 1, "the sink's connections use TLS");
+
+    let e = client
+        .batch_execute(&format!(
+            "CREATE SINK strange FROM clicks WITH (location = '{base}?sslmode=require', table = 'clicks_pg', validate = true)"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "08001");
+    let message = e.as_db_error().unwrap().message().to_string();
+    assert!(message.contains("certificate"), "{message}");
+    let e = client
+        .batch_execute(&format!(
+            "CREATE SINK outside FROM clicks WITH (location = '{base}?sslmode=require&sslrootcert=/etc/ssl/certs/ca-certificates.crt', table = 'clicks_pg')"
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&e), "42501");
+}

@@ -17,6 +17,7 @@
 
 mod copy;
 mod target;
+mod tls;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -12,7 +12,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::Schema;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_postgres::{Client, Config, Connection, NoTls};
 
 use super::copy::{ColumnPlan, PgType};
 use crate::catalog::{PostgresDef, SinkDef};
@@ -36,6 +37,8 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub struct Target {
     config: Config,
+    /// `sslmode` asks for TLS (require, verify-ca, verify-full).
+    tls: bool,
     def: PostgresDef,
     /// The location as written (it carries no password), for messages.
     location: String,
@@ -50,8 +53,8 @@ impl Target {
             .postgres
             .clone()
             .ok_or_else(|| Error::Internal("a PostgreSQL sink without its settings".into()))?;
-        let mut config: Config = sink
-            .location
+        let (url, tls) = tls_settings(&sink.location)?;
+        let mut config: Config = url
             .parse()
             .map_err(|e| Error::InvalidParameter(format!("location '{}': {e}", sink.location)))?;
         if config.get_user().is_none() {
@@ -64,6 +67,7 @@ impl Target {
         config.application_name(format!("sluice sink {}", sink.name));
         Ok(Target {
             config,
+            tls,
             def,
             location: sink.location.clone(),
             key: format!("{}@{}", sink.name, sink.created_at_ms),
@@ -80,8 +84,27 @@ impl Target {
         if let Some(password) = self.password()? {
             config.password(password);
         }
-        let connected = tokio::time::timeout(CONNECT_TIMEOUT, config.connect(NoTls)).await;
-        let (client, connection) = match connected {
+        if self.tls {
+            let tls = super::tls::Rustls::new(self.def.root_cert.as_deref())?;
+            self.finish_connect(config.connect(tls)).await
+        } else {
+            self.finish_connect(config.connect(NoTls)).await
+        }
+    }
+
+    /// Waits for `connecting` (bounded) and runs the connection's I/O on
+    /// its own task.
+    async fn finish_connect<S, T>(
+        &self,
+        connecting: impl std::future::Future<
+            Output = std::result::Result<(Client, Connection<S, T>), tokio_postgres::Error>,
+        >,
+    ) -> Result<Client>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (client, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok(pair)) => pair,
             Ok(Err(e)) => return Err(self.connect_error(&e)),
             Err(_) => {
@@ -110,9 +133,11 @@ impl Target {
                 db.message(),
                 db.code().code()
             )),
-            None => {
-                Error::ConnectionFailure(format!("could not connect to {}: {e}", self.location))
-            }
+            None => Error::ConnectionFailure(format!(
+                "could not connect to {}: {}",
+                self.location,
+                with_causes(e)
+            )),
         }
     }
 
@@ -288,6 +313,47 @@ impl Target {
 pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|d| matches!(&d.code().code()[..2], "22" | "23"))
+}
+
+/// The location as tokio-postgres reads it, and whether it asks for TLS:
+/// libpq's `sslmode=verify-ca|verify-full` become `require` (sluice
+/// always verifies) and `sslrootcert` is taken out (the sink's settings
+/// hold it, confined and absolute).
+fn tls_settings(location: &str) -> Result<(String, bool)> {
+    let mut url = url::Url::parse(location)
+        .map_err(|e| Error::InvalidParameter(format!("location '{location}': {e}")))?;
+    let mut tls = false;
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "sslrootcert")
+        .map(|(k, v)| {
+            if k == "sslmode" && matches!(v.as_ref(), "require" | "verify-ca" | "verify-full") {
+                tls = true;
+                (k.into_owned(), "require".to_string())
+            } else {
+                (k.into_owned(), v.into_owned())
+            }
+        })
+        .collect();
+    if pairs.is_empty() {
+        url.set_query(None);
+    } else {
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    Ok((url.to_string(), tls))
+}
+
+/// An error and what caused it (a TLS handshake's reason, a refused
+/// connection's errno), which the error's own text leaves out.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// An identifier as PostgreSQL needs it quoted.
