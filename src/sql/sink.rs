@@ -107,6 +107,7 @@ impl Default for SinkOptions {
 const POSTGRES_BATCH_ROWS: u32 = 65_536;
 const POSTGRES_BATCH_BYTES: u64 = 64 * 1024 * 1024;
 const POSTGRES_BATCH_INTERVAL_MS: u64 = 1_000;
+const POSTGRES_REQUEST_TIMEOUT_MS: u64 = 600_000;
 /// Most records an HTTP request carries (Firehose's own bound is 500).
 const MAX_HTTP_BATCH_ROWS: u32 = 10_000;
 
@@ -262,6 +263,11 @@ fn postgres_options(
     }
     if !given("batch_interval") {
         o.endpoint.batch_interval_ms = POSTGRES_BATCH_INTERVAL_MS;
+    }
+    if !given("request_timeout") {
+        // One transaction carries up to a whole batch (64 MB): give a slow
+        // link time, or a batch that never fits would be retried forever.
+        o.endpoint.request_timeout_ms = POSTGRES_REQUEST_TIMEOUT_MS;
     }
     Ok(())
 }
