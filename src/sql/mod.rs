@@ -12,6 +12,7 @@ mod reach;
 mod role;
 mod session;
 mod sink;
+mod sink_options;
 mod split;
 mod stream;
 
@@ -26,7 +27,8 @@ pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
 pub use psql_compat::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use role::RoleStatement;
 pub use session::{parse_deallocate, Deallocate, Savepoint};
-pub use sink::{parse_size_bytes, CreateSink, CreateTableAs, SinkOptions, COMPRESSIONS};
+pub use sink::{CreateSink, CreateTableAs};
+pub use sink_options::{parse_size_bytes, SinkOptions, COMPRESSIONS};
 pub use split::{leading_words, split_statements, strip_comments};
 
 use crate::error::{Error, Result};

@@ -22,6 +22,7 @@ mod lifecycle;
 mod pipelines;
 mod postgres;
 mod postgres_sink;
+mod postgres_sink_access;
 mod protocol;
 mod psql;
 mod queries;

@@ -19,6 +19,7 @@ mod copy;
 mod target;
 mod tls;
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -172,7 +173,10 @@ impl PostgresWorker {
         while let Some((start, len)) = todo.pop() {
             let from = base + start as u64;
             let to = from + len as u64;
-            match self.transaction(&batch, start, len, from, to).await? {
+            match self
+                .transaction(&batch, start..start + len, from..to)
+                .await?
+            {
                 Outcome::Committed => {}
                 Outcome::Refused(why) if len > 1 => {
                     tracing::debug!(sink = %self.core.def.name, rows = len, error = %why, "target refused a row; halving the batch");
@@ -183,10 +187,8 @@ impl PostgresWorker {
                 Outcome::Refused(why) => {
                     self.dead_letter(&batch.slice(start, 1), why).await?;
                     // The refused row is done with: move the offset past it.
-                    match self.transaction(&batch, start, 0, from, to).await? {
-                        Outcome::Committed => {}
-                        Outcome::Refused(why) => return Err(Error::Storage(why)),
-                    }
+                    self.advance(&batch, from..to).await?;
+                    continue;
                 }
             }
             self.committed = to;
@@ -194,30 +196,32 @@ impl PostgresWorker {
         }
         // Whatever was read past the rows (an empty range) is done too.
         if self.read > self.committed {
-            let (from, to) = (self.committed, self.read);
-            if let Outcome::Refused(why) = self.transaction(&batch, 0, 0, from, to).await? {
-                return Err(Error::Storage(why));
-            }
-            self.committed = to;
-            self.core.commit_progress(self.shard, to).await?;
+            self.advance(&batch, self.committed..self.read).await?;
         }
         self.reset_to(self.committed);
         Ok(())
     }
 
-    /// One transaction: rows `[start, start + len)` of `batch` by COPY, and
-    /// the shard's offset from `from` to `to`, within `request_timeout`.
+    /// Moves the shard's offset over `offsets` without writing rows.
+    async fn advance(&mut self, batch: &RecordBatch, offsets: Range<u64>) -> Result<()> {
+        let to = offsets.end;
+        if let Outcome::Refused(why) = self.transaction(batch, 0..0, offsets).await? {
+            return Err(Error::Storage(why));
+        }
+        self.committed = to;
+        self.core.commit_progress(self.shard, to).await
+    }
+
+    /// One transaction within `request_timeout`: the `rows` of `batch` by
+    /// COPY, and the shard's offset moved over `offsets`.
     async fn transaction(
         &mut self,
         batch: &RecordBatch,
-        start: usize,
-        len: usize,
-        from: u64,
-        to: u64,
+        rows: Range<usize>,
+        offsets: Range<u64>,
     ) -> Result<Outcome> {
         let timeout = Duration::from_millis(self.batching.request_timeout_ms);
-        match tokio::time::timeout(timeout, self.copy_and_commit(batch, start, len, from, to)).await
-        {
+        match tokio::time::timeout(timeout, self.copy_and_commit(batch, rows, offsets)).await {
             Ok(outcome) => outcome,
             Err(_) => Err(Error::ConnectionFailure(format!(
                 "{}: a batch took longer than request_timeout ({} ms)",
@@ -230,14 +234,13 @@ impl PostgresWorker {
     async fn copy_and_commit(
         &mut self,
         batch: &RecordBatch,
-        start: usize,
-        len: usize,
-        from: u64,
-        to: u64,
+        rows: Range<usize>,
+        offsets: Range<u64>,
     ) -> Result<Outcome> {
         let target = self.target.clone();
         let (key, shard) = (target.key.clone(), self.shard as i32);
-        let (from_i64, to_i64) = (offset_i64(from)?, offset_i64(to)?);
+        let (from_i64, to_i64) = (offset_i64(offsets.start)?, offset_i64(offsets.end)?);
+        let (start, len) = (rows.start, rows.len());
         let conn = self
             .conn
             .as_mut()
