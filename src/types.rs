@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::common::ScalarValue;
 use datafusion::sql::sqlparser::ast::{DataType as SqlDataType, ExactNumberInfo, TimezoneInfo};
 use serde::{Deserialize, Serialize};
 
@@ -146,6 +147,67 @@ pub struct ColumnDef {
     pub name: String,
     pub sql_type: SqlType,
     pub nullable: bool,
+    /// A constant DEFAULT (`ALTER STREAM … ADD COLUMN … DEFAULT`), as a
+    /// literal in the column's text form: what a record that does not name
+    /// the column holds, records written before the column included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<String>,
+}
+
+impl ColumnDef {
+    pub fn new(name: impl Into<String>, sql_type: SqlType, nullable: bool) -> ColumnDef {
+        ColumnDef {
+            name: name.into(),
+            sql_type,
+            nullable,
+            default: None,
+        }
+    }
+
+    /// The column's DEFAULT as a value of its Arrow type.
+    pub fn default_value(&self) -> Result<Option<ScalarValue>> {
+        let Some(text) = &self.default else {
+            return Ok(None);
+        };
+        let value = ScalarValue::Utf8(Some(text.clone())).cast_to(&self.sql_type.to_arrow())?;
+        Ok(Some(value))
+    }
+}
+
+impl SqlType {
+    pub fn is_integer(self) -> bool {
+        matches!(self, SqlType::SmallInt | SqlType::Integer | SqlType::BigInt)
+    }
+
+    /// Whether every value of `self` is exactly a value of `wider` (the
+    /// changes `ALTER COLUMN … TYPE` allows: old records are read as the
+    /// new type without loss).
+    pub fn widens_to(self, wider: SqlType) -> bool {
+        use SqlType::*;
+        match (self, wider) {
+            (SmallInt, Integer | BigInt | Real | Double) | (Integer, BigInt | Double) => true,
+            (Real, Double) => true,
+            (SmallInt | Integer | BigInt, Numeric { precision, scale }) => {
+                let digits = match self {
+                    SmallInt => 5,
+                    Integer => 10,
+                    _ => 19,
+                };
+                i16::from(precision) - i16::from(scale) >= digits
+            }
+            (
+                Numeric { precision, scale },
+                Numeric {
+                    precision: p2,
+                    scale: s2,
+                },
+            ) => {
+                s2 >= scale
+                    && i16::from(p2) - i16::from(s2) >= i16::from(precision) - i16::from(scale)
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian

@@ -303,3 +303,59 @@ pub struct RoleDef {
     pub salted_password: Vec<u8>,
     pub created_at_ms: i64,
 }
+
+/// One version of a stream's schema (`sluice.schemas`): version 1 is the
+/// CREATE, each `ALTER STREAM` adds the next.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    pub stream: String,
+    pub version: u32,
+    pub columns: Vec<ColumnDef>,
+    pub created_at_ms: i64,
+    /// The statement that made this version.
+    pub statement: String,
+}
+
+impl SchemaVersion {
+    /// Version 1 of a stream: its columns at CREATE, with the statement
+    /// rebuilt from them.
+    pub fn first(def: &StreamDef) -> SchemaVersion {
+        let statement = match &def.pipeline {
+            Some(p) => format!("CREATE STREAM {} AS {}", quote_name(&def.name), p.sql),
+            None => format!(
+                "CREATE STREAM {} ({})",
+                quote_name(&def.name),
+                def.columns
+                    .iter()
+                    .map(|c| format!(
+                        "{} {}{}",
+                        quote_name(&c.name),
+                        c.sql_type.pg_name(),
+                        if c.nullable { "" } else { " NOT NULL" }
+                    ))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        SchemaVersion {
+            stream: def.name.clone(),
+            version: 1,
+            columns: def.columns.clone(),
+            created_at_ms: def.created_at_ms,
+            statement,
+        }
+    }
+}
+
+/// An identifier as SQL would need it written.
+fn quote_name(name: &str) -> String {
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if plain {
+        name.to_string()
+    } else {
+        format!("\"{}\"", name.replace('"', "\"\""))
+    }
+}

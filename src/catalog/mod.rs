@@ -44,6 +44,7 @@ mod backend;
 mod defs;
 mod errors;
 mod outbox;
+mod schemas;
 mod sinks;
 
 pub use defs::*;
@@ -83,6 +84,7 @@ impl Catalog {
         txn.open_table(DROPPED_STREAMS)?;
         txn.open_table(PENDING_CTAS)?;
         txn.open_table(ROLES)?;
+        txn.open_table(schemas::SCHEMA_VERSIONS)?;
         txn.open_table(outbox::DELTA_OUTBOX)?;
         txn.open_table(outbox::RETIRED_FILES)?;
         txn.commit()?;
@@ -143,6 +145,7 @@ impl Catalog {
             let mut streams = txn.open_table(STREAMS)?;
             streams.insert(def.name.as_str(), encode(&def)?.as_slice())?;
         }
+        schemas::record_version(&txn, def.id, &SchemaVersion::first(&def))?;
         txn.commit()?;
         Ok(def)
     }
@@ -161,6 +164,7 @@ impl Catalog {
         };
         txn.open_table(DROPPED_STREAMS)?
             .insert(def.id, crate::clock::now_ms())?;
+        schemas::forget_versions(&txn, def.id)?;
         txn.commit()?;
         Ok(def)
     }

@@ -8,6 +8,7 @@ fn def(name: &str) -> StreamDef {
         name: "a".into(),
         sql_type: SqlType::BigInt,
         nullable: false,
+        default: None,
     };
     StreamDef {
         shards: 2,

@@ -6,18 +6,24 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::{cast, filter_record_batch};
+use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::common::TableReference;
 use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_expr::PhysicalExpr;
 
 use crate::error::{Error, Result};
 
 const SUPPORTED: &str = "continuous queries support projections, column renames, WHERE filters and scalar expressions over one stream; aggregates, joins, ORDER BY, LIMIT, DISTINCT, UNION and window functions are not supported yet";
+
+const STRICT: CastOptions<'static> = CastOptions {
+    safe: false,
+    format_options: datafusion::arrow::util::display::FormatOptions::new(),
+};
 
 #[derive(Debug)]
 enum Step {
@@ -104,6 +110,42 @@ fn nullable(schema: &Schema) -> SchemaRef {
 }
 
 impl Program {
+    /// Ends the program with `declared` (a derived stream's columns): its
+    /// columns picked by name and cast to the declared types, a value that
+    /// does not fit failing its row. A source's schema change then never
+    /// changes what the stream holds (a `SELECT *` does not grow).
+    pub fn conform_to(mut self, declared: &SchemaRef) -> Result<Program> {
+        let same = |a: &Schema, b: &Schema| {
+            a.fields().len() == b.fields().len()
+                && a.fields()
+                    .iter()
+                    .zip(b.fields())
+                    .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+        };
+        if same(&self.output, declared) {
+            return Ok(self);
+        }
+        let exprs = declared
+            .fields()
+            .iter()
+            .map(|field| {
+                let i = self.output.index_of(field.name()).map_err(|_| {
+                    Error::FeatureNotSupported(format!(
+                        "the query no longer yields column \"{}\" of the derived stream",
+                        field.name()
+                    ))
+                })?;
+                Ok(Arc::new(Column::new(field.name(), i)) as Arc<dyn PhysicalExpr>)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        self.steps.push(Step::Project {
+            exprs,
+            schema: declared.clone(),
+        });
+        self.output = declared.clone();
+        Ok(self)
+    }
+
     /// Evaluates the query on one decoded batch of the source.
     pub fn run(&self, batch: &RecordBatch) -> datafusion::common::Result<RecordBatch> {
         let mut current = batch.clone();
@@ -126,7 +168,9 @@ impl Program {
                             Ok(if array.data_type() == field.data_type() {
                                 array
                             } else {
-                                cast(&array, field.data_type())?
+                                // Strict: a value that does not fit fails its
+                                // row (to sluice.errors), never turns NULL.
+                                cast_with_options(&array, field.data_type(), &STRICT)?
                             })
                         })
                         .collect::<datafusion::common::Result<Vec<ArrayRef>>>()?;

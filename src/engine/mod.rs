@@ -2,6 +2,7 @@
 //! template query session, and the DDL that changes them. Front ends
 //! (pgwire, HTTP) call into this; it calls into `catalog` and `log`.
 
+mod alter;
 mod derived;
 mod roles;
 mod sinks;
@@ -60,7 +61,8 @@ impl Engine {
         let catalog = Catalog::open(&config.data_dir.join("catalog.redb"))?;
         let registry = Arc::new(Registry::default());
         for def in catalog.streams()? {
-            let stream = Stream::open(&config, def)?;
+            let versions = catalog.schema_versions(&def)?;
+            let stream = Stream::open(&config, def, &versions)?;
             if stream.def.name == ERRORS_STREAM {
                 registry.streams.set_errors(stream);
             } else {
@@ -69,7 +71,9 @@ impl Engine {
         }
         if registry.errors().is_none() {
             let def = catalog.create_stream(errors_stream_def())?;
-            registry.streams.set_errors(Stream::open(&config, def)?);
+            registry
+                .streams
+                .set_errors(Stream::open(&config, def, &[])?);
         }
         let known: Vec<String> = registry
             .streams
@@ -152,7 +156,7 @@ impl Engine {
     /// Records a new stream in the catalog, opens its log and registers it.
     fn create_and_open(&self, def: StreamDef) -> Result<Arc<Stream>> {
         let def = self.catalog.create_stream(def)?;
-        let stream = match Stream::open(&self.config, def.clone()) {
+        let stream = match Stream::open(&self.config, def.clone(), &[]) {
             Ok(s) => s,
             Err(e) => {
                 // Keep catalog and disk in agreement: undo the catalog entry.

@@ -31,7 +31,7 @@ impl Engine {
 
     /// Where a sink's files go; an HTTP or PostgreSQL sink has none (its
     /// URL is checked).
-    fn sink_location(&self, def: &SinkDef) -> Result<Location> {
+    pub(super) fn sink_location(&self, def: &SinkDef) -> Result<Location> {
         if def.format == SinkFormat::Postgres {
             return Location::detached();
         }
@@ -50,7 +50,7 @@ impl Engine {
         Location::resolve(&def.location, &self.config.data_dir, &self.stores)
     }
 
-    fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
+    pub(super) fn sink_source(&self, name: &str) -> Result<Arc<Stream>> {
         if name == ERRORS_STREAM {
             return self.registry.streams.require_errors();
         }
@@ -172,7 +172,7 @@ impl Engine {
         Ok(def)
     }
 
-    async fn start_sink(
+    pub(super) async fn start_sink(
         &self,
         def: SinkDef,
         source: Arc<Stream>,

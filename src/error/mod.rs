@@ -31,6 +31,9 @@ pub enum Error {
     /// 42703: a column that does not exist.
     #[error("{0}")]
     UndefinedColumn(String),
+    /// 42701: ADD COLUMN of a name the stream has (or had).
+    #[error("{0}")]
+    DuplicateColumn(String),
     /// 22P02: a value that does not parse as its column's type.
     #[error("{0}")]
     InvalidText(String),
@@ -255,6 +258,7 @@ impl Error {
             Error::DuplicateTable(_) => ErrorKind::DuplicateTable,
             Error::Syntax(_) => ErrorKind::Syntax,
             Error::UndefinedColumn(_) => ErrorKind::UndefinedColumn,
+            Error::DuplicateColumn(_) => ErrorKind::DuplicateColumn,
             Error::InvalidText(_) => ErrorKind::InvalidText,
             Error::BadCopyFormat(_) => ErrorKind::BadCopyFormat,
             Error::NumericOutOfRange(_) => ErrorKind::NumericOutOfRange,
@@ -317,6 +321,7 @@ impl Error {
             Error::DuplicateTable(n) => Error::DuplicateTable(n.clone()),
             Error::Syntax(_) => Error::Syntax(msg),
             Error::UndefinedColumn(_) => Error::UndefinedColumn(msg),
+            Error::DuplicateColumn(_) => Error::DuplicateColumn(msg),
             Error::InvalidText(_) => Error::InvalidText(msg),
             Error::BadCopyFormat(_) => Error::BadCopyFormat(msg),
             Error::NumericOutOfRange(_) => Error::NumericOutOfRange(msg),

@@ -230,7 +230,12 @@ fn object_row(stream: &Stream, value: &Value, unknown: &mut u64) -> Result<Vec<O
         .def
         .columns
         .iter()
-        .map(|c| field_text(map, &c.name, c.sql_type))
+        .map(|c| match map.contains_key(&c.name) {
+            true => field_text(map, &c.name, c.sql_type),
+            // An absent field takes the column's DEFAULT (an explicit null
+            // stays NULL).
+            false => c.default.clone(),
+        })
         .collect())
 }
 

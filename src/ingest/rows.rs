@@ -163,7 +163,15 @@ pub fn build_batch_columns(
                     }
                 }
             }
-            None => new_null_array(data_type, n),
+            // A column the statement does not name: its DEFAULT, else NULL.
+            None => match column.default_value() {
+                Ok(Some(value)) => value.to_array_of_size(n).map_err(|e| RowError {
+                    row: 0,
+                    error: e.into(),
+                })?,
+                Ok(None) => new_null_array(data_type, n),
+                Err(error) => return Err(RowError { row: 0, error }),
+            },
         };
         if !column.nullable && array.null_count() > 0 {
             for (row, slot) in bad.iter_mut().enumerate() {

@@ -68,24 +68,47 @@ impl Stage {
 /// Rows of one bulk, routed and written to staging files while they arrive.
 pub struct BulkSpill {
     dir: PathBuf,
-    schema: SchemaRef,
+    /// The schema version of the rows, and its schema, once rows came.
+    version: Option<(u32, SchemaRef)>,
     stages: Vec<Option<Stage>>,
 }
 
 /// A finished bulk, ready for [`super::StreamLog::append_bulk`].
 pub struct BulkFiles {
     dir: PathBuf,
+    schema_version: u32,
     stages: Vec<Stage>,
 }
 
+impl BulkFiles {
+    pub(super) fn schema_version(&self) -> u32 {
+        self.schema_version
+    }
+}
+
 impl BulkSpill {
-    pub(super) fn create(dir: PathBuf, schema: SchemaRef, shards: u32) -> Result<BulkSpill> {
+    pub(super) fn create(dir: PathBuf, shards: u32) -> Result<BulkSpill> {
         std::fs::create_dir_all(&dir)?;
         Ok(BulkSpill {
             dir,
-            schema,
+            version: None,
             stages: (0..shards).map(|_| None).collect(),
         })
+    }
+
+    /// Records the schema version of the rows: one bulk is one version
+    /// (one statement, built against one schema).
+    pub(super) fn set_version(&mut self, version: u32, schema: SchemaRef) -> Result<()> {
+        match &self.version {
+            None => self.version = Some((version, schema)),
+            Some((v, _)) if *v == version => {}
+            Some((v, _)) => {
+                return Err(Error::Internal(format!(
+                    "a bulk append mixes schema versions {v} and {version}"
+                )))
+            }
+        }
+        Ok(())
     }
 
     pub(super) fn push_part(&mut self, shard: u32, batch: &RecordBatch) -> Result<()> {
@@ -132,11 +155,14 @@ impl BulkSpill {
             for batch in &rest {
                 stage.write_frame(batch)?;
             }
-            stage.write_frame(&RecordBatch::new_empty(self.schema.clone()))?;
+            if let Some((_, schema)) = &self.version {
+                stage.write_frame(&RecordBatch::new_empty(schema.clone()))?;
+            }
             stages.push(stage);
         }
         Ok(BulkFiles {
             dir: std::mem::take(&mut self.dir),
+            schema_version: self.version.as_ref().map_or(1, |(v, _)| *v),
             stages,
         })
     }
@@ -183,6 +209,7 @@ pub(super) fn adopt_bulk(
             let meta = FrameMeta {
                 progress: None,
                 bulk: Some(Bulk { id, end_of_shards }),
+                schema_version: bulk.schema_version,
             };
             let header = frame::header_bytes(
                 seq,
@@ -201,6 +228,7 @@ pub(super) fn adopt_bulk(
                 append_time_ms,
                 progress: None,
                 bulk: meta.bulk,
+                schema_version: bulk.schema_version,
             });
             seq += u64::from(staged.record_count);
         }

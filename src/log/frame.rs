@@ -1,8 +1,8 @@
 //! The on-disk frame: one checksummed unit of a shard log.
 //!
 //! ```text
-//! 0      4            8       12             16         24               32             36         40           48        56               60         64
-//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_shard | reserved | source_seq | bulk_id | bulk_end_shards | reserved | payload (Arrow IPC stream) |
+//! 0      4            8       12             16         24               32             36         40           48        56               60               64
+//! | magic | payload_len | crc32c | record_count | first_seq | append_time_ms | source_shard | reserved | source_seq | bulk_id | bulk_end_shards | schema_version | payload (Arrow IPC stream) |
 //! ```
 //! The CRC covers bytes 12..64 of the header and the payload, so a frame
 //! whose sequence number, count or bytes were damaged is never served.
@@ -14,6 +14,9 @@
 //! commit of more than one frame); the last frame of a unit in each shard
 //! carries how many shards the unit touched (for a bulk it is an empty end
 //! marker), so recovery can tell a complete unit from a torn one.
+//! `schema_version` is the stream schema version the rows were written in
+//! (0 in frames written before versions were recorded: version 1); readers
+//! use it to see old frames in the current schema.
 
 use std::io::Cursor;
 use std::sync::Arc;
@@ -41,6 +44,7 @@ pub struct FrameHeader {
     pub append_time_ms: i64,
     pub progress: Option<Progress>,
     pub bulk: Option<Bulk>,
+    pub schema_version: u32,
 }
 
 /// A pipeline's progress: (source shard, next source sequence).
@@ -60,6 +64,7 @@ pub struct Bulk {
 pub struct FrameMeta {
     pub progress: Option<Progress>,
     pub bulk: Option<Bulk>,
+    pub schema_version: u32,
 }
 
 impl FrameHeader {
@@ -90,6 +95,7 @@ impl FrameHeader {
                 end_of_shards: u32_at(56),
             })
             .filter(|b| b.id != 0),
+            schema_version: u32_at(60).max(1),
         })
     }
 
@@ -198,6 +204,7 @@ fn header_fields(
     out[40..48].copy_from_slice(&source_seq.to_le_bytes());
     out[48..56].copy_from_slice(&bulk.id.to_le_bytes());
     out[56..60].copy_from_slice(&bulk.end_of_shards.to_le_bytes());
+    out[60..64].copy_from_slice(&meta.schema_version.to_le_bytes());
     out
 }
 
@@ -249,6 +256,7 @@ mod tests {
                 id: 5,
                 end_of_shards: 2,
             }),
+            schema_version: 3,
         };
         let frame = encode(42, 7, meta, &sample(5)).unwrap();
         let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
@@ -258,6 +266,7 @@ mod tests {
         assert_eq!(header.record_count, 5);
         assert_eq!(header.append_time_ms, 7);
         assert_eq!((header.progress, header.bulk), (meta.progress, meta.bulk));
+        assert_eq!(header.schema_version, 3);
         let payload = &frame[FRAME_HEADER_BYTES..];
         assert!(header.verify(&header_bytes, payload));
         let batch = decode(payload, Some(&[1])).unwrap();
@@ -274,6 +283,7 @@ mod tests {
                 id: 9,
                 end_of_shards: 0,
             }),
+            schema_version: 2,
         };
         let whole = encode(1234, 55, meta, &sample(7)).unwrap();
         let (mut later, payload_crc) = encode_unheaded(&sample(7)).unwrap();
@@ -295,6 +305,7 @@ mod tests {
             33,
             37,
             45,
+            61,
             FRAME_HEADER_BYTES + 3,
             frame.len() - 1,
         ] {

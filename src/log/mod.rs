@@ -10,12 +10,13 @@ mod bulk;
 mod frame;
 mod segment;
 mod shard;
+mod versions;
 mod writer;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,6 +31,7 @@ pub use frame::Progress;
 pub use segment::FrameRef;
 use shard::Shard;
 pub use shard::{read_frame, ShardStats};
+pub use versions::{ReadSchema, Versions};
 use writer::{writer_loop, SyncHelpers};
 
 use crate::clock::now_ms;
@@ -61,6 +63,8 @@ impl AppendAck {
 
 struct AppendRequest {
     parts: Vec<(u32, RecordBatch)>,
+    /// The schema version every part is written in.
+    schema_version: u32,
     /// Pipeline progress to record with these rows (see `append_progress`).
     progress: Option<Progress>,
     /// A spilled bulk append, written alone (see `bulk`).
@@ -71,7 +75,8 @@ struct AppendRequest {
 /// One stream's log.
 pub struct StreamLog {
     dir: PathBuf,
-    schema: SchemaRef,
+    /// Swapped whole by a schema change; readers take a snapshot.
+    versions: RwLock<Arc<Versions>>,
     options: LogOptions,
     shards: Vec<Arc<Shard>>,
     sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
@@ -92,7 +97,7 @@ impl std::fmt::Debug for StreamLog {
 impl StreamLog {
     /// Opens the log under `dir`, recovering every shard, and starts its
     /// writer thread.
-    pub fn open(dir: &Path, schema: SchemaRef, options: LogOptions) -> Result<Arc<StreamLog>> {
+    pub fn open(dir: &Path, versions: Versions, options: LogOptions) -> Result<Arc<StreamLog>> {
         let shards = (0..options.shards)
             .map(|i| Shard::open(&dir.join(format!("shard-{i}")), i).map(Arc::new))
             .collect::<Result<Vec<_>>>()?;
@@ -123,7 +128,7 @@ impl StreamLog {
         };
         Ok(Arc::new(StreamLog {
             dir: dir.to_path_buf(),
-            schema,
+            versions: RwLock::new(Arc::new(versions)),
             options,
             shards,
             sender: Mutex::new(Some(tx)),
@@ -140,8 +145,45 @@ impl StreamLog {
         self.stopped.lock().ok().and_then(|s| s.clone())
     }
 
-    pub fn schema(&self) -> &SchemaRef {
-        &self.schema
+    /// The schema versions now (a snapshot: a later ALTER does not
+    /// change it).
+    pub fn versions(&self) -> Arc<Versions> {
+        match self.versions.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.versions().current().1.clone()
+    }
+
+    /// Adds schema version `version`: appends in it are accepted from now
+    /// on, and readers see every frame in it once they ask for it.
+    pub fn evolve(&self, version: u32, schema: SchemaRef) {
+        let mut slot = match self.versions.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(slot.with(version, schema));
+    }
+
+    /// The version `batches` were built in (all in the same one).
+    fn version_of(&self, batches: &[&RecordBatch]) -> Result<u32> {
+        let versions = self.versions();
+        let Some(first) = batches.first() else {
+            return Ok(versions.current().0);
+        };
+        let fields = first.schema_ref().fields();
+        match versions.version_of(fields) {
+            Some(v) if batches.iter().all(|b| b.schema_ref().fields() == fields) => Ok(v),
+            _ => Err(Error::Internal(format!(
+                "append with schema {:?} to a stream of schema {:?}",
+                first.schema(),
+                versions.current().1
+            ))),
+        }
     }
 
     pub fn shard_count(&self) -> u32 {
@@ -162,16 +204,7 @@ impl StreamLog {
     /// to shards as it is, without first joining them into one batch.
     /// Without a partition key they all go to the same next shard.
     pub async fn append_batches(&self, batches: Vec<RecordBatch>) -> Result<AppendAck> {
-        if let Some(bad) = batches
-            .iter()
-            .find(|b| b.schema().fields() != self.schema.fields())
-        {
-            return Err(Error::Internal(format!(
-                "append with schema {:?} to a stream of schema {:?}",
-                bad.schema(),
-                self.schema
-            )));
-        }
+        let schema_version = self.version_of(&batches.iter().collect::<Vec<_>>())?;
         let batches: Vec<RecordBatch> = batches.into_iter().filter(|b| b.num_rows() > 0).collect();
         if batches.is_empty() {
             return Ok(AppendAck::default());
@@ -191,7 +224,7 @@ impl StreamLog {
                 batches.into_iter().map(|b| (shard, b)).collect()
             }
         };
-        self.submit(parts, None).await
+        self.submit(parts, schema_version, None).await
     }
 
     /// Appends a pipeline's output for one batch of its input: a batch
@@ -207,7 +240,8 @@ impl StreamLog {
         if let Some((shard, _)) = parts.iter().find(|(s, _)| *s >= self.shard_count()) {
             return Err(Error::Internal(format!("shard {shard} out of range")));
         }
-        self.submit(parts, Some(progress)).await
+        let schema_version = self.version_of(&parts.iter().map(|(_, b)| b).collect::<Vec<_>>())?;
+        self.submit(parts, schema_version, Some(progress)).await
     }
 
     /// The first sequence of `shard` appended at or after `time_ms`.
@@ -230,15 +264,12 @@ impl StreamLog {
     pub fn bulk_spill(&self) -> Result<BulkSpill> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let id = (now_ms() as u64) << 16 | (NEXT.fetch_add(1, Ordering::Relaxed) & 0xffff);
-        BulkSpill::create(
-            bulk::spill_dir(&self.dir, id),
-            self.schema.clone(),
-            self.shard_count(),
-        )
+        BulkSpill::create(bulk::spill_dir(&self.dir, id), self.shard_count())
     }
 
     /// Routes a batch (of the stream's schema) into a bulk spill.
     pub fn spill(&self, spill: &mut BulkSpill, batch: RecordBatch) -> Result<()> {
+        spill.set_version(self.version_of(&[&batch])?, batch.schema())?;
         for (shard, part) in self.route(batch)? {
             spill.push_part(shard, &part)?;
         }
@@ -247,20 +278,25 @@ impl StreamLog {
 
     /// Stores a spilled bulk: all of it or, after a crash, none of it.
     pub async fn append_bulk(&self, files: BulkFiles) -> Result<AppendAck> {
-        self.submit_request(Vec::new(), None, Some(files)).await
+        let schema_version = files.schema_version();
+        self.submit_request(Vec::new(), schema_version, None, Some(files))
+            .await
     }
 
     async fn submit(
         &self,
         parts: Vec<(u32, RecordBatch)>,
+        schema_version: u32,
         progress: Option<Progress>,
     ) -> Result<AppendAck> {
-        self.submit_request(parts, progress, None).await
+        self.submit_request(parts, schema_version, progress, None)
+            .await
     }
 
     async fn submit_request(
         &self,
         parts: Vec<(u32, RecordBatch)>,
+        schema_version: u32,
         progress: Option<Progress>,
         bulk: Option<BulkFiles>,
     ) -> Result<AppendAck> {
@@ -274,6 +310,7 @@ impl StreamLog {
         sender
             .send(AppendRequest {
                 parts,
+                schema_version,
                 progress,
                 bulk,
                 reply,

@@ -21,6 +21,8 @@ pub struct FrameRef {
     pub append_time_ms: i64,
     pub progress: Option<Progress>,
     pub bulk: Option<Bulk>,
+    /// The stream schema version of the frame's rows.
+    pub schema_version: u32,
 }
 
 impl FrameRef {
@@ -122,6 +124,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
             append_time_ms: header.append_time_ms,
             progress: header.progress,
             bulk: header.bulk,
+            schema_version: header.schema_version,
         });
         expected_seq += header.record_count as u64;
         offset += header.frame_len();

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 use super::frame::{self, FrameMeta};
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
+use super::versions::{ReadSchema, Versions};
 use crate::error::{Error, Result};
 
 #[derive(Debug)]
@@ -177,6 +178,7 @@ impl Shard {
                 append_time_ms,
                 progress: meta.progress,
                 bulk: meta.bulk,
+                schema_version: meta.schema_version.max(1),
             });
             seq += batch.num_rows() as u64;
             bytes.extend_from_slice(&encoded);
@@ -468,11 +470,17 @@ impl Shard {
 pub fn read_frame(
     file: &File,
     frame: &FrameRef,
-    projection: Option<&[usize]>,
+    versions: &Versions,
+    read: &ReadSchema,
     from_seq: u64,
 ) -> Result<RecordBatch> {
     let payload = segment::read_payload(file, frame)?;
-    let batch = frame::decode(&payload, projection)?;
+    // A frame of an unknown version (none should exist) is decoded whole
+    // and matched by name all the same.
+    let projection = versions
+        .get(frame.schema_version)
+        .and_then(|written| read.projection(written));
+    let batch = read.adapt(frame::decode(&payload, projection.as_deref())?)?;
     let skip = from_seq.saturating_sub(frame.first_seq) as usize;
     Ok(if skip == 0 {
         batch

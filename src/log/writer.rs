@@ -89,8 +89,9 @@ fn request_bytes(req: &AppendRequest) -> usize {
 /// A frame to write: its rows and what it records besides.
 type Frame = (RecordBatch, FrameMeta);
 
-/// One request of a group: its rows per shard and pipeline progress.
-type GroupPart = (Vec<(u32, RecordBatch)>, Option<Progress>);
+/// One request of a group: its rows per shard, their schema version and
+/// pipeline progress.
+type GroupPart = (Vec<(u32, RecordBatch)>, u32, Option<Progress>);
 
 fn commit_group(
     shards: &[Arc<Shard>],
@@ -101,7 +102,7 @@ fn commit_group(
 ) -> Result<()> {
     let (replies, parts): (Vec<_>, Vec<_>) = group
         .into_iter()
-        .map(|r| (r.reply, (r.parts, r.progress)))
+        .map(|r| (r.reply, (r.parts, r.schema_version, r.progress)))
         .unzip();
     match write_group(shards, &parts, segment_size_bytes, helpers, unit_ids) {
         Ok(acks) => {
@@ -178,34 +179,47 @@ fn shard_frames(
     requests: &[GroupPart],
     acks: &mut [AppendAck],
 ) -> Result<Vec<Frame>> {
-    let mut plain: Vec<(usize, &RecordBatch)> = Vec::new();
-    let mut tagged: Vec<(usize, &RecordBatch, Progress)> = Vec::new();
-    for (i, (parts, progress)) in requests.iter().enumerate() {
+    let mut plain: Vec<(usize, &RecordBatch, u32)> = Vec::new();
+    let mut tagged: Vec<(usize, &RecordBatch, u32, Progress)> = Vec::new();
+    for (i, (parts, version, progress)) in requests.iter().enumerate() {
         for (_, batch) in parts.iter().filter(|(s, _)| *s == shard.id) {
             match progress {
-                Some(p) => tagged.push((i, batch, *p)),
-                None => plain.push((i, batch)),
+                Some(p) => tagged.push((i, batch, *version, *p)),
+                None => plain.push((i, batch, *version)),
             }
         }
     }
     let mut seq = shard.next_seq();
     // Consecutive plain parts share a frame up to the frame bounds, so
-    // small INSERTs make one frame and a large COPY makes bounded ones.
+    // small INSERTs make one frame and a large COPY makes bounded ones; a
+    // frame holds rows of one schema version (statements racing an ALTER
+    // may be in either).
     let mut framer = Framer::default();
-    let mut plain_frames = Vec::new();
-    for (i, batch) in &plain {
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut framed = Vec::new();
+    let mut run_version = None;
+    let versioned = |version: u32| FrameMeta {
+        schema_version: version,
+        ..FrameMeta::default()
+    };
+    for (i, batch, version) in &plain {
+        if let Some(previous) = run_version.filter(|v| v != version) {
+            framer.finish(&mut framed)?;
+            frames.extend(framed.drain(..).map(|b| (b, versioned(previous))));
+        }
+        run_version = Some(*version);
         acks[*i]
             .ranges
             .push((shard.id, seq, batch.num_rows() as u64));
         seq += batch.num_rows() as u64;
-        framer.push(batch, &mut plain_frames)?;
+        framer.push(batch, &mut framed)?;
+        frames.extend(framed.drain(..).map(|b| (b, versioned(*version))));
     }
-    framer.finish(&mut plain_frames)?;
-    let mut frames: Vec<(RecordBatch, FrameMeta)> = plain_frames
-        .into_iter()
-        .map(|b| (b, FrameMeta::default()))
-        .collect();
-    for (i, batch, progress) in tagged {
+    if let Some(version) = run_version {
+        framer.finish(&mut framed)?;
+        frames.extend(framed.drain(..).map(|b| (b, versioned(version))));
+    }
+    for (i, batch, version, progress) in tagged {
         acks[i]
             .ranges
             .push((shard.id, seq, batch.num_rows() as u64));
@@ -227,6 +241,7 @@ fn shard_frames(
             let meta = FrameMeta {
                 progress: (k == last).then_some(progress),
                 bulk: None,
+                schema_version: version,
             };
             frames.push((part, meta));
         }

@@ -174,6 +174,19 @@ impl Session {
                 "DROP STREAM",
                 self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
             ),
+            Parsed::AlterStream(alter) => (
+                // The tag names what the client wrote (psql shows it).
+                if sql::leading_words(&alter.statement, 2)
+                    .get(1)
+                    .map(String::as_str)
+                    == Some("TABLE")
+                {
+                    "ALTER TABLE"
+                } else {
+                    "ALTER STREAM"
+                },
+                vec![self.engine.alter_stream(alter).await.map_err(to_pg_error)?],
+            ),
             Parsed::CreateSink(create) => (
                 "CREATE SINK",
                 vec![self

@@ -38,6 +38,7 @@ fn needs(parsed: &Parsed) -> (RoleGroup, String) {
         Parsed::CreateStream(_)
         | Parsed::CreateDerived(_)
         | Parsed::DropStream(_)
+        | Parsed::AlterStream(_)
         | Parsed::CreateSink(_)
         | Parsed::DropSink(_)
         | Parsed::FlushSink(_)

@@ -107,6 +107,7 @@ pub fn template_context(
         SYSTEM_SCHEMA,
         Arc::new(SystemSchema {
             registry,
+            catalog: Arc::downgrade(roles_catalog),
             max_statement_bytes,
         }),
     )?;
@@ -193,6 +194,7 @@ impl SchemaProvider for StreamSchema {
 #[derive(Debug)]
 struct SystemSchema {
     registry: Arc<Registry>,
+    catalog: std::sync::Weak<Catalog>,
     max_statement_bytes: u64,
 }
 
@@ -218,7 +220,11 @@ impl SchemaProvider for SystemSchema {
             .iter()
             .find(|r| r.name() == name)
             .map(|r| {
-                Arc::new(SystemTable::new(*r, self.registry.clone())) as Arc<dyn TableProvider>
+                Arc::new(SystemTable::new(
+                    *r,
+                    self.registry.clone(),
+                    self.catalog.clone(),
+                )) as Arc<dyn TableProvider>
             }))
     }
 

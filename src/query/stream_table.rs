@@ -2,6 +2,7 @@
 //! (one partition per shard, only the projected columns decoded, filters
 //! applied in the scan), and INSERT appending through the log.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use datafusion::datasource::sink::{DataSink, DataSinkExec};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
-use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::logical_expr::{lit, Expr, TableProviderFilterPushDown, TableType};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
@@ -35,13 +36,22 @@ const SCAN_BATCH_ROWS: u64 = 8192;
 pub struct StreamTable {
     stream: Arc<Stream>,
     max_statement_bytes: u64,
+    /// Column DEFAULTs, for INSERTs planned by DataFusion.
+    defaults: HashMap<String, Expr>,
 }
 
 impl StreamTable {
     pub fn new(stream: Arc<Stream>, max_statement_bytes: u64) -> Self {
+        let defaults = stream
+            .def
+            .columns
+            .iter()
+            .filter_map(|c| Some((c.name.clone(), lit(c.default_value().ok()??))))
+            .collect();
         StreamTable {
             stream,
             max_statement_bytes,
+            defaults,
         }
     }
 }
@@ -54,6 +64,10 @@ impl TableProvider for StreamTable {
 
     fn table_type(&self) -> TableType {
         TableType::Base
+    }
+
+    fn get_column_default(&self, column: &str) -> Option<&Expr> {
+        self.defaults.get(column)
     }
 
     fn supports_filters_pushdown(
@@ -157,13 +171,23 @@ impl PartitionStream for ShardScan {
         let log = self.stream.log.clone();
         let shard = self.shard;
         let end_seq = self.end_seq;
-        let schema = self.schema.clone();
-        let projection = self.projection.clone();
+        // Frames of older schema versions are read in the planned version.
+        let read = match self.stream.read_schema(self.projection.as_deref()) {
+            Ok(read) => Arc::new(read),
+            Err(e) => {
+                let error = datafusion::error::DataFusionError::from(e);
+                return Box::pin(RecordBatchStreamAdapter::new(
+                    self.schema.clone(),
+                    futures::stream::once(async move { Err(error) }),
+                ));
+            }
+        };
+        let versions = log.versions();
         let predicate = self.predicate.clone();
         let chunks = futures::stream::unfold(0u64, move |from_seq| {
             let log = log.clone();
-            let schema = schema.clone();
-            let projection = projection.clone();
+            let read = read.clone();
+            let versions = versions.clone();
             let predicate = predicate.clone();
             async move {
                 if from_seq >= end_seq {
@@ -178,13 +202,13 @@ impl PartitionStream for ShardScan {
                 let decoded = tokio::task::spawn_blocking(move || -> DfResult<RecordBatch> {
                     let mut batches = Vec::with_capacity(frames.len());
                     for (file, frame) in &frames {
-                        let batch = read_frame(file, frame, projection.as_deref(), from_seq)?;
+                        let batch = read_frame(file, frame, &versions, &read, from_seq)?;
                         batches.push(match &predicate {
                             Some(p) => apply_predicate(p, batch)?,
                             None => batch,
                         });
                     }
-                    Ok(concat_batches(&schema, &batches)?)
+                    Ok(concat_batches(read.schema(), &batches)?)
                 })
                 .await
                 .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))

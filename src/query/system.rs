@@ -1,6 +1,6 @@
 //! `sluice.*` system relations: computed from live state at scan time.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{
@@ -14,6 +14,7 @@ use datafusion::logical_expr::{Expr, TableType};
 use datafusion::physical_plan::ExecutionPlan;
 
 use super::Registry;
+use crate::catalog::Catalog;
 
 /// Which system relation a [`SystemTable`] serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,14 +23,17 @@ pub enum SystemRelation {
     Shards,
     Pipelines,
     Sinks,
+    /// Every schema version of every stream.
+    Schemas,
 }
 
 impl SystemRelation {
-    pub const ALL: [SystemRelation; 4] = [
+    pub const ALL: [SystemRelation; 5] = [
         SystemRelation::Streams,
         SystemRelation::Shards,
         SystemRelation::Pipelines,
         SystemRelation::Sinks,
+        SystemRelation::Schemas,
     ];
 
     pub fn name(self) -> &'static str {
@@ -38,6 +42,7 @@ impl SystemRelation {
             SystemRelation::Shards => "shards",
             SystemRelation::Pipelines => "pipelines",
             SystemRelation::Sinks => "sinks",
+            SystemRelation::Schemas => "schemas",
         }
     }
 
@@ -98,6 +103,17 @@ impl SystemRelation {
                 int("files_compacted", false),
                 int("delta_version", true),
             ],
+            SystemRelation::Schemas => vec![
+                text("stream", false),
+                Field::new("version", DataType::Int32, false),
+                text("columns", false),
+                Field::new(
+                    "created_at",
+                    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into())),
+                    false,
+                ),
+                text("statement", false),
+            ],
             SystemRelation::Shards => vec![
                 text("stream", false),
                 Field::new("shard", DataType::Int32, false),
@@ -115,14 +131,17 @@ impl SystemRelation {
 pub struct SystemTable {
     relation: SystemRelation,
     registry: Arc<Registry>,
+    /// Held weakly, as for `pg_roles` (see `roles::Roles`).
+    catalog: Weak<Catalog>,
     schema: SchemaRef,
 }
 
 impl SystemTable {
-    pub fn new(relation: SystemRelation, registry: Arc<Registry>) -> Self {
+    pub fn new(relation: SystemRelation, registry: Arc<Registry>, catalog: Weak<Catalog>) -> Self {
         SystemTable {
             relation,
             registry,
+            catalog,
             schema: relation.schema(),
         }
     }
@@ -133,6 +152,12 @@ impl SystemTable {
             SystemRelation::Streams => super::system_streams::columns(&self.registry),
             SystemRelation::Pipelines => pipeline_columns(&self.registry),
             SystemRelation::Sinks => sink_columns(&self.registry),
+            SystemRelation::Schemas => {
+                let catalog = self.catalog.upgrade().ok_or_else(|| {
+                    datafusion::error::DataFusionError::from(crate::error::Error::ShuttingDown)
+                })?;
+                super::system_streams::schema_columns(&self.registry, &catalog)?
+            }
             SystemRelation::Shards => {
                 let rows: Vec<(&str, i32, crate::log::ShardStats)> = streams
                     .iter()

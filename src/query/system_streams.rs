@@ -132,3 +132,46 @@ pub(super) fn columns(registry: &Registry) -> Vec<ArrayRef> {
         )),
     ]
 }
+
+/// `sluice.schemas`: every version of every stream, oldest first.
+pub(super) fn schema_columns(
+    registry: &Registry,
+    catalog: &crate::catalog::Catalog,
+) -> crate::error::Result<Vec<ArrayRef>> {
+    let mut versions = Vec::new();
+    for stream in registry.list() {
+        versions.extend(catalog.schema_versions(&stream.def)?);
+    }
+    let describe = |v: &crate::catalog::SchemaVersion| {
+        v.columns
+            .iter()
+            .map(|c| {
+                let mut text = format!("{} {}", c.name, c.sql_type.pg_name());
+                if !c.nullable {
+                    text.push_str(" NOT NULL");
+                }
+                if let Some(d) = &c.default {
+                    text.push_str(&format!(" DEFAULT '{}'", d.replace('\'', "''")));
+                }
+                text
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Ok(vec![
+        Arc::new(StringArray::from_iter_values(
+            versions.iter().map(|v| v.stream.as_str()),
+        )),
+        Arc::new(Int32Array::from_iter_values(
+            versions.iter().map(|v| v.version as i32),
+        )),
+        Arc::new(StringArray::from_iter_values(versions.iter().map(describe))),
+        Arc::new(
+            TimestampMillisecondArray::from_iter_values(versions.iter().map(|v| v.created_at_ms))
+                .with_timezone("UTC"),
+        ),
+        Arc::new(StringArray::from_iter_values(
+            versions.iter().map(|v| v.statement.as_str()),
+        )),
+    ])
+}

@@ -6,7 +6,7 @@
 //! lag and state as shown in `sluice.pipelines` / `sluice.sinks`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -199,16 +199,15 @@ async fn read(
     let Some(end) = frames.last().map(|(_, f)| f.end_seq()) else {
         return Ok(None);
     };
-    let schema = match &projection {
-        Some(p) => Arc::new(source.schema.project(p)?),
-        None => source.schema.clone(),
-    };
+    // Frames of older schema versions are read in this consumer's version.
+    let read = source.read_schema(projection.as_deref())?;
+    let versions = source.log.versions();
     let batch = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
         let batches = frames
             .iter()
-            .map(|(file, frame)| read_frame(file, frame, projection.as_deref(), offset))
+            .map(|(file, frame)| read_frame(file, frame, &versions, &read, offset))
             .collect::<Result<Vec<_>>>()?;
-        Ok(concat_batches(&schema, &batches)?)
+        Ok(concat_batches(read.schema(), &batches)?)
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;

@@ -33,6 +33,7 @@ pub fn errors_columns() -> Vec<ColumnDef> {
         name: name.into(),
         sql_type,
         nullable,
+        default: None,
     };
     vec![
         col("at", SqlType::TimestampTz, false),
@@ -115,9 +116,13 @@ pub fn counts_by_stream(errors: &Stream) -> HashMap<String, u64> {
     let Some(column) = errors.def.columns.iter().position(|c| c.name == "stream") else {
         return counts;
     };
+    let Ok(read) = errors.read_schema(Some(&[column])) else {
+        return counts;
+    };
+    let versions = errors.log.versions();
     for shard in 0..errors.log.shard_count() {
         for (file, frame) in errors.log.frames_from(shard, 0, u64::MAX) {
-            let Ok(batch) = crate::log::read_frame(&file, &frame, Some(&[column]), 0) else {
+            let Ok(batch) = crate::log::read_frame(&file, &frame, &versions, &read, 0) else {
                 continue;
             };
             for name in batch.column(0).as_string::<i32>().iter().flatten() {

@@ -6,15 +6,18 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
 
-use crate::catalog::StreamDef;
+use crate::catalog::{SchemaVersion, StreamDef};
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::log::{LogOptions, StreamLog};
+use crate::log::{LogOptions, ReadSchema, StreamLog, Versions};
 use crate::types::arrow_schema;
 
 use super::dead_letters::ERRORS_STREAM;
 
-/// An open stream: its declaration and its log.
+/// An open stream at one schema version: its declaration and its log.
+/// `ALTER STREAM` replaces the `Stream` (same log) in [`Streams`]; a
+/// holder of the old one keeps a consistent view of its version, and
+/// what it appends is written, and read back, as that version.
 #[derive(Debug)]
 pub struct Stream {
     pub def: StreamDef,
@@ -23,9 +26,19 @@ pub struct Stream {
 }
 
 impl Stream {
-    /// Opens (recovering) the log of `def` under the data directory.
-    pub fn open(config: &Config, def: StreamDef) -> Result<Arc<Stream>> {
+    /// Opens (recovering) the log of `def` under the data directory;
+    /// `versions` are its schema versions, oldest first.
+    pub fn open(
+        config: &Config,
+        def: StreamDef,
+        versions: &[SchemaVersion],
+    ) -> Result<Arc<Stream>> {
         let schema = arrow_schema(&def.columns);
+        let mut by_number: std::collections::BTreeMap<u32, SchemaRef> = versions
+            .iter()
+            .map(|v| (v.version, arrow_schema(&v.columns)))
+            .collect();
+        by_number.insert(def.schema_version, schema.clone());
         let partition_key = def
             .partition_key
             .as_ref()
@@ -36,7 +49,7 @@ impl Stream {
             .and_then(|r| humantime::parse_duration(r).ok());
         let log = StreamLog::open(
             &config.data_dir.join("streams").join(def.id.to_string()),
-            schema.clone(),
+            Versions::new(by_number)?,
             LogOptions {
                 shards: def.shards,
                 partition_key,
@@ -46,6 +59,34 @@ impl Stream {
             },
         )?;
         Ok(Arc::new(Stream { def, schema, log }))
+    }
+
+    /// The same log at a newer schema version (`ALTER STREAM`): the log
+    /// accepts and shows the version from now on.
+    pub fn evolved(&self, def: StreamDef) -> Arc<Stream> {
+        let schema = arrow_schema(&def.columns);
+        self.log.evolve(def.schema_version, schema.clone());
+        Arc::new(Stream {
+            def,
+            schema,
+            log: self.log.clone(),
+        })
+    }
+
+    /// How to read this stream's frames (of any version) in its schema,
+    /// only the columns `projection` names (`None`: all).
+    pub fn read_schema(&self, projection: Option<&[usize]>) -> Result<ReadSchema> {
+        let all: Vec<usize> = (0..self.def.columns.len()).collect();
+        let indices = projection.unwrap_or(&all);
+        let schema = Arc::new(self.schema.project(indices)?);
+        let defaults = indices
+            .iter()
+            .map(|i| match self.def.columns.get(*i) {
+                Some(c) => c.default_value(),
+                None => Ok(None),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReadSchema::new(schema, defaults))
     }
 
     /// Users write only to declared streams: a derived stream is written

@@ -27,6 +27,7 @@ use super::{file_prefix, SinkCore};
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
 use crate::clock::now_ms;
 use crate::error::Result;
+use crate::log::ReadSchema;
 
 /// How often partitions are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -203,10 +204,14 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     }
     let decode_layout = layout.clone();
     let merged = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
+        // Files written before a schema change are read in the current
+        // one, as every reader sees them: a missing column NULL, a
+        // widened one cast.
+        let current = ReadSchema::plain(decode_layout.file_schema.clone());
         let mut batches: Vec<RecordBatch> = Vec::new();
         for bytes in objects {
             for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-                batches.push(batch?);
+                batches.push(current.adapt(batch?)?);
             }
         }
         decode_layout.sort(&concat_batches(&decode_layout.file_schema, &batches)?)
@@ -226,7 +231,7 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     let (path, mut writer) = core.location.parquet_writer(
         &upload_relative(core.def.format, &relative),
         layout.file_schema.clone(),
-        writer_properties(&core.def),
+        writer_properties(&core.def, core.source.def.schema_version),
         core.limits.upload_part_size_bytes,
     )?;
     for start in (0..merged.num_rows()).step_by(super::worker::ROW_GROUP_ROWS) {

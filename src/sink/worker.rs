@@ -163,7 +163,7 @@ impl ShardWorker {
         committed: SinkProgress,
         flushes: mpsc::Receiver<FlushRequest>,
     ) -> ShardWorker {
-        let props = writer_properties(&core.def);
+        let props = writer_properties(&core.def, core.source.def.schema_version);
         let interval = Duration::from_millis(core.def.rollover_interval_ms);
         ShardWorker {
             core,
@@ -449,15 +449,25 @@ pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// The key-value metadata key of a file's source schema version.
+pub const SCHEMA_VERSION_KEY: &str = "sluice.schema_version";
+
 /// Parquet settings of a sink's files: its compression, bounded row
 /// groups with page statistics (min/max pruning), bloom filters on the
 /// columns chosen for point lookups, and the declared sort order.
-pub(super) fn writer_properties(def: &SinkDef) -> WriterProperties {
-    let mut builder = parquet_properties(&def.compression).set_created_by(format!(
-        "sluice {} (sink {})",
-        env!("CARGO_PKG_VERSION"),
-        def.name
-    ));
+/// Each file records the schema version of its source it was written in
+/// (`sluice.schema_version`), so a reader can tell files across an ALTER.
+pub(super) fn writer_properties(def: &SinkDef, schema_version: u32) -> WriterProperties {
+    let mut builder = parquet_properties(&def.compression)
+        .set_created_by(format!(
+            "sluice {} (sink {})",
+            env!("CARGO_PKG_VERSION"),
+            def.name
+        ))
+        .set_key_value_metadata(Some(vec![KeyValue::new(
+            SCHEMA_VERSION_KEY.to_string(),
+            schema_version.to_string(),
+        )]));
     for column in &def.bloom_filter_columns {
         builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
     }

@@ -3,6 +3,7 @@
 //! everything else is DataFusion SQL and is passed on as text. Parsing only:
 //! nothing here executes.
 
+mod alter;
 mod copy;
 mod insert;
 mod insert_scan;
@@ -22,6 +23,7 @@ use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, Value};
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
 use datafusion::sql::sqlparser::parser::Parser;
 
+pub use alter::{AlterAction, AlterStream, ColumnChange};
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
 pub use psql_compat::{SERVER_VERSION, SERVER_VERSION_NUM};
@@ -43,6 +45,8 @@ pub enum Parsed {
     /// `CREATE STREAM name AS SELECT …`: a derived stream and its pipeline.
     CreateDerived(CreateDerived),
     DropStream(DropStream),
+    /// `ALTER STREAM …` (also written `ALTER TABLE …` on a stream).
+    AlterStream(AlterStream),
     /// `SHOW STREAMS`, answered by a query over `sluice.streams`.
     ShowStreams,
     /// `SHOW PIPELINES`, answered by a query over `sluice.pipelines`.
@@ -138,6 +142,7 @@ impl Parsed {
             Parsed::CreateStream(_)
             | Parsed::CreateDerived(_)
             | Parsed::DropStream(_)
+            | Parsed::AlterStream(_)
             | Parsed::Copy(_)
             | Parsed::CreateSink(_)
             | Parsed::DropSink(_)
@@ -170,6 +175,9 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
             }
         }
         ["DROP", "STREAM", ..] => parse_drop(stmt, "STREAM").map(Parsed::DropStream),
+        ["ALTER", "STREAM" | "TABLE", ..] => {
+            alter::parse_alter_stream(stmt).map(Parsed::AlterStream)
+        }
         ["SHOW", "STREAMS"] => Ok(Parsed::ShowStreams),
         ["SHOW", "PIPELINES"] => Ok(Parsed::ShowPipelines),
         ["SHOW", "SINKS"] => Ok(Parsed::ShowSinks),

@@ -89,6 +89,7 @@ pub(super) fn parse_create_stream(stmt: &str) -> Result<Parsed> {
             sql_type: SqlType::from_sql(&col.data_type)?,
             name: col_name,
             nullable,
+            default: None,
         });
     }
     let mut create = CreateStream {

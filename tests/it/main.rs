@@ -28,6 +28,7 @@ mod psql;
 mod queries;
 mod reach;
 mod s3;
+mod schema_evolution;
 mod sink_crash;
 mod sinks;
 mod tls;

@@ -220,16 +220,19 @@ fn kinesis_columns() -> Vec<ColumnDef> {
             name: "partition_key".into(),
             sql_type: SqlType::Text,
             nullable: false,
+            default: None,
         },
         ColumnDef {
             name: "data".into(),
             sql_type: SqlType::Bytea,
             nullable: false,
+            default: None,
         },
         ColumnDef {
             name: "arrival_time".into(),
             sql_type: SqlType::Timestamp,
             nullable: false,
+            default: None,
         },
     ]
 }

@@ -210,11 +210,14 @@ pub(super) async fn get_records(engine: &Engine, request: &Value) -> KResult {
         .clamp(1, MAX_GET_RECORDS);
     let frames = stream.log.frames_from(it.shard, it.seq, limit);
     let from = it.seq;
+    let read = stream.read_schema(None).map_err(KinesisError::from)?;
+    let versions = stream.log.versions();
     let batches = tokio::task::spawn_blocking(move || {
         frames
             .iter()
             .map(|(file, frame)| {
-                read_frame(file, frame, None, from).map(|b| (frame.first_seq.max(from), b))
+                read_frame(file, frame, &versions, &read, from)
+                    .map(|b| (frame.first_seq.max(from), b))
             })
             .collect::<Result<Vec<_>, Error>>()
     })

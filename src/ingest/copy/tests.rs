@@ -12,6 +12,7 @@ fn stream(dir: &std::path::Path) -> Arc<Stream> {
         name: name.into(),
         sql_type,
         nullable: true,
+        default: None,
     };
     let def = StreamDef::new(
         "t",
@@ -21,7 +22,7 @@ fn stream(dir: &std::path::Path) -> Arc<Stream> {
             column("n", SqlType::Integer),
         ],
     );
-    Stream::open(&Config::ephemeral(dir), def).unwrap()
+    Stream::open(&Config::ephemeral(dir), def, &[]).unwrap()
 }
 
 /// Decodes `data` fed in chunks of `chunk` bytes; the `v` column.

@@ -32,14 +32,24 @@ fn big_segments(shards: u32, key: Option<usize>) -> LogOptions {
 async fn a_statement_torn_in_one_shard_is_cut_from_every_shard() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), big_segments(3, Some(0))).unwrap();
+        let log = StreamLog::open(
+            dir.path(),
+            Versions::single(schema()),
+            big_segments(3, Some(0)),
+        )
+        .unwrap();
         log.append(batch(-10, 10)).await.unwrap();
         let ack = log.append(batch(0, 30)).await.unwrap();
         assert_eq!(ack.ranges.len(), 3, "the statement spans every shard");
         tear_last_frame(&log, dir.path(), 1);
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), big_segments(3, Some(0))).unwrap();
+    let log = StreamLog::open(
+        dir.path(),
+        Versions::single(schema()),
+        big_segments(3, Some(0)),
+    )
+    .unwrap();
     assert_eq!(
         read_all(&log),
         (-10..0).collect::<Vec<_>>(),
@@ -48,7 +58,12 @@ async fn a_statement_torn_in_one_shard_is_cut_from_every_shard() {
     // The log goes on, and the next statements are whole.
     log.append(batch(100, 30)).await.unwrap();
     log.close();
-    let log = StreamLog::open(dir.path(), schema(), big_segments(3, Some(0))).unwrap();
+    let log = StreamLog::open(
+        dir.path(),
+        Versions::single(schema()),
+        big_segments(3, Some(0)),
+    )
+    .unwrap();
     let mut want: Vec<i64> = (-10..0).collect();
     want.extend(100..130);
     assert_eq!(read_all(&log), want);
@@ -58,7 +73,12 @@ async fn a_statement_torn_in_one_shard_is_cut_from_every_shard() {
 async fn a_statement_of_several_frames_torn_at_its_last_is_cut_whole() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), big_segments(1, None)).unwrap();
+        let log = StreamLog::open(
+            dir.path(),
+            Versions::single(schema()),
+            big_segments(1, None),
+        )
+        .unwrap();
         log.append(batch(-5, 5)).await.unwrap();
         let rows = 3 * FRAME_MAX_ROWS as i64 + 10;
         log.append(batch(0, rows)).await.unwrap();
@@ -66,7 +86,12 @@ async fn a_statement_of_several_frames_torn_at_its_last_is_cut_whole() {
         tear_last_frame(&log, dir.path(), 0);
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), big_segments(1, None)).unwrap();
+    let log = StreamLog::open(
+        dir.path(),
+        Versions::single(schema()),
+        big_segments(1, None),
+    )
+    .unwrap();
     assert_eq!(read_all(&log), (-5..0).collect::<Vec<_>>());
 }
 
@@ -74,11 +99,21 @@ async fn a_statement_of_several_frames_torn_at_its_last_is_cut_whole() {
 async fn whole_groups_survive_reopen_untouched() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), big_segments(4, Some(0))).unwrap();
+        let log = StreamLog::open(
+            dir.path(),
+            Versions::single(schema()),
+            big_segments(4, Some(0)),
+        )
+        .unwrap();
         let writes: Vec<_> = (0..20).map(|i| log.append(batch(i * 10, 10))).collect();
         futures::future::try_join_all(writes).await.unwrap();
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), big_segments(4, Some(0))).unwrap();
+    let log = StreamLog::open(
+        dir.path(),
+        Versions::single(schema()),
+        big_segments(4, Some(0)),
+    )
+    .unwrap();
     assert_eq!(read_all(&log), (0..200).collect::<Vec<_>>());
 }

@@ -34,13 +34,14 @@ async fn bulk(log: &StreamLog, from: i64, n: i64, chunk: i64) {
 async fn bulk_appends_are_whole_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
         log.append(batch(-10, 10)).await.unwrap();
         bulk(&log, 0, 1000, 100).await;
         log.append(batch(5000, 5)).await.unwrap();
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
     let mut want: Vec<i64> = (-10..1000).collect();
     want.extend(5000..5005);
     assert_eq!(read_all(&log), want);
@@ -58,7 +59,8 @@ async fn bulk_appends_are_whole_after_reopen() {
 async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
         log.append(batch(-10, 10)).await.unwrap();
         bulk(&log, 0, 600, 50).await;
         log.close();
@@ -67,7 +69,8 @@ async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
     // the tail of its end marker.
     cut_newest_segment(&dir.path().join("shard-1"), 10);
     {
-        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
         assert_eq!(
             read_all(&log),
             (-10..0).collect::<Vec<_>>(),
@@ -77,7 +80,7 @@ async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
         bulk(&log, 8000, 30, 7).await;
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
     let mut want: Vec<i64> = (-10..0).collect();
     want.extend(7000..7003);
     want.extend(8000..8030);
@@ -92,14 +95,15 @@ async fn a_bulk_torn_in_one_shard_is_cut_from_all() {
 async fn a_complete_bulk_followed_by_appends_in_some_shards_is_kept() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
         bulk(&log, 0, 300, 100).await;
         // One key: later rows land in one shard only, after the bulk.
         log.append(batch(7, 1)).await.unwrap();
         log.append(batch(7, 1)).await.unwrap();
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
     let mut want: Vec<i64> = (0..300).collect();
     want.extend([7, 7]);
     want.sort_unstable();
@@ -110,7 +114,8 @@ async fn a_complete_bulk_followed_by_appends_in_some_shards_is_kept() {
 async fn appends_go_on_while_a_bulk_is_written_and_it_lands_whole() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
         let mut spill = log.bulk_spill().unwrap();
         for start in (0..1000).step_by(100) {
             log.spill(&mut spill, batch(start, 100)).unwrap();
@@ -127,7 +132,7 @@ async fn appends_go_on_while_a_bulk_is_written_and_it_lands_whole() {
         log.append(batch(20_000, 5)).await.unwrap();
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
     let rows = read_all(&log);
     assert_eq!(rows.len(), 1000 + 10 + 5);
     assert!((0..1000)
@@ -139,7 +144,8 @@ async fn appends_go_on_while_a_bulk_is_written_and_it_lands_whole() {
 async fn a_bulk_after_a_cut_replaces_the_empty_segment() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
         log.append(batch(-5, 5)).await.unwrap();
         bulk(&log, 0, 100, 10).await;
         log.close();
@@ -147,13 +153,14 @@ async fn a_bulk_after_a_cut_replaces_the_empty_segment() {
     // Tear the bulk's end marker: the cut leaves its segment empty.
     cut_newest_segment(&dir.path().join("shard-0"), 10);
     {
-        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
         assert_eq!(read_all(&log), (-5..0).collect::<Vec<_>>());
         bulk(&log, 500, 20, 20).await;
         log.append(batch(900, 2)).await.unwrap();
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     let mut want: Vec<i64> = (-5..0).collect();
     want.extend(500..520);
     want.extend(900..902);

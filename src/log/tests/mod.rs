@@ -40,7 +40,8 @@ fn read_all(log: &StreamLog) -> Vec<i64> {
     let mut out = Vec::new();
     for shard in 0..log.shard_count() {
         for (file, frame) in log.frames_from(shard, 0, u64::MAX) {
-            let b = read_frame(&file, &frame, Some(&[0]), 0).unwrap();
+            let read = ReadSchema::plain(Arc::new(schema().project(&[0]).unwrap()));
+            let b = read_frame(&file, &frame, &log.versions(), &read, 0).unwrap();
             let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
             out.extend(col.values().iter().copied());
         }
@@ -53,14 +54,15 @@ fn read_all(log: &StreamLog) -> Vec<i64> {
 async fn appends_survive_reopen_and_roll_segments() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(2, Some(0))).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(2, Some(0))).unwrap();
         for i in 0..50 {
             let ack = log.append(batch(i * 10, 10)).await.unwrap();
             assert_eq!(ack.records(), 10);
         }
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(2, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(2, Some(0))).unwrap();
     assert_eq!(read_all(&log), (0..500).collect::<Vec<_>>());
     let stats = log.shard_stats();
     assert_eq!(stats.iter().map(|s| s.records).sum::<u64>(), 500);
@@ -73,7 +75,7 @@ async fn appends_survive_reopen_and_roll_segments() {
 #[tokio::test]
 async fn same_key_goes_to_same_shard() {
     let dir = tempfile::tempdir().unwrap();
-    let log = StreamLog::open(dir.path(), schema(), options(4, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(4, Some(0))).unwrap();
     let a = log.append(batch(7, 1)).await.unwrap();
     let b = log.append(batch(7, 1)).await.unwrap();
     assert_eq!(a.ranges[0].0, b.ranges[0].0);
@@ -87,7 +89,7 @@ async fn same_key_goes_to_same_shard() {
 #[tokio::test]
 async fn concurrent_appends_share_group_commits() {
     let dir = tempfile::tempdir().unwrap();
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     let mut tasks = Vec::new();
     for t in 0..16 {
         let log = log.clone();
@@ -122,7 +124,8 @@ async fn segments_are_preallocated_and_sealed_ones_trimmed() {
         files
     };
     {
-        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
         log.append(batch(0, 5)).await.unwrap();
         let stats = log.shard_stats()[0];
         let files = lengths();
@@ -135,7 +138,7 @@ async fn segments_are_preallocated_and_sealed_ones_trimmed() {
     }
     let files = lengths();
     assert!(files.len() > 2, "4 KiB segments rolled: {files:?}");
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     // Sealed files hold exactly their frames; only the active one has room.
     let (active_path, active_len) = files.last().cloned().unwrap();
     let active_base =
@@ -161,7 +164,7 @@ async fn segments_are_preallocated_and_sealed_ones_trimmed() {
     assert_eq!(read_all(&log), want, "the zero tail was read as room");
     log.append(batch(1000, 1)).await.unwrap();
     log.close();
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     assert_eq!(read_all(&log).last(), Some(&1000));
 }
 
@@ -170,7 +173,8 @@ async fn torn_tail_is_truncated_on_open_and_appends_continue() {
     let dir = tempfile::tempdir().unwrap();
     let seg_path;
     {
-        let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
         log.append(batch(0, 5)).await.unwrap();
         log.append(batch(5, 5)).await.unwrap();
         let (_, last) = log.frames_from(0, 0, u64::MAX).pop().unwrap();
@@ -186,19 +190,19 @@ async fn torn_tail_is_truncated_on_open_and_appends_continue() {
             .unwrap();
         f.set_len(last.offset + 20).unwrap();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     assert_eq!(read_all(&log), (0..5).collect::<Vec<_>>());
     let ack = log.append(batch(100, 2)).await.unwrap();
     assert_eq!(ack.ranges, vec![(0, 5, 2)]);
     log.close();
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     assert_eq!(read_all(&log), vec![0, 1, 2, 3, 4, 100, 101]);
 }
 
 #[tokio::test]
 async fn followers_are_notified_of_new_records() {
     let dir = tempfile::tempdir().unwrap();
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     let mut rx = log.subscribe(0).unwrap();
     assert_eq!(*rx.borrow_and_update(), 0);
     let writer = log.clone();
@@ -209,7 +213,8 @@ async fn followers_are_notified_of_new_records() {
         .unwrap();
     assert_eq!(*rx.borrow(), 3);
     let frames = log.frames_from(0, 1, 10);
-    let b = read_frame(&frames[0].0, &frames[0].1, None, 1).unwrap();
+    let read = ReadSchema::plain(schema());
+    let b = read_frame(&frames[0].0, &frames[0].1, &log.versions(), &read, 1).unwrap();
     assert_eq!(
         b.num_rows(),
         2,
@@ -222,7 +227,7 @@ async fn retention_deletes_old_segments_but_respects_holds() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(1, None);
     opts.retention = Some(Duration::from_secs(1));
-    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), opts).unwrap();
     for i in 0..40 {
         log.append(batch(i * 10, 10)).await.unwrap();
     }
@@ -254,7 +259,8 @@ async fn retention_deletes_old_segments_but_respects_holds() {
 async fn progress_is_recorded_with_the_output_even_when_empty() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
+        let log =
+            StreamLog::open(dir.path(), Versions::single(schema()), options(2, None)).unwrap();
         assert_eq!(log.last_progress(1, 0), None);
         log.append_progress(vec![(1, batch(0, 3)), (0, batch(3, 1))], (0, 10))
             .await
@@ -271,7 +277,7 @@ async fn progress_is_recorded_with_the_output_even_when_empty() {
         assert_eq!(log.last_progress(0, 0), Some(10));
         log.close();
     }
-    let log = StreamLog::open(dir.path(), schema(), options(2, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(2, None)).unwrap();
     assert_eq!(
         log.last_progress(1, 0),
         Some(25),
@@ -284,7 +290,7 @@ async fn progress_is_recorded_with_the_output_even_when_empty() {
 #[tokio::test]
 async fn concurrent_pipeline_appends_keep_their_own_frames() {
     let dir = tempfile::tempdir().unwrap();
-    let log = StreamLog::open(dir.path(), schema(), options(1, None)).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
     let mut tasks = Vec::new();
     for source in 0..4u32 {
         let log = log.clone();
@@ -311,7 +317,7 @@ async fn concurrent_pipeline_appends_keep_their_own_frames() {
 #[tokio::test]
 async fn positions_follow_rows_to_their_shards() {
     let dir = tempfile::tempdir().unwrap();
-    let log = StreamLog::open(dir.path(), schema(), options(3, Some(0))).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), options(3, Some(0))).unwrap();
     let first = log.append_positions(batch(0, 30)).await.unwrap();
     let again = log.append_positions(batch(0, 30)).await.unwrap();
     for row in 0..30 {
@@ -322,7 +328,12 @@ async fn positions_follow_rows_to_their_shards() {
     all.sort_unstable();
     all.dedup();
     assert_eq!(all.len(), 60, "every row has its own position");
-    let rr = StreamLog::open(&dir.path().join("rr"), schema(), options(2, None)).unwrap();
+    let rr = StreamLog::open(
+        &dir.path().join("rr"),
+        Versions::single(schema()),
+        options(2, None),
+    )
+    .unwrap();
     let p = rr.append_positions(batch(0, 3)).await.unwrap();
     assert_eq!(p.iter().map(|x| x.1).collect::<Vec<_>>(), vec![0, 1, 2]);
     assert!(p.iter().all(|x| x.0 == p[0].0));
@@ -333,7 +344,7 @@ async fn large_appends_are_framed_in_bounded_frames() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(1, None);
     opts.segment_size_bytes = 64 << 20;
-    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), opts).unwrap();
     // One part larger than a frame, then many small parts in one append.
     let ack = log.append(batch(0, 200_000)).await.unwrap();
     assert_eq!(ack.records(), 200_000);
@@ -355,7 +366,7 @@ async fn wide_rows_make_frames_bounded_by_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = options(2, None);
     opts.segment_size_bytes = 256 << 20;
-    let log = StreamLog::open(dir.path(), schema(), opts).unwrap();
+    let log = StreamLog::open(dir.path(), Versions::single(schema()), opts).unwrap();
     // 20 000 rows of ~8 KB: 160 MB in one statement, far over one frame.
     let wide = "x".repeat(8 * 1024);
     let batch = RecordBatch::try_new(
@@ -389,3 +400,4 @@ async fn wide_rows_make_frames_bounded_by_bytes() {
 
 mod atomic;
 mod bulk;
+mod versions;

@@ -1,0 +1,133 @@
+//! A stream's schema versions as the log sees them, and reading a frame of
+//! any version in one schema: columns matched by name, a column the frame
+//! lacks filled with its DEFAULT or NULL, a widened column cast. Segments
+//! are never rewritten; old frames are adapted as they are read.
+
+use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
+use datafusion::common::ScalarValue;
+use std::collections::BTreeMap;
+
+use crate::error::{Error, Result};
+
+/// Schema versions by number (1 is the CREATE).
+#[derive(Debug, Clone)]
+pub struct Versions {
+    by_number: BTreeMap<u32, SchemaRef>,
+}
+
+impl Versions {
+    pub fn new(by_number: BTreeMap<u32, SchemaRef>) -> Result<Versions> {
+        if by_number.is_empty() {
+            return Err(Error::Internal("a stream log needs a schema".into()));
+        }
+        Ok(Versions { by_number })
+    }
+
+    /// A log with one version (version 1).
+    pub fn single(schema: SchemaRef) -> Versions {
+        Versions {
+            by_number: BTreeMap::from([(1, schema)]),
+        }
+    }
+
+    /// The newest version and its schema.
+    pub fn current(&self) -> (u32, &SchemaRef) {
+        self.by_number
+            .last_key_value()
+            .map(|(v, s)| (*v, s))
+            .expect("Versions is never empty")
+    }
+
+    pub fn get(&self, version: u32) -> Option<&SchemaRef> {
+        self.by_number.get(&version)
+    }
+
+    /// The newest version whose columns are exactly `fields`: what a batch
+    /// built against that version is written as.
+    pub fn version_of(&self, fields: &Fields) -> Option<u32> {
+        self.by_number
+            .iter()
+            .rev()
+            .find(|(_, s)| s.fields() == fields)
+            .map(|(v, _)| *v)
+    }
+
+    pub fn with(&self, version: u32, schema: SchemaRef) -> Versions {
+        let mut by_number = self.by_number.clone();
+        by_number.insert(version, schema);
+        Versions { by_number }
+    }
+}
+
+/// The schema a reader wants frames in (the current one, possibly
+/// projected), with the DEFAULT of each column.
+#[derive(Debug, Clone)]
+pub struct ReadSchema {
+    schema: SchemaRef,
+    defaults: Vec<Option<ScalarValue>>,
+}
+
+impl ReadSchema {
+    /// `defaults[i]` is the DEFAULT of `schema`'s column `i` (`None`: NULL).
+    pub fn new(schema: SchemaRef, defaults: Vec<Option<ScalarValue>>) -> ReadSchema {
+        ReadSchema { schema, defaults }
+    }
+
+    /// Columns without defaults.
+    pub fn plain(schema: SchemaRef) -> ReadSchema {
+        let defaults = vec![None; schema.fields().len()];
+        ReadSchema { schema, defaults }
+    }
+
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Which columns of a frame written in `written` to decode: positions
+    /// in `written`, or `None` for all (the frame is exactly this schema).
+    pub(super) fn projection(&self, written: &Schema) -> Option<Vec<usize>> {
+        if written.fields() == self.schema.fields() {
+            return None;
+        }
+        let mut projection: Vec<usize> = self
+            .schema
+            .fields()
+            .iter()
+            .filter_map(|f| written.index_of(f.name()).ok())
+            .collect();
+        projection.sort_unstable();
+        Some(projection)
+    }
+
+    /// A batch of any columns of any version (a decoded frame, a file
+    /// written before a schema change) in this schema.
+    pub fn adapt(&self, batch: RecordBatch) -> Result<RecordBatch> {
+        if batch.schema().fields() == self.schema.fields() {
+            return Ok(batch);
+        }
+        let rows = batch.num_rows();
+        let columns = self
+            .schema
+            .fields()
+            .iter()
+            .zip(&self.defaults)
+            .map(|(field, default)| -> Result<ArrayRef> {
+                Ok(match batch.column_by_name(field.name()) {
+                    Some(column) if column.data_type() == field.data_type() => column.clone(),
+                    Some(column) => cast(column, field.data_type())?,
+                    None => match default {
+                        Some(value) => value.to_array_of_size(rows)?,
+                        None => new_null_array(field.data_type(), rows),
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+}

@@ -1,0 +1,400 @@
+//! `ALTER STREAM`: versions in the catalog and `sluice.schemas`, old
+//! records read in the new schema (NULL, DEFAULT, widened), ingest in the
+//! new version at once, the refusals with their SQLSTATEs, and crashes
+//! around an ALTER under concurrent ingest.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_postgres::Client;
+
+use crate::harness::{connect, scalar, sqlstate, Server};
+
+async fn refused(client: &Client, sql: &str) -> (String, String) {
+    let err = client.batch_execute(sql).await.unwrap_err();
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    (sqlstate(&err), message)
+}
+
+type Row = (i64, Option<i64>, Option<String>, i32);
+
+async fn rows(client: &Client) -> Vec<Row> {
+    client
+        .query("SELECT id, status, country, n FROM clicks ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+#[tokio::test]
+async fn versions_old_records_and_new_ingest() {
+    let mut server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM clicks (id BIGINT NOT NULL, status INT, email TEXT) WITH (shards = 2, partition_key = 'id'); \
+             INSERT INTO clicks VALUES (1, 200, 'a@x'), (2, 404, 'b@x')",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO clicks VALUES (3, 500, 'c@x', 'fr')")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT, ADD COLUMN n INT NOT NULL DEFAULT 7")
+        .await
+        .unwrap();
+    // Wider than an INT, and n from its DEFAULT (not named).
+    client
+        .batch_execute("INSERT INTO clicks (id, status) VALUES (4, 5000000000)")
+        .await
+        .unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks DROP COLUMN email")
+        .await
+        .unwrap();
+    client
+        .batch_execute("INSERT INTO clicks SELECT 5, 1, 'de', 9")
+        .await
+        .unwrap();
+    let expected: Vec<Row> = vec![
+        (1, Some(200), None, 7),
+        (2, Some(404), None, 7),
+        (3, Some(500), Some("fr".into()), 7),
+        (4, Some(5_000_000_000), None, 7),
+        (5, Some(1), Some("de".into()), 9),
+    ];
+    assert_eq!(rows(&client).await, expected);
+
+    let versions: Vec<(i32, String, String)> = client
+        .query(
+            "SELECT version, columns, statement FROM sluice.schemas WHERE stream = 'clicks' ORDER BY version",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(versions.len(), 4, "{versions:?}");
+    assert_eq!(
+        versions[0].1,
+        "id bigint NOT NULL, status integer, email text"
+    );
+    assert_eq!(
+        versions[3].1,
+        "id bigint NOT NULL, status bigint, country text, n integer NOT NULL DEFAULT '7'"
+    );
+    assert_eq!(versions[3].2, "ALTER STREAM clicks DROP COLUMN email");
+    assert!(versions[0]
+        .2
+        .starts_with("CREATE STREAM clicks (id bigint NOT NULL"));
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT CAST(schema_version AS BIGINT) FROM sluice.streams WHERE name = 'clicks'"
+        )
+        .await,
+        4
+    );
+    let columns: Vec<(String, String)> = client
+        .query(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'clicks' ORDER BY ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let names: Vec<(&str, &str)> = columns
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("id", "bigint"),
+            ("status", "bigint"),
+            ("country", "text"),
+            ("n", "integer")
+        ]
+    );
+    let (out, err, ok) = server.psql("\\d clicks");
+    assert!(ok, "{err}");
+    assert!(out.contains("country") && !out.contains("email"), "{out}");
+
+    // Everything survives a crash: versions, old frames, their reading.
+    server.kill9();
+    let server = Server::start_in(server.data_dir());
+    let client = server.client().await;
+    assert_eq!(rows(&client).await, expected);
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM sluice.schemas WHERE stream = 'clicks'"
+        )
+        .await,
+        4
+    );
+}
+
+#[tokio::test]
+async fn refusals_name_the_reason() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM clicks (at TIMESTAMP NOT NULL, id BIGINT, status INT, email TEXT) \
+               WITH (shards = 2, partition_key = 'id', event_time = 'at'); \
+             CREATE STREAM errs AS SELECT id, status FROM clicks WHERE status >= 500",
+        )
+        .await
+        .unwrap();
+    let cases = [
+        (
+            "ALTER STREAM clicks ADD COLUMN c TEXT NOT NULL",
+            "23502",
+            "DEFAULT",
+        ),
+        (
+            "ALTER STREAM clicks ALTER COLUMN status TYPE SMALLINT",
+            "42804",
+            "widening",
+        ),
+        (
+            "ALTER STREAM clicks ALTER COLUMN email TYPE BIGINT",
+            "42804",
+            "widening",
+        ),
+        (
+            "ALTER STREAM clicks DROP COLUMN id",
+            "2BP01",
+            "partition key",
+        ),
+        ("ALTER STREAM clicks DROP COLUMN at", "2BP01", "event-time"),
+        (
+            "ALTER STREAM clicks DROP COLUMN status",
+            "2BP01",
+            "stream errs",
+        ),
+        (
+            "ALTER STREAM clicks RENAME COLUMN email TO mail",
+            "0A000",
+            "by name",
+        ),
+        (
+            "ALTER STREAM clicks ADD COLUMN email TEXT",
+            "42701",
+            "already exists",
+        ),
+        (
+            "ALTER STREAM clicks DROP COLUMN nope",
+            "42703",
+            "does not exist",
+        ),
+        ("ALTER STREAM errs ADD COLUMN c TEXT", "0A000", "AS SELECT"),
+        (
+            "ALTER STREAM errs AS SELECT id, CAST(status AS TEXT) AS status FROM clicks",
+            "0A000",
+            "new derived stream",
+        ),
+        ("ALTER STREAM nope ADD COLUMN c TEXT", "42P01", "nope"),
+        (
+            "ALTER STREAM clicks ADD COLUMN d DATE DEFAULT 'soon'",
+            "22P02",
+            "DEFAULT",
+        ),
+    ];
+    for (sql, code, words) in cases {
+        let (state, message) = refused(&client, sql).await;
+        assert_eq!(state, code, "{sql}: {message}");
+        assert!(message.contains(words), "{sql}: {message}");
+    }
+    // Nothing of a refused statement changed the stream.
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'"
+        )
+        .await,
+        1
+    );
+    // A dropped name cannot come back (old records still carry it).
+    client
+        .batch_execute("ALTER STREAM clicks DROP COLUMN email")
+        .await
+        .unwrap();
+    let (state, message) = refused(&client, "ALTER STREAM clicks ADD COLUMN email TEXT").await;
+    assert_eq!(
+        (state.as_str(), message.contains("version 1")),
+        ("42701", true),
+        "{message}"
+    );
+    // IF [NOT] EXISTS: a notice, no version.
+    client
+        .batch_execute("ALTER STREAM clicks ADD COLUMN IF NOT EXISTS status INT")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'"
+        )
+        .await,
+        2
+    );
+    // CASCADE drops the derived stream that reads the column.
+    client
+        .batch_execute("ALTER STREAM clicks DROP COLUMN status CASCADE")
+        .await
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM sluice.streams WHERE name = 'errs'"
+        )
+        .await,
+        0
+    );
+}
+
+/// Four clients insert while the stream gains a column; the process is
+/// killed right after. Every acknowledged row is there once, with the
+/// column when (and only when) it was written with it.
+#[tokio::test]
+async fn alter_during_ingest_from_four_clients_and_kill9() {
+    let mut server = Server::start();
+    let admin = server.client().await;
+    admin
+        .batch_execute("CREATE STREAM clicks (id BIGINT NOT NULL, status INT) WITH (shards = 4, partition_key = 'id')")
+        .await
+        .unwrap();
+    let acked: Arc<Mutex<Vec<(i64, bool)>>> = Arc::default();
+    let altered = Arc::new(tokio::sync::Notify::new());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for c in 0..4i64 {
+        let client = connect(&server.conninfo()).await.unwrap();
+        let (acked, done, altered) = (acked.clone(), done.clone(), altered.clone());
+        clients.push(tokio::spawn(async move {
+            let mut with_country = false;
+            let notified = altered.notified();
+            tokio::pin!(notified);
+            let mut id = c;
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                if !with_country && futures::poll!(notified.as_mut()).is_ready() {
+                    with_country = true;
+                }
+                let sql = if with_country {
+                    format!("INSERT INTO clicks (id, status, country) VALUES ({id}, 200, 'c{id}')")
+                } else {
+                    format!("INSERT INTO clicks (id, status) VALUES ({id}, 200)")
+                };
+                match client.batch_execute(&sql).await {
+                    Ok(()) => acked.lock().unwrap().push((id, with_country)),
+                    Err(_) => break,
+                }
+                id += 4;
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    admin
+        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
+        .await
+        .unwrap();
+    altered.notify_waiters();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.kill9();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(
+        acked.iter().any(|a| a.1) && acked.iter().any(|a| !a.1),
+        "{} rows",
+        acked.len()
+    );
+
+    let server = Server::start_in(server.data_dir());
+    let client = server.client().await;
+    let stored: std::collections::HashMap<i64, Option<String>> = client
+        .query("SELECT id, country FROM clicks", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        scalar(&client, "SELECT count(*) - count(DISTINCT id) FROM clicks").await,
+        0,
+        "a row is stored twice"
+    );
+    for (id, with_country) in acked {
+        let country = stored
+            .get(&id)
+            .unwrap_or_else(|| panic!("acknowledged row {id} lost"));
+        let want = with_country.then(|| format!("c{id}"));
+        assert_eq!(country, &want, "row {id}");
+    }
+}
+
+/// A crash inside the ALTER's catalog commit: the stream is as before,
+/// whole, and the ALTER can be run again.
+#[tokio::test]
+async fn a_crash_inside_the_alter_leaves_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::spawn_with(
+        dir.path(),
+        None,
+        &[("SLUICE_FAIL_POINT", "catalog.evolve_before_commit")],
+    );
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM s (a INT); INSERT INTO s VALUES (1), (2)")
+        .await
+        .unwrap();
+    assert!(client
+        .batch_execute("ALTER STREAM s ADD COLUMN b TEXT DEFAULT 'x'")
+        .await
+        .is_err());
+    server.wait_exit(Duration::from_secs(10));
+    let server = Server::start_in(dir.path());
+    let client = server.client().await;
+    assert_eq!(
+        scalar(&client, "SELECT CAST(sum(a) AS BIGINT) FROM s").await,
+        3
+    );
+    assert_eq!(
+        scalar(
+            &client,
+            "SELECT count(*) FROM sluice.schemas WHERE stream = 's'"
+        )
+        .await,
+        1
+    );
+    client
+        .batch_execute("ALTER STREAM s ADD COLUMN b TEXT DEFAULT 'x'")
+        .await
+        .unwrap();
+    let b: Vec<String> = client
+        .query("SELECT b FROM s", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(b, ["x", "x"]);
+}
