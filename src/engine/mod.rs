@@ -4,6 +4,7 @@
 
 mod alter;
 mod derived;
+mod parquet_schema;
 mod roles;
 mod sinks;
 mod tables;

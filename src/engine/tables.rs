@@ -84,6 +84,9 @@ impl Engine {
             }
         }
         let file_type = cmd.file_type.to_uppercase();
+        if file_type == "PARQUET" && cmd.schema.fields().is_empty() {
+            super::parquet_schema::declare_merged_schema(&state, &mut cmd).await?;
+        }
         if file_type == "DELTA" {
             let [location] = cmd.locations.as_slice() else {
                 return Err(Error::InvalidParameter(

@@ -29,6 +29,7 @@ mod queries;
 mod reach;
 mod s3;
 mod schema_evolution;
+mod schema_evolution_sinks;
 mod sink_crash;
 mod sinks;
 mod tls;

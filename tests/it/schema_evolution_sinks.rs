@@ -1,0 +1,212 @@
+//! A stream's schema changes under its sink and its derived streams: the
+//! sink's files of three versions read together (the sink table, an
+//! external table, DuckDB, pyarrow), each file naming its version; derived
+//! streams keep their declared columns until `ALTER STREAM … AS SELECT`
+//! moves them on, exactly once.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
+use serde_json::Value;
+use tokio_postgres::Client;
+
+use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::sinks::{insert_range, parquet_files, CLICKS};
+
+/// Rows `from..to` of clicks in its newest shape.
+fn insert_with(from: i64, to: i64, status: &str, country: &str) -> String {
+    format!(
+        "INSERT INTO clicks (event_time, n, url, status, country) \
+         SELECT CAST(to_timestamp_seconds(1795600800 + n * 60) AS TIMESTAMP), n, '/q', {status}, '{country}' \
+         FROM (SELECT unnest(range({from}, {to})) AS n)"
+    )
+}
+
+async fn count(client: &Client, sql: &str) -> i64 {
+    scalar(client, sql).await
+}
+
+fn file_versions(dir: &Path) -> Vec<String> {
+    let mut versions: Vec<String> = parquet_files(dir)
+        .iter()
+        .map(|path| {
+            let reader = SerializedFileReader::new(std::fs::File::open(path).unwrap()).unwrap();
+            reader
+                .metadata()
+                .file_metadata()
+                .key_value_metadata()
+                .and_then(|kv| kv.iter().find(|k| k.key == "sluice.schema_version"))
+                .and_then(|k| k.value.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    versions.sort();
+    versions.dedup();
+    versions
+}
+
+#[tokio::test]
+async fn a_sink_and_derived_streams_across_three_versions() {
+    let server = Server::start();
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE STREAM everything AS SELECT * FROM clicks; \
+             CREATE STREAM slim AS SELECT n, status FROM clicks; \
+             CREATE SINK lake FROM clicks WITH (location = 'lake', rollover_interval = '1 h')",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_range("clicks", 0, 100))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_with(100, 200, "200", "fr"))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_with(200, 300, "5000000000", "de"))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+
+    // The sink table: every file, missing columns NULL, types widened.
+    assert_eq!(count(&client, "SELECT count(*) FROM lake").await, 300);
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM lake WHERE country IS NULL").await,
+        100
+    );
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM lake WHERE status = 5000000000"
+        )
+        .await,
+        100
+    );
+    let lake = server.data_dir().join("lake");
+    assert_eq!(file_versions(&lake), ["1", "2", "3"]);
+    // An external table over the same files, given their merged schema.
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE ext STORED AS PARQUET LOCATION '{}/'",
+            lake.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM ext WHERE status = 5000000000 AND country = 'de'"
+        )
+        .await,
+        100
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM ext WHERE country IS NULL").await,
+        100
+    );
+    // Other engines listing the directory.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/evolved_readers.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(&lake)
+        .output()
+        .expect("python3 with duckdb and pyarrow (installed by .ci/run)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let readers: Value = serde_json::from_str(stdout.trim()).unwrap();
+    for (reader, status) in [("duckdb", "BIGINT"), ("pyarrow", "int64")] {
+        let seen = &readers[reader];
+        assert_eq!(seen["rows"], 300, "{reader}: {seen}");
+        assert_eq!(seen["country_nulls"], 100, "{reader}: {seen}");
+        assert_eq!(seen["big"], 100, "{reader}: {seen}");
+        assert_eq!(seen["status"], status, "{reader}: {seen}");
+    }
+
+    // Derived streams keep their declared columns: `SELECT *` did not grow,
+    // and a status too wide for their INT went to sluice.errors.
+    wait_for("pipelines", Duration::from_secs(20), async || {
+        count(&client, "SELECT count(*) FROM everything").await == 200
+            && count(
+                &client,
+                "SELECT count(*) FROM sluice.errors WHERE pipeline = 'everything'",
+            )
+            .await
+                == 100
+    })
+    .await;
+    let everything: Vec<String> = client
+        .query("SELECT column_name FROM information_schema.columns WHERE table_name = 'everything' ORDER BY ordinal_position", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(everything, ["event_time", "n", "url", "status"]);
+    // A column a pipeline reads cannot go.
+    let err = client
+        .batch_execute("ALTER STREAM clicks DROP COLUMN url")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "2BP01");
+    let message = err
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_default();
+    assert!(message.contains("stream everything"), "{message}");
+    assert!(
+        !message.contains("lake"),
+        "the sink does not use url: {message}"
+    );
+
+    // slim moves on: the new query from where the old one stopped.
+    client
+        .batch_execute("ALTER STREAM slim AS SELECT n, status, country FROM clicks")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_with(300, 310, "7000000000", "it"))
+        .await
+        .unwrap();
+    wait_for("slim", Duration::from_secs(20), async || {
+        count(
+            &client,
+            "SELECT count(*) FROM slim WHERE country = 'it' AND status = 7000000000",
+        )
+        .await
+            == 10
+    })
+    .await;
+    assert_eq!(
+        count(&client, "SELECT count(*) - count(DISTINCT n) FROM slim").await,
+        0
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM slim").await, 210);
+    assert_eq!(
+        count(
+            &client,
+            "SELECT count(*) FROM sluice.schemas WHERE stream = 'slim'"
+        )
+        .await,
+        2
+    );
+}
