@@ -12,7 +12,7 @@
 //! two minutes: a smoke test, not a measurement. `SLUICE_BENCH_ROWS` and
 //! `SLUICE_BENCH_SECONDS` override the sizes; `SLUICE_BENCH_PHASES` (a
 //! comma-separated list of ingest, transform, delivery, delta,
-//! destinations) runs only those.
+//! destinations, evolution) runs only those.
 
 mod common;
 mod suite;
@@ -60,6 +60,10 @@ async fn main() {
         eprintln!("destinations …");
         let postgres = postgres_available(false).then(|| start_postgres(55_432));
         rows.extend(suite::destinations::run(scale, postgres.as_ref()).await);
+    }
+    if run("evolution") {
+        eprintln!("schema evolution …");
+        rows.extend(suite::evolution::run(scale).await);
     }
 
     println!(

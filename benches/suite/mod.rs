@@ -6,6 +6,7 @@ pub mod data;
 pub mod delivery;
 pub mod delta;
 pub mod destinations;
+pub mod evolution;
 pub mod ingest;
 pub mod transform;
 

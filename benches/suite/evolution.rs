@@ -1,0 +1,111 @@
+//! Schema evolution: a scan and a pipeline over a log written in three
+//! schema versions (a third of the rows each: the original, then `status`
+//! widened to BIGINT, then a `country` column added) against the same rows
+//! in one version. Old frames are adapted as they are read (a cast, a NULL
+//! column), so the ratio shows what that costs; the goal is ≥ 0.9.
+
+use std::time::{Duration, Instant};
+
+use super::data::{self, COLUMNS};
+use super::{scalar, Row, Scale};
+use crate::common::{connect, start_sluice};
+
+const NAMES: &str =
+    "event_time, user_id, session_id, email, ip, url, referrer, status, latency_ms, user_agent";
+
+/// A full scan that decodes a string and the (widened) integer column.
+const SCAN: &str =
+    "SELECT CAST(count(*) + sum(length(url)) + sum(status) AS BIGINT) FROM raw WHERE status <> 404";
+
+const CLEAN: &str =
+    "SELECT event_time, user_id, lower(url) AS url, status FROM raw WHERE status <> 404";
+
+/// (scan rows/s best of three, pipeline drain rows/s) over `rows`
+/// written in `versions` (1 or 3) schema versions.
+async fn measure(rows: u64, versions: u64) -> (f64, f64) {
+    let sluice = start_sluice();
+    let client = connect(&sluice.conninfo).await;
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM raw {COLUMNS} WITH (shards = 2, partition_key = 'user_id')"
+        ))
+        .await
+        .expect("create raw");
+    let per_version = rows.div_ceil(versions);
+    let mut from = 0;
+    for version in 1..=versions {
+        match version {
+            2 => {
+                client
+                    .batch_execute("ALTER STREAM raw ALTER COLUMN status TYPE BIGINT")
+                    .await
+            }
+            3 => {
+                client
+                    .batch_execute("ALTER STREAM raw ADD COLUMN country TEXT")
+                    .await
+            }
+            _ => Ok(()),
+        }
+        .expect("alter");
+        let end = (from + per_version).min(rows);
+        while from < end {
+            let n = 1000.min(end - from);
+            let sql = data::insert_sql("raw", from, n, rows).replacen(
+                "INSERT INTO raw VALUES",
+                &format!("INSERT INTO raw ({NAMES}) VALUES"),
+                1,
+            );
+            client.batch_execute(&sql).await.expect("load");
+            from += n;
+        }
+    }
+    let mut best = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        scalar(&client, SCAN).await;
+        best = best.min(started.elapsed());
+    }
+    let started = Instant::now();
+    client
+        .batch_execute(&format!("CREATE STREAM clean AS {CLEAN}"))
+        .await
+        .expect("create clean");
+    while scalar(
+        &client,
+        "SELECT lag_records FROM sluice.pipelines WHERE name = 'clean'",
+    )
+    .await
+        > 0
+    {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let drain = rows as f64 / started.elapsed().as_secs_f64();
+    (rows as f64 / best.as_secs_f64(), drain)
+}
+
+pub async fn run(scale: Scale) -> Vec<Row> {
+    let rows = scale.rows.min(1_000_000);
+    let (scan_one, drain_one) = measure(rows, 1).await;
+    let (scan_three, drain_three) = measure(rows, 3).await;
+    vec![
+        Row::new(
+            "evolution",
+            format!("scan of {rows} rows in 3 schema versions"),
+            format!("{scan_three:.0} rows/s"),
+        )
+        .peer(
+            format!("{scan_one:.0} rows/s in 1 version"),
+            Some(scan_three / scan_one),
+        ),
+        Row::new(
+            "evolution",
+            format!("pipeline drain of {rows} rows in 3 schema versions"),
+            format!("{drain_three:.0} rows/s"),
+        )
+        .peer(
+            format!("{drain_one:.0} rows/s in 1 version"),
+            Some(drain_three / drain_one),
+        ),
+    ]
+}
