@@ -7,7 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::data::{self, COLUMNS};
-use super::{scalar, Row, Scale};
+use super::{drain_rate, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const NAMES: &str =
@@ -66,21 +66,7 @@ async fn measure(rows: u64, versions: u64) -> (f64, f64) {
         scalar(&client, SCAN).await;
         best = best.min(started.elapsed());
     }
-    let started = Instant::now();
-    client
-        .batch_execute(&format!("CREATE STREAM clean AS {CLEAN}"))
-        .await
-        .expect("create clean");
-    while scalar(
-        &client,
-        "SELECT lag_records FROM sluice.pipelines WHERE name = 'clean'",
-    )
-    .await
-        > 0
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let drain = rows as f64 / started.elapsed().as_secs_f64();
+    let drain = drain_rate(&client, CLEAN, rows).await;
     (rows as f64 / best.as_secs_f64(), drain)
 }
 

@@ -119,6 +119,21 @@ pub async fn ack_to_visible(
     (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
 }
 
+/// Records/s of a new derived stream `clean AS select` draining a backlog
+/// of `rows`: from its CREATE until its lag is 0.
+pub async fn drain_rate(client: &tokio_postgres::Client, select: &str, rows: u64) -> f64 {
+    let started = std::time::Instant::now();
+    client
+        .batch_execute(&format!("CREATE STREAM clean AS {select}"))
+        .await
+        .expect("create clean");
+    let lag = "SELECT lag_records FROM sluice.pipelines WHERE name = 'clean'";
+    while scalar(client, lag).await > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    rows as f64 / started.elapsed().as_secs_f64()
+}
+
 pub async fn scalar(client: &tokio_postgres::Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.expect(sql).get(0)
 }

@@ -2,10 +2,8 @@
 //! the ~90% of rows that are not 404s) draining a backlog, per task, and
 //! the latency from acknowledgement to visibility in the derived stream.
 
-use std::time::{Duration, Instant};
-
 use super::data::{self, COLUMNS};
-use super::{ack_to_visible, scalar, Row, Scale};
+use super::{ack_to_visible, drain_rate, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const CLEAN: &str =
@@ -32,24 +30,7 @@ async fn drain(shards: u32, rows: u64) -> (f64, f64) {
             .expect("load");
         from += n;
     }
-    let started = Instant::now();
-    client
-        .batch_execute(&format!("CREATE STREAM clean AS {CLEAN}"))
-        .await
-        .expect("create clean");
-    while scalar(
-        &client,
-        "SELECT lag_records FROM sluice.pipelines WHERE name = 'clean'",
-    )
-    .await
-        > 0
-    {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (
-        rows as f64 / started.elapsed().as_secs_f64(),
-        sluice.peak_rss_mb(),
-    )
+    (drain_rate(&client, CLEAN, rows).await, sluice.peak_rss_mb())
 }
 
 /// Ack → visible in the derived stream at `rate` rows/s, p50/p99 ms.

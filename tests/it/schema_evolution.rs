@@ -6,6 +6,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use futures::SinkExt;
 use tokio_postgres::Client;
 
 use crate::harness::{connect, scalar, sqlstate, Server};
@@ -67,12 +69,39 @@ async fn versions_old_records_and_new_ingest() {
         .batch_execute("INSERT INTO clicks SELECT 5, 1, 'de', 9")
         .await
         .unwrap();
+    // HTTP and COPY follow at once; a field or column not given takes the
+    // DEFAULT.
+    let response = reqwest::Client::new()
+        .post(format!(
+            "http://{}/v1/streams/clicks/records",
+            server.http_addr
+        ))
+        .header("content-type", "application/x-ndjson")
+        .body(r#"{"id": 6, "status": 2, "country": "es"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status().as_u16(),
+        200,
+        "{:?}",
+        response.text().await
+    );
+    let copy = client
+        .copy_in::<_, Bytes>("COPY clicks (id, country) FROM STDIN WITH (FORMAT csv)")
+        .await
+        .unwrap();
+    futures::pin_mut!(copy);
+    copy.send(Bytes::from_static(b"7,pt\n")).await.unwrap();
+    assert_eq!(copy.finish().await.unwrap(), 1);
     let expected: Vec<Row> = vec![
         (1, Some(200), None, 7),
         (2, Some(404), None, 7),
         (3, Some(500), Some("fr".into()), 7),
         (4, Some(5_000_000_000), None, 7),
         (5, Some(1), Some("de".into()), 9),
+        (6, Some(2), Some("es".into()), 7),
+        (7, None, Some("pt".into()), 7),
     ];
     assert_eq!(rows(&client).await, expected);
 
@@ -149,6 +178,11 @@ async fn versions_old_records_and_new_ingest() {
     );
 }
 
+async fn newest_version(client: &Client) -> i64 {
+    let sql = "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'";
+    scalar(client, sql).await
+}
+
 #[tokio::test]
 async fn refusals_name_the_reason() {
     let server = Server::start();
@@ -222,14 +256,7 @@ async fn refusals_name_the_reason() {
         assert!(message.contains(words), "{sql}: {message}");
     }
     // Nothing of a refused statement changed the stream.
-    assert_eq!(
-        scalar(
-            &client,
-            "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'"
-        )
-        .await,
-        1
-    );
+    assert_eq!(newest_version(&client).await, 1);
     // A dropped name cannot come back (old records still carry it).
     client
         .batch_execute("ALTER STREAM clicks DROP COLUMN email")
@@ -246,14 +273,7 @@ async fn refusals_name_the_reason() {
         .batch_execute("ALTER STREAM clicks ADD COLUMN IF NOT EXISTS status INT")
         .await
         .unwrap();
-    assert_eq!(
-        scalar(
-            &client,
-            "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'"
-        )
-        .await,
-        2
-    );
+    assert_eq!(newest_version(&client).await, 2);
     // CASCADE drops the derived stream that reads the column.
     client
         .batch_execute("ALTER STREAM clicks DROP COLUMN status CASCADE")
