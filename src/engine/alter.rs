@@ -66,14 +66,19 @@ impl Engine {
         if evolution.columns == stream.def.columns {
             return Ok(DdlOutcome::Skipped(evolution.notices.join("; ")));
         }
+        // A Delta table changes a column's type only with the typeWidening
+        // feature, which most of its readers cannot read.
+        let widened = changes
+            .iter()
+            .any(|c| matches!(c, ColumnChange::SetType { .. }));
         if let Some(sink) = self
             .registry
             .sinks_of(name)
             .into_iter()
-            .find(|s| s.core.def.format == SinkFormat::Delta)
+            .find(|s| widened && s.core.def.format == SinkFormat::Delta)
         {
             return Err(Error::FeatureNotSupported(format!(
-                "stream \"{name}\" feeds Delta sink \"{}\", which does not follow schema changes yet; drop the sink, ALTER, and create it again at a new location",
+                "stream \"{name}\" feeds Delta sink \"{}\": a Delta table changes a column's type only with the typeWidening feature, which Athena and Spark before 4.0 cannot read; add a column of the wider type instead",
                 sink.name()
             )));
         }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::common::DFSchema;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::file_format::FileFormat;
@@ -16,8 +16,8 @@ use datafusion::execution::context::SessionState;
 use datafusion::logical_expr::CreateExternalTable;
 use futures::TryStreamExt;
 
-use crate::error::{Error, Result};
-use crate::types::SqlType;
+use crate::error::Result;
+use crate::types::merge_schemas;
 
 /// Most files whose footers are read to merge a schema.
 const MAX_FILES: usize = 100_000;
@@ -50,7 +50,7 @@ pub(super) async fn declare_merged_schema(
                 .await?,
         );
     }
-    let Some(merged) = merge(&schemas)? else {
+    let Some(merged) = merge_schemas(&schemas)? else {
         return Ok(());
     };
     let partitions = if cmd.table_partition_cols.is_empty() {
@@ -74,86 +74,4 @@ pub(super) async fn declare_merged_schema(
     cmd.schema = Arc::new(DFSchema::try_from(Schema::new(fields))?);
     cmd.table_partition_cols = partitions;
     Ok(())
-}
-
-/// One schema for all: `None` when they are all alike.
-fn merge(schemas: &[SchemaRef]) -> Result<Option<Schema>> {
-    let Some(first) = schemas.first() else {
-        return Ok(None);
-    };
-    if schemas.iter().all(|s| s.fields() == first.fields()) {
-        return Ok(None);
-    }
-    let mut fields: Vec<Field> = Vec::new();
-    for schema in schemas {
-        for field in schema.fields() {
-            match fields.iter_mut().find(|f| f.name() == field.name()) {
-                None => fields.push(field.as_ref().clone()),
-                Some(known) if known.data_type() == field.data_type() => {}
-                Some(known) => {
-                    let wider = wider_type(known.data_type(), field.data_type()).ok_or_else(|| {
-                        Error::DatatypeMismatch(format!(
-                            "column \"{}\" is {} in some files and {} in others, and neither holds the other; declare the columns",
-                            field.name(),
-                            known.data_type(),
-                            field.data_type()
-                        ))
-                    })?;
-                    *known = known.clone().with_data_type(wider);
-                }
-            }
-        }
-    }
-    // A column some files lack is NULL in their rows.
-    let fields = fields
-        .into_iter()
-        .map(|f| {
-            let everywhere = schemas.iter().all(|s| s.field_with_name(f.name()).is_ok());
-            let nullable = f.is_nullable() || !everywhere;
-            f.with_nullable(nullable)
-        })
-        .collect::<Vec<_>>();
-    Ok(Some(Schema::new(fields)))
-}
-
-/// The one of `a` and `b` that holds every value of the other.
-fn wider_type(a: &DataType, b: &DataType) -> Option<DataType> {
-    let (x, y) = (SqlType::from_arrow(a)?, SqlType::from_arrow(b)?);
-    if x.widens_to(y) && &y.to_arrow() == b {
-        Some(b.clone())
-    } else if y.widens_to(x) && &x.to_arrow() == a {
-        Some(a.clone())
-    } else {
-        None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn widest_type_and_missing_columns_nullable() {
-        let v1 = Arc::new(Schema::new(vec![
-            Field::new("n", DataType::Int64, false),
-            Field::new("status", DataType::Int32, true),
-        ]));
-        let v2 = Arc::new(Schema::new(vec![
-            Field::new("n", DataType::Int64, false),
-            Field::new("status", DataType::Int64, true),
-            Field::new("country", DataType::Utf8, false),
-        ]));
-        let merged = merge(&[v1.clone(), v2]).unwrap().unwrap();
-        assert_eq!(merged.field(1).data_type(), &DataType::Int64);
-        assert!(merged.field(2).is_nullable());
-        assert!(!merged.field(0).is_nullable());
-        assert!(merge(&[v1.clone(), v1.clone()]).unwrap().is_none());
-        let text = Arc::new(Schema::new(vec![Field::new(
-            "status",
-            DataType::Utf8,
-            true,
-        )]));
-        let err = merge(&[v1, text]).unwrap_err();
-        assert_eq!(err.sqlstate(), "42804");
-    }
 }

@@ -136,7 +136,9 @@ impl Engine {
         if def.format == SinkFormat::Delta {
             // Creates the table now, so a location holding another table
             // fails the statement rather than the delivery.
-            DeltaLog::new(&location, 0)?.open(&def, &layout).await?;
+            DeltaLog::new(&location, 0)?
+                .open(&def, &layout, false)
+                .await?;
         }
         let def = self.catalog.create_sink(def)?;
         match self.start_sink(def.clone(), source, location).await {

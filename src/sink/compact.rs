@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::compute::concat_batches;
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
@@ -28,6 +29,7 @@ use crate::catalog::{CompactionDef, SinkFile, TimePartition};
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::log::ReadSchema;
+use crate::types::merge_schemas;
 
 /// How often partitions are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -203,21 +205,34 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
         objects.push(store.get(&Path::parse(&file.path)?).await?.bytes().await?);
     }
     let decode_layout = layout.clone();
-    let merged = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
-        // Files written before a schema change are read in the current
-        // one, as every reader sees them: a missing column NULL, a
-        // widened one cast.
-        let current = ReadSchema::plain(decode_layout.file_schema.clone());
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        for bytes in objects {
-            for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-                batches.push(current.adapt(batch?)?);
+    let (schema, merged) =
+        tokio::task::spawn_blocking(move || -> Result<(SchemaRef, RecordBatch)> {
+            let mut batches: Vec<RecordBatch> = Vec::new();
+            for bytes in objects {
+                for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
+                    batches.push(batch?);
+                }
             }
-        }
-        decode_layout.sort(&concat_batches(&decode_layout.file_schema, &batches)?)
-    })
-    .await
-    .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+            // Inputs written before a schema change keep every column they
+            // have: the output holds the current columns first (widened types
+            // cast), then any the stream has since dropped, so no delivered
+            // value is lost and readers see what they saw before.
+            let mut schemas = vec![decode_layout.file_schema.clone()];
+            schemas.extend(batches.iter().map(|b| b.schema()));
+            let schema = match merge_schemas(&schemas)? {
+                Some(merged) => Arc::new(merged),
+                None => decode_layout.file_schema.clone(),
+            };
+            let read = ReadSchema::plain(schema.clone());
+            let batches = batches
+                .into_iter()
+                .map(|b| read.adapt(b))
+                .collect::<Result<Vec<_>>>()?;
+            let merged = decode_layout.sort(&concat_batches(&schema, &batches)?)?;
+            Ok((schema, merged))
+        })
+        .await
+        .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
     let first = &inputs[0];
     let dir = layout.dir(&first.partition_values);
     let name = format!(
@@ -230,7 +245,7 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     let final_path = core.location.child(&relative);
     let (path, mut writer) = core.location.parquet_writer(
         &upload_relative(core.def.format, &relative),
-        layout.file_schema.clone(),
+        schema.clone(),
         writer_properties(&core.def, core.source.def.schema_version),
         core.limits.upload_part_size_bytes,
     )?;
@@ -259,7 +274,7 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
         stats: core
             .delta
             .is_some()
-            .then(|| super::delta_stats::file_stats(&layout.file_schema, &footer)),
+            .then(|| super::delta_stats::file_stats(&schema, &footer)),
     };
     let removed: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
     let catalog = core.catalog.clone();

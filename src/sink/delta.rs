@@ -90,7 +90,13 @@ impl DeltaLog {
     /// Opens the table, creating it with the sink's columns and partition
     /// columns when the location holds none; a table there with other
     /// columns is refused (42P07-class: the location is taken).
-    pub async fn open(&self, def: &SinkDef, layout: &Layout) -> Result<DeltaTable> {
+    ///
+    /// With `evolve` (a running sink, never a CREATE SINK), a table this
+    /// sink created follows its source's schema changes: columns the
+    /// stream gained are added (`ADD COLUMN`, nullable: older files lack
+    /// them), and columns it dropped stay in the table, nullable, NULL in
+    /// newer files.
+    pub async fn open(&self, def: &SinkDef, layout: &Layout, evolve: bool) -> Result<DeltaTable> {
         let mut table = DeltaTable::new(self.log_store.clone());
         let exists = self
             .log_store
@@ -99,26 +105,7 @@ impl DeltaLog {
             .map_err(delta_error)?;
         if exists {
             table.load().await.map_err(delta_error)?;
-            let columns: Vec<String> = table
-                .snapshot()
-                .map_err(delta_error)?
-                .schema()
-                .fields()
-                .map(|f| f.name().to_string())
-                .collect();
-            let ours: Vec<String> = layout
-                .table_schema
-                .fields()
-                .iter()
-                .map(|f| f.name().to_string())
-                .collect();
-            if columns != ours {
-                return Err(Error::InvalidParameter(format!(
-                    "the location holds a Delta table with columns ({}), not the sink's ({})",
-                    columns.join(", "),
-                    ours.join(", ")
-                )));
-            }
+            table = self.follow_columns(table, def, layout, evolve).await?;
         } else {
             let schema: StructType = layout
                 .table_schema
@@ -213,7 +200,7 @@ impl DeltaLog {
             return Ok(false);
         }
         if table.is_none() {
-            *table = Some(self.open(&core.def, &core.layout).await?);
+            *table = Some(self.open(&core.def, &core.layout, true).await?);
         }
         let Some(table) = table.as_mut() else {
             return Ok(false);
@@ -268,6 +255,85 @@ impl DeltaLog {
             .map_err(|e| Error::Internal(e.to_string()))??;
         self.published.send_modify(|p| p.seq = p.seq.max(last));
         Ok(queued.len() == MAX_CHANGES_PER_COMMIT)
+    }
+}
+
+impl DeltaLog {
+    /// An existing table's columns against the sink's: equal, or (with
+    /// `evolve`, on a table this sink made) brought to the sink's.
+    async fn follow_columns(
+        &self,
+        table: DeltaTable,
+        def: &SinkDef,
+        layout: &Layout,
+        evolve: bool,
+    ) -> Result<DeltaTable> {
+        let snapshot = table.snapshot().map_err(delta_error)?;
+        let theirs: StructType = snapshot.schema().as_ref().clone();
+        let ours: StructType = layout
+            .table_schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::InvalidParameter(format!("no Delta type for a column: {e}")))?;
+        let names = |s: &StructType| s.fields().map(|f| f.name().to_string()).collect::<Vec<_>>();
+        let refused = || {
+            Error::InvalidParameter(format!(
+                "the location holds a Delta table with columns ({}), not the sink's ({})",
+                names(&theirs).join(", "),
+                names(&ours).join(", ")
+            ))
+        };
+        if names(&theirs) == names(&ours) {
+            return Ok(table);
+        }
+        let ours_by_sink = snapshot.metadata().name() == Some(def.name.as_str());
+        if !evolve || !ours_by_sink {
+            return Err(refused());
+        }
+        for field in ours.fields() {
+            if let Some(old) = theirs.field(field.name()) {
+                if old.data_type() != field.data_type() {
+                    return Err(Error::FeatureNotSupported(format!(
+                        "column \"{}\" of Delta sink \"{}\" is {} in the table and {} in the stream; Delta tables change types only with the typeWidening feature, which Athena and Spark before 4.0 cannot read",
+                        field.name(),
+                        def.name,
+                        old.data_type(),
+                        field.data_type()
+                    )));
+                }
+            }
+        }
+        let added: Vec<_> = ours
+            .fields()
+            .filter(|f| theirs.field(f.name()).is_none())
+            .map(|f| {
+                let mut f = f.clone();
+                f.nullable = true;
+                f
+            })
+            .collect();
+        let dropped: Vec<String> = theirs
+            .fields()
+            .filter(|f| ours.field(f.name()).is_none() && !f.is_nullable())
+            .map(|f| f.name().to_string())
+            .collect();
+        let mut table = table;
+        if !added.is_empty() {
+            tracing::info!(sink = %def.name, columns = ?added.iter().map(|f| f.name().to_string()).collect::<Vec<_>>(), "adding the stream's new columns to the Delta table");
+            table = table
+                .add_columns()
+                .with_fields(added)
+                .await
+                .map_err(delta_error)?;
+        }
+        for column in dropped {
+            table = table
+                .drop_column_not_null()
+                .with_column(column)
+                .await
+                .map_err(delta_error)?;
+        }
+        Ok(table)
     }
 }
 

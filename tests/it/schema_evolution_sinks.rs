@@ -210,3 +210,81 @@ async fn a_sink_and_derived_streams_across_three_versions() {
         2
     );
 }
+
+/// A Delta sink records the change in the Delta log: an added column
+/// (`ADD COLUMN` in the table's history, NULL in older files), a dropped
+/// one kept in the table and NULL in newer files; a type change is refused.
+#[tokio::test]
+async fn a_delta_sink_follows_added_and_dropped_columns() {
+    let server = Server::start();
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute("CREATE SINK lake FROM clicks WITH (location = 'lake', format = 'delta', rollover_interval = '1 h')")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_range("clicks", 0, 100))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let err = client
+        .batch_execute("ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "0A000");
+    client
+        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_with(100, 200, "200", "fr"))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    client
+        .batch_execute("ALTER STREAM clicks DROP COLUMN url")
+        .await
+        .unwrap();
+    client
+        .batch_execute(
+            "INSERT INTO clicks (event_time, n, status, country) \
+             SELECT CAST(to_timestamp_seconds(1795600800 + n * 60) AS TIMESTAMP), n, 200, 'de' \
+             FROM (SELECT unnest(range(200, 250)) AS n)",
+        )
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+
+    // A compaction merges files written before and after the changes:
+    // the dropped column's values stay in its output.
+    crate::delta::until_compacted(&client, "lake", || {}).await;
+    let lake = server.data_dir().join("lake");
+    let seen = crate::delta::read_delta_at(lake.to_string_lossy().as_ref(), None, &[]);
+    assert_eq!(seen["rows"], 250, "{seen}");
+    assert_eq!(seen["distinct"], 250, "{seen}");
+    assert!(seen["schema"].get("country").is_some(), "{seen}");
+    assert!(seen["schema"].get("url").is_some(), "{seen}");
+    // 200 distinct URLs, and NULL in the rows written after the DROP.
+    let urls = crate::delta::delta_py(&["read", lake.to_string_lossy().as_ref(), "url"], &[]);
+    assert_eq!(urls["distinct"], 9, "{urls}");
+    let operations = seen["operations"].to_string();
+    assert!(operations.contains("ADD COLUMN"), "{operations}");
+    assert!(operations.contains("OPTIMIZE"), "{operations}");
+    client
+        .batch_execute(&format!(
+            "CREATE EXTERNAL TABLE dl STORED AS DELTA LOCATION '{}'",
+            lake.display()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM dl WHERE country IS NULL").await,
+        100
+    );
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM dl WHERE url IS NULL").await,
+        50
+    );
+    assert_eq!(count(&client, "SELECT count(*) FROM lake").await, 250);
+}
