@@ -1,6 +1,7 @@
 """Reads a sink's directory holding files of several schema versions the
 way other engines do: DuckDB with union_by_name, pyarrow with the files'
-schemas unified (permissive promotion: int32 and int64 give int64).
+schemas unified (permissive promotion: int32 and int64 give int64), Polars
+given that schema (missing columns inserted as NULL, integers upcast).
 
 Usage: python3 evolved_readers.py DIRECTORY
 Prints one JSON object: reader -> {"rows", "country_nulls", "status", "big"}.
@@ -9,6 +10,7 @@ import json
 import sys
 
 import duckdb
+import polars as pl
 import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
@@ -35,5 +37,18 @@ out["pyarrow"] = {
     "country_nulls": table.column("country").null_count,
     "status": str(table.schema.field("status").type),
     "big": sum(1 for s in status if s is not None and s > 2147483647),
+}
+frame = pl.scan_parquet(
+    glob,
+    schema=pl.from_arrow(schema.empty_table()).schema,
+    hive_partitioning=False,
+    missing_columns="insert",
+    cast_options=pl.ScanCastOptions(integer_cast="upcast"),
+).collect()
+out["polars"] = {
+    "rows": frame.height,
+    "country_nulls": frame["country"].null_count(),
+    "status": str(frame.schema["status"]),
+    "big": frame.filter(pl.col("status") > 2147483647).height,
 }
 print(json.dumps(out))

@@ -1,6 +1,6 @@
 //! A stream's schema changes under its sink and its derived streams: the
 //! sink's files of three versions read together (the sink table, an
-//! external table, DuckDB, pyarrow), each file naming its version; derived
+//! external table, DuckDB, pyarrow, Polars), each file naming its version; derived
 //! streams keep their declared columns until `ALTER STREAM … AS SELECT`
 //! moves them on, exactly once.
 
@@ -134,7 +134,11 @@ async fn a_sink_and_derived_streams_across_three_versions() {
         String::from_utf8_lossy(&out.stderr)
     );
     let readers: Value = serde_json::from_str(stdout.trim()).unwrap();
-    for (reader, status) in [("duckdb", "BIGINT"), ("pyarrow", "int64")] {
+    for (reader, status) in [
+        ("duckdb", "BIGINT"),
+        ("pyarrow", "int64"),
+        ("polars", "Int64"),
+    ] {
         let seen = &readers[reader];
         assert_eq!(seen["rows"], 300, "{reader}: {seen}");
         assert_eq!(seen["country_nulls"], 100, "{reader}: {seen}");
