@@ -15,29 +15,30 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone)]
 pub struct Versions {
     by_number: BTreeMap<u32, SchemaRef>,
+    /// The newest version and its schema.
+    current: (u32, SchemaRef),
 }
 
 impl Versions {
     pub fn new(by_number: BTreeMap<u32, SchemaRef>) -> Result<Versions> {
-        if by_number.is_empty() {
-            return Err(Error::Internal("a stream log needs a schema".into()));
-        }
-        Ok(Versions { by_number })
+        let current = by_number
+            .last_key_value()
+            .map(|(v, s)| (*v, s.clone()))
+            .ok_or_else(|| Error::Internal("a stream log needs a schema".into()))?;
+        Ok(Versions { by_number, current })
     }
 
     /// A log with one version (version 1).
     pub fn single(schema: SchemaRef) -> Versions {
         Versions {
-            by_number: BTreeMap::from([(1, schema)]),
+            by_number: BTreeMap::from([(1, schema.clone())]),
+            current: (1, schema),
         }
     }
 
     /// The newest version and its schema.
     pub fn current(&self) -> (u32, &SchemaRef) {
-        self.by_number
-            .last_key_value()
-            .map(|(v, s)| (*v, s))
-            .expect("Versions is never empty")
+        (self.current.0, &self.current.1)
     }
 
     pub fn get(&self, version: u32) -> Option<&SchemaRef> {
@@ -54,10 +55,16 @@ impl Versions {
             .map(|(v, _)| *v)
     }
 
+    /// These versions and `version` (the newest if it is above the others).
     pub fn with(&self, version: u32, schema: SchemaRef) -> Versions {
         let mut by_number = self.by_number.clone();
-        by_number.insert(version, schema);
-        Versions { by_number }
+        by_number.insert(version, schema.clone());
+        let current = if version >= self.current.0 {
+            (version, schema)
+        } else {
+            self.current.clone()
+        };
+        Versions { by_number, current }
     }
 }
 
