@@ -1,10 +1,39 @@
-//! Deterministic clickstream rows (~200 bytes as CSV): time over one day,
-//! user and session ids, e-mail, ip, one of 200 urls, referrer, status,
-//! latency and user agent.
+//! Deterministic clickstream rows: time over one day, user and session
+//! ids, e-mail, ip, one of 200 urls, referrer, status, latency and user
+//! agent. Two shapes of the same columns: [`Shape::Narrow`] (~160 bytes as
+//! CSV: one short user agent, bare referrers) and [`Shape::Wide`] (~290
+//! bytes: real browsers' user agents, search referrers with their query),
+//! since PostgreSQL's cost is per row and sluice's per byte.
 
 pub const COLUMNS: &str =
     "(event_time TIMESTAMP NOT NULL, user_id BIGINT, session_id BIGINT, email TEXT, ip TEXT, \
      url TEXT, referrer TEXT, status INT, latency_ms INT, user_agent TEXT)";
+
+/// How wide a row's text columns are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Narrow,
+    Wide,
+}
+
+impl Shape {
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Narrow => "~160 B rows",
+            Shape::Wide => "~290 B rows",
+        }
+    }
+}
+
+const NARROW_AGENT: &str = "Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101";
+
+/// User agents as real clickstreams carry them.
+const WIDE_AGENTS: [&str; 4] = [
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/18.1 Safari/605.1.15",
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 18_1 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148",
+    "Mozilla/5.0 (X11; Linux x86_64; rv:133.0) Gecko/20100101 Firefox/133.0",
+];
 
 /// Row `i` of `rows`, spread evenly over 2026-11-25 (UTC).
 pub struct Click {
@@ -16,9 +45,35 @@ pub struct Click {
     pub referrer: u64,
     pub status: u32,
     pub latency_ms: u64,
+    pub shape: Shape,
 }
 
 impl Click {
+    /// Row `i` of `rows` in `shape` (the same values, other text widths).
+    pub fn shaped(i: u64, rows: u64, shape: Shape) -> Click {
+        Click {
+            shape,
+            ..Click::new(i, rows)
+        }
+    }
+
+    fn agent(&self) -> &'static str {
+        match self.shape {
+            Shape::Narrow => NARROW_AGENT,
+            Shape::Wide => WIDE_AGENTS[(self.session % 4) as usize],
+        }
+    }
+
+    fn referrer(&self) -> String {
+        match self.shape {
+            Shape::Narrow => format!("https://ref.example.com/{}", self.referrer),
+            Shape::Wide => format!(
+                "https://www.search.example.com/search?q=product+{}&src={}&utm_source=newsletter&utm_medium=email",
+                self.url, self.referrer
+            ),
+        }
+    }
+
     pub fn new(i: u64, rows: u64) -> Click {
         let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03;
         let mut next = || {
@@ -42,6 +97,7 @@ impl Click {
                 _ => 302,
             },
             latency_ms: 5 + next() % 2000,
+            shape: Shape::Narrow,
         }
     }
 
@@ -57,9 +113,19 @@ impl Click {
 
     pub fn csv(&self) -> String {
         format!(
-            "{},{},{},user{}@example.com,10.{}.{}.{},/products/{},https://ref.example.com/{},{},{},Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101\n",
-            self.time(), self.user, self.session, self.user, self.ip[0], self.ip[1], self.ip[2],
-            self.url, self.referrer, self.status, self.latency_ms
+            "{},{},{},user{}@example.com,10.{}.{}.{},/products/{},{},{},{},{}\n",
+            self.time(),
+            self.user,
+            self.session,
+            self.user,
+            self.ip[0],
+            self.ip[1],
+            self.ip[2],
+            self.url,
+            self.referrer(),
+            self.status,
+            self.latency_ms,
+            self.agent()
         )
     }
 
@@ -82,9 +148,14 @@ impl Click {
 
 /// `rows` rows as CSV.
 pub fn csv(rows: u64) -> bytes::Bytes {
-    let mut out = String::with_capacity(rows as usize * 200);
+    csv_shaped(rows, Shape::Narrow)
+}
+
+/// `rows` rows of `shape` as CSV.
+pub fn csv_shaped(rows: u64, shape: Shape) -> bytes::Bytes {
+    let mut out = String::with_capacity(rows as usize * 300);
     for i in 0..rows {
-        out.push_str(&Click::new(i, rows).csv());
+        out.push_str(&Click::shaped(i, rows, shape).csv());
     }
     bytes::Bytes::from(out)
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use super::data::{self, Click, COLUMNS};
+use super::data::{self, Click, Shape, COLUMNS};
 use super::{quantile_ms, Row, Scale};
 use crate::common::{connect, Postgres, Sluice};
 
@@ -207,6 +207,48 @@ pub(super) async fn aws_puts(addr: &str, put: Put, producers: u64, seconds: u64)
     rates(tasks, started).await
 }
 
+/// One COPY of `scale.rows` rows of `shape` into sluice and PostgreSQL.
+async fn copy_row(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>, shape: Shape) -> Row {
+    let csv = data::csv_shaped(scale.rows, shape);
+    let mb = csv.len() as f64 / 1e6;
+    // One COPY varies by up to 2x here (the disk's write-back throttling):
+    // rounds alternate sluice and PostgreSQL, and medians are compared.
+    let rounds = if scale.quick { 1 } else { 3 };
+    let (mut ours, mut logged, mut unlogged) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        ours.push(copy(&sluice.conninfo, "clicks", &csv).await);
+        if let Some(pg) = postgres {
+            logged.push(copy(&pg.conninfo, "logged", &csv).await);
+            unlogged.push(copy(&pg.conninfo, "unlogged", &csv).await);
+        }
+    }
+    let rate = |secs: f64| {
+        format!(
+            "{:.0} rows/s, {:.0} MB/s",
+            scale.rows as f64 / secs,
+            mb / secs
+        )
+    };
+    let secs = median(&mut ours);
+    let mut row = Row::new(
+        "ingest",
+        format!(
+            "COPY csv, {} rows ({}, {mb:.0} MB), 1 client (median of {rounds})",
+            scale.rows,
+            shape.name()
+        ),
+        rate(secs),
+    );
+    if postgres.is_some() {
+        let (logged, unlogged) = (median(&mut logged), median(&mut unlogged));
+        row = row.peer(
+            format!("PG logged {} (unlogged {})", rate(logged), rate(unlogged)),
+            Some(logged / secs),
+        );
+    }
+    row.rss(sluice.peak_rss_mb())
+}
+
 pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
     let mut out = Vec::new();
     connect(&sluice.conninfo)
@@ -255,43 +297,9 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
         }
         out.push(row.rss(sluice.peak_rss_mb()));
     }
-    let csv = data::csv(scale.rows);
-    let mb = csv.len() as f64 / 1e6;
-    // One COPY varies by up to 2x here (the disk's write-back throttling):
-    // rounds alternate sluice and PostgreSQL, and medians are compared.
-    let rounds = if scale.quick { 1 } else { 3 };
-    let (mut ours, mut logged, mut unlogged) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        ours.push(copy(&sluice.conninfo, "clicks", &csv).await);
-        if let Some(pg) = postgres {
-            logged.push(copy(&pg.conninfo, "logged", &csv).await);
-            unlogged.push(copy(&pg.conninfo, "unlogged", &csv).await);
-        }
+    for shape in [Shape::Narrow, Shape::Wide] {
+        out.push(copy_row(scale, sluice, postgres, shape).await);
     }
-    let rate = |secs: f64| {
-        format!(
-            "{:.0} rows/s, {:.0} MB/s",
-            scale.rows as f64 / secs,
-            mb / secs
-        )
-    };
-    let secs = median(&mut ours);
-    let mut row = Row::new(
-        "ingest",
-        format!(
-            "COPY csv, {} rows, 1 client (median of {rounds})",
-            scale.rows
-        ),
-        rate(secs),
-    );
-    if postgres.is_some() {
-        let (logged, unlogged) = (median(&mut logged), median(&mut unlogged));
-        row = row.peer(
-            format!("PG logged {} (unlogged {})", rate(logged), rate(unlogged)),
-            Some(logged / secs),
-        );
-    }
-    out.push(row.rss(sluice.peak_rss_mb()));
     for producers in [1u64, 8] {
         let (r, mb) = http(&sluice.http, producers, scale.seconds).await;
         out.push(
