@@ -125,24 +125,34 @@ impl Click {
             self.referrer(),
             self.status,
             self.latency_ms,
-            self.agent()
+            csv_field(self.agent())
         )
     }
 
     pub fn sql_values(&self) -> String {
         format!(
-            "('{}', {}, {}, 'user{}@example.com', '10.{}.{}.{}', '/products/{}', 'https://ref.example.com/{}', {}, {}, 'Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101')",
+            "('{}', {}, {}, 'user{}@example.com', '10.{}.{}.{}', '/products/{}', '{}', {}, {}, '{}')",
             self.time(), self.user, self.session, self.user, self.ip[0], self.ip[1], self.ip[2],
-            self.url, self.referrer, self.status, self.latency_ms
+            self.url, self.referrer(), self.status, self.latency_ms, self.agent()
         )
     }
 
     pub fn json(&self) -> String {
         format!(
-            "{{\"event_time\":\"{}\",\"user_id\":{},\"session_id\":{},\"email\":\"user{}@example.com\",\"ip\":\"10.{}.{}.{}\",\"url\":\"/products/{}\",\"referrer\":\"https://ref.example.com/{}\",\"status\":{},\"latency_ms\":{},\"user_agent\":\"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101\"}}",
+            "{{\"event_time\":\"{}\",\"user_id\":{},\"session_id\":{},\"email\":\"user{}@example.com\",\"ip\":\"10.{}.{}.{}\",\"url\":\"/products/{}\",\"referrer\":\"{}\",\"status\":{},\"latency_ms\":{},\"user_agent\":\"{}\"}}",
             self.time().replace(' ', "T"), self.user, self.session, self.user, self.ip[0], self.ip[1], self.ip[2],
-            self.url, self.referrer, self.status, self.latency_ms
+            self.url, self.referrer(), self.status, self.latency_ms, self.agent()
         )
+    }
+}
+
+/// A CSV field: quoted when it holds the delimiter (browsers' user agents
+/// do: `(KHTML, like Gecko)`).
+fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains([',', '"']) {
+        format!("\"{}\"", text.replace('"', "\"\"")).into()
+    } else {
+        text.into()
     }
 }
 

@@ -428,3 +428,56 @@ async fn binary_copy_from_a_driver() {
     assert_eq!(sqlstate(&err), "22P04");
     assert_eq!(scalar(&client, "SELECT count(*) FROM b").await, 1000);
 }
+
+/// Rows are split into fields on one thread and converted to columns on
+/// another: the COPY still fails with its first bad row, whichever of the
+/// two finds it, and stores nothing.
+#[tokio::test]
+async fn the_first_bad_row_wins_across_the_two_decoding_stages() {
+    let server = Server::start();
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    let rows = |bad_type_at: usize, bad_shape_at: usize| {
+        let mut data = String::new();
+        for i in 1..=30_000 {
+            data.push_str(&match i {
+                _ if i == bad_type_at => format!("2026-11-25 13:00:00,{i},e,/p,notanumber\n"),
+                _ if i == bad_shape_at => format!("2026-11-25 13:00:00,{i},e,/p,200,extra\n"),
+                _ => format!("2026-11-25 13:00:00,{i},e,/p,200\n"),
+            });
+        }
+        data
+    };
+    // A type error in the first chunk (found by the converting stage) and
+    // a shape error two chunks later (found by the splitting one), then
+    // the other way round.
+    for (data, line, code) in [
+        (rows(100, 20_000), 100, "22P02"),
+        (rows(20_000, 100), 100, "22P04"),
+    ] {
+        let sink = client
+            .copy_in::<_, Bytes>("COPY clicks FROM STDIN WITH (FORMAT csv)")
+            .await
+            .unwrap();
+        futures::pin_mut!(sink);
+        let mut failed = None;
+        for chunk in data.as_bytes().chunks(64 * 1024) {
+            if let Err(e) = sink.send(Bytes::copy_from_slice(chunk)).await {
+                failed = Some(e);
+                break;
+            }
+        }
+        let err = match failed {
+            Some(e) => e,
+            None => sink.finish().await.unwrap_err(),
+        };
+        let db = err.as_db_error().expect("a database error");
+        assert_eq!(db.code().code(), code, "{db:?}");
+        assert_eq!(
+            db.where_(),
+            Some(format!("COPY clicks, line {line}").as_str()),
+            "{db:?}"
+        );
+        assert_eq!(scalar(&client, "SELECT count(*) FROM clicks").await, 0);
+    }
+}

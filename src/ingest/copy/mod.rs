@@ -1,7 +1,8 @@
 //! `COPY … FROM STDIN`: data arrives in CopyData chunks of any size; this
 //! splits it into records (CSV quotes may span lines; binary tuples by
 //! their length prefixes), fields (text-format escapes, CSV quoting, NULL
-//! markers) and converts every 8192 rows to an Arrow batch. Batches stay in
+//! markers) and converts every 8192 rows to an Arrow batch, on a second
+//! thread ([`convert`]) while the next rows are split. Batches stay in
 //! memory up to [`COPY_MEMORY_BYTES`] (or `max_statement_bytes` if lower)
 //! and are then stored with the statement's other appends in one group
 //! commit; beyond that they go to the log as a bulk append, written to
@@ -9,22 +10,25 @@
 //! Either way a COPY is all-or-nothing in bounded memory; with
 //! `ON_ERROR 'dead_letter'` bad rows go to `sluice.errors` instead.
 
+mod convert;
+
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 
 use crate::runtime::dead_letters::DeadLetter;
-use datafusion::arrow::array::{StringArray, StringBuilder};
+use datafusion::arrow::array::StringBuilder;
 
 use super::copy_fields::{
     binary_header, binary_tuple, csv_fields, text_fields, BinaryTuple, Fields,
 };
-use super::rows::{build_batch_columns, OnError};
+use super::rows::OnError;
 use crate::error::{Error, Result};
-use crate::log::{BulkFiles, BulkSpill};
+use crate::log::BulkFiles;
 use crate::runtime::Stream;
 use crate::sql::{CopyFormat, CopyOptions};
 use crate::types::SqlType;
+use convert::{Chunk, Converter, Stage};
 
 const CHUNK_ROWS: usize = 8192;
 
@@ -49,8 +53,6 @@ pub struct CopyIn {
     options: CopyOptions,
     /// The longest record (`max_statement_bytes`).
     max_bytes: u64,
-    /// Decoded bytes held in memory before the rows go to a bulk append.
-    memory_bytes: u64,
     /// Bytes of a record not yet complete.
     carry: Vec<u8>,
     /// How far into `carry` the record scan got, and its quote state there.
@@ -68,10 +70,11 @@ pub struct CopyIn {
     fields: Fields,
     /// Per buffered row: its first line and raw text (kept for dead letters).
     row_info: Vec<(u64, Option<String>)>,
-    batches: Vec<RecordBatch>,
-    bytes: u64,
-    /// Set once the batches outgrow `memory_bytes`: where the rest goes.
-    spill: Option<BulkSpill>,
+    /// The second stage, before its thread starts (a COPY of one chunk
+    /// converts it here at the end and starts no thread).
+    converter: Option<Converter>,
+    /// The second stage on its thread, from the first full chunk on.
+    stage: Option<Stage>,
     pub(super) dead_letters: Vec<DeadLetter>,
 }
 
@@ -87,13 +90,23 @@ impl CopyIn {
             .iter()
             .map(|t| options.force_null.contains(&stream.def.columns[*t].name))
             .collect();
+        let mode = if options.dead_letter {
+            OnError::Skip
+        } else {
+            OnError::Abort
+        };
+        let converter = Converter::new(
+            stream.clone(),
+            targets.clone(),
+            mode,
+            max_bytes.min(COPY_MEMORY_BYTES),
+        );
         CopyIn {
             header_pending: options.header || options.format == CopyFormat::Binary,
             stream,
             targets,
             force_null,
             options,
-            memory_bytes: max_bytes.min(COPY_MEMORY_BYTES),
             max_bytes,
             carry: Vec::new(),
             scan_pos: 0,
@@ -104,9 +117,8 @@ impl CopyIn {
             columns: (0..targets_len).map(|_| StringBuilder::new()).collect(),
             fields: Fields::default(),
             row_info: Vec::new(),
-            batches: Vec::new(),
-            bytes: 0,
-            spill: None,
+            converter: Some(converter),
+            stage: None,
             dead_letters: Vec::new(),
         }
     }
@@ -118,6 +130,20 @@ impl CopyIn {
 
     /// Consumes one CopyData chunk.
     pub fn feed(&mut self, data: &[u8]) -> Result<()> {
+        self.feed_records(data).map_err(|e| self.earlier_error(e))
+    }
+
+    /// The error the COPY fails with when this stage met `error`: an
+    /// error of a chunk already handed to the second stage is of an
+    /// earlier row, and the first bad row is the one reported.
+    fn earlier_error(&mut self, error: Error) -> Error {
+        match self.stage.as_mut().map(Stage::join) {
+            Some(Err(earlier)) => earlier,
+            _ => error,
+        }
+    }
+
+    fn feed_records(&mut self, data: &[u8]) -> Result<()> {
         if self.finished_marker {
             return Ok(());
         }
@@ -352,59 +378,71 @@ impl CopyIn {
 
     /// Adds Postgres's context line: `COPY t, line N`.
     fn at_line(&self, line: u64, error: Error) -> Error {
-        error.with_context(format!("COPY {}, line {line}", self.stream.def.name))
+        convert::at_line(&self.stream, line, error)
     }
 
-    /// Converts buffered rows to a batch (all-or-nothing, or dead letters).
+    /// The buffered rows as a chunk for the second stage.
+    fn chunk(&mut self) -> Chunk {
+        Chunk {
+            text: self.columns.iter_mut().map(|b| b.finish()).collect(),
+            info: std::mem::take(&mut self.row_info),
+        }
+    }
+
+    /// Hands a full chunk to the second stage (starting its thread the
+    /// first time); fails with the stage's error once it has one.
     fn flush(&mut self) -> Result<()> {
         if self.row_info.is_empty() {
             return Ok(());
         }
-        let mode = if self.options.dead_letter {
-            OnError::Skip
-        } else {
-            OnError::Abort
-        };
-        let info = std::mem::take(&mut self.row_info);
-        let text: Vec<StringArray> = self.columns.iter_mut().map(|b| b.finish()).collect();
-        let (batch, errors) =
-            match build_batch_columns(&self.stream, &self.targets, &text, info.len(), mode) {
-                Ok(ok) => ok,
-                Err(bad) => {
-                    let line = info.get(bad.row).map_or(self.line, |i| i.0);
-                    return Err(self.at_line(line, bad.error));
-                }
-            };
-        for bad in errors {
-            let (line, raw) = info.get(bad.row).cloned().unwrap_or((self.line, None));
-            let error = self.at_line(line, bad.error);
-            self.dead_letters.push(DeadLetter {
-                stream: Some(self.stream.def.name.clone()),
-                pipeline: None,
-                stage: "ingest",
-                error,
-                raw,
-            });
+        if self.stage.is_none() {
+            let converter = self
+                .converter
+                .take()
+                .ok_or_else(|| Error::Internal("COPY converter missing".into()))?;
+            self.stage = Some(Stage::start(converter)?);
         }
-        if let Some(spill) = self.spill.as_mut() {
-            return self.stream.log.spill(spill, batch);
+        let chunk = self.chunk();
+        let stage = self
+            .stage
+            .as_mut()
+            .ok_or_else(|| Error::Internal("COPY conversion not started".into()))?;
+        if stage.failed() {
+            stage.join()?;
         }
-        self.bytes += batch.get_array_memory_size() as u64;
-        self.batches.push(batch);
-        if self.bytes > self.memory_bytes {
-            // A large COPY: from here on, rows go to the log as they come.
-            let mut spill = self.stream.log.bulk_spill()?;
-            for batch in std::mem::take(&mut self.batches) {
-                self.stream.log.spill(&mut spill, batch)?;
-            }
-            self.spill = Some(spill);
-        }
-        Ok(())
+        stage.send(chunk)
     }
 
     /// Ends the input: the last record (without a newline) is taken too.
     /// Returns every good row, in memory or spilled.
     pub(super) fn finish(&mut self) -> Result<CopyRows> {
+        self.finish_records().map_err(|e| self.earlier_error(e))?;
+        let chunk = self.chunk();
+        let converter = match self.stage.as_mut() {
+            Some(stage) => {
+                if !chunk.info.is_empty() {
+                    stage.send(chunk)?;
+                }
+                stage.join()?
+            }
+            None => {
+                let mut converter = self
+                    .converter
+                    .take()
+                    .ok_or_else(|| Error::Internal("COPY converter missing".into()))?;
+                if !chunk.info.is_empty() {
+                    converter.convert(chunk)?;
+                }
+                converter
+            }
+        };
+        let (rows, letters) = converter.finish()?;
+        self.dead_letters.extend(letters);
+        Ok(rows)
+    }
+
+    /// The checks at the end of the data, and the last record.
+    fn finish_records(&mut self) -> Result<()> {
         if self.options.format == CopyFormat::Binary && !self.finished_marker {
             return Err(self.at_line(
                 self.line,
@@ -423,11 +461,7 @@ impl CopyIn {
             }
             self.record(&rest)?;
         }
-        self.flush()?;
-        match self.spill.take() {
-            Some(spill) => Ok(CopyRows::Spilled(spill.finish()?)),
-            None => Ok(CopyRows::InMemory(std::mem::take(&mut self.batches))),
-        }
+        Ok(())
     }
 }
 
