@@ -24,6 +24,15 @@ fn insert_with(from: i64, to: i64, status: &str, country: &str) -> String {
     )
 }
 
+/// Runs each statement in order; a failure names it.
+async fn run_all(client: &Client, statements: &[String]) {
+    for sql in statements {
+        if let Err(e) = client.batch_execute(sql).await {
+            panic!("{sql}: {e:?}");
+        }
+    }
+}
+
 async fn count(client: &Client, sql: &str) -> i64 {
     scalar(client, sql).await
 }
@@ -60,29 +69,20 @@ async fn a_sink_and_derived_streams_across_three_versions() {
         )
         .await
         .unwrap();
-    client
-        .batch_execute(&insert_range("clicks", 0, 100))
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
-    client
-        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
-        .await
-        .unwrap();
-    client
-        .batch_execute(&insert_with(100, 200, "200", "fr"))
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
-    client
-        .batch_execute("ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT")
-        .await
-        .unwrap();
-    client
-        .batch_execute(&insert_with(200, 300, "5000000000", "de"))
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    run_all(
+        &client,
+        &[
+            insert_range("clicks", 0, 100),
+            "FLUSH SINK lake".into(),
+            "ALTER STREAM clicks ADD COLUMN country TEXT".into(),
+            insert_with(100, 200, "200", "fr"),
+            "FLUSH SINK lake".into(),
+            "ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT".into(),
+            insert_with(200, 300, "5000000000", "de"),
+            "FLUSH SINK lake".into(),
+        ],
+    )
+    .await;
 
     // The sink table: every file, missing columns NULL, types widened.
     assert_eq!(count(&client, "SELECT count(*) FROM lake").await, 300);
@@ -227,39 +227,31 @@ async fn a_delta_sink_follows_added_and_dropped_columns() {
         .batch_execute("CREATE SINK lake FROM clicks WITH (location = 'lake', format = 'delta', rollover_interval = '1 h')")
         .await
         .unwrap();
-    client
-        .batch_execute(&insert_range("clicks", 0, 100))
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    run_all(
+        &client,
+        &[insert_range("clicks", 0, 100), "FLUSH SINK lake".into()],
+    )
+    .await;
     let err = client
         .batch_execute("ALTER STREAM clicks ALTER COLUMN status TYPE BIGINT")
         .await
         .unwrap_err();
     assert_eq!(sqlstate(&err), "0A000");
-    client
-        .batch_execute("ALTER STREAM clicks ADD COLUMN country TEXT")
-        .await
-        .unwrap();
-    client
-        .batch_execute(&insert_with(100, 200, "200", "fr"))
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
-    client
-        .batch_execute("ALTER STREAM clicks DROP COLUMN url")
-        .await
-        .unwrap();
-    client
-        .batch_execute(
+    run_all(
+        &client,
+        &[
+            "ALTER STREAM clicks ADD COLUMN country TEXT".into(),
+            insert_with(100, 200, "200", "fr"),
+            "FLUSH SINK lake".into(),
+            "ALTER STREAM clicks DROP COLUMN url".into(),
             "INSERT INTO clicks (event_time, n, status, country) \
              SELECT CAST(to_timestamp_seconds(1795600800 + n * 60) AS TIMESTAMP), n, 200, 'de' \
-             FROM (SELECT unnest(range(200, 250)) AS n)",
-        )
-        .await
-        .unwrap();
-    client.batch_execute("FLUSH SINK lake").await.unwrap();
-
+             FROM (SELECT unnest(range(200, 250)) AS n)"
+                .into(),
+            "FLUSH SINK lake".into(),
+        ],
+    )
+    .await;
     // A compaction merges files written before and after the changes:
     // the dropped column's values stay in its output.
     crate::delta::until_compacted(&client, "lake", || {}).await;
