@@ -137,7 +137,7 @@ impl CopyIn {
     /// error of a chunk already handed to the second stage is of an
     /// earlier row, and the first bad row is the one reported.
     fn earlier_error(&mut self, error: Error) -> Error {
-        match self.stage.as_mut().map(Stage::join) {
+        match self.stage.take().map(|mut stage| stage.join()) {
             Some(Err(earlier)) => earlier,
             _ => error,
         }
@@ -408,7 +408,14 @@ impl CopyIn {
             .as_mut()
             .ok_or_else(|| Error::Internal("COPY conversion not started".into()))?;
         if stage.failed() {
-            stage.join()?;
+            // The stage is done with: its error is the COPY's.
+            let mut stage = self.stage.take();
+            return match stage.as_mut().map(Stage::join) {
+                Some(Err(error)) => Err(error),
+                _ => Err(Error::Internal(
+                    "COPY conversion failed without an error".into(),
+                )),
+            };
         }
         stage.send(chunk)
     }

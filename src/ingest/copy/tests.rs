@@ -90,3 +90,32 @@ fn line_numbers_count_newlines_inside_quotes() {
         );
     }
 }
+
+/// The converting stage fails on row 100 while the splitting stage goes
+/// on: the next full chunk learns of it and the COPY fails with row 100,
+/// not with a later row or an error of its own.
+#[test]
+fn a_failed_conversion_stops_the_copy_with_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = crate::sql::parse_copy("COPY t FROM STDIN WITH (FORMAT csv)").unwrap();
+    let mut decoder = CopyIn::new(stream(dir.path()), vec![0, 1, 2], copy.options, 1 << 30);
+    let row = |i: usize| match i {
+        100 => "k,v,oops\n".to_string(),
+        _ => format!("k,v,{i}\n"),
+    };
+    let first: String = (1..=CHUNK_ROWS).map(row).collect();
+    decoder.feed(first.as_bytes()).unwrap();
+    // Wait until the stage has converted (and failed on) the first chunk.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !decoder.stage.as_ref().is_some_and(Stage::failed) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stage never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let second: String = (CHUNK_ROWS + 1..=2 * CHUNK_ROWS).map(row).collect();
+    let err = decoder.feed(second.as_bytes()).unwrap_err();
+    assert_eq!(err.sqlstate(), "22P02", "{err}");
+    assert_eq!(err.context(), Some("COPY t, line 100"), "{err}");
+}
