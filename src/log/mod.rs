@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::{DataType, SchemaRef};
+use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -143,47 +143,6 @@ impl StreamLog {
     /// it does; reads go on.
     pub fn stopped(&self) -> Option<String> {
         self.stopped.lock().ok().and_then(|s| s.clone())
-    }
-
-    /// The schema versions now (a snapshot: a later ALTER does not
-    /// change it).
-    pub fn versions(&self) -> Arc<Versions> {
-        match self.versions.read() {
-            Ok(v) => v.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    /// The current schema.
-    pub fn schema(&self) -> SchemaRef {
-        self.versions().current().1.clone()
-    }
-
-    /// Adds schema version `version`: appends in it are accepted from now
-    /// on, and readers see every frame in it once they ask for it.
-    pub fn evolve(&self, version: u32, schema: SchemaRef) {
-        let mut slot = match self.versions.write() {
-            Ok(v) => v,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *slot = Arc::new(slot.with(version, schema));
-    }
-
-    /// The version `batches` were built in (all in the same one).
-    fn version_of(&self, batches: &[&RecordBatch]) -> Result<u32> {
-        let versions = self.versions();
-        let Some(first) = batches.first() else {
-            return Ok(versions.current().0);
-        };
-        let fields = first.schema_ref().fields();
-        match versions.version_of(fields) {
-            Some(v) if batches.iter().all(|b| b.schema_ref().fields() == fields) => Ok(v),
-            _ => Err(Error::Internal(format!(
-                "append with schema {:?} to a stream of schema {:?}",
-                first.schema(),
-                versions.current().1
-            ))),
-        }
     }
 
     pub fn shard_count(&self) -> u32 {

@@ -1,13 +1,16 @@
-//! A stream's schema versions as the log sees them, and reading a frame of
-//! any version in one schema: columns matched by name, a column the frame
-//! lacks filled with its DEFAULT or NULL, a widened column cast. Segments
-//! are never rewritten; old frames are adapted as they are read.
+//! A stream's schema versions as the log keeps them (swapped whole by an
+//! ALTER), and reading a frame of any version in one schema: columns
+//! matched by name, a column the frame lacks filled with its DEFAULT or
+//! NULL, a widened column cast. Segments are never rewritten; old frames
+//! are adapted as they are read.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use datafusion::arrow::array::{new_null_array, ArrayRef, RecordBatch, RecordBatchOptions};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{Fields, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
-use std::collections::BTreeMap;
 
 use crate::error::{Error, Result};
 
@@ -136,5 +139,48 @@ impl ReadSchema {
             columns,
             &RecordBatchOptions::new().with_row_count(Some(rows)),
         )?)
+    }
+}
+
+impl super::StreamLog {
+    /// The schema versions now (a snapshot: a later ALTER does not
+    /// change it).
+    pub fn versions(&self) -> Arc<Versions> {
+        match self.versions.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The current schema.
+    pub fn schema(&self) -> SchemaRef {
+        self.versions().current().1.clone()
+    }
+
+    /// Adds schema version `version`: appends in it are accepted from now
+    /// on, and readers see every frame in it once they ask for it.
+    pub fn evolve(&self, version: u32, schema: SchemaRef) {
+        let mut slot = match self.versions.write() {
+            Ok(v) => v,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *slot = Arc::new(slot.with(version, schema));
+    }
+
+    /// The version `batches` were built in (all in the same one).
+    pub(super) fn version_of(&self, batches: &[&RecordBatch]) -> Result<u32> {
+        let versions = self.versions();
+        let Some(first) = batches.first() else {
+            return Ok(versions.current().0);
+        };
+        let fields = first.schema_ref().fields();
+        match versions.version_of(fields) {
+            Some(v) if batches.iter().all(|b| b.schema_ref().fields() == fields) => Ok(v),
+            _ => Err(Error::Internal(format!(
+                "append with schema {:?} to a stream of schema {:?}",
+                first.schema(),
+                versions.current().1
+            ))),
+        }
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::log::writer::{FRAME_MAX_BYTES, FRAME_MAX_ROWS};
 use datafusion::arrow::array::{Int64Array, StringArray};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 
 fn schema() -> SchemaRef {
     Arc::new(Schema::new(vec![

@@ -3,7 +3,7 @@
 
 use super::*;
 use datafusion::arrow::array::{Int32Array, Int64Array, StringArray};
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 
 fn v1() -> SchemaRef {
