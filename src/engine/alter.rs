@@ -64,7 +64,12 @@ impl Engine {
         let history = self.catalog.schema_versions(&stream.def)?;
         let evolution = apply_changes(&stream.def, &history, changes)?;
         if evolution.columns == stream.def.columns {
-            return Ok(DdlOutcome::Skipped(evolution.notices.join("; ")));
+            // Nothing changes (IF [NOT] EXISTS, or a type it already has):
+            // no new version.
+            return Ok(match evolution.notices.is_empty() {
+                true => DdlOutcome::Done,
+                false => DdlOutcome::Skipped(evolution.notices.join("; ")),
+            });
         }
         // A Delta table changes a column's type only with the typeWidening
         // feature, which most of its readers cannot read.

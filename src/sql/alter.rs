@@ -94,18 +94,17 @@ pub(super) fn parse_alter_stream(stmt: &str) -> Result<AlterStream> {
 
 /// `ALTER STREAM name AS SELECT …` → (name, SELECT …).
 fn split_as_select(statement: &str) -> Option<(&str, &str)> {
-    let words: Vec<(usize, &str)> = statement
-        .split_whitespace()
-        .take(4)
-        .map(|w| (w.as_ptr() as usize - statement.as_ptr() as usize, w))
-        .collect();
-    match words.as_slice() {
-        [_, _, (name_at, name), (as_at, word)] if word.eq_ignore_ascii_case("AS") => {
-            let select = statement[as_at + 2..].trim_start();
-            Some((&statement[*name_at..name_at + name.len()], select))
-        }
-        _ => None,
+    let mut rest = statement;
+    let mut words = Vec::with_capacity(4);
+    for _ in 0..4 {
+        rest = rest.trim_start();
+        let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
+        words.push(&rest[..end]);
+        rest = &rest[end..];
     }
+    words[3]
+        .eq_ignore_ascii_case("AS")
+        .then(|| (words[2], rest.trim_start()))
 }
 
 fn column_change(op: &AlterTableOperation) -> Result<ColumnChange> {
