@@ -4,30 +4,16 @@
 //! commit, and `CREATE EXTERNAL TABLE … STORED AS DELTA` with time travel.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::harness::{python_json, scalar, sqlstate, wait_for, Server};
 use crate::sinks::{insert_range, CLICKS};
 
 /// `python3 tests/clients/delta_tables.py args…` with `env`, parsed.
 pub fn delta_py(args: &[&str], env: &[(&str, &str)]) -> Value {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/delta_tables.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("python3 with deltalake and polars (installed by .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap()
+    python_json("delta_tables.py", args, env)
 }
 
 fn read_delta(dir: &Path, version: Option<i64>) -> Value {

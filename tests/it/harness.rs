@@ -338,3 +338,25 @@ pub fn files_with_extension(dir: &Path, ext: &str) -> Vec<std::path::PathBuf> {
     out.sort();
     out
 }
+
+/// Runs `tests/clients/<script>` with `args` and `env` under python3 (its
+/// packages are installed by `.ci/run`) and parses the one JSON value it
+/// prints; fails the test with its output otherwise.
+pub fn python_json(script: &str, args: &[&str], env: &[(&str, &str)]) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("python3 with the packages .ci/run installs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script}: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("one JSON value")
+}

@@ -5,11 +5,7 @@
 //! `hour=0`); `dt` is a date to sluice, DuckDB and Polars (pyarrow infers
 //! only integers and strings, README says how to declare it).
 
-use std::process::Command;
-
-use serde_json::Value;
-
-use crate::harness::{scalar, Server};
+use crate::harness::{python_json, scalar, Server};
 
 #[tokio::test]
 async fn duckdb_polars_and_pyarrow_infer_the_partition_types_sluice_uses() {
@@ -51,20 +47,8 @@ async fn duckdb_polars_and_pyarrow_infer_the_partition_types_sluice_uses() {
         ]
     );
 
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/hive_readers.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.data_dir().join("lake"))
-        .output()
-        .expect("python3 with duckdb, polars and pyarrow (installed by .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let readers: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let lake = server.data_dir().join("lake");
+    let readers = python_json("hive_readers.py", &[lake.to_string_lossy().as_ref()], &[]);
     for (reader, dt, hour) in [
         ("duckdb", "DATE", "BIGINT"),
         ("polars", "Date", "Int64"),

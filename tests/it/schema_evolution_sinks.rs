@@ -5,14 +5,12 @@
 //! moves them on, exactly once.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use datafusion::parquet::file::reader::{FileReader, SerializedFileReader};
-use serde_json::Value;
 use tokio_postgres::Client;
 
-use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::harness::{python_json, scalar, sqlstate, wait_for, Server};
 use crate::sinks::{insert_range, parquet_files, CLICKS};
 
 /// Rows `from..to` of clicks in its newest shape.
@@ -121,19 +119,11 @@ async fn a_sink_and_derived_streams_across_three_versions() {
         100
     );
     // Other engines listing the directory.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/evolved_readers.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(&lake)
-        .output()
-        .expect("python3 with duckdb and pyarrow (installed by .ci/run)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    let readers = python_json(
+        "evolved_readers.py",
+        &[lake.to_string_lossy().as_ref()],
+        &[],
     );
-    let readers: Value = serde_json::from_str(stdout.trim()).unwrap();
     for (reader, status) in [
         ("duckdb", "BIGINT"),
         ("pyarrow", "int64"),
