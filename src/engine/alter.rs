@@ -146,7 +146,7 @@ impl Engine {
             statement,
         };
         self.catalog.evolve_stream(&def, &version)?;
-        let evolved = stream.evolved(def);
+        let evolved = stream.evolved(def)?;
         self.registry.streams.insert(evolved.clone());
         Ok(evolved)
     }

@@ -164,13 +164,12 @@ pub fn build_batch_columns(
                 }
             }
             // A column the statement does not name: its DEFAULT, else NULL.
-            None => match column.default_value() {
-                Ok(Some(value)) => value.to_array_of_size(n).map_err(|e| RowError {
+            None => match stream.defaults.get(index).and_then(Option::as_ref) {
+                Some(value) => value.to_array_of_size(n).map_err(|e| RowError {
                     row: 0,
                     error: e.into(),
                 })?,
-                Ok(None) => new_null_array(data_type, n),
-                Err(error) => return Err(RowError { row: 0, error }),
+                None => new_null_array(data_type, n),
             },
         };
         if !column.nullable && array.null_count() > 0 {

@@ -46,7 +46,8 @@ impl StreamTable {
             .def
             .columns
             .iter()
-            .filter_map(|c| Some((c.name.clone(), lit(c.default_value().ok()??))))
+            .zip(&stream.defaults)
+            .filter_map(|(c, d)| Some((c.name.clone(), lit(d.clone()?))))
             .collect();
         StreamTable {
             stream,

@@ -5,12 +5,13 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::ScalarValue;
 
 use crate::catalog::{SchemaVersion, StreamDef};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::log::{LogOptions, ReadSchema, StreamLog, Versions};
-use crate::types::arrow_schema;
+use crate::types::{arrow_schema, ColumnDef};
 
 use super::dead_letters::ERRORS_STREAM;
 
@@ -22,6 +23,9 @@ use super::dead_letters::ERRORS_STREAM;
 pub struct Stream {
     pub def: StreamDef,
     pub schema: SchemaRef,
+    /// Each column's DEFAULT as a value (parsed once per version), what
+    /// ingest writes and readers of older frames see where it is missing.
+    pub defaults: Vec<Option<ScalarValue>>,
     pub log: Arc<StreamLog>,
 }
 
@@ -34,6 +38,7 @@ impl Stream {
         versions: &[SchemaVersion],
     ) -> Result<Arc<Stream>> {
         let schema = arrow_schema(&def.columns);
+        let defaults = column_defaults(&def.columns)?;
         let mut by_number: std::collections::BTreeMap<u32, SchemaRef> = versions
             .iter()
             .map(|v| (v.version, arrow_schema(&v.columns)))
@@ -58,19 +63,26 @@ impl Stream {
                 retention,
             },
         )?;
-        Ok(Arc::new(Stream { def, schema, log }))
+        Ok(Arc::new(Stream {
+            def,
+            schema,
+            defaults,
+            log,
+        }))
     }
 
     /// The same log at a newer schema version (`ALTER STREAM`): the log
     /// accepts and shows the version from now on.
-    pub fn evolved(&self, def: StreamDef) -> Arc<Stream> {
+    pub fn evolved(&self, def: StreamDef) -> Result<Arc<Stream>> {
         let schema = arrow_schema(&def.columns);
+        let defaults = column_defaults(&def.columns)?;
         self.log.evolve(def.schema_version, schema.clone());
-        Arc::new(Stream {
+        Ok(Arc::new(Stream {
             def,
             schema,
+            defaults,
             log: self.log.clone(),
-        })
+        }))
     }
 
     /// How to read this stream's frames (of any version) in its schema,
@@ -81,11 +93,8 @@ impl Stream {
         let schema = Arc::new(self.schema.project(indices)?);
         let defaults = indices
             .iter()
-            .map(|i| match self.def.columns.get(*i) {
-                Some(c) => c.default_value(),
-                None => Ok(None),
-            })
-            .collect::<Result<Vec<_>>>()?;
+            .map(|i| self.defaults.get(*i).cloned().flatten())
+            .collect();
         Ok(ReadSchema::new(schema, defaults))
     }
 
@@ -120,6 +129,11 @@ impl Stream {
             self.log.end_offsets()
         }
     }
+}
+
+/// The DEFAULT of each column as a value.
+fn column_defaults(columns: &[ColumnDef]) -> Result<Vec<Option<ScalarValue>>> {
+    columns.iter().map(ColumnDef::default_value).collect()
 }
 
 /// The open streams by name, and `sluice.errors` (kept apart: it is not
