@@ -23,13 +23,14 @@ use crate::types::merge_schemas;
 const MAX_FILES: usize = 100_000;
 
 /// Gives `cmd` (Parquet, no declared columns, one location) the merged
-/// schema of its files when they differ; leaves it alone when they agree.
+/// schema of its files when they differ; `false` (and `cmd` alone) when
+/// they agree.
 pub(super) async fn declare_merged_schema(
     state: &SessionState,
     cmd: &mut CreateExternalTable,
-) -> Result<()> {
+) -> Result<bool> {
     let [location] = cmd.locations.as_slice() else {
-        return Ok(());
+        return Ok(false);
     };
     let url = ListingTableUrl::parse(location)?;
     let store = state.runtime_env().object_store(&url)?;
@@ -39,7 +40,7 @@ pub(super) async fn declare_merged_schema(
         .try_collect()
         .await?;
     if files.len() > MAX_FILES {
-        return Ok(());
+        return Ok(false);
     }
     let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
     let mut schemas = Vec::with_capacity(files.len());
@@ -51,7 +52,7 @@ pub(super) async fn declare_merged_schema(
         );
     }
     let Some(merged) = merge_schemas(&schemas)? else {
-        return Ok(());
+        return Ok(false);
     };
     let partitions = if cmd.table_partition_cols.is_empty() {
         ListingOptions::new(Arc::new(format))
@@ -73,5 +74,5 @@ pub(super) async fn declare_merged_schema(
     }));
     cmd.schema = Arc::new(DFSchema::try_from(Schema::new(fields))?);
     cmd.table_partition_cols = partitions;
-    Ok(())
+    Ok(true)
 }

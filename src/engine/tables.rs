@@ -84,9 +84,6 @@ impl Engine {
             }
         }
         let file_type = cmd.file_type.to_uppercase();
-        if file_type == "PARQUET" && cmd.schema.fields().is_empty() {
-            super::parquet_schema::declare_merged_schema(&state, &mut cmd).await?;
-        }
         if file_type == "DELTA" {
             let [location] = cmd.locations.as_slice() else {
                 return Err(Error::InvalidParameter(
@@ -112,7 +109,20 @@ impl Engine {
                     cmd.file_type
                 ))
             })?;
-        let provider = factory.create(&state, &cmd).await?;
+        let provider = match factory.create(&state, &cmd).await {
+            Ok(provider) => provider,
+            // Parquet files of several schema versions (a sink's directory
+            // across an ALTER) that DataFusion's inference cannot merge:
+            // given their merged schema, the table reads them all. Files
+            // that agree never pay for this second reading of footers.
+            Err(e) if file_type == "PARQUET" && cmd.schema.fields().is_empty() => {
+                if !super::parquet_schema::declare_merged_schema(&state, &mut cmd).await? {
+                    return Err(e.into());
+                }
+                factory.create(&state, &cmd).await?
+            }
+            Err(e) => return Err(e.into()),
+        };
         Ok((*cmd, provider))
     }
 
