@@ -1,12 +1,13 @@
 //! The durable stream log: per stream, `shards` append-only shard logs of
-//! checksummed segment files, written by one writer thread per stream that
-//! group-commits (many statements, one fsync per touched shard).
+//! checksummed segment files, written by group commit (many statements,
+//! one fsync per touched shard) led by the appending tasks themselves.
 //!
 //! An append is acknowledged only after its bytes are fsynced; readers see
 //! only acknowledged records and can follow new appends through a watch
 //! channel per shard. Nothing here knows SQL.
 
 mod bulk;
+mod commit;
 mod frame;
 mod segment;
 mod shard;
@@ -17,22 +18,21 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
 use datafusion::arrow::datatypes::DataType;
 use datafusion::arrow::record_batch::RecordBatch;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
 pub use bulk::{BulkFiles, BulkSpill};
+use commit::{Committer, Request};
 pub use frame::Progress;
 pub use segment::FrameRef;
 use shard::Shard;
 pub use shard::{read_frame, ShardStats};
 pub use versions::{ReadSchema, Versions};
-use writer::{writer_loop, SyncHelpers};
 
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
@@ -61,17 +61,6 @@ impl AppendAck {
     }
 }
 
-struct AppendRequest {
-    parts: Vec<(u32, RecordBatch)>,
-    /// The schema version every part is written in.
-    schema_version: u32,
-    /// Pipeline progress to record with these rows (see `append_progress`).
-    progress: Option<Progress>,
-    /// A spilled bulk append, written alone (see `bulk`).
-    bulk: Option<BulkFiles>,
-    reply: oneshot::Sender<Result<AppendAck>>,
-}
-
 /// One stream's log.
 pub struct StreamLog {
     dir: PathBuf,
@@ -79,12 +68,11 @@ pub struct StreamLog {
     versions: RwLock<Arc<Versions>>,
     options: LogOptions,
     shards: Vec<Arc<Shard>>,
-    sender: Mutex<Option<mpsc::Sender<AppendRequest>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
+    committer: Committer,
     round_robin: AtomicU64,
     /// Per consumer, per shard: the oldest sequence it still needs.
     holds: Mutex<BTreeMap<String, Vec<u64>>>,
-    /// Why the writer refuses appends (a failed fsync), if it does.
+    /// Why the log refuses appends (a failed fsync), if it does.
     stopped: Arc<Mutex<Option<String>>>,
 }
 
@@ -95,8 +83,7 @@ impl std::fmt::Debug for StreamLog {
 }
 
 impl StreamLog {
-    /// Opens the log under `dir`, recovering every shard, and starts its
-    /// writer thread.
+    /// Opens the log under `dir`, recovering every shard.
     pub fn open(dir: &Path, versions: Versions, options: LogOptions) -> Result<Arc<StreamLog>> {
         let shards = (0..options.shards)
             .map(|i| Shard::open(&dir.join(format!("shard-{i}")), i).map(Arc::new))
@@ -104,35 +91,19 @@ impl StreamLog {
         let last_unit_id = bulk::recover(&shards)?.unwrap_or(0);
         let stopped = Arc::new(Mutex::new(None));
         bulk::remove_stale_spills(dir)?;
-        let (tx, rx) = mpsc::channel(options.append_queue_depth.max(1));
-        let writer = {
-            let shards = shards.clone();
-            let helpers = SyncHelpers::start(shards.len())?;
-            let segment_size_bytes = options.segment_size_bytes;
-            let stopped = stopped.clone();
-            std::thread::Builder::new()
-                .name(format!(
-                    "log-writer-{}",
-                    dir.file_name().unwrap_or_default().to_string_lossy()
-                ))
-                .spawn(move || {
-                    writer_loop(
-                        shards,
-                        rx,
-                        segment_size_bytes,
-                        helpers,
-                        last_unit_id,
-                        stopped,
-                    )
-                })?
-        };
+        let committer = Committer::new(
+            shards.clone(),
+            options.append_queue_depth,
+            options.segment_size_bytes,
+            last_unit_id,
+            stopped.clone(),
+        )?;
         Ok(Arc::new(StreamLog {
             dir: dir.to_path_buf(),
             versions: RwLock::new(Arc::new(versions)),
             options,
             shards,
-            sender: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(writer)),
+            committer,
             round_robin: AtomicU64::new(0),
             holds: Mutex::new(BTreeMap::new()),
             stopped,
@@ -259,24 +230,14 @@ impl StreamLog {
         progress: Option<Progress>,
         bulk: Option<BulkFiles>,
     ) -> Result<AppendAck> {
-        let sender = self
-            .sender
-            .lock()
-            .map_err(|_| Error::Internal("log sender lock poisoned".into()))?
-            .clone()
-            .ok_or(Error::ShuttingDown)?;
-        let (reply, answer) = oneshot::channel();
-        sender
-            .send(AppendRequest {
+        self.committer
+            .append(Request {
                 parts,
                 schema_version,
                 progress,
                 bulk,
-                reply,
             })
             .await
-            .map_err(|_| Error::ShuttingDown)?;
-        answer.await.map_err(|_| Error::ShuttingDown)?
     }
 
     /// Splits a batch by shard: the crc32c of the partition key's text form
@@ -445,16 +406,10 @@ impl StreamLog {
         Ok(deleted)
     }
 
-    /// Stops accepting appends, lets the writer commit everything already
-    /// queued, and waits for it.
+    /// Stops accepting appends and waits for everything already queued to
+    /// be committed.
     pub fn close(&self) {
-        if let Ok(mut sender) = self.sender.lock() {
-            sender.take();
-        }
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
+        self.committer.close();
     }
 }
 

@@ -1,5 +1,5 @@
 //! One shard: an ordered run of segment files, its frame index, and the
-//! watermark readers follow. Only the stream's writer thread appends; any
+//! watermark readers follow. Only the group commit's leader appends; any
 //! number of readers read concurrently.
 
 use std::fs::{File, OpenOptions};

@@ -1,124 +1,25 @@
-//! The log writer thread and its group commit: takes every queued
-//! append, writes per touched shard the frames of the group, fsyncs the
-//! shards in parallel on long-lived helper threads, then publishes and
-//! answers every statement; on any failure nothing of the group becomes
-//! visible.
+//! Writing one commit group (see `commit` for how groups form): per
+//! touched shard the frames of the group, fsynced in parallel on
+//! long-lived helper threads, then published; on any failure nothing of
+//! the group becomes visible.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
-use tokio::sync::mpsc;
 
-use super::bulk;
 use super::frame::{Bulk, FrameMeta, Progress};
 use super::shard::{PendingWrite, Shard};
-use super::{AppendAck, AppendRequest};
+use super::AppendAck;
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
-
-/// Most statements merged into one group commit; bounds the work (and the
-/// latency) of one fsync round.
-const MAX_GROUP_REQUESTS: usize = 4096;
-/// Most bytes of Arrow data merged into one group commit.
-const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-
-/// The writer thread: takes every request waiting, commits them as one
-/// group, answers all. Exits when the channel closes and is drained.
-pub(super) fn writer_loop(
-    shards: Vec<Arc<Shard>>,
-    mut rx: mpsc::Receiver<AppendRequest>,
-    segment_size_bytes: u64,
-    helpers: SyncHelpers,
-    last_unit_id: u64,
-    stopped: Arc<Mutex<Option<String>>>,
-) {
-    let mut unit_ids = UnitIds::after(last_unit_id);
-    while let Some(first) = rx.blocking_recv() {
-        let mut next = Some(first);
-        while let Some(request) = next.take() {
-            if let Some(why) = stopped.lock().ok().and_then(|s| s.clone()) {
-                let _ = request.reply.send(Err(Error::LogStopped(why)));
-                next = rx.try_recv().ok();
-                continue;
-            }
-            let result = if let Some(files) = request.bulk {
-                let result = bulk::adopt_bulk(&shards, &files, unit_ids.next(), &helpers);
-                let failed = result.as_ref().err().map(Error::duplicate);
-                let _ = request.reply.send(result);
-                failed.map_or(Ok(()), Err)
-            } else {
-                let mut group_bytes = request_bytes(&request);
-                let mut group = vec![request];
-                while group.len() < MAX_GROUP_REQUESTS && group_bytes < MAX_GROUP_BYTES {
-                    match rx.try_recv() {
-                        // A bulk is written alone, after this group.
-                        Ok(req) if req.bulk.is_some() => {
-                            next = Some(req);
-                            break;
-                        }
-                        Ok(req) => {
-                            group_bytes += request_bytes(&req);
-                            group.push(req);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                commit_group(&shards, group, segment_size_bytes, &helpers, &mut unit_ids)
-            };
-            if let Err(Error::LogStopped(why)) = result {
-                tracing::error!(error = %why, "stream log stopped: writes are refused until a restart");
-                if let Ok(mut s) = stopped.lock() {
-                    *s = Some(why);
-                }
-            }
-            if next.is_none() {
-                next = rx.try_recv().ok();
-            }
-        }
-    }
-}
-
-fn request_bytes(req: &AppendRequest) -> usize {
-    req.parts
-        .iter()
-        .map(|(_, b)| b.get_array_memory_size())
-        .sum()
-}
 
 /// A frame to write: its rows and what it records besides.
 type Frame = (RecordBatch, FrameMeta);
 
 /// One request of a group: its rows per shard, their schema version and
 /// pipeline progress.
-type GroupPart = (Vec<(u32, RecordBatch)>, u32, Option<Progress>);
-
-fn commit_group(
-    shards: &[Arc<Shard>],
-    group: Vec<AppendRequest>,
-    segment_size_bytes: u64,
-    helpers: &SyncHelpers,
-    unit_ids: &mut UnitIds,
-) -> Result<()> {
-    let (replies, parts): (Vec<_>, Vec<_>) = group
-        .into_iter()
-        .map(|r| (r.reply, (r.parts, r.schema_version, r.progress)))
-        .unzip();
-    match write_group(shards, &parts, segment_size_bytes, helpers, unit_ids) {
-        Ok(acks) => {
-            for (reply, ack) in replies.into_iter().zip(acks) {
-                let _ = reply.send(Ok(ack));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            for reply in replies {
-                let _ = reply.send(Err(e.duplicate()));
-            }
-            Err(e)
-        }
-    }
-}
+pub(super) type GroupPart = (Vec<(u32, RecordBatch)>, u32, Option<Progress>);
 
 /// Writes the group's frames per touched shard, fsyncs them (in
 /// parallel), then publishes; on any failure nothing of the group becomes
@@ -126,7 +27,7 @@ fn commit_group(
 /// bulk mechanism: an id on every frame, the count of touched shards on
 /// each shard's last one), so recovery cuts all of it if a crash tore it:
 /// a statement is never half-present, whatever shards it spans.
-fn write_group(
+pub(super) fn commit_group(
     shards: &[Arc<Shard>],
     requests: &[GroupPart],
     segment_size_bytes: u64,
@@ -376,7 +277,7 @@ type SyncJob = (
     std::sync::mpsc::SyncSender<std::io::Result<()>>,
 );
 
-/// Long-lived threads that fsync other shards' files while the writer
+/// Long-lived threads that fsync other shards' files while the leader
 /// fsyncs one itself, so a group touching several shards pays about one
 /// fsync of latency, without spawning a thread per group.
 pub(super) struct SyncHelpers {
