@@ -1,4 +1,4 @@
-//! One connection's life around pgwire's `process_socket`, and how it
+//! One connection's life around the protocol loop (`socket`), and how it
 //! ends at shutdown (tokio's mini-redis is the model): the accept loop
 //! stops, a statement in flight finishes and its answer is sent, an idle
 //! client is told 57P01 and disconnected, and the server waits for every
@@ -142,7 +142,7 @@ pub async fn serve(
     // than its own length field); the panic ends this connection only, and
     // the client is told why, as PostgreSQL would.
     let mut connection = Box::pin(
-        AssertUnwindSafe(pgwire::tokio::process_socket(socket, tls, handlers)).catch_unwind(),
+        AssertUnwindSafe(super::socket::process_socket(socket, tls, handlers)).catch_unwind(),
     );
     enum First {
         Ended(std::thread::Result<std::io::Result<()>>),

@@ -12,6 +12,7 @@ mod handler;
 mod parser;
 mod privilege;
 mod roles;
+mod socket;
 mod statement;
 mod text_format;
 
