@@ -9,7 +9,7 @@ use std::time::Instant;
 use futures::SinkExt;
 use tokio_postgres::Client;
 
-use super::data::{self, COLUMNS};
+use super::data::{self, Shape, COLUMNS};
 use super::{ack_to_visible, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
@@ -34,8 +34,8 @@ pub const QUERIES: [(&str, &str); 4] = [
     ),
 ];
 
-pub(super) async fn copy_all(client: &Client, rows: u64) {
-    let csv = data::csv(rows);
+pub(super) async fn copy_all(client: &Client, rows: u64, shape: Shape) {
+    let csv = data::csv_shaped(rows, shape);
     let sink = client
         .copy_in::<_, bytes::Bytes>("COPY clicks FROM STDIN WITH (FORMAT csv)")
         .await
@@ -78,7 +78,16 @@ pub(super) fn peers(dir: &std::path::Path) -> serde_json::Value {
     }
 }
 
+/// The phase on both row shapes, each on a fresh server.
 pub async fn run(scale: Scale) -> Vec<Row> {
+    let mut out = Vec::new();
+    for shape in [Shape::Narrow, Shape::Wide] {
+        out.extend(run_shape(scale, shape).await);
+    }
+    out
+}
+
+async fn run_shape(scale: Scale, shape: Shape) -> Vec<Row> {
     let mut out = Vec::new();
     let sluice = start_sluice();
     let client = connect(&sluice.conninfo).await;
@@ -91,7 +100,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         .await
         .expect("setup");
     let started = Instant::now();
-    copy_all(&client, scale.rows).await;
+    copy_all(&client, scale.rows, shape).await;
     client
         .batch_execute("FLUSH SINK lake")
         .await
@@ -109,8 +118,9 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         Row::new(
             "delivery",
             format!(
-                "COPY → committed Parquet, {} rows (24 hourly partitions)",
-                scale.rows
+                "COPY → committed Parquet, {} rows, {} (24 hourly partitions)",
+                scale.rows,
+                shape.name()
             ),
             format!(
                 "{rate:.0} rows/s; {files} files ({:.1} per partition), {:.2} MB/file",
@@ -120,7 +130,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         )
         .rss(sluice.peak_rss_mb()),
     );
-    let insert = |sent, n| data::insert_sql("clicks", sent, n, 1_000_000);
+    let insert = move |sent, n| data::insert_sql_shaped("clicks", sent, n, 1_000_000, shape);
     let (p50, p99) = ack_to_visible(
         &sluice.conninfo,
         10_000,
@@ -132,7 +142,10 @@ pub async fn run(scale: Scale) -> Vec<Row> {
     out.push(
         Row::new(
             "delivery",
-            "ack → visible in the sink table, 10k rows/s, 1 s rollover",
+            format!(
+                "ack → visible in the sink table, 10k rows/s, 1 s rollover, {}",
+                shape.name()
+            ),
             format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
         )
         .peer("Firehose Parquet: ≥ 60 s buffering", Some(60_000.0 / p99))
@@ -152,7 +165,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         out.push(
             Row::new(
                 "query",
-                format!("{name} (ms, warm)"),
+                format!("{name}, {} (ms, warm)", shape.name()),
                 format!("{warm:.1} (cold {cold:.1})"),
             )
             .peer(
@@ -162,8 +175,8 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             .rss(sluice.peak_rss_mb()),
         );
     }
-    out.extend(compaction(&client, &sluice).await);
-    out.push(bloom_gain(&client, &sluice).await);
+    out.extend(compaction(&client, &sluice, shape).await);
+    out.push(bloom_gain(&client, &sluice, shape).await);
     for engine in ["duckdb", "datafusion"] {
         if let Some(why) = peer.get(engine).and_then(|e| e.get("missing")) {
             eprintln!("{engine} is not installed ({why}); pip install {engine}");
@@ -178,7 +191,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
 /// A second sink of the same stream with compaction on: its files once
 /// compaction settles, and the top-10 query on them against the same query
 /// on a single-file copy of the data (CTAS).
-async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row> {
+async fn compaction(client: &Client, sluice: &crate::common::Sluice, shape: Shape) -> Vec<Row> {
     client
         .batch_execute(
             "CREATE SINK compacted FROM clicks WITH (location = 'compacted', time_partition = 'hour',                rollover_interval = '1 s', compaction = 'on', compaction_min_files = 2, bloom_filter_columns = 'user_id');              FLUSH SINK compacted",
@@ -210,13 +223,19 @@ async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row>
     vec![
         Row::new(
             "delivery",
-            "compaction of the same data (files before → after)",
+            format!(
+                "compaction of the same data, {} (files before → after)",
+                shape.name()
+            ),
             format!("{before} → {last} files"),
         )
         .rss(sluice.peak_rss_mb()),
         Row::new(
             "query",
-            "top-10 urls after compaction vs a single-file copy (ms, warm)",
+            format!(
+                "top-10 urls after compaction vs a single-file copy, {} (ms, warm)",
+                shape.name()
+            ),
             format!("{on_compacted_sink:.1}"),
         )
         .peer(
@@ -229,7 +248,7 @@ async fn compaction(client: &Client, sluice: &crate::common::Sluice) -> Vec<Row>
 
 /// The point lookup on the same data delivered without bloom filters, to
 /// show what they are worth.
-async fn bloom_gain(client: &Client, sluice: &crate::common::Sluice) -> Row {
+async fn bloom_gain(client: &Client, sluice: &crate::common::Sluice, shape: Shape) -> Row {
     client
         .batch_execute(
             "CREATE SINK plain FROM clicks WITH (location = 'plain', time_partition = 'hour', \
@@ -242,7 +261,10 @@ async fn bloom_gain(client: &Client, sluice: &crate::common::Sluice) -> Row {
     let (_, without) = time_query(client, &lookup.replace("FROM lake", "FROM plain")).await;
     Row::new(
         "query",
-        "one user's 100 newest, bloom filter on user_id vs none (ms, warm)",
+        format!(
+            "one user's 100 newest, bloom filter on user_id vs none, {} (ms, warm)",
+            shape.name()
+        ),
         format!("{with_bloom:.1}"),
     )
     .peer(

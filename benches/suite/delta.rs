@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use super::data::COLUMNS;
+use super::data::{Shape, COLUMNS};
 use super::delivery::{copy_all, peers, python_name, time_query, QUERIES};
 use super::{ack_to_visible, Row, Scale};
 use crate::common::{connect, start_sluice};
@@ -27,7 +27,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             .await
             .expect("setup");
         let started = Instant::now();
-        copy_all(&client, scale.rows).await;
+        copy_all(&client, scale.rows, Shape::Narrow).await;
         client
             .batch_execute("FLUSH SINK lake")
             .await

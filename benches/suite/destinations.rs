@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use base64::Engine as _;
 
-use super::data::{self, COLUMNS};
+use super::data::{self, Shape, COLUMNS};
 use super::delivery::copy_all;
 use super::ingest::{aws_puts, copy, create_raw_stream, median, Put};
 use super::{quantile_ms, scalar, Row, Scale};
@@ -70,7 +70,7 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
         ))
         .await
         .expect("stream");
-    copy_all(&client, scale.rows).await;
+    copy_all(&client, scale.rows, Shape::Narrow).await;
 
     if let Some(pg) = postgres {
         let target = connect(&pg.conninfo).await;
@@ -213,9 +213,20 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
     );
 
     create_raw_stream(&sluice.http).await;
-    let (kinesis, _) = aws_puts(&sluice.http, Put::KinesisPutRecords, 4, scale.seconds).await;
-    let (firehose, mb) =
-        aws_puts(&sluice.http, Put::FirehosePutRecordBatch, 4, scale.seconds).await;
+    let (kinesis, _) = aws_puts(
+        &sluice.http,
+        Put::KinesisPutRecords,
+        (4, Shape::Narrow),
+        scale.seconds,
+    )
+    .await;
+    let (firehose, mb) = aws_puts(
+        &sluice.http,
+        Put::FirehosePutRecordBatch,
+        (4, Shape::Narrow),
+        scale.seconds,
+    )
+    .await;
     out.push(
         Row::new(
             "destinations",

@@ -22,15 +22,20 @@ struct Inserts {
 async fn inserts(
     conninfo: &str,
     table: &str,
-    clients: u64,
-    rows: u64,
+    (clients, rows, shape): (u64, u64, Shape),
     duration: Duration,
 ) -> Inserts {
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for c in 0..clients {
         let conninfo = conninfo.to_string();
-        let sql = Arc::new(data::insert_sql(table, c * rows, rows, 1_000_000));
+        let sql = Arc::new(data::insert_sql_shaped(
+            table,
+            c * rows,
+            rows,
+            1_000_000,
+            shape,
+        ));
         tasks.push(tokio::spawn(async move {
             let client = connect(&conninfo).await;
             let mut latencies = Vec::new();
@@ -94,7 +99,7 @@ async fn rates(tasks: Vec<tokio::task::JoinHandle<(u64, u64)>>, started: Instant
 }
 
 /// (rows/s, MB/s) of NDJSON POSTs of 1000 records from `producers`.
-async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
+async fn http(addr: &str, producers: u64, shape: Shape, seconds: u64) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -103,7 +108,7 @@ async fn http(addr: &str, producers: u64, seconds: u64) -> (f64, f64) {
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let body: String = (0..1000)
-                .map(|i| Click::new(p * 1000 + i, 1_000_000).json() + "\n")
+                .map(|i| Click::shaped(p * 1000 + i, 1_000_000, shape).json() + "\n")
                 .collect();
             let mut rows = 0u64;
             let mut bytes = 0u64;
@@ -149,7 +154,12 @@ pub(super) async fn create_raw_stream(addr: &str) {
 
 /// (records/s, MB/s of record data) of `put` calls of 500 records into
 /// stream `k` from `producers` for `seconds`.
-pub(super) async fn aws_puts(addr: &str, put: Put, producers: u64, seconds: u64) -> (f64, f64) {
+pub(super) async fn aws_puts(
+    addr: &str,
+    put: Put,
+    (producers, shape): (u64, Shape),
+    seconds: u64,
+) -> (f64, f64) {
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -158,7 +168,9 @@ pub(super) async fn aws_puts(addr: &str, put: Put, producers: u64, seconds: u64)
         tasks.push(tokio::spawn(async move {
             let client = reqwest::Client::new();
             let b64 = base64::engine::general_purpose::STANDARD;
-            let clicks: Vec<Click> = (0..500).map(|i| Click::new(p * 500 + i, 1_000_000)).collect();
+            let clicks: Vec<Click> = (0..500)
+                .map(|i| Click::shaped(p * 500 + i, 1_000_000, shape))
+                .collect();
             let (target, body, failed) = match put {
                 Put::KinesisPutRecords => {
                     let records: Vec<serde_json::Value> = clicks
@@ -267,59 +279,87 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
             .await
             .expect("create tables");
     }
-    let duration = Duration::from_secs(scale.seconds);
-    let shapes: &[(u64, u64)] = if scale.quick {
+    let steps: &[(u64, u64)] = if scale.quick {
         &[(1, 4), (100, 4)]
     } else {
         &[(1, 1), (1, 4), (1, 16), (100, 1), (100, 4), (100, 16)]
     };
-    for &(rows, clients) in shapes {
-        let s = inserts(&sluice.conninfo, "clicks", clients, rows, duration).await;
-        let what = format!("INSERT {rows} row(s)/stmt, {clients} clients (p50/p99 ms)");
-        let mut row = Row::new(
-            "ingest",
-            what,
-            format!(
-                "{:.0} rows/s ({:.2}/{:.2})",
-                s.rows_per_sec, s.p50_ms, s.p99_ms
-            ),
-        );
-        if let Some(pg) = postgres {
-            let p = inserts(&pg.conninfo, "logged", clients, rows, duration).await;
-            let u = inserts(&pg.conninfo, "unlogged", clients, rows, duration).await;
-            row = row.peer(
-                format!(
-                    "PG logged {:.0} rows/s ({:.2}/{:.2}), unlogged {:.0}",
-                    p.rows_per_sec, p.p50_ms, p.p99_ms, u.rows_per_sec
-                ),
-                Some(s.rows_per_sec / p.rows_per_sec),
-            );
+    for shape in SHAPES {
+        for &(rows, clients) in steps {
+            out.push(insert_row(scale, sluice, postgres, (clients, rows, shape)).await);
         }
-        out.push(row.rss(sluice.peak_rss_mb()));
     }
-    for shape in [Shape::Narrow, Shape::Wide] {
+    for shape in SHAPES {
         out.push(copy_row(scale, sluice, postgres, shape).await);
     }
-    for producers in [1u64, 8] {
-        let (r, mb) = http(&sluice.http, producers, scale.seconds).await;
+    for shape in SHAPES {
+        for producers in [1u64, 8] {
+            let (r, mb) = http(&sluice.http, producers, shape, scale.seconds).await;
+            out.push(
+                Row::new(
+                    "ingest",
+                    format!("HTTP NDJSON, {producers} producer(s), {}", shape.name()),
+                    format!("{r:.0} rows/s, {mb:.0} MB/s"),
+                )
+                .rss(sluice.peak_rss_mb()),
+            );
+        }
+    }
+    create_raw_stream(&sluice.http).await;
+    for shape in SHAPES {
+        let put = Put::KinesisPutRecords;
+        let (k, mb) = aws_puts(&sluice.http, put, (4, shape), scale.seconds).await;
         out.push(
             Row::new(
                 "ingest",
-                format!("HTTP NDJSON, {producers} producer(s)"),
-                format!("{r:.0} rows/s, {mb:.0} MB/s"),
+                format!(
+                    "Kinesis PutRecords (500/call), 4 producers, {}",
+                    shape.name()
+                ),
+                format!("{k:.0} records/s, {mb:.0} MB/s"),
             )
             .rss(sluice.peak_rss_mb()),
         );
     }
-    create_raw_stream(&sluice.http).await;
-    let (k, mb) = aws_puts(&sluice.http, Put::KinesisPutRecords, 4, scale.seconds).await;
-    out.push(
-        Row::new(
-            "ingest",
-            "Kinesis PutRecords (500/call), 4 producers",
-            format!("{k:.0} records/s, {mb:.0} MB/s"),
-        )
-        .rss(sluice.peak_rss_mb()),
-    );
     out
+}
+
+/// Both row shapes, narrow first (its figures compare with earlier runs).
+const SHAPES: [Shape; 2] = [Shape::Narrow, Shape::Wide];
+
+/// Single- or multi-row INSERTs of `shape` from `clients` for the step's
+/// duration, into sluice and PostgreSQL's logged and unlogged tables.
+async fn insert_row(
+    scale: Scale,
+    sluice: &Sluice,
+    postgres: Option<&Postgres>,
+    (clients, rows, shape): (u64, u64, Shape),
+) -> Row {
+    let duration = Duration::from_secs(scale.seconds);
+    let step = (clients, rows, shape);
+    let s = inserts(&sluice.conninfo, "clicks", step, duration).await;
+    let what = format!(
+        "INSERT {rows} row(s)/stmt, {clients} clients, {} (p50/p99 ms)",
+        shape.name()
+    );
+    let mut row = Row::new(
+        "ingest",
+        what,
+        format!(
+            "{:.0} rows/s ({:.2}/{:.2})",
+            s.rows_per_sec, s.p50_ms, s.p99_ms
+        ),
+    );
+    if let Some(pg) = postgres {
+        let p = inserts(&pg.conninfo, "logged", step, duration).await;
+        let u = inserts(&pg.conninfo, "unlogged", step, duration).await;
+        row = row.peer(
+            format!(
+                "PG logged {:.0} rows/s ({:.2}/{:.2}), unlogged {:.0}",
+                p.rows_per_sec, p.p50_ms, p.p99_ms, u.rows_per_sec
+            ),
+            Some(s.rows_per_sec / p.rows_per_sec),
+        );
+    }
+    row.rss(sluice.peak_rss_mb())
 }
