@@ -117,8 +117,8 @@ fn holds_message(buf: &BytesMut) -> bool {
     buf.len() > len
 }
 
-/// A socket whose writes, while `corked`, collect in memory until
-/// [`CORK_MAX_BYTES`] or until it is uncorked and flushed.
+/// A socket whose writes collect in memory (up to [`CORK_MAX_BYTES`])
+/// and go out at a flush, unless `corked`.
 struct Corked {
     io: MaybeTls,
     held: BytesMut,
@@ -163,14 +163,18 @@ impl AsyncWrite for Corked {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        // Bytes are held even when uncorked, so a flush writes what was
+        // held and what follows in one call; the order on the wire is the
+        // order written.
         let this = self.get_mut();
-        if this.corked && this.held.len() + buf.len() <= CORK_MAX_BYTES {
-            this.held.extend_from_slice(buf);
-            return Poll::Ready(Ok(buf.len()));
+        if this.held.len() + buf.len() > CORK_MAX_BYTES {
+            ready!(this.poll_drain(cx))?;
+            if buf.len() > CORK_MAX_BYTES {
+                return Pin::new(&mut this.io).poll_write(cx, buf);
+            }
         }
-        // Held bytes go first: the order on the wire is the order written.
-        ready!(this.poll_drain(cx))?;
-        Pin::new(&mut this.io).poll_write(cx, buf)
+        this.held.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

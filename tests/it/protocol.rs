@@ -191,6 +191,57 @@ async fn message_types(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
     }
 }
 
+/// A raw protocol connection past its startup.
+async fn started(server: &Server) -> tokio::net::TcpStream {
+    let mut socket = tokio::net::TcpStream::connect(server.pg_addr)
+        .await
+        .unwrap();
+    let mut startup = Vec::new();
+    startup.extend_from_slice(&196_608i32.to_be_bytes());
+    startup.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
+    let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
+    message.extend_from_slice(&startup);
+    socket.write_all(&message).await.unwrap();
+    let types = message_types(&mut socket).await;
+    assert_eq!(types.first(), Some(&b'R'), "{types:?}");
+    socket
+}
+
+/// The answers to pipelined messages leave in one write, as PostgreSQL
+/// sends them: ParseComplete and BindComplete are not sent ahead of the
+/// INSERT's fsync, so the first read holds everything up to
+/// ReadyForQuery. Then a statement on its own is answered at once.
+#[tokio::test]
+async fn answers_to_pipelined_messages_arrive_together() {
+    let server = Server::start();
+    server
+        .client()
+        .await
+        .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
+        .await
+        .unwrap();
+    let mut socket = started(&server).await;
+    for round in 0..5 {
+        let mut batch = frontend(b'P', b"\0INSERT INTO t VALUES (1, 'a')\0\0\0");
+        batch.extend(frontend(b'B', b"\0\0\0\0\0\0\0\0"));
+        batch.extend(frontend(b'E', b"\0\0\0\0\0"));
+        batch.extend(frontend(b'S', &[]));
+        socket.write_all(&batch).await.unwrap();
+        let mut answer = vec![0; 4096];
+        let n = socket.read(&mut answer).await.unwrap();
+        // ParseComplete, BindComplete, CommandComplete "INSERT 0 1", ReadyForQuery.
+        let expected = [
+            &b"1\0\0\0\x042\0\0\0\x04C\0\0\0\x0fINSERT 0 1\0"[..],
+            b"Z\0\0\0\x05I",
+        ]
+        .concat();
+        assert_eq!(answer[..n], expected[..], "round {round}");
+    }
+    // A lone Sync (nothing buffered behind it) is answered by itself.
+    socket.write_all(&frontend(b'S', &[])).await.unwrap();
+    assert_eq!(message_types(&mut socket).await, b"Z");
+}
+
 /// Describe of a prepared statement answers NoData (not an empty
 /// RowDescription) when it returns no rows, as PostgreSQL does: pgjdbc
 /// otherwise fails a successful prepared INSERT once it names it.
@@ -203,18 +254,7 @@ async fn describe_of_a_statement_without_rows_is_no_data() {
         .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
         .await
         .unwrap();
-    let mut socket = tokio::net::TcpStream::connect(server.pg_addr)
-        .await
-        .unwrap();
-    let mut startup = Vec::new();
-    startup.extend_from_slice(&196_608i32.to_be_bytes());
-    startup.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
-    let mut message = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    message.extend_from_slice(&startup);
-    socket.write_all(&message).await.unwrap();
-    let types = message_types(&mut socket).await;
-    assert_eq!(types.first(), Some(&b'R'), "{types:?}");
-
+    let mut socket = started(&server).await;
     let mut batch = Vec::new();
     for (name, sql) in [
         ("with_params", "INSERT INTO t VALUES ($1, $2)"),
