@@ -30,10 +30,11 @@ use crate::error::{Error, Result};
 const MAX_GROUP_REQUESTS: usize = 4096;
 /// Most bytes of Arrow data merged into one group commit.
 const MAX_GROUP_BYTES: usize = 64 * 1024 * 1024;
-/// A group at least this large is written with the runtime told the
-/// thread blocks (`block_in_place`); smaller ones (a few INSERTs: one
-/// write and one fsync, tens of microseconds) cost less than moving the
-/// runtime's other tasks off the thread.
+/// A statement at least this large is written with the runtime told the
+/// thread blocks (`block_in_place`), as is every group of several
+/// statements; a lone small one (one write and one fsync, tens of
+/// microseconds) costs less than moving the runtime's other tasks off the
+/// thread.
 const INLINE_GROUP_MAX_BYTES: usize = 1024 * 1024;
 /// How long `close` waits for a commit in progress.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
@@ -207,7 +208,14 @@ impl Committer {
                 }
             }
         }
-        let heavy = group[0].bulk.is_some() || group_bytes >= INLINE_GROUP_MAX_BYTES;
+        // A lone small statement is committed right here: moving the
+        // runtime's tasks off this thread would cost more than its fsync.
+        // When others queued meanwhile, more are arriving: the thread is
+        // given up for the fsync so the runtime goes on parsing them (with
+        // few workers, a worker stuck in fsync halves how many statements
+        // the next group gathers).
+        let alone = group.len() == 1 && group[0].bulk.is_none();
+        let heavy = !alone || group_bytes >= INLINE_GROUP_MAX_BYTES;
         let mut results = if heavy && may_block {
             blocking(|| self.commit(group))
         } else {
