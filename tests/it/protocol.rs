@@ -191,8 +191,15 @@ async fn message_types(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
     }
 }
 
-/// A raw protocol connection past its startup.
-async fn started(server: &Server) -> tokio::net::TcpStream {
+/// A raw protocol connection past its startup, once stream `t (n BIGINT,
+/// s TEXT)` exists.
+async fn started_with_stream(server: &Server) -> tokio::net::TcpStream {
+    server
+        .client()
+        .await
+        .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
+        .await
+        .unwrap();
     let mut socket = tokio::net::TcpStream::connect(server.pg_addr)
         .await
         .unwrap();
@@ -214,13 +221,7 @@ async fn started(server: &Server) -> tokio::net::TcpStream {
 #[tokio::test]
 async fn answers_to_pipelined_messages_arrive_together() {
     let server = Server::start();
-    server
-        .client()
-        .await
-        .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
-        .await
-        .unwrap();
-    let mut socket = started(&server).await;
+    let mut socket = started_with_stream(&server).await;
     for round in 0..5 {
         let mut batch = frontend(b'P', b"\0INSERT INTO t VALUES (1, 'a')\0\0\0");
         batch.extend(frontend(b'B', b"\0\0\0\0\0\0\0\0"));
@@ -248,13 +249,7 @@ async fn answers_to_pipelined_messages_arrive_together() {
 #[tokio::test]
 async fn describe_of_a_statement_without_rows_is_no_data() {
     let server = Server::start();
-    server
-        .client()
-        .await
-        .batch_execute("CREATE STREAM t (n BIGINT, s TEXT)")
-        .await
-        .unwrap();
-    let mut socket = started(&server).await;
+    let mut socket = started_with_stream(&server).await;
     let mut batch = Vec::new();
     for (name, sql) in [
         ("with_params", "INSERT INTO t VALUES ($1, $2)"),
