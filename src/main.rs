@@ -7,6 +7,23 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use sluice::config::{Config, Overrides};
 
+/// glibc raises its mmap threshold after every large free (up to 32 MiB),
+/// so buffers of a megabyte or so (COPY chunks, encoded frames, query
+/// batches) then come from per-thread arenas, which keep the pages: a 1M-row
+/// COPY peaked ~40 MB higher than with the threshold fixed at 1 MiB, for
+/// no measurable change in its speed.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn fix_mmap_threshold() {
+    // SAFETY: mallopt only sets an allocator parameter; it runs before any
+    // other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn fix_mmap_threshold() {}
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
@@ -41,6 +58,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    fix_mmap_threshold();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

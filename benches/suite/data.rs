@@ -156,11 +156,6 @@ fn csv_field(text: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
-/// `rows` rows as CSV.
-pub fn csv(rows: u64) -> bytes::Bytes {
-    csv_shaped(rows, Shape::Narrow)
-}
-
 /// `rows` rows of `shape` as CSV.
 pub fn csv_shaped(rows: u64, shape: Shape) -> bytes::Bytes {
     let mut out = String::with_capacity(rows as usize * 300);

@@ -12,7 +12,16 @@ use super::delivery::{copy_all, peers, python_name, time_query, QUERIES};
 use super::{ack_to_visible, Row, Scale};
 use crate::common::{connect, start_sluice};
 
+/// The phase on both row shapes.
 pub async fn run(scale: Scale) -> Vec<Row> {
+    let mut out = Vec::new();
+    for shape in [Shape::Narrow, Shape::Wide] {
+        out.extend(run_shape(scale, shape).await);
+    }
+    out
+}
+
+async fn run_shape(scale: Scale, shape: Shape) -> Vec<Row> {
     let mut out = Vec::new();
     let mut rates = Vec::new();
     for format in ["parquet", "delta"] {
@@ -27,7 +36,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             .await
             .expect("setup");
         let started = Instant::now();
-        copy_all(&client, scale.rows, Shape::Narrow).await;
+        copy_all(&client, scale.rows, shape).await;
         client
             .batch_execute("FLUSH SINK lake")
             .await
@@ -48,8 +57,9 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             Row::new(
                 "delta",
                 format!(
-                    "COPY → committed Delta table, {} rows (24 hourly partitions)",
-                    scale.rows
+                    "COPY → committed Delta table, {} rows, {} (24 hourly partitions)",
+                    scale.rows,
+                    shape.name()
                 ),
                 format!("{:.0} rows/s; version {version}", rates[1]),
             )
@@ -63,7 +73,8 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             .batch_execute("CREATE EXTERNAL TABLE lake_delta STORED AS DELTA LOCATION 'lake'")
             .await
             .expect("external delta table");
-        let insert = |sent, n| super::data::insert_sql("clicks", sent, n, 1_000_000);
+        let insert =
+            move |sent, n| super::data::insert_sql_shaped("clicks", sent, n, 1_000_000, shape);
         let (p50, p99) = ack_to_visible(
             &sluice.conninfo,
             10_000,
@@ -75,7 +86,10 @@ pub async fn run(scale: Scale) -> Vec<Row> {
         out.push(
             Row::new(
                 "delta",
-                "ack → visible to a Delta reader, 10k rows/s, 1 s rollover",
+                format!(
+                    "ack → visible to a Delta reader, 10k rows/s, 1 s rollover, {}",
+                    shape.name()
+                ),
                 format!("p50 {p50:.0} ms, p99 {p99:.0} ms"),
             )
             .peer("goal: p99 ≤ 2000 ms", Some(2000.0 / p99))
@@ -92,7 +106,7 @@ pub async fn run(scale: Scale) -> Vec<Row> {
             out.push(
                 Row::new(
                     "delta",
-                    format!("{name} over the Delta table (ms, warm)"),
+                    format!("{name} over the Delta table, {} (ms, warm)", shape.name()),
                     format!("{warm:.1} (cold {cold:.1})"),
                 )
                 .peer(

@@ -2,7 +2,8 @@
 //! of the same rows into the same PostgreSQL, the HTTP endpoint sink
 //! (Firehose protocol) to a receiver in this process (rows/s of a backlog,
 //! and latency from INSERT acknowledgement to the receiver), and
-//! Firehose's PutRecordBatch against Kinesis's PutRecords.
+//! Firehose's PutRecordBatch against Kinesis's PutRecords, on both row
+//! shapes.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -60,83 +61,128 @@ async fn receiver(state: Arc<Mutex<Received>>) -> String {
     format!("http://{addr}/")
 }
 
+/// The backlog figures on both row shapes (a fresh server each), the
+/// latency of one small row once.
 pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
     let mut out = Vec::new();
-    let sluice = start_sluice();
-    let client = connect(&sluice.conninfo).await;
-    client
-        .batch_execute(&format!(
-            "CREATE STREAM clicks {COLUMNS} WITH (shards = 4, partition_key = 'user_id')"
-        ))
-        .await
-        .expect("stream");
-    copy_all(&client, scale.rows, Shape::Narrow).await;
-
-    if let Some(pg) = postgres {
-        let target = connect(&pg.conninfo).await;
-        let csv = data::csv(scale.rows);
-        let port = pg
-            .conninfo
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("port="))
-            .expect("port");
-        // Rounds alternate the sink and the peer into fresh tables, each
-        // after a CHECKPOINT, so neither pays for the other's writes
-        // (checkpoints, autovacuum); medians are compared.
-        let rounds = if scale.quick { 1 } else { 3 };
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-        for round in 0..rounds {
-            target
-                .batch_execute(&format!(
-                    "CREATE TABLE sunk{round} {COLUMNS}; CREATE TABLE copied{round} {COLUMNS}; CHECKPOINT"
-                ))
-                .await
-                .expect("tables");
-            let started = Instant::now();
-            client
-                .batch_execute(&format!(
-                    "CREATE SINK pg{round} FROM clicks WITH (location = 'postgresql://postgres@127.0.0.1:{port}/postgres', table = 'sunk{round}'); \
-                     FLUSH SINK pg{round}"
-                ))
-                .await
-                .expect("PostgreSQL sink");
-            ours.push(started.elapsed().as_secs_f64());
-            assert_eq!(
-                scalar(&target, &format!("SELECT count(*) FROM sunk{round}")).await as u64,
-                scale.rows,
-                "every row in the target once"
-            );
-            client
-                .batch_execute(&format!("DROP SINK pg{round}"))
-                .await
-                .expect("drop");
-            target
-                .batch_execute("CHECKPOINT")
-                .await
-                .expect("checkpoint");
-            theirs.push(copy(&pg.conninfo, &format!("copied{round}"), &csv).await);
+    for shape in [Shape::Narrow, Shape::Wide] {
+        let sluice = start_sluice();
+        let client = connect(&sluice.conninfo).await;
+        client
+            .batch_execute(&format!(
+                "CREATE STREAM clicks {COLUMNS} WITH (shards = 4, partition_key = 'user_id')"
+            ))
+            .await
+            .expect("stream");
+        copy_all(&client, scale.rows, shape).await;
+        if let Some(pg) = postgres {
+            let secs = postgres_sink(&client, pg, scale, shape).await;
+            out.push(secs.rss(sluice.peak_rss_mb()));
         }
-        let (secs, peer_secs) = (median(&mut ours), median(&mut theirs));
-        let rate = |secs: f64| format!("{:.0} rows/s", scale.rows as f64 / secs);
+        let state = Arc::new(Mutex::new(Received::default()));
+        let url = receiver(state.clone()).await;
         out.push(
-            Row::new(
-                "destinations",
-                format!(
-                    "PostgreSQL sink, {} rows backlog, exactly once (binary COPY, 4 shards; median of {rounds})",
-                    scale.rows
-                ),
-                rate(secs),
-            )
-            .peer(
-                format!("PG COPY csv from a client, 1 stream: {}", rate(peer_secs)),
-                Some(peer_secs / secs),
-            )
-            .rss(sluice.peak_rss_mb()),
+            http_backlog(&client, &url, &state, scale, shape)
+                .await
+                .rss(sluice.peak_rss_mb()),
+        );
+        if shape == Shape::Narrow {
+            out.push(
+                http_latency(&client, &url, &state, scale)
+                    .await
+                    .rss(sluice.peak_rss_mb()),
+            );
+        }
+        out.push(
+            firehose_vs_kinesis(&sluice.http, scale, shape)
+                .await
+                .rss(sluice.peak_rss_mb()),
         );
     }
+    out
+}
 
-    let state = Arc::new(Mutex::new(Received::default()));
-    let url = receiver(state.clone()).await;
+/// The PostgreSQL sink delivering the stream's backlog against
+/// PostgreSQL's own COPY of the same rows.
+async fn postgres_sink(
+    client: &tokio_postgres::Client,
+    pg: &Postgres,
+    scale: Scale,
+    shape: Shape,
+) -> Row {
+    let target = connect(&pg.conninfo).await;
+    let csv = data::csv_shaped(scale.rows, shape);
+    let port = pg
+        .conninfo
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("port="))
+        .expect("port");
+    let tag = match shape {
+        Shape::Narrow => "n",
+        Shape::Wide => "w",
+    };
+    // Rounds alternate the sink and the peer into fresh tables, each
+    // after a CHECKPOINT, so neither pays for the other's writes
+    // (checkpoints, autovacuum); medians are compared.
+    let rounds = if scale.quick { 1 } else { 3 };
+    let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+    for round in 0..rounds {
+        let (sunk, copied) = (format!("sunk_{tag}{round}"), format!("copied_{tag}{round}"));
+        target
+            .batch_execute(&format!(
+                "CREATE TABLE {sunk} {COLUMNS}; CREATE TABLE {copied} {COLUMNS}; CHECKPOINT"
+            ))
+            .await
+            .expect("tables");
+        let started = Instant::now();
+        client
+            .batch_execute(&format!(
+                "CREATE SINK pg_{tag}{round} FROM clicks WITH (location = 'postgresql://postgres@127.0.0.1:{port}/postgres', table = '{sunk}'); \
+                 FLUSH SINK pg_{tag}{round}"
+            ))
+            .await
+            .expect("PostgreSQL sink");
+        ours.push(started.elapsed().as_secs_f64());
+        assert_eq!(
+            scalar(&target, &format!("SELECT count(*) FROM {sunk}")).await as u64,
+            scale.rows,
+            "every row in the target once"
+        );
+        client
+            .batch_execute(&format!("DROP SINK pg_{tag}{round}"))
+            .await
+            .expect("drop");
+        target
+            .batch_execute("CHECKPOINT")
+            .await
+            .expect("checkpoint");
+        theirs.push(copy(&pg.conninfo, &copied, &csv).await);
+    }
+    let (secs, peer_secs) = (median(&mut ours), median(&mut theirs));
+    let rate = |secs: f64| format!("{:.0} rows/s", scale.rows as f64 / secs);
+    Row::new(
+        "destinations",
+        format!(
+            "PostgreSQL sink, {} rows backlog, {}, exactly once (binary COPY, 4 shards; median of {rounds})",
+            scale.rows,
+            shape.name()
+        ),
+        rate(secs),
+    )
+    .peer(
+        format!("PG COPY csv from a client, 1 stream: {}", rate(peer_secs)),
+        Some(peer_secs / secs),
+    )
+}
+
+/// The HTTP endpoint sink delivering the stream's backlog.
+async fn http_backlog(
+    client: &tokio_postgres::Client,
+    url: &str,
+    state: &Mutex<Received>,
+    scale: Scale,
+    shape: Shape,
+) -> Row {
     let started = Instant::now();
     client
         .batch_execute(&format!(
@@ -148,21 +194,26 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
     let secs = started.elapsed().as_secs_f64();
     let received = state.lock().expect("state").records;
     assert_eq!(received, scale.rows, "every record reached the receiver");
-    out.push(
-        Row::new(
-            "destinations",
-            format!(
-                "HTTP sink (Firehose protocol, 500 records/request), {} rows backlog",
-                scale.rows
-            ),
-            format!("{:.0} rows/s", scale.rows as f64 / secs),
-        )
-        .rss(sluice.peak_rss_mb()),
-    );
     client.batch_execute("DROP SINK hook").await.expect("drop");
+    Row::new(
+        "destinations",
+        format!(
+            "HTTP sink (Firehose protocol, 500 records/request), {} rows backlog, {}",
+            scale.rows,
+            shape.name()
+        ),
+        format!("{:.0} rows/s", scale.rows as f64 / secs),
+    )
+}
 
-    // Latency: one row every 10 ms, each timed from its INSERT's
-    // acknowledgement to its arrival at the receiver.
+/// One row every 10 ms, each timed from its INSERT's acknowledgement to
+/// its arrival at the receiver.
+async fn http_latency(
+    client: &tokio_postgres::Client,
+    url: &str,
+    state: &Mutex<Received>,
+    scale: Scale,
+) -> Row {
     client
         .batch_execute(&format!(
             "CREATE STREAM pings (n BIGINT NOT NULL) WITH (shards = 4); \
@@ -199,45 +250,35 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
     };
     assert_eq!(latencies.len(), acked.len(), "every ping arrived");
     latencies.sort_unstable();
-    out.push(
-        Row::new(
-            "destinations",
-            "HTTP sink latency, INSERT ack → receiver (batch_interval 0 s), p50/p99 ms",
-            format!(
-                "{:.1} / {:.1}",
-                quantile_ms(&latencies, 0.5),
-                quantile_ms(&latencies, 0.99)
-            ),
-        )
-        .rss(sluice.peak_rss_mb()),
-    );
+    Row::new(
+        "destinations",
+        "HTTP sink latency, INSERT ack → receiver (batch_interval 0 s), p50/p99 ms",
+        format!(
+            "{:.1} / {:.1}",
+            quantile_ms(&latencies, 0.5),
+            quantile_ms(&latencies, 0.99)
+        ),
+    )
+}
 
-    create_raw_stream(&sluice.http).await;
-    let (kinesis, _) = aws_puts(
-        &sluice.http,
-        Put::KinesisPutRecords,
-        (4, Shape::Narrow),
-        scale.seconds,
+/// Firehose's PutRecordBatch against Kinesis's PutRecords, 4 producers.
+async fn firehose_vs_kinesis(http: &str, scale: Scale, shape: Shape) -> Row {
+    create_raw_stream(http).await;
+    let mut rates = Vec::new();
+    for put in [Put::KinesisPutRecords, Put::FirehosePutRecordBatch] {
+        rates.push(aws_puts(http, put, (4, shape), scale.seconds).await);
+    }
+    let ((kinesis, _), (firehose, mb)) = (rates[0], rates[1]);
+    Row::new(
+        "destinations",
+        format!(
+            "Firehose PutRecordBatch (500/call), 4 producers, {}",
+            shape.name()
+        ),
+        format!("{firehose:.0} records/s, {mb:.0} MB/s"),
     )
-    .await;
-    let (firehose, mb) = aws_puts(
-        &sluice.http,
-        Put::FirehosePutRecordBatch,
-        (4, Shape::Narrow),
-        scale.seconds,
+    .peer(
+        format!("sluice Kinesis PutRecords {kinesis:.0} records/s"),
+        Some(firehose / kinesis),
     )
-    .await;
-    out.push(
-        Row::new(
-            "destinations",
-            "Firehose PutRecordBatch (500/call), 4 producers",
-            format!("{firehose:.0} records/s, {mb:.0} MB/s"),
-        )
-        .peer(
-            format!("sluice Kinesis PutRecords {kinesis:.0} records/s"),
-            Some(firehose / kinesis),
-        )
-        .rss(sluice.peak_rss_mb()),
-    );
-    out
 }

@@ -1,8 +1,9 @@
 //! Transform: a filter + projection pipeline (drops 3 of 10 columns, keeps
 //! the ~90% of rows that are not 404s) draining a backlog, per task, and
 //! the latency from acknowledgement to visibility in the derived stream.
+//! The backlog runs on both row shapes; latency on the narrow one.
 
-use super::data::{self, COLUMNS};
+use super::data::{self, Shape, COLUMNS};
 use super::{ack_to_visible, drain_rate, Row, Scale};
 use crate::common::{connect, start_sluice};
 
@@ -10,8 +11,9 @@ const CLEAN: &str =
     "SELECT event_time, user_id, session_id, lower(url) AS url, referrer, status, latency_ms \
                      FROM raw WHERE status <> 404";
 
-/// Records/s the pipeline drains from a backlog of `rows` over `shards`.
-async fn drain(shards: u32, rows: u64) -> (f64, f64) {
+/// Records/s the pipeline drains from a backlog of `rows` of `shape` over
+/// `shards`.
+async fn drain(shards: u32, rows: u64, shape: Shape) -> (f64, f64) {
     let sluice = start_sluice();
     let client = connect(&sluice.conninfo).await;
     client
@@ -25,7 +27,7 @@ async fn drain(shards: u32, rows: u64) -> (f64, f64) {
     while from < rows {
         let n = per_stmt.min(rows - from);
         client
-            .batch_execute(&data::insert_sql("raw", from, n, rows))
+            .batch_execute(&data::insert_sql_shaped("raw", from, n, rows, shape))
             .await
             .expect("load");
         from += n;
@@ -57,16 +59,21 @@ async fn latency(rate: u64, seconds: u64) -> (f64, f64) {
 
 pub async fn run(scale: Scale) -> Vec<Row> {
     let mut out = Vec::new();
-    for shards in [1u32, 2] {
-        let (rate, rss) = drain(shards, scale.rows).await;
-        out.push(
-            Row::new(
-                "transform",
-                format!("filter+projection backlog, {shards} task(s)"),
-                format!("{rate:.0} records/s ({:.0}/task)", rate / shards as f64),
-            )
-            .rss(rss),
-        );
+    for shape in [Shape::Narrow, Shape::Wide] {
+        for shards in [1u32, 2] {
+            let (rate, rss) = drain(shards, scale.rows, shape).await;
+            out.push(
+                Row::new(
+                    "transform",
+                    format!(
+                        "filter+projection backlog, {shards} task(s), {}",
+                        shape.name()
+                    ),
+                    format!("{rate:.0} records/s ({:.0}/task)", rate / shards as f64),
+                )
+                .rss(rss),
+            );
+        }
     }
     let rates: &[u64] = if scale.quick {
         &[1_000]

@@ -13,6 +13,7 @@ mod registry;
 mod roles;
 mod sink_table;
 mod stream_table;
+mod string_group;
 mod system;
 mod system_streams;
 
@@ -26,6 +27,7 @@ use datafusion::catalog::{MemoryCatalogProvider, SchemaProvider, TableProvider};
 use datafusion::common::Result as DfResult;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 
@@ -94,7 +96,13 @@ pub fn template_context(
                 .with_list_files_cache_limit(0),
         )
         .build_arc()?;
-    let ctx = SessionContext::new_with_config_rt(config, runtime);
+    let state = SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
+        .with_physical_optimizer_rule(Arc::new(string_group::StringGroupRule))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     let catalog = MemoryCatalogProvider::new();
     catalog.register_schema(
         PUBLIC_SCHEMA,

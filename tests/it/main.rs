@@ -17,6 +17,7 @@ mod hive_readers;
 mod http;
 mod http_auth;
 mod kinesis;
+mod lake_group_by;
 mod layers;
 mod lifecycle;
 mod pipelines;
