@@ -254,6 +254,18 @@ pub async fn connect(conninfo: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// The plan text of an `EXPLAIN [ANALYZE] …` statement.
+pub async fn explain(client: &Client, explain_sql: &str) -> String {
+    let lines: Vec<String> = client
+        .query(explain_sql, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(1))
+        .collect();
+    lines.join("\n")
+}
+
 pub async fn scalar(client: &Client, sql: &str) -> i64 {
     client.query_one(sql, &[]).await.unwrap().get(0)
 }

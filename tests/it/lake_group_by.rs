@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use crate::harness::Server;
+use crate::harness::{explain, Server};
 
 const ROWS: i64 = 200_000;
 const CYCLE: i64 = 80_000;
@@ -47,17 +47,8 @@ async fn grouped(client: &tokio_postgres::Client, column: &str) -> Expected {
     let sql = format!(
         "SELECT {column}, count(*), sum(v), min(v), max(v), avg(v) FROM ev_lake GROUP BY {column}"
     );
-    let plan: Vec<String> = client
-        .query(&format!("EXPLAIN {sql}"), &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect();
-    assert!(
-        plan.iter().any(|p| p.contains("StringGroupAggregateExec")),
-        "{plan:#?}"
-    );
+    let plan = explain(client, &format!("EXPLAIN {sql}")).await;
+    assert!(plan.contains("StringGroupAggregateExec"), "{plan}");
     let mut got = Expected::new();
     for row in client.query(&sql, &[]).await.unwrap() {
         let (count, sum): (i64, i64) = (row.get(1), row.get(2));

@@ -12,7 +12,7 @@ use datafusion::arrow::array::{AsArray, RecordBatch};
 use datafusion::arrow::datatypes::Int64Type;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
-use crate::harness::{scalar, sqlstate, wait_for, Server};
+use crate::harness::{explain, scalar, sqlstate, wait_for, Server};
 
 /// Every `.parquet` file under `dir`, recursively, sorted.
 pub fn parquet_files(dir: &Path) -> Vec<PathBuf> {
@@ -393,18 +393,6 @@ async fn tables_over_files_survive_a_restart() {
     // touch them.
     client.batch_execute("DROP SINK lake").await.unwrap();
     assert_eq!(parquet_files(&data.join("lake")).len(), 10);
-}
-
-/// The plan text of an `EXPLAIN [ANALYZE] …` statement.
-async fn explain(client: &tokio_postgres::Client, explain_sql: &str) -> String {
-    let lines: Vec<String> = client
-        .query(explain_sql, &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get::<_, String>(1))
-        .collect();
-    lines.join("\n")
 }
 
 /// The page-index metric of the Parquet scan in `EXPLAIN ANALYZE sql`, e.g.
