@@ -2,9 +2,10 @@
 //! string-view partial aggregate: exact groups and aggregates (short,
 //! long and NULL keys; few groups repeated in every batch; more groups than
 //! one partial aggregate holds, so it hands its state on several times),
-//! checked against the same aggregation done here row by row.
+//! checked against the same aggregation done here row by row; and
+//! `DISTINCT`, a grouping without aggregates.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::harness::{explain, Server};
 
@@ -89,4 +90,14 @@ async fn text_group_by_over_files_is_exact() {
     let want = expected(high_cardinality_key);
     assert_eq!(want.len(), 72_001);
     assert_eq!(grouped(&client, "k").await, want);
+
+    // DISTINCT is a GROUP BY without aggregates: group values only.
+    let sql = "SELECT DISTINCT k FROM ev_lake";
+    assert!(explain(&client, &format!("EXPLAIN {sql}"))
+        .await
+        .contains("StringGroupAggregateExec"));
+    let rows = client.query(sql, &[]).await.unwrap();
+    let distinct: HashSet<Option<String>> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(rows.len(), distinct.len(), "each value once");
+    assert_eq!(distinct, want.into_keys().collect::<HashSet<_>>());
 }

@@ -469,3 +469,6 @@ impl ViewCache {
         self.slots[free] = Slot { view, group, batch };
     }
 }
+
+#[cfg(test)]
+mod tests;
