@@ -29,7 +29,7 @@ use datafusion::arrow::array::{ArrayBuilder, StringViewBuilder};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
-use datafusion::common::Result;
+use datafusion::common::{internal_err, Result};
 use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
 use datafusion::execution::{RecordBatchStream, SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
@@ -231,8 +231,11 @@ impl GroupStream {
             return Ok(false);
         }
         let keys = self.group_expr.evaluate(batch)?.into_array(rows)?;
-        self.groups
-            .intern(keys.as_string_view(), &mut self.group_indices);
+        let Some(keys) = keys.as_string_view_opt() else {
+            // The rule checked the type at planning; never seen otherwise.
+            return internal_err!("text GROUP BY got {} keys", keys.data_type());
+        };
+        self.groups.intern(keys, &mut self.group_indices);
         let total_groups = self.groups.len();
         for (acc, args) in self.accumulators.iter_mut().zip(&self.arguments) {
             let values = args
