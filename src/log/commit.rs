@@ -1,14 +1,18 @@
-//! Group commit without a writer thread. The appending task that finds no
-//! commit running becomes the leader: it writes and fsyncs its own
-//! statement together with every statement queued at that moment, answers
-//! them, and hands the lead to the oldest statement still waiting. A lone
-//! client thus pays one fsync and no thread hand-off per statement (the
-//! writer-thread design paid two wake-ups: to the writer and back), while
-//! concurrent clients still share fsyncs.
+//! Group commit. The appending task that finds no commit running becomes
+//! the leader: it writes and fsyncs its own statement together with every
+//! statement queued at that moment and answers them. A lone client thus
+//! pays one fsync and no thread hand-off per statement.
 //!
-//! The lead is handed over through the waiting statement's own channel; a
-//! waiter dropped before it reads its turn (a cancelled statement) takes
-//! the lead in its destructor, so the queue never stalls.
+//! When statements queued while the leader worked, clients are
+//! concurrent: the lead goes to the stream's committer thread, which
+//! commits group after group, each holding everything queued while the
+//! previous one was fsynced, until the queue is empty. Handing the lead to
+//! a waiting task instead cost a task wake-up plus giving its runtime
+//! worker up for the fsync (`block_in_place`) per group, and left the
+//! disk idle between groups for longer than an fsync takes.
+//!
+//! A waiting statement only waits for its outcome: a cancelled one is
+//! still committed (it was queued) and its answer dropped.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -59,33 +63,33 @@ impl Request {
     }
 }
 
-/// What a waiting statement is told: its outcome, or that it leads now
-/// (its rows not yet written).
-enum Turn {
-    Done(Result<AppendAck>),
-    Lead(Request),
-}
-
 struct Queued {
     request: Request,
-    turn: oneshot::Sender<Turn>,
+    outcome: oneshot::Sender<Result<AppendAck>>,
 }
 
 #[derive(Default)]
 struct Queue {
     waiting: VecDeque<Queued>,
-    /// A leader is committing, or the lead is on its way to a waiter.
+    /// A leader (a task or the committer thread) is committing.
     leading: bool,
+    /// The committer thread holds the lead.
+    thread_leads: bool,
+    /// The committer thread is running (started on first need).
+    thread_started: bool,
+    /// Appends are refused (`close`).
     closed: bool,
+    /// The committer thread ends once it holds no lead (the log is gone).
+    exit: bool,
 }
 
-/// The group commit of one stream's log.
-pub(super) struct Committer {
+/// What the leaders share: the queue and the means to write a group.
+struct Shared {
     queue: Mutex<Queue>,
     /// Signalled when the lead ends (for `close`).
     idle: Condvar,
-    /// Bounds the statements in flight (`append_queue_depth`).
-    slots: Semaphore,
+    /// Signalled when the committer thread is handed the lead or must exit.
+    work: Condvar,
     shards: Vec<Arc<Shard>>,
     helpers: SyncHelpers,
     segment_size_bytes: u64,
@@ -93,6 +97,13 @@ pub(super) struct Committer {
     unit_ids: Mutex<UnitIds>,
     /// Why appends are refused (a failed fsync), if they are.
     stopped: Arc<Mutex<Option<String>>>,
+}
+
+/// The group commit of one stream's log.
+pub(super) struct Committer {
+    shared: Arc<Shared>,
+    /// Bounds the statements in flight (`append_queue_depth`).
+    slots: Semaphore,
 }
 
 impl Committer {
@@ -104,21 +115,18 @@ impl Committer {
         stopped: Arc<Mutex<Option<String>>>,
     ) -> std::io::Result<Committer> {
         Ok(Committer {
-            queue: Mutex::new(Queue::default()),
-            idle: Condvar::new(),
+            shared: Arc::new(Shared {
+                queue: Mutex::new(Queue::default()),
+                idle: Condvar::new(),
+                work: Condvar::new(),
+                helpers: SyncHelpers::start(shards.len())?,
+                shards,
+                segment_size_bytes,
+                unit_ids: Mutex::new(UnitIds::after(last_unit_id)),
+                stopped,
+            }),
             slots: Semaphore::new(queue_depth.clamp(1, Semaphore::MAX_PERMITS)),
-            helpers: SyncHelpers::start(shards.len())?,
-            shards,
-            segment_size_bytes,
-            unit_ids: Mutex::new(UnitIds::after(last_unit_id)),
-            stopped,
         })
-    }
-
-    fn queue(&self) -> Result<MutexGuard<'_, Queue>> {
-        self.queue
-            .lock()
-            .map_err(|_| Error::Internal("log queue lock poisoned".into()))
     }
 
     /// Stores `request`, resolving once it is durable (or failed).
@@ -128,66 +136,160 @@ impl Committer {
             .acquire()
             .await
             .map_err(|_| Error::ShuttingDown)?;
-        let turn = {
-            let mut queue = self.queue()?;
+        let outcome = {
+            let mut queue = self.shared.queue()?;
             if queue.closed {
                 return Err(Error::ShuttingDown);
             }
             if queue.leading {
                 let (tx, rx) = oneshot::channel();
-                queue.waiting.push_back(Queued { request, turn: tx });
+                queue.waiting.push_back(Queued {
+                    request,
+                    outcome: tx,
+                });
                 rx
             } else {
                 queue.leading = true;
                 drop(queue);
-                return self.lead(request, true);
+                return self.lead(request);
             }
         };
-        let mut waiter = Waiter {
-            committer: self,
-            turn: Some(turn),
-        };
-        waiter.wait().await
+        outcome.await.unwrap_or(Err(Error::ShuttingDown))
     }
 
-    /// Commits `own` with the statements queued now, answers them, and
-    /// passes the lead on; returns `own`'s outcome. Never awaits: a lead
-    /// cannot be cancelled halfway.
-    fn lead(&self, own: Request, may_block: bool) -> Result<AppendAck> {
-        let mut own = Some(own);
-        let mut outcome = None;
-        loop {
-            if let Some(request) = own.take() {
-                let result = self.commit_with_queued(request, may_block);
-                outcome.get_or_insert(result);
+    /// Commits `own` with the statements queued now and answers them;
+    /// statements queued meanwhile go to the committer thread. Returns
+    /// `own`'s outcome. Never awaits: a lead cannot be cancelled halfway.
+    fn lead(&self, own: Request) -> Result<AppendAck> {
+        let outcome = self.shared.commit_with_queued(own, true);
+        let mut queue = match self.shared.queue() {
+            Ok(queue) => queue,
+            Err(e) => return outcome.and(Err(e)),
+        };
+        if queue.waiting.is_empty() {
+            queue.leading = false;
+            self.shared.idle.notify_all();
+        } else if self.committer_thread(&mut queue) {
+            queue.thread_leads = true;
+            self.shared.work.notify_one();
+        } else {
+            // No thread to hand the lead to: commit the rest here.
+            drop(queue);
+            blocking(|| self.shared.drain());
+        }
+        outcome
+    }
+
+    /// Whether the committer thread runs, starting it if it does not yet.
+    fn committer_thread(&self, queue: &mut Queue) -> bool {
+        if queue.thread_started {
+            return true;
+        }
+        let shared = self.shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-commit".into())
+            .spawn(move || shared.run_thread());
+        match spawned {
+            Ok(_) => queue.thread_started = true,
+            Err(e) => tracing::warn!(error = %e, "could not start a log committer thread"),
+        }
+        queue.thread_started
+    }
+
+    /// Refuses new appends and waits for the statements already queued to
+    /// be committed (bounded by [`CLOSE_WAIT`]).
+    pub(super) fn close(&self) {
+        let Ok(mut queue) = self.shared.queue.lock() else {
+            return;
+        };
+        queue.closed = true;
+        let deadline = std::time::Instant::now() + CLOSE_WAIT;
+        while queue.leading {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!("closing a stream log while a commit is still running");
+                return;
             }
-            let next = {
+            queue = match self.shared.idle.wait_timeout(queue, left) {
+                Ok((queue, _)) => queue,
+                Err(_) => return,
+            };
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        if let Ok(mut queue) = self.shared.queue.lock() {
+            queue.exit = true;
+            self.shared.work.notify_all();
+        }
+    }
+}
+
+impl Shared {
+    fn queue(&self) -> Result<MutexGuard<'_, Queue>> {
+        self.queue
+            .lock()
+            .map_err(|_| Error::Internal("log queue lock poisoned".into()))
+    }
+
+    /// The committer thread: waits for the lead, commits until the queue
+    /// is empty, and again, until the log is gone.
+    fn run_thread(&self) {
+        loop {
+            {
+                let Ok(mut queue) = self.queue.lock() else {
+                    return;
+                };
+                while !queue.thread_leads {
+                    if queue.exit {
+                        return;
+                    }
+                    queue = match self.work.wait(queue) {
+                        Ok(queue) => queue,
+                        Err(_) => return,
+                    };
+                }
+            }
+            self.drain();
+        }
+    }
+
+    /// Commits queued groups until the queue is empty, then ends the
+    /// lead. Runs on a thread that may block (the committer thread, or a
+    /// task that gave its worker up).
+    fn drain(&self) {
+        loop {
+            let first = {
                 let mut queue = match self.queue() {
                     Ok(queue) => queue,
-                    Err(e) => return outcome.unwrap_or(Err(e)),
+                    Err(e) => {
+                        tracing::error!(error = %e, "log commit queue unusable");
+                        return;
+                    }
                 };
                 match queue.waiting.pop_front() {
-                    Some(next) => next,
+                    Some(first) => first,
                     None => {
                         queue.leading = false;
+                        queue.thread_leads = false;
                         self.idle.notify_all();
-                        break;
+                        return;
                     }
                 }
             };
-            match next.turn.send(Turn::Lead(next.request)) {
-                Ok(()) => break,
-                // Its waiter is gone: commit it here, then look again.
-                Err(Turn::Lead(request)) => own = Some(request),
-                Err(Turn::Done(_)) => {}
-            }
+            let result = self.commit_with_queued(first.request, false);
+            // A cancelled statement's answer has no one to go to.
+            let _ = first.outcome.send(result);
         }
-        outcome.unwrap_or_else(|| Err(Error::Internal("a log commit had no outcome".into())))
     }
 
     /// Commits `first` and the statements queued behind it (a bulk alone),
-    /// answers the queued ones and returns `first`'s outcome.
-    fn commit_with_queued(&self, first: Request, may_block: bool) -> Result<AppendAck> {
+    /// answers the queued ones and returns `first`'s outcome. A task that
+    /// leads (`on_task`) gives its runtime worker up for a group that is
+    /// large or of several statements.
+    fn commit_with_queued(&self, first: Request, on_task: bool) -> Result<AppendAck> {
         let mut group = vec![first];
         let mut replies = Vec::new();
         let mut group_bytes = group[0].bytes();
@@ -204,19 +306,15 @@ impl Committer {
                     };
                     group_bytes += next.request.bytes();
                     group.push(next.request);
-                    replies.push(next.turn);
+                    replies.push(next.outcome);
                 }
             }
         }
-        // A lone small statement is committed right here: moving the
-        // runtime's tasks off this thread would cost more than its fsync.
-        // When others queued meanwhile, more are arriving: the thread is
-        // given up for the fsync so the runtime goes on parsing them (with
-        // few workers, a worker stuck in fsync halves how many statements
-        // the next group gathers).
+        // A lone small statement is committed right on the task's thread:
+        // moving the runtime's tasks off it would cost more than its fsync.
         let alone = group.len() == 1 && group[0].bulk.is_none();
         let heavy = !alone || group_bytes >= INLINE_GROUP_MAX_BYTES;
-        let mut results = if heavy && may_block {
+        let mut results = if heavy && on_task {
             blocking(|| self.commit(group))
         } else {
             self.commit(group)
@@ -226,11 +324,10 @@ impl Committer {
             .next()
             .unwrap_or_else(|| Err(Error::Internal("a log commit lost a statement".into())));
         for (reply, result) in replies.into_iter().zip(results) {
-            let _ = reply.send(Turn::Done(result));
+            let _ = reply.send(result);
         }
         own
     }
-
     /// Writes a group, one outcome per request in order. A failed fsync
     /// stops the log: later appends are refused until a restart.
     fn commit(&self, group: Vec<Request>) -> Vec<Result<AppendAck>> {
@@ -281,63 +378,6 @@ impl Committer {
             &self.helpers,
             &mut unit_ids,
         )
-    }
-
-    /// Refuses new appends and waits for the statements already queued to
-    /// be committed (bounded by [`CLOSE_WAIT`]).
-    pub(super) fn close(&self) {
-        let Ok(mut queue) = self.queue.lock() else {
-            return;
-        };
-        queue.closed = true;
-        let deadline = std::time::Instant::now() + CLOSE_WAIT;
-        while queue.leading {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                tracing::warn!("closing a stream log while a commit is still running");
-                return;
-            }
-            queue = match self.idle.wait_timeout(queue, left) {
-                Ok((queue, _)) => queue,
-                Err(_) => return,
-            };
-        }
-    }
-}
-
-/// A statement waiting for its turn; dropped unanswered (its task was
-/// cancelled), it still takes the lead if it was handed it.
-struct Waiter<'a> {
-    committer: &'a Committer,
-    turn: Option<oneshot::Receiver<Turn>>,
-}
-
-impl Waiter<'_> {
-    async fn wait(&mut self) -> Result<AppendAck> {
-        let Some(turn) = self.turn.as_mut() else {
-            return Err(Error::Internal("a log waiter was polled twice".into()));
-        };
-        let received = turn.await;
-        self.turn = None;
-        match received {
-            Ok(Turn::Done(result)) => result,
-            Ok(Turn::Lead(request)) => self.committer.lead(request, true),
-            Err(_) => Err(Error::ShuttingDown),
-        }
-    }
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        if let Some(mut turn) = self.turn.take() {
-            // After close() no lead can arrive; one sent before is taken.
-            turn.close();
-            if let Ok(Turn::Lead(request)) = turn.try_recv() {
-                // Not inside the runtime's blocking machinery: this may
-                // run while the runtime shuts down.
-                let _ = self.committer.lead(request, false);
-            }
-        }
     }
 }
 

@@ -404,8 +404,8 @@ mod atomic;
 mod bulk;
 mod versions;
 
-// A statement cancelled while it waits may be the one the lead was handed
-// to: its waiter takes the lead as it drops, so the queue never stalls.
+// A statement cancelled while it waits is still committed by whoever leads
+// next (it was queued): the queue never stalls on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cancelled_appends_do_not_stall_the_queue() {
     let dir = tempfile::tempdir().unwrap();
