@@ -165,12 +165,8 @@ pub fn csv_shaped(rows: u64, shape: Shape) -> bytes::Bytes {
     bytes::Bytes::from(out)
 }
 
-/// `INSERT INTO table VALUES` of rows `from .. from + n` (of `rows`).
-pub fn insert_sql(table: &str, from: u64, n: u64, rows: u64) -> String {
-    insert_sql_shaped(table, from, n, rows, Shape::Narrow)
-}
-
-/// [`insert_sql`] with rows of `shape`.
+/// `INSERT INTO table VALUES` of rows `from .. from + n` (of `rows`) of
+/// `shape`.
 pub fn insert_sql_shaped(table: &str, from: u64, n: u64, rows: u64, shape: Shape) -> String {
     let values: Vec<String> = (from..from + n)
         .map(|i| Click::shaped(i, rows, shape).sql_values())

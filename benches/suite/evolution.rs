@@ -2,11 +2,12 @@
 //! schema versions (a third of the rows each: the original, then `status`
 //! widened to BIGINT, then a `country` column added) against the same rows
 //! in one version. Old frames are adapted as they are read (a cast, a NULL
-//! column), so the ratio shows what that costs; the goal is ≥ 0.9.
+//! column), so the ratio shows what that costs; the goal is ≥ 0.9. Runs on
+//! both row shapes.
 
 use std::time::{Duration, Instant};
 
-use super::data::{self, COLUMNS};
+use super::data::{self, Shape, COLUMNS};
 use super::{drain_rate, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
@@ -20,9 +21,9 @@ const SCAN: &str =
 const CLEAN: &str =
     "SELECT event_time, user_id, lower(url) AS url, status FROM raw WHERE status <> 404";
 
-/// (scan rows/s best of three, pipeline drain rows/s) over `rows`
-/// written in `versions` (1 or 3) schema versions.
-async fn measure(rows: u64, versions: u64) -> (f64, f64) {
+/// (scan rows/s best of three, pipeline drain rows/s) over `rows` of
+/// `shape` written in `versions` (1 or 3) schema versions.
+async fn measure(rows: u64, versions: u64, shape: Shape) -> (f64, f64) {
     let sluice = start_sluice();
     let client = connect(&sluice.conninfo).await;
     client
@@ -51,7 +52,7 @@ async fn measure(rows: u64, versions: u64) -> (f64, f64) {
         let end = (from + per_version).min(rows);
         while from < end {
             let n = 1000.min(end - from);
-            let sql = data::insert_sql("raw", from, n, rows).replacen(
+            let sql = data::insert_sql_shaped("raw", from, n, rows, shape).replacen(
                 "INSERT INTO raw VALUES",
                 &format!("INSERT INTO raw ({NAMES}) VALUES"),
                 1,
@@ -72,26 +73,33 @@ async fn measure(rows: u64, versions: u64) -> (f64, f64) {
 
 pub async fn run(scale: Scale) -> Vec<Row> {
     let rows = scale.rows.min(1_000_000);
-    let (scan_one, drain_one) = measure(rows, 1).await;
-    let (scan_three, drain_three) = measure(rows, 3).await;
-    vec![
-        Row::new(
-            "evolution",
-            format!("scan of {rows} rows in 3 schema versions"),
-            format!("{scan_three:.0} rows/s"),
-        )
-        .peer(
-            format!("{scan_one:.0} rows/s in 1 version"),
-            Some(scan_three / scan_one),
-        ),
-        Row::new(
-            "evolution",
-            format!("pipeline drain of {rows} rows in 3 schema versions"),
-            format!("{drain_three:.0} rows/s"),
-        )
-        .peer(
-            format!("{drain_one:.0} rows/s in 1 version"),
-            Some(drain_three / drain_one),
-        ),
-    ]
+    let mut out = Vec::new();
+    for shape in [Shape::Narrow, Shape::Wide] {
+        let (scan_one, drain_one) = measure(rows, 1, shape).await;
+        let (scan_three, drain_three) = measure(rows, 3, shape).await;
+        let name = shape.name();
+        out.push(
+            Row::new(
+                "evolution",
+                format!("scan of {rows} rows in 3 schema versions, {name}"),
+                format!("{scan_three:.0} rows/s"),
+            )
+            .peer(
+                format!("{scan_one:.0} rows/s in 1 version"),
+                Some(scan_three / scan_one),
+            ),
+        );
+        out.push(
+            Row::new(
+                "evolution",
+                format!("pipeline drain of {rows} rows in 3 schema versions, {name}"),
+                format!("{drain_three:.0} rows/s"),
+            )
+            .peer(
+                format!("{drain_one:.0} rows/s in 1 version"),
+                Some(drain_three / drain_one),
+            ),
+        );
+    }
+    out
 }

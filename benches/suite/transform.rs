@@ -1,7 +1,7 @@
 //! Transform: a filter + projection pipeline (drops 3 of 10 columns, keeps
 //! the ~90% of rows that are not 404s) draining a backlog, per task, and
 //! the latency from acknowledgement to visibility in the derived stream.
-//! The backlog runs on both row shapes; latency on the narrow one.
+//! Both run on both row shapes.
 
 use super::data::{self, Shape, COLUMNS};
 use super::{ack_to_visible, drain_rate, Row, Scale};
@@ -35,8 +35,9 @@ async fn drain(shards: u32, rows: u64, shape: Shape) -> (f64, f64) {
     (drain_rate(&client, CLEAN, rows).await, sluice.peak_rss_mb())
 }
 
-/// Ack → visible in the derived stream at `rate` rows/s, p50/p99 ms.
-async fn latency(rate: u64, seconds: u64) -> (f64, f64) {
+/// Ack → visible in the derived stream at `rate` rows/s of `shape`,
+/// p50/p99 ms.
+async fn latency(rate: u64, seconds: u64, shape: Shape) -> (f64, f64) {
     let sluice = start_sluice();
     connect(&sluice.conninfo)
         .await
@@ -46,7 +47,9 @@ async fn latency(rate: u64, seconds: u64) -> (f64, f64) {
         .await
         .expect("setup");
     // Status 200 only: every row passes the filter.
-    let insert = |sent, n| data::insert_sql("raw", sent, n, u64::MAX).replace(", 404, ", ", 200, ");
+    let insert = move |sent, n| {
+        data::insert_sql_shaped("raw", sent, n, u64::MAX, shape).replace(", 404, ", ", 200, ")
+    };
     ack_to_visible(
         &sluice.conninfo,
         rate,
@@ -80,13 +83,18 @@ pub async fn run(scale: Scale) -> Vec<Row> {
     } else {
         &[1_000, 10_000, 100_000]
     };
-    for &rate in rates {
-        let (p50, p99) = latency(rate, scale.seconds).await;
-        out.push(Row::new(
-            "transform",
-            format!("ack → visible in derived stream at {rate} rows/s"),
-            format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
-        ));
+    for shape in [Shape::Narrow, Shape::Wide] {
+        for &rate in rates {
+            let (p50, p99) = latency(rate, scale.seconds, shape).await;
+            out.push(Row::new(
+                "transform",
+                format!(
+                    "ack → visible in derived stream at {rate} rows/s, {}",
+                    shape.name()
+                ),
+                format!("p50 {p50:.1} ms, p99 {p99:.1} ms"),
+            ));
+        }
     }
     out
 }
