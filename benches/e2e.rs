@@ -37,7 +37,7 @@ async fn main() {
     let mut rows: Vec<Row> = Vec::new();
     if run("ingest") {
         let sluice = start_sluice();
-        let postgres = postgres_available(!quick).then(|| start_postgres(55_431));
+        let postgres = postgres_available(!quick).then(start_postgres);
         if postgres.is_none() {
             eprintln!("PostgreSQL server not found: ingest is measured without its peer");
         }
@@ -58,7 +58,7 @@ async fn main() {
     }
     if run("destinations") {
         eprintln!("destinations …");
-        let postgres = postgres_available(false).then(|| start_postgres(55_432));
+        let postgres = postgres_available(false).then(start_postgres);
         rows.extend(suite::destinations::run(scale, postgres.as_ref()).await);
     }
     if run("evolution") {

@@ -165,7 +165,27 @@ fn pg_command(bin: &Path, tool: &str) -> Command {
     }
 }
 
-pub fn start_postgres(port: u16) -> Postgres {
+/// A PostgreSQL server on a free loopback port. A fixed port could be
+/// taken: ports this high are in the kernel's ephemeral range, where the
+/// bench's own connections and port-0 listeners land; so a port is picked
+/// free, and picked again if the server still finds it taken.
+pub fn start_postgres() -> Postgres {
+    let mut last_log = String::new();
+    for _ in 0..3 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        match try_start_postgres(port) {
+            Ok(postgres) => return postgres,
+            Err(log) => last_log = log,
+        }
+    }
+    panic!("pg_ctl start failed three times; the last log:\n{last_log}");
+}
+
+/// Starts PostgreSQL on `port`, or returns its log.
+fn try_start_postgres(port: u16) -> Result<Postgres, String> {
     let bin = pg_bin_dir().expect("PostgreSQL server binaries under /usr/lib/postgresql");
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("pgdata");
@@ -196,13 +216,15 @@ pub fn start_postgres(port: u16) -> Postgres {
         .stdout(Stdio::null())
         .status()
         .expect("pg_ctl start");
-    assert!(ok.success(), "pg_ctl start failed");
-    Postgres {
+    if !ok.success() {
+        return Err(std::fs::read_to_string(dir.path().join("pg.log")).unwrap_or_default());
+    }
+    Ok(Postgres {
         bin,
         data,
         conninfo: format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
         _dir: dir,
-    }
+    })
 }
 
 impl Drop for Postgres {

@@ -162,9 +162,10 @@ impl Committer {
     /// `own`'s outcome. Never awaits: a lead cannot be cancelled halfway.
     fn lead(&self, own: Request) -> Result<AppendAck> {
         let outcome = self.shared.commit_with_queued(own, true);
-        let mut queue = match self.shared.queue() {
-            Ok(queue) => queue,
-            Err(e) => return outcome.and(Err(e)),
+        // A poisoned queue fails every later append; this one's outcome
+        // is known and stands.
+        let Ok(mut queue) = self.shared.queue() else {
+            return outcome;
         };
         if queue.waiting.is_empty() {
             queue.leading = false;
