@@ -15,7 +15,7 @@ use base64::Engine as _;
 use super::data::{self, Shape, COLUMNS};
 use super::delivery::copy_all;
 use super::ingest::{aws_puts, copy, create_raw_stream, median, Put};
-use super::{quantile_ms, scalar, Row, Scale};
+use super::{create_clicks_stream, quantile_ms, scalar, Row, Scale};
 use crate::common::{connect, start_sluice, Postgres};
 
 /// What the receiver saw: records, and when each `n` arrived.
@@ -68,12 +68,7 @@ pub async fn run(scale: Scale, postgres: Option<&Postgres>) -> Vec<Row> {
     for shape in [Shape::Narrow, Shape::Wide] {
         let sluice = start_sluice();
         let client = connect(&sluice.conninfo).await;
-        client
-            .batch_execute(&format!(
-                "CREATE STREAM clicks {COLUMNS} WITH (shards = 4, partition_key = 'user_id')"
-            ))
-            .await
-            .expect("stream");
+        create_clicks_stream(&client, "clicks", 4).await;
         copy_all(&client, scale.rows, shape).await;
         if let Some(pg) = postgres {
             let secs = postgres_sink(&client, pg, scale, shape).await;

@@ -7,8 +7,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::data::{self, Shape, COLUMNS};
-use super::{drain_rate, scalar, Row, Scale};
+use super::data::{self, Shape};
+use super::{create_clicks_stream, drain_rate, scalar, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const NAMES: &str =
@@ -26,12 +26,7 @@ const CLEAN: &str =
 async fn measure(rows: u64, versions: u64, shape: Shape) -> (f64, f64) {
     let sluice = start_sluice();
     let client = connect(&sluice.conninfo).await;
-    client
-        .batch_execute(&format!(
-            "CREATE STREAM raw {COLUMNS} WITH (shards = 2, partition_key = 'user_id')"
-        ))
-        .await
-        .expect("create raw");
+    create_clicks_stream(&client, "raw", 2).await;
     let per_version = rows.div_ceil(versions);
     let mut from = 0;
     for version in 1..=versions {

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 
 use super::data::{self, Click, Shape, COLUMNS};
-use super::{quantile_ms, Row, Scale};
+use super::{create_clicks_stream, quantile_ms, Row, Scale};
 use crate::common::{connect, Postgres, Sluice};
 
 struct Inserts {
@@ -263,13 +263,7 @@ async fn copy_row(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>, sh
 
 pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
     let mut out = Vec::new();
-    connect(&sluice.conninfo)
-        .await
-        .batch_execute(&format!(
-            "CREATE STREAM clicks {COLUMNS} WITH (shards = 4, partition_key = 'user_id')"
-        ))
-        .await
-        .expect("create stream");
+    create_clicks_stream(&connect(&sluice.conninfo).await, "clicks", 4).await;
     if let Some(pg) = postgres {
         connect(&pg.conninfo)
             .await

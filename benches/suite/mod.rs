@@ -119,6 +119,18 @@ pub async fn ack_to_visible(
     (quantile_ms(&latencies, 0.5), quantile_ms(&latencies, 0.99))
 }
 
+/// Creates stream `name` of clickstream rows over `shards`, keyed by
+/// `user_id`.
+pub async fn create_clicks_stream(client: &tokio_postgres::Client, name: &str, shards: u32) {
+    client
+        .batch_execute(&format!(
+            "CREATE STREAM {name} {} WITH (shards = {shards}, partition_key = 'user_id')",
+            data::COLUMNS
+        ))
+        .await
+        .expect("create stream");
+}
+
 /// Records/s of a new derived stream `clean AS select` draining a backlog
 /// of `rows`: from its CREATE until its lag is 0.
 pub async fn drain_rate(client: &tokio_postgres::Client, select: &str, rows: u64) -> f64 {

@@ -4,7 +4,7 @@
 //! Both run on both row shapes.
 
 use super::data::{self, Shape, COLUMNS};
-use super::{ack_to_visible, drain_rate, Row, Scale};
+use super::{ack_to_visible, create_clicks_stream, drain_rate, Row, Scale};
 use crate::common::{connect, start_sluice};
 
 const CLEAN: &str =
@@ -16,12 +16,7 @@ const CLEAN: &str =
 async fn drain(shards: u32, rows: u64, shape: Shape) -> (f64, f64) {
     let sluice = start_sluice();
     let client = connect(&sluice.conninfo).await;
-    client
-        .batch_execute(&format!(
-            "CREATE STREAM raw {COLUMNS} WITH (shards = {shards}, partition_key = 'user_id')"
-        ))
-        .await
-        .expect("create raw");
+    create_clicks_stream(&client, "raw", shards).await;
     let per_stmt = 1000;
     let mut from = 0;
     while from < rows {
