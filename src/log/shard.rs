@@ -31,6 +31,10 @@ struct ShardState {
     /// Length of the active segment's file: its frames, then a zero tail
     /// of room for the next appends (see [`PREALLOCATE_BYTES`]).
     allocated_bytes: u64,
+    /// How much of the active segment's file is physically written (frames,
+    /// then zeros written ahead by small appends; see [`ZERO_AHEAD_BYTES`]).
+    /// Never below the segment's size.
+    zeroed_bytes: u64,
 }
 
 /// How far the active segment's file is extended ahead of its appends. An
@@ -39,6 +43,18 @@ struct ShardState {
 /// Recovery reads the zero tail as free space, and a segment is trimmed to
 /// its frames when the next one starts.
 const PREALLOCATE_BYTES: u64 = 1024 * 1024;
+
+/// Small appends (single-row INSERTs: about 1.5 KiB a frame) write zeros
+/// this far past their end, in the same write. An append that lands in a
+/// hole of the sparse file makes the filesystem allocate a block, and its
+/// fdatasync then writes the inode too: a second synchronous I/O for one
+/// append in three. Overwriting written zeros is a pure data write. The
+/// zeros cost one larger write every ~170 small appends.
+const ZERO_AHEAD_BYTES: u64 = 256 * 1024;
+
+/// Appends above this size skip the zero fill: they cross blocks anyway,
+/// and writing every byte twice would halve their disk bandwidth.
+const ZERO_FILL_MAX_WRITE_BYTES: usize = 32 * 1024;
 
 /// Counters for `sluice.streams` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -77,6 +93,7 @@ impl Shard {
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len());
         let mut allocated_bytes = 0;
+        let mut zeroed_bytes = 0;
         let last_index = bases.len().saturating_sub(1);
         for (i, base) in bases.into_iter().enumerate() {
             let path = dir.join(segment_file_name(base));
@@ -97,6 +114,9 @@ impl Shard {
                         "damaged sealed segment: frames after the damage are not served");
                 }
             }
+            // The tail after the frames may be a hole: only the frames are
+            // known to be written.
+            zeroed_bytes = outcome.valid_len;
             segments.push(Segment {
                 base_seq: base,
                 path,
@@ -114,6 +134,7 @@ impl Shard {
                 segments,
                 next_seq,
                 allocated_bytes,
+                zeroed_bytes,
             }),
             committed,
         })
@@ -192,7 +213,7 @@ impl Shard {
         if needs_roll {
             self.roll(first_seq)?;
         }
-        let (file, offset, allocated) = {
+        let (file, offset, allocated, zeroed) = {
             let state = self.read_state();
             let active = state
                 .segments
@@ -202,12 +223,25 @@ impl Shard {
                 active.file.clone(),
                 active.size_bytes,
                 state.allocated_bytes,
+                state.zeroed_bytes.max(active.size_bytes),
             )
         };
         let end = offset + bytes.len() as u64;
-        if end > allocated {
+        if bytes.len() <= ZERO_FILL_MAX_WRITE_BYTES {
+            if end > zeroed {
+                let fill_end = end + ZERO_AHEAD_BYTES;
+                bytes.resize(bytes.len() + ZERO_AHEAD_BYTES as usize, 0);
+                let mut state = self.write_state();
+                state.zeroed_bytes = fill_end;
+                state.allocated_bytes = allocated.max(fill_end);
+            }
+        } else if end > allocated {
             file.set_len(end + PREALLOCATE_BYTES)?;
-            self.write_state().allocated_bytes = end + PREALLOCATE_BYTES;
+            let mut state = self.write_state();
+            state.allocated_bytes = end + PREALLOCATE_BYTES;
+            state.zeroed_bytes = end;
+        } else {
+            self.write_state().zeroed_bytes = zeroed.max(end);
         }
         let written = crate::fail::io("log.write").and_then(|()| file.write_all_at(&bytes, offset));
         if let Err(e) = written {
@@ -234,7 +268,11 @@ impl Shard {
     /// that were never acknowledged must not be found by recovery.
     fn cut_active(&self, file: &File, offset: u64) {
         match file.set_len(offset) {
-            Ok(()) => self.write_state().allocated_bytes = offset,
+            Ok(()) => {
+                let mut state = self.write_state();
+                state.allocated_bytes = offset;
+                state.zeroed_bytes = offset;
+            }
             Err(e) => {
                 tracing::error!(shard = self.id, error = %e, "could not truncate an unacknowledged frame")
             }
@@ -252,6 +290,7 @@ impl Shard {
             }
         }
         state.allocated_bytes = 0;
+        state.zeroed_bytes = 0;
         Ok(())
     }
 
@@ -322,6 +361,7 @@ impl Shard {
                 state.segments.pop();
             }
             state.allocated_bytes = segment.size_bytes;
+            state.zeroed_bytes = segment.size_bytes;
             state.segments.push(segment);
             state.next_seq = end;
         }
@@ -376,6 +416,7 @@ impl Shard {
             .last()
             .map_or(active.base_seq, |f| f.end_seq());
         state.allocated_bytes = offset;
+        state.zeroed_bytes = offset;
         state.next_seq = next;
         drop(state);
         self.committed.send_replace(next);

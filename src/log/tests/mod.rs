@@ -133,6 +133,15 @@ async fn segments_are_preallocated_and_sealed_ones_trimmed() {
         let files = lengths();
         assert_eq!(files.len(), 1);
         assert!(files[0].1 > stats.bytes, "the active file has room ahead");
+        // A small append's room is written zeros, not a hole: the next
+        // appends overwrite allocated blocks (no inode write at fdatasync).
+        let allocated = std::os::unix::fs::MetadataExt::blocks(&files[0].0.metadata().unwrap());
+        assert!(
+            allocated * 512 >= files[0].1,
+            "{} bytes allocated for a {}-byte file",
+            allocated * 512,
+            files[0].1
+        );
         for i in 1..40 {
             log.append(batch(i * 10, 10)).await.unwrap();
         }
