@@ -119,7 +119,7 @@ impl Committer {
                 queue: Mutex::new(Queue::default()),
                 idle: Condvar::new(),
                 work: Condvar::new(),
-                helpers: SyncHelpers::start(shards.len())?,
+                helpers: SyncHelpers::start(&shards)?,
                 shards,
                 segment_size_bytes,
                 unit_ids: Mutex::new(UnitIds::after(last_unit_id)),

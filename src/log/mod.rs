@@ -8,6 +8,7 @@
 
 mod bulk;
 mod commit;
+mod durable;
 mod frame;
 mod segment;
 mod shard;

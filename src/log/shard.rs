@@ -72,12 +72,27 @@ pub struct PendingWrite {
     pub frames: Vec<FrameRef>,
     /// Where the first frame starts (the truncation point on rollback).
     offset: u64,
+    /// Bytes of frames written from `offset`.
+    len: u64,
+    /// Whether the write only overwrote blocks that were already allocated
+    /// and durable (zeros written ahead): its data needs no metadata write
+    /// to survive a crash.
+    overwrite: bool,
     file: Arc<File>,
 }
 
 impl PendingWrite {
     pub fn file(&self) -> &Arc<File> {
         &self.file
+    }
+
+    /// The byte range the frames occupy in [`PendingWrite::file`].
+    pub fn range(&self) -> (u64, u64) {
+        (self.offset, self.len)
+    }
+
+    pub fn is_overwrite(&self) -> bool {
+        self.overwrite
     }
 }
 
@@ -154,6 +169,10 @@ impl Shard {
         self.read_state().next_seq
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// A receiver that changes whenever new records become readable.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.committed.subscribe()
@@ -226,9 +245,13 @@ impl Shard {
                 state.zeroed_bytes.max(active.size_bytes),
             )
         };
-        let end = offset + bytes.len() as u64;
+        let len = bytes.len() as u64;
+        let end = offset + len;
+        // Blocks below `zeroed` were written by an earlier group, whose
+        // fsync made their allocation durable.
+        let overwrite = end <= zeroed;
         if bytes.len() <= ZERO_FILL_MAX_WRITE_BYTES {
-            if end > zeroed {
+            if !overwrite {
                 let fill_end = end + ZERO_AHEAD_BYTES;
                 bytes.resize(bytes.len() + ZERO_AHEAD_BYTES as usize, 0);
                 let mut state = self.write_state();
@@ -255,6 +278,8 @@ impl Shard {
         Ok(PendingWrite {
             frames: refs,
             offset,
+            len,
+            overwrite,
             file,
         })
     }

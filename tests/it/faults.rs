@@ -53,6 +53,48 @@ async fn a_full_disk_refuses_the_write_with_53100_and_recovers_when_space_return
     );
 }
 
+/// Whether `dir` is on ext4 or XFS, where a group's overwrites across
+/// shards share one fsync's device flush (`log::durable`).
+fn flush_is_shared(dir: &Path) -> bool {
+    let out = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let fs = String::from_utf8_lossy(&out.stdout);
+    matches!(fs.trim(), "ext2/ext3" | "xfs")
+}
+
+#[tokio::test]
+async fn a_failed_writeback_of_a_group_over_shards_stops_the_stream_as_a_failed_fsync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (server, trigger) = faulty_server(tmp.path(), "log.writeback", "EIO");
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM t (k BIGINT) WITH (shards = 2, partition_key = 'k'); \
+             INSERT INTO t VALUES (1), (2), (3), (4), (5), (6), (7), (8)",
+        )
+        .await
+        .unwrap();
+    let filled = "SELECT count(*) FROM sluice.shards WHERE stream = 't' AND records > 0";
+    assert_eq!(scalar(&client, filled).await, 2, "rows in both shards");
+    // Both shards' next writes overwrite the zeros written ahead of the
+    // first: one is waited to the device, the other fsynced.
+    std::fs::write(&trigger, b"").unwrap();
+    let next = client
+        .batch_execute("INSERT INTO t VALUES (11), (12), (13), (14), (15), (16), (17), (18)")
+        .await;
+    if flush_is_shared(tmp.path()) {
+        assert_eq!(sqlstate(&next.unwrap_err()), "58030");
+        assert_eq!(scalar(&client, "SELECT sum(k) FROM t").await, 36);
+    } else {
+        // Elsewhere every shard is fsynced and the point is never reached.
+        next.unwrap();
+        assert_eq!(scalar(&client, "SELECT sum(k) FROM t").await, 36 + 116);
+    }
+}
+
 #[tokio::test]
 async fn a_failed_fsync_stops_the_stream_for_writes_until_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
