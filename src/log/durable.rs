@@ -22,8 +22,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-const EXT4_SUPER_MAGIC: i64 = 0xEF53;
-const XFS_SUPER_MAGIC: i64 = 0x5846_5342;
+const EXT4_SUPER_MAGIC: libc::__fsword_t = 0xEF53;
+const XFS_SUPER_MAGIC: libc::__fsword_t = 0x5846_5342;
 
 /// Whether one flush covers overwrites in every one of `dirs`: all on one
 /// device, of a filesystem that overwrites allocated blocks in place.
@@ -51,7 +51,7 @@ fn overwrites_in_place(dir: &Path) -> bool {
     if unsafe { libc::statfs(path.as_ptr(), &mut stats) } != 0 {
         return false;
     }
-    matches!(i64::from(stats.f_type), EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
+    matches!(stats.f_type, EXT4_SUPER_MAGIC | XFS_SUPER_MAGIC)
 }
 
 /// Starts writing `file`'s dirty pages in the range to the device.
