@@ -1,6 +1,8 @@
 //! The durable stream log: per stream, `shards` append-only shard logs of
 //! checksummed segment files, written by group commit (many statements,
-//! one fsync per touched shard) led by the appending tasks themselves.
+//! one device flush per group where the filesystem allows, else one fsync
+//! per touched shard) led by the appending tasks themselves, then by the
+//! stream's committer thread while clients are concurrent.
 //!
 //! An append is acknowledged only after its bytes are fsynced; readers see
 //! only acknowledged records and can follow new appends through a watch
