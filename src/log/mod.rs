@@ -12,6 +12,7 @@ mod bulk;
 mod commit;
 mod durable;
 mod frame;
+mod room;
 mod segment;
 mod shard;
 mod versions;

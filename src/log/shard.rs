@@ -11,6 +11,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
 use super::frame::{self, FrameMeta};
+use super::room::Room;
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
 use super::versions::{ReadSchema, Versions};
 use crate::error::{Error, Result};
@@ -28,33 +29,9 @@ pub struct Shard {
 struct ShardState {
     segments: Vec<Segment>,
     next_seq: u64,
-    /// Length of the active segment's file: its frames, then a zero tail
-    /// of room for the next appends (see [`PREALLOCATE_BYTES`]).
-    allocated_bytes: u64,
-    /// How much of the active segment's file is physically written (frames,
-    /// then zeros written ahead by small appends; see [`ZERO_AHEAD_BYTES`]).
-    /// Never below the segment's size.
-    zeroed_bytes: u64,
+    /// The active segment file's room ahead of its frames.
+    room: Room,
 }
-
-/// How far the active segment's file is extended ahead of its appends. An
-/// fdatasync after a write inside the file's length need not journal a new
-/// file size: measured here 114 µs instead of 166 µs per append + fsync.
-/// Recovery reads the zero tail as free space, and a segment is trimmed to
-/// its frames when the next one starts.
-const PREALLOCATE_BYTES: u64 = 1024 * 1024;
-
-/// Small appends (single-row INSERTs: about 1.5 KiB a frame) write zeros
-/// this far past their end, in the same write. An append that lands in a
-/// hole of the sparse file makes the filesystem allocate a block, and its
-/// fdatasync then writes the inode too: a second synchronous I/O for one
-/// append in three. Overwriting written zeros is a pure data write. The
-/// zeros cost one larger write every ~170 small appends.
-const ZERO_AHEAD_BYTES: u64 = 256 * 1024;
-
-/// Appends above this size skip the zero fill: they cross blocks anyway,
-/// and writing every byte twice would halve their disk bandwidth.
-const ZERO_FILL_MAX_WRITE_BYTES: usize = 32 * 1024;
 
 /// Counters for `sluice.streams` and `/metrics`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -107,15 +84,16 @@ impl Shard {
             .collect();
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len());
-        let mut allocated_bytes = 0;
-        let mut zeroed_bytes = 0;
+        let mut room = Room::default();
         let last_index = bases.len().saturating_sub(1);
         for (i, base) in bases.into_iter().enumerate() {
             let path = dir.join(segment_file_name(base));
             let outcome = segment::scan(&path, base)?;
             let file = OpenOptions::new().read(true).write(true).open(&path)?;
             if i == last_index {
-                allocated_bytes = file.metadata()?.len();
+                // The tail after the frames may be a hole: only the frames
+                // are known to be written.
+                room = Room::new(file.metadata()?.len(), outcome.valid_len);
             }
             if let Some(damage) = &outcome.damage {
                 if i == last_index {
@@ -123,15 +101,12 @@ impl Shard {
                     tracing::warn!(path = %path.display(), %damage, "truncating torn tail");
                     file.set_len(outcome.valid_len)?;
                     file.sync_all()?;
-                    allocated_bytes = outcome.valid_len;
+                    room = Room::exactly(outcome.valid_len);
                 } else {
                     tracing::error!(path = %path.display(), %damage,
                         "damaged sealed segment: frames after the damage are not served");
                 }
             }
-            // The tail after the frames may be a hole: only the frames are
-            // known to be written.
-            zeroed_bytes = outcome.valid_len;
             segments.push(Segment {
                 base_seq: base,
                 path,
@@ -148,8 +123,7 @@ impl Shard {
             state: RwLock::new(ShardState {
                 segments,
                 next_seq,
-                allocated_bytes,
-                zeroed_bytes,
+                room,
             }),
             committed,
         })
@@ -232,40 +206,18 @@ impl Shard {
         if needs_roll {
             self.roll(first_seq)?;
         }
-        let (file, offset, allocated, zeroed) = {
+        let (file, offset, mut room) = {
             let state = self.read_state();
             let active = state
                 .segments
                 .last()
                 .ok_or_else(|| Error::Internal("shard has no active segment".into()))?;
-            (
-                active.file.clone(),
-                active.size_bytes,
-                state.allocated_bytes,
-                state.zeroed_bytes.max(active.size_bytes),
-            )
+            (active.file.clone(), active.size_bytes, state.room)
         };
         let len = bytes.len() as u64;
-        let end = offset + len;
-        // Blocks below `zeroed` were written by an earlier group, whose
-        // fsync made their allocation durable.
-        let overwrite = end <= zeroed;
-        if bytes.len() <= ZERO_FILL_MAX_WRITE_BYTES {
-            if !overwrite {
-                let fill_end = end + ZERO_AHEAD_BYTES;
-                bytes.resize(bytes.len() + ZERO_AHEAD_BYTES as usize, 0);
-                let mut state = self.write_state();
-                state.zeroed_bytes = fill_end;
-                state.allocated_bytes = allocated.max(fill_end);
-            }
-        } else if end > allocated {
-            file.set_len(end + PREALLOCATE_BYTES)?;
-            let mut state = self.write_state();
-            state.allocated_bytes = end + PREALLOCATE_BYTES;
-            state.zeroed_bytes = end;
-        } else {
-            self.write_state().zeroed_bytes = zeroed.max(end);
-        }
+        // Only the leader writes, so the room read above is still current.
+        let overwrite = room.make(&file, offset, &mut bytes)?;
+        self.write_state().room = room;
         let written = crate::fail::io("log.write").and_then(|()| file.write_all_at(&bytes, offset));
         if let Err(e) = written {
             // Leave no partial frame behind: the next write starts at `offset`.
@@ -293,11 +245,7 @@ impl Shard {
     /// that were never acknowledged must not be found by recovery.
     fn cut_active(&self, file: &File, offset: u64) {
         match file.set_len(offset) {
-            Ok(()) => {
-                let mut state = self.write_state();
-                state.allocated_bytes = offset;
-                state.zeroed_bytes = offset;
-            }
+            Ok(()) => self.write_state().room = Room::exactly(offset),
             Err(e) => {
                 tracing::error!(shard = self.id, error = %e, "could not truncate an unacknowledged frame")
             }
@@ -308,14 +256,13 @@ impl Shard {
     /// it, so sealed segments end with their last frame.
     fn seal_active(&self) -> Result<()> {
         let mut state = self.write_state();
-        let allocated = state.allocated_bytes;
+        let allocated = state.room.allocated_bytes();
         if let Some(active) = state.segments.last() {
             if allocated > active.size_bytes {
                 active.file.set_len(active.size_bytes)?;
             }
         }
-        state.allocated_bytes = 0;
-        state.zeroed_bytes = 0;
+        state.room = Room::default();
         Ok(())
     }
 
@@ -385,8 +332,7 @@ impl Shard {
             {
                 state.segments.pop();
             }
-            state.allocated_bytes = segment.size_bytes;
-            state.zeroed_bytes = segment.size_bytes;
+            state.room = Room::exactly(segment.size_bytes);
             state.segments.push(segment);
             state.next_seq = end;
         }
@@ -440,8 +386,7 @@ impl Shard {
             .frames
             .last()
             .map_or(active.base_seq, |f| f.end_seq());
-        state.allocated_bytes = offset;
-        state.zeroed_bytes = offset;
+        state.room = Room::exactly(offset);
         state.next_seq = next;
         drop(state);
         self.committed.send_replace(next);
