@@ -8,7 +8,8 @@
 //! its shard as a new segment, fsyncs the shard directories, and only then
 //! makes them visible. So the rows are written once, while the client is
 //! still sending, and the commit costs a few header writes, fsyncs and
-//! renames; other appends to the stream go on meanwhile.
+//! renames; other appends to the stream go on meanwhile. The staging
+//! writes bypass the page cache where they can ([`super::direct`]).
 //!
 //! The last frame of a bulk in each shard is an empty end marker that says
 //! how many shards the bulk touched. Recovery keeps a bulk only if every
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 
+use super::direct::{BlockWriter, StagingOut};
 use super::frame::{self, Bulk, FrameMeta, FRAME_HEADER_BYTES};
 use super::segment::{FrameRef, Segment};
 use super::shard::Shard;
@@ -45,22 +47,30 @@ struct Stage {
     shard: u32,
     path: PathBuf,
     file: Arc<File>,
+    /// The data writes, around the page cache where possible.
+    out: StagingOut,
     frames: Vec<StagedFrame>,
     len_bytes: u64,
     framer: Framer,
 }
 
 impl Stage {
-    fn write_frame(&mut self, batch: &RecordBatch) -> Result<()> {
-        let (bytes, payload_crc) = frame::encode_unheaded(batch)?;
-        self.file.write_all_at(&bytes, self.len_bytes)?;
+    fn write_frame(
+        &mut self,
+        batch: &RecordBatch,
+        scratch: &mut Vec<u8>,
+        writer: &mut BlockWriter,
+    ) -> Result<()> {
+        let payload_crc = frame::encode_unheaded_into(batch, scratch)?;
+        self.out
+            .append(&self.file, scratch, self.len_bytes, writer)?;
         self.frames.push(StagedFrame {
             offset: self.len_bytes,
             record_count: frame::record_count(batch)?,
-            payload_len: (bytes.len() - FRAME_HEADER_BYTES) as u32,
+            payload_len: (scratch.len() - FRAME_HEADER_BYTES) as u32,
             payload_crc,
         });
-        self.len_bytes += bytes.len() as u64;
+        self.len_bytes += scratch.len() as u64;
         Ok(())
     }
 }
@@ -71,6 +81,9 @@ pub struct BulkSpill {
     /// The schema version of the rows, and its schema, once rows came.
     version: Option<(u32, SchemaRef)>,
     stages: Vec<Option<Stage>>,
+    /// One frame's encoding, reused from frame to frame.
+    scratch: Vec<u8>,
+    writer: BlockWriter,
 }
 
 /// A finished bulk, ready for [`super::StreamLog::append_bulk`].
@@ -93,6 +106,8 @@ impl BulkSpill {
             dir,
             version: None,
             stages: (0..shards).map(|_| None).collect(),
+            scratch: Vec::new(),
+            writer: BlockWriter::start()?,
         })
     }
 
@@ -125,6 +140,7 @@ impl BulkSpill {
                 .open(&path)?;
             *slot = Some(Stage {
                 shard,
+                out: StagingOut::open(&path),
                 path,
                 file: Arc::new(file),
                 frames: Vec::new(),
@@ -138,7 +154,7 @@ impl BulkSpill {
         let mut full = Vec::new();
         stage.framer.push(batch, &mut full)?;
         for batch in &full {
-            stage.write_frame(batch)?;
+            stage.write_frame(batch, &mut self.scratch, &mut self.writer)?;
         }
         Ok(())
     }
@@ -153,12 +169,19 @@ impl BulkSpill {
             let mut rest = Vec::new();
             stage.framer.finish(&mut rest)?;
             for batch in &rest {
-                stage.write_frame(batch)?;
+                stage.write_frame(batch, &mut self.scratch, &mut self.writer)?;
             }
             if let Some((_, schema)) = &self.version {
-                stage.write_frame(&RecordBatch::new_empty(schema.clone()))?;
+                let marker = RecordBatch::new_empty(schema.clone());
+                stage.write_frame(&marker, &mut self.scratch, &mut self.writer)?;
             }
+            stage.out.finish(&stage.file, &mut self.writer)?;
             stages.push(stage);
+        }
+        self.writer.drain()?;
+        for stage in &stages {
+            // Direct writes end in padding to the block alignment.
+            stage.file.set_len(stage.len_bytes)?;
         }
         Ok(BulkFiles {
             dir: std::mem::take(&mut self.dir),

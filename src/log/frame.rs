@@ -129,13 +129,15 @@ pub fn encode(
     Ok(out)
 }
 
-/// Encodes a batch's payload behind a zeroed header, to be filled in later
-/// with [`header_bytes`] (a bulk append learns its sequence numbers only
-/// when it commits); also returns the payload's own crc32c.
-pub fn encode_unheaded(batch: &RecordBatch) -> Result<(Vec<u8>, u32)> {
-    let out = encode_payload(batch)?;
-    let payload_crc = crc32c::crc32c(&out[FRAME_HEADER_BYTES..]);
-    Ok((out, payload_crc))
+/// Encodes a batch's payload into `out` (cleared first) behind a zeroed
+/// header, to be filled in later with [`header_bytes`] (a bulk append
+/// learns its sequence numbers only when it commits); returns the
+/// payload's own crc32c. A bulk reuses one `out` for its frames of
+/// megabytes, where a fresh buffer each time was mapped and faulted in
+/// page by page.
+pub fn encode_unheaded_into(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<u32> {
+    encode_payload_into(batch, out)?;
+    Ok(crc32c::crc32c(&out[FRAME_HEADER_BYTES..]))
 }
 
 /// Buffers in a payload are padded to 8 bytes, the IPC format's minimum,
@@ -147,11 +149,19 @@ const PAYLOAD_ALIGNMENT_BYTES: usize = 8;
 
 /// The Arrow IPC payload behind room for a header.
 fn encode_payload(batch: &RecordBatch) -> Result<Vec<u8>> {
-    let mut out = vec![0u8; FRAME_HEADER_BYTES];
+    let mut out = Vec::new();
+    encode_payload_into(batch, &mut out)?;
+    Ok(out)
+}
+
+fn encode_payload_into(batch: &RecordBatch, out: &mut Vec<u8>) -> Result<()> {
+    out.clear();
+    out.resize(FRAME_HEADER_BYTES, 0);
     {
         let options =
             IpcWriteOptions::try_new(PAYLOAD_ALIGNMENT_BYTES, false, MetadataVersion::V5)?;
-        let mut writer = StreamWriter::try_new_with_options(&mut out, batch.schema_ref(), options)?;
+        let mut writer =
+            StreamWriter::try_new_with_options(&mut *out, batch.schema_ref(), options)?;
         writer.write(batch)?;
         writer.finish()?;
     }
@@ -161,7 +171,7 @@ fn encode_payload(batch: &RecordBatch) -> Result<Vec<u8>> {
             "a frame of {payload_len} bytes exceeds the limit of {MAX_FRAME_PAYLOAD_BYTES} bytes"
         )));
     }
-    Ok(out)
+    Ok(())
 }
 
 pub fn record_count(batch: &RecordBatch) -> Result<u32> {
@@ -349,7 +359,8 @@ mod tests {
             schema_version: 2,
         };
         let whole = encode(1234, 55, meta, &sample(7)).unwrap();
-        let (mut later, payload_crc) = encode_unheaded(&sample(7)).unwrap();
+        let mut later = Vec::new();
+        let payload_crc = encode_unheaded_into(&sample(7), &mut later).unwrap();
         let payload_len = (later.len() - FRAME_HEADER_BYTES) as u32;
         let header = header_bytes(1234, 55, meta, 7, payload_len, payload_crc);
         later[..FRAME_HEADER_BYTES].copy_from_slice(&header);

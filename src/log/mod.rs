@@ -10,6 +10,7 @@
 
 mod bulk;
 mod commit;
+mod direct;
 mod durable;
 mod frame;
 mod room;

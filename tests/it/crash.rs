@@ -124,13 +124,13 @@ async fn kill_9_mid_ingest_loses_and_duplicates_nothing() {
 }
 
 /// CSV of `rows` rows `id,payload` starting at `from`, ~100 bytes a row.
-fn csv_rows(from: i64, rows: i64) -> String {
+pub(crate) fn csv_rows(from: i64, rows: i64) -> String {
     (from..from + rows)
         .map(|i| format!("{i},payload-{i}-{}\n", "z".repeat(80)))
         .collect()
 }
 
-async fn copy_csv(
+pub(crate) async fn copy_csv(
     client: &tokio_postgres::Client,
     data: &str,
 ) -> Result<u64, tokio_postgres::Error> {

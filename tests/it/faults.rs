@@ -319,3 +319,56 @@ async fn a_failed_dead_letter_write_stores_none_of_the_request() {
         1
     );
 }
+
+/// A large COPY goes to staging files while it arrives (`log::direct`:
+/// around the page cache where the filesystem allows). When those writes
+/// fail on a full disk the COPY fails with 53100, stores none of its rows
+/// and leaves no staging file; once space returns the same COPY is stored
+/// whole and reads back row for row.
+#[tokio::test]
+async fn a_full_disk_under_a_large_copy_fails_it_whole_and_recovers() {
+    use crate::crash::{copy_csv, csv_rows};
+    use crate::harness::staged_bulks;
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("sluice.toml");
+    std::fs::write(&config, "[limits]\nmax_statement_bytes = 1048576\n").unwrap();
+    let trigger = tmp.path().join("fault");
+    let spec = format!("log.bulk_write=ENOSPC@{}", trigger.display());
+    let server = Server::spawn_with(
+        &tmp.path().join("data"),
+        Some(&config),
+        &[("SLUICE_FAIL_POINT", &spec)],
+    );
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')",
+        )
+        .await
+        .unwrap();
+    let rows = 40_000;
+    let bulk = csv_rows(0, rows);
+    std::fs::write(&trigger, b"").unwrap();
+    let err = copy_csv(&client, &bulk).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "53100", "{err:?}");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM big").await, 0);
+    assert_eq!(staged_bulks(server.data_dir()), 0, "no staging file stays");
+
+    std::fs::remove_file(&trigger).unwrap();
+    assert_eq!(copy_csv(&client, &bulk).await.unwrap(), rows as u64);
+    let (count, distinct, body_bytes): (i64, i64, i64) = {
+        let row = client
+            .query_one(
+                "SELECT count(*), count(DISTINCT id), sum(length(body)) FROM big",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1), row.get(2))
+    };
+    assert_eq!((count, distinct), (rows, rows));
+    let expected: i64 = (0..rows)
+        .map(|i| format!("payload-{i}-{}", "z".repeat(80)).len() as i64)
+        .sum();
+    assert_eq!(body_bytes, expected, "every byte of every row read back");
+}
