@@ -33,6 +33,12 @@ use super::writer::{Framer, SyncHelpers};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 
+/// Most bytes (of Arrow data) in a frame of a bulk. A bulk fills a frame
+/// per touched shard at once, so frames of [`super::writer::FRAME_MAX_BYTES`]
+/// held 4 × 20 MB of wide rows in a 4-shard COPY before any was written
+/// (with the frame's copy and its encoding, most of the COPY's peak).
+const BULK_FRAME_MAX_BYTES: usize = 8 * 1024 * 1024;
+
 /// A frame in a staging file, header not yet written.
 #[derive(Debug, Clone, Copy)]
 struct StagedFrame {
@@ -145,7 +151,7 @@ impl BulkSpill {
                 file: Arc::new(file),
                 frames: Vec::new(),
                 len_bytes: 0,
-                framer: Framer::default(),
+                framer: Framer::with_max_bytes(BULK_FRAME_MAX_BYTES),
             });
         }
         let Some(stage) = slot.as_mut() else {

@@ -193,14 +193,30 @@ fn data_bytes(batch: &RecordBatch) -> usize {
 /// Packs consecutive batches into frames of at most [`FRAME_MAX_ROWS`]
 /// rows and about [`FRAME_MAX_BYTES`]: a large batch is sliced (no copy),
 /// small ones are joined.
-#[derive(Default)]
 pub(super) struct Framer {
     run: Vec<RecordBatch>,
     run_rows: usize,
     run_bytes: usize,
+    max_bytes: usize,
+}
+
+impl Default for Framer {
+    fn default() -> Framer {
+        Framer::with_max_bytes(FRAME_MAX_BYTES)
+    }
 }
 
 impl Framer {
+    /// Frames of about `max_bytes` at most (and [`FRAME_MAX_ROWS`]).
+    pub(super) fn with_max_bytes(max_bytes: usize) -> Framer {
+        Framer {
+            run: Vec::new(),
+            run_rows: 0,
+            run_bytes: 0,
+            max_bytes: max_bytes.max(1),
+        }
+    }
+
     /// Adds a batch; frames it completes go to `out`.
     pub(super) fn push(&mut self, batch: &RecordBatch, out: &mut Vec<RecordBatch>) -> Result<()> {
         let rows_total = batch.num_rows();
@@ -208,13 +224,13 @@ impl Framer {
             return Ok(());
         }
         let row_bytes = (data_bytes(batch) / rows_total).max(1);
-        let rows_per_frame = (FRAME_MAX_BYTES / row_bytes).clamp(1, FRAME_MAX_ROWS);
+        let rows_per_frame = (self.max_bytes / row_bytes).clamp(1, FRAME_MAX_ROWS);
         let mut start = 0;
         while start < rows_total {
             let rows = (rows_total - start).min(rows_per_frame);
             let bytes = rows * row_bytes;
             let full =
-                self.run_rows + rows > FRAME_MAX_ROWS || self.run_bytes + bytes > FRAME_MAX_BYTES;
+                self.run_rows + rows > FRAME_MAX_ROWS || self.run_bytes + bytes > self.max_bytes;
             if full && !self.run.is_empty() {
                 out.push(self.take()?);
             }
