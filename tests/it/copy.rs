@@ -312,10 +312,7 @@ async fn invalid_utf8_and_huge_fields() {
 async fn a_copy_larger_than_memory_is_spilled_and_still_atomic() {
     let server = Server::start_with_config("[limits]\nmax_statement_bytes = 1048576\n");
     let client = server.client().await;
-    client
-        .batch_execute("CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')")
-        .await
-        .unwrap();
+    crate::crash::create_big(&client).await;
     let rows = 60_000;
     let mut data = String::new();
     for i in 0..rows {
@@ -450,10 +447,13 @@ async fn the_first_bad_row_wins_across_the_two_decoding_stages() {
     };
     // A type error in the first chunk (found by the converting stage) and
     // a shape error two chunks later (found by the splitting one), then
-    // the other way round.
-    for (data, line, code) in [
-        (rows(100, 20_000), 100, "22P02"),
-        (rows(20_000, 100), 100, "22P04"),
+    // the other way round; sent in 64 KiB messages, and in 37-byte ones
+    // (joined by the server before decoding, as psql's one line a message).
+    for (data, line, code, message_bytes) in [
+        (rows(100, 20_000), 100, "22P02", 64 * 1024),
+        (rows(20_000, 100), 100, "22P04", 64 * 1024),
+        (rows(100, 20_000), 100, "22P02", 37),
+        (rows(20_000, 100), 100, "22P04", 37),
     ] {
         let sink = client
             .copy_in::<_, Bytes>("COPY clicks FROM STDIN WITH (FORMAT csv)")
@@ -461,7 +461,7 @@ async fn the_first_bad_row_wins_across_the_two_decoding_stages() {
             .unwrap();
         futures::pin_mut!(sink);
         let mut failed = None;
-        for chunk in data.as_bytes().chunks(64 * 1024) {
+        for chunk in data.as_bytes().chunks(message_bytes) {
             if let Err(e) = sink.send(Bytes::copy_from_slice(chunk)).await {
                 failed = Some(e);
                 break;

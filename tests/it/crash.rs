@@ -123,6 +123,16 @@ async fn kill_9_mid_ingest_loses_and_duplicates_nothing() {
     }
 }
 
+/// Stream `big` of [`csv_rows`]'s rows over three shards, for large COPYs.
+pub(crate) async fn create_big(client: &tokio_postgres::Client) {
+    client
+        .batch_execute(
+            "CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')",
+        )
+        .await
+        .unwrap();
+}
+
 /// CSV of `rows` rows `id,payload` starting at `from`, ~100 bytes a row.
 pub(crate) fn csv_rows(from: i64, rows: i64) -> String {
     (from..from + rows)
@@ -168,12 +178,7 @@ async fn a_large_copy_is_all_or_nothing_across_crashes() {
         &[("SLUICE_FAIL_POINT", "log.bulk_after_first_rename")],
     );
     let client = server.client().await;
-    client
-        .batch_execute(
-            "CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')",
-        )
-        .await
-        .unwrap();
+    create_big(&client).await;
     assert_eq!(copy_csv(&client, &csv_rows(-100, 100)).await.unwrap(), 100);
     assert!(
         copy_csv(&client, &bulk).await.is_err(),

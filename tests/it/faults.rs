@@ -327,7 +327,7 @@ async fn a_failed_dead_letter_write_stores_none_of_the_request() {
 /// whole and reads back row for row.
 #[tokio::test]
 async fn a_full_disk_under_a_large_copy_fails_it_whole_and_recovers() {
-    use crate::crash::{copy_csv, csv_rows};
+    use crate::crash::{copy_csv, create_big, csv_rows};
     use crate::harness::staged_bulks;
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("sluice.toml");
@@ -340,12 +340,7 @@ async fn a_full_disk_under_a_large_copy_fails_it_whole_and_recovers() {
         &[("SLUICE_FAIL_POINT", &spec)],
     );
     let client = server.client().await;
-    client
-        .batch_execute(
-            "CREATE STREAM big (id BIGINT NOT NULL, body TEXT) WITH (shards = 3, partition_key = 'id')",
-        )
-        .await
-        .unwrap();
+    create_big(&client).await;
     let rows = 40_000;
     let bulk = csv_rows(0, rows);
     std::fs::write(&trigger, b"").unwrap();
