@@ -125,14 +125,20 @@ impl BlockWriter {
 
     /// Waits for one write in flight, keeping its block and its error.
     fn reap_one(&mut self) -> io::Result<()> {
-        let (block, result) = self
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("the bulk write thread stopped"))?;
-        self.in_flight -= 1;
-        self.spare.push(block);
-        if let Err(e) = result {
-            self.failed.get_or_insert(e);
+        match self.done.recv() {
+            Ok((block, result)) => {
+                self.in_flight -= 1;
+                self.spare.push(block);
+                if let Err(e) = result {
+                    self.failed.get_or_insert(e);
+                }
+            }
+            Err(_) => {
+                // The thread is gone (it panicked): nothing more comes back.
+                self.in_flight = 0;
+                self.failed
+                    .get_or_insert_with(|| io::Error::other("the bulk write thread stopped"));
+            }
         }
         self.check()
     }
