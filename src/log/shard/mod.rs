@@ -1,6 +1,7 @@
 //! One shard: an ordered run of segment files, its frame index, and the
 //! watermark readers follow. Only the group commit's leader appends; any
-//! number of readers read concurrently.
+//! number of readers read concurrently. A bulk append's segments are
+//! installed and found again after a crash in [`bulk`].
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -15,6 +16,8 @@ use super::room::Room;
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
 use super::versions::{ReadSchema, Versions};
 use crate::error::{Error, Result};
+
+mod bulk;
 
 #[derive(Debug)]
 pub struct Shard {
@@ -280,85 +283,6 @@ impl Shard {
             state.next_seq = last.end_seq();
         }
         self.committed.send_replace(last.end_seq());
-    }
-
-    /// Renames a bulk's staging file into this shard as the segment that
-    /// starts at `segment.base_seq` (the shard's next sequence), durably
-    /// but not yet visible (see [`Shard::publish_segment`]).
-    pub fn install_segment(&self, mut segment: Segment) -> Result<Segment> {
-        self.seal_active()?;
-        let path = self.dir.join(segment_file_name(segment.base_seq));
-        std::fs::rename(&segment.path, &path)?;
-        File::open(&self.dir)?.sync_all()?;
-        segment.path = path;
-        Ok(segment)
-    }
-
-    /// Undoes [`Shard::install_segment`] when the bulk fails in another shard.
-    pub fn uninstall_segment(&self, segment: &Segment) {
-        let result = (|| -> Result<()> {
-            std::fs::remove_file(&segment.path)?;
-            // The rename replaced an empty active segment of the same name:
-            // give the shard a file to append to again.
-            let replaced = self
-                .read_state()
-                .segments
-                .last()
-                .is_some_and(|s| s.base_seq == segment.base_seq);
-            if replaced {
-                self.write_state().segments.pop();
-                self.roll(segment.base_seq)
-            } else {
-                File::open(&self.dir)?.sync_all()?;
-                Ok(())
-            }
-        })();
-        if let Err(e) = result {
-            tracing::error!(shard = self.id, error = %e, "could not remove a failed bulk's segment");
-        }
-    }
-
-    /// Makes an installed segment visible; it becomes the active segment.
-    pub fn publish_segment(&self, segment: Segment) {
-        let end = segment.end_seq();
-        {
-            let mut state = self.write_state();
-            // An empty active segment starting at the same sequence was
-            // replaced on disk by the rename.
-            if state
-                .segments
-                .last()
-                .is_some_and(|s| s.base_seq == segment.base_seq)
-            {
-                state.segments.pop();
-            }
-            state.room = Room::exactly(segment.size_bytes);
-            state.segments.push(segment);
-            state.next_seq = end;
-        }
-        self.committed.send_replace(end);
-    }
-
-    /// The bulk this shard ends with, if any: (bulk id, the end marker's
-    /// shard count or 0 when the marker is missing, offset of its first
-    /// frame).
-    pub fn tail_bulk(&self) -> Option<(u64, u32, u64)> {
-        let state = self.read_state();
-        let frames = &state.segments.last()?.frames;
-        let last = frames.last()?.bulk?;
-        let first = frames
-            .iter()
-            .rev()
-            .take_while(|f| f.bulk.is_some_and(|b| b.id == last.id))
-            .last()?;
-        Some((last.id, last.end_of_shards, first.offset))
-    }
-
-    /// The end marker of bulk `id` in this shard, if present: the number of
-    /// shards the bulk touched.
-    pub fn bulk_marker(&self, id: u64) -> Option<u32> {
-        self.find_newest(|f| f.bulk.filter(|b| b.id == id && b.end_of_shards > 0))
-            .map(|b| b.end_of_shards)
     }
 
     /// The first `Some` of `pick` over frames, newest first.
