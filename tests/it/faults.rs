@@ -12,9 +12,19 @@ use crate::harness::{scalar, sqlstate, wait_for, Server};
 
 /// A server whose `point` fails with `errno` while `<tmp>/fault` exists.
 fn faulty_server(tmp: &Path, point: &str, errno: &str) -> (Server, std::path::PathBuf) {
+    faulty_server_with(tmp, point, errno, None)
+}
+
+/// [`faulty_server`] with the config file `config`.
+fn faulty_server_with(
+    tmp: &Path,
+    point: &str,
+    errno: &str,
+    config: Option<&Path>,
+) -> (Server, std::path::PathBuf) {
     let trigger = tmp.join("fault");
     let spec = format!("{point}={errno}@{}", trigger.display());
-    let server = Server::spawn_with(&tmp.join("data"), None, &[("SLUICE_FAIL_POINT", &spec)]);
+    let server = Server::spawn_with(&tmp.join("data"), config, &[("SLUICE_FAIL_POINT", &spec)]);
     (server, trigger)
 }
 
@@ -332,13 +342,8 @@ async fn a_full_disk_under_a_large_copy_fails_it_whole_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let config = tmp.path().join("sluice.toml");
     std::fs::write(&config, "[limits]\nmax_statement_bytes = 1048576\n").unwrap();
-    let trigger = tmp.path().join("fault");
-    let spec = format!("log.bulk_write=ENOSPC@{}", trigger.display());
-    let server = Server::spawn_with(
-        &tmp.path().join("data"),
-        Some(&config),
-        &[("SLUICE_FAIL_POINT", &spec)],
-    );
+    let (server, trigger) =
+        faulty_server_with(tmp.path(), "log.bulk_write", "ENOSPC", Some(&config));
     let client = server.client().await;
     create_big(&client).await;
     let rows = 40_000;
