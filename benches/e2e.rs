@@ -12,7 +12,8 @@
 //! two minutes: a smoke test, not a measurement. `SLUICE_BENCH_ROWS` and
 //! `SLUICE_BENCH_SECONDS` override the sizes; `SLUICE_BENCH_PHASES` (a
 //! comma-separated list of ingest, transform, delivery, delta,
-//! destinations, evolution) runs only those.
+//! destinations, evolution; `insert` is the ingest phase's INSERT steps
+//! alone) runs only those.
 
 mod common;
 mod suite;
@@ -35,14 +36,15 @@ async fn main() {
     let phases = std::env::var("SLUICE_BENCH_PHASES").unwrap_or_default();
     let run = |phase: &str| phases.is_empty() || phases.split(',').any(|p| p.trim() == phase);
     let mut rows: Vec<Row> = Vec::new();
-    if run("ingest") {
+    if run("ingest") || run("insert") {
         let sluice = start_sluice();
         let postgres = postgres_available(!quick).then(start_postgres);
         if postgres.is_none() {
             eprintln!("PostgreSQL server not found: ingest is measured without its peer");
         }
         eprintln!("ingest …");
-        rows.extend(suite::ingest::run(scale, &sluice, postgres.as_ref()).await);
+        let inserts_only = !run("ingest");
+        rows.extend(suite::ingest::run(scale, &sluice, postgres.as_ref(), inserts_only).await);
     }
     if run("transform") {
         eprintln!("transform …");

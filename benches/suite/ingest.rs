@@ -2,7 +2,6 @@
 //! HTTP NDJSON and Kinesis PutRecords into sluice; INSERT and COPY into
 //! PostgreSQL logged and unlogged tables as the peer.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -10,57 +9,8 @@ use bytes::Bytes;
 use futures::SinkExt;
 
 use super::data::{self, Click, Shape, COLUMNS};
-use super::{create_clicks_stream, quantile_ms, Row, Scale};
+use super::{create_clicks_stream, insert, Row, Scale};
 use crate::common::{connect, Postgres, Sluice};
-
-struct Inserts {
-    rows_per_sec: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-}
-
-async fn inserts(
-    conninfo: &str,
-    table: &str,
-    (clients, rows, shape): (u64, u64, Shape),
-    duration: Duration,
-) -> Inserts {
-    let deadline = Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let conninfo = conninfo.to_string();
-        let sql = Arc::new(data::insert_sql_shaped(
-            table,
-            c * rows,
-            rows,
-            1_000_000,
-            shape,
-        ));
-        tasks.push(tokio::spawn(async move {
-            let client = connect(&conninfo).await;
-            let mut latencies = Vec::new();
-            while Instant::now() < deadline {
-                let start = Instant::now();
-                let n = client.execute(sql.as_str(), &[]).await.expect("insert");
-                assert_eq!(n, rows);
-                latencies.push(start.elapsed());
-            }
-            latencies
-        }));
-    }
-    let started = Instant::now();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.expect("client"));
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-    all.sort_unstable();
-    Inserts {
-        rows_per_sec: all.len() as f64 * rows as f64 / elapsed,
-        p50_ms: quantile_ms(&all, 0.5),
-        p99_ms: quantile_ms(&all, 0.99),
-    }
-}
 
 /// Seconds for one client to COPY `csv` into `table`.
 pub(super) async fn copy(conninfo: &str, table: &str, csv: &Bytes) -> f64 {
@@ -261,7 +211,13 @@ async fn copy_row(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>, sh
     row.rss(sluice.peak_rss_mb())
 }
 
-pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> Vec<Row> {
+/// The ingest phase; `inserts_only` stops after the INSERT steps.
+pub async fn run(
+    scale: Scale,
+    sluice: &Sluice,
+    postgres: Option<&Postgres>,
+    inserts_only: bool,
+) -> Vec<Row> {
     let mut out = Vec::new();
     create_clicks_stream(&connect(&sluice.conninfo).await, "clicks", 4).await;
     if let Some(pg) = postgres {
@@ -280,8 +236,16 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
     };
     for shape in SHAPES {
         for &(rows, clients) in steps {
-            out.push(insert_row(scale, sluice, postgres, (clients, rows, shape)).await);
+            let step = insert::Step {
+                clients,
+                rows,
+                shape,
+            };
+            out.push(insert::step(scale, sluice, postgres, step).await);
         }
+    }
+    if inserts_only {
+        return out;
     }
     for shape in SHAPES {
         out.push(copy_row(scale, sluice, postgres, shape).await);
@@ -320,40 +284,3 @@ pub async fn run(scale: Scale, sluice: &Sluice, postgres: Option<&Postgres>) -> 
 
 /// Both row shapes, narrow first (its figures compare with earlier runs).
 const SHAPES: [Shape; 2] = [Shape::Narrow, Shape::Wide];
-
-/// Single- or multi-row INSERTs of `shape` from `clients` for the step's
-/// duration, into sluice and PostgreSQL's logged and unlogged tables.
-async fn insert_row(
-    scale: Scale,
-    sluice: &Sluice,
-    postgres: Option<&Postgres>,
-    (clients, rows, shape): (u64, u64, Shape),
-) -> Row {
-    let duration = Duration::from_secs(scale.seconds);
-    let step = (clients, rows, shape);
-    let s = inserts(&sluice.conninfo, "clicks", step, duration).await;
-    let what = format!(
-        "INSERT {rows} row(s)/stmt, {clients} clients, {} (p50/p99 ms)",
-        shape.name()
-    );
-    let mut row = Row::new(
-        "ingest",
-        what,
-        format!(
-            "{:.0} rows/s ({:.2}/{:.2})",
-            s.rows_per_sec, s.p50_ms, s.p99_ms
-        ),
-    );
-    if let Some(pg) = postgres {
-        let p = inserts(&pg.conninfo, "logged", step, duration).await;
-        let u = inserts(&pg.conninfo, "unlogged", step, duration).await;
-        row = row.peer(
-            format!(
-                "PG logged {:.0} rows/s ({:.2}/{:.2}), unlogged {:.0}",
-                p.rows_per_sec, p.p50_ms, p.p99_ms, u.rows_per_sec
-            ),
-            Some(s.rows_per_sec / p.rows_per_sec),
-        );
-    }
-    row.rss(sluice.peak_rss_mb())
-}

@@ -8,6 +8,7 @@ pub mod delta;
 pub mod destinations;
 pub mod evolution;
 pub mod ingest;
+mod insert;
 pub mod transform;
 
 /// How big a run is: `--quick` is a smoke test of every phase.

@@ -52,9 +52,22 @@ pub(super) struct Request {
     pub progress: Option<Progress>,
     /// A spilled bulk append, written alone (see `bulk`).
     pub bulk: Option<BulkFiles>,
+    /// The parts went to a shard in turn (no partition key): the group
+    /// may move them to another shard.
+    pub any_shard: bool,
 }
 
 impl Request {
+    pub(super) fn new(parts: Vec<(u32, RecordBatch)>, schema_version: u32) -> Request {
+        Request {
+            parts,
+            schema_version,
+            progress: None,
+            bulk: None,
+            any_shard: false,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.parts
             .iter()
@@ -377,6 +390,7 @@ impl Shared {
             let ack = bulk::adopt_bulk(&self.shards, &files, unit_ids.next(), &self.helpers)?;
             return Ok(vec![ack]);
         }
+        gather_unkeyed(&mut group);
         let parts: Vec<GroupPart> = group
             .into_iter()
             .map(|r| (r.parts, r.schema_version, r.progress))
@@ -388,6 +402,27 @@ impl Shared {
             &self.helpers,
             &mut unit_ids,
         )
+    }
+}
+
+/// Moves the rows of a group's statements that went to a shard in turn
+/// (a stream without partition key) to the shard of the first of them.
+/// Concurrent single-row INSERTs otherwise land on as many shards as
+/// statements, and the group pays a write and a device write-back per
+/// shard; gathered, it is one write and one fsync. The first statement's
+/// shard still rotates, so groups spread over the shards.
+pub(super) fn gather_unkeyed(group: &mut [Request]) {
+    let mut movable = group.iter_mut().filter(|r| r.any_shard);
+    let Some(target) = movable
+        .next()
+        .and_then(|first| first.parts.first().map(|(shard, _)| *shard))
+    else {
+        return;
+    };
+    for request in movable {
+        for (shard, _) in &mut request.parts {
+            *shard = target;
+        }
     }
 }
 

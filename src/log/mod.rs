@@ -145,21 +145,26 @@ impl StreamLog {
             return Ok(AppendAck::default());
         }
         let shards = self.shards.len() as u32;
-        let parts = match self.options.partition_key.filter(|_| shards > 1) {
+        let (parts, any_shard) = match self.options.partition_key.filter(|_| shards > 1) {
             Some(key) => {
                 let mut parts = Vec::new();
                 for batch in batches {
                     parts.extend(self.split_parts(batch, key)?);
                 }
-                parts
+                (parts, false)
             }
             None => {
                 let shard =
                     (self.round_robin.fetch_add(1, Ordering::Relaxed) % u64::from(shards)) as u32;
-                batches.into_iter().map(|b| (shard, b)).collect()
+                (batches.into_iter().map(|b| (shard, b)).collect(), true)
             }
         };
-        self.submit(parts, schema_version, None).await
+        self.committer
+            .append(Request {
+                any_shard,
+                ..Request::new(parts, schema_version)
+            })
+            .await
     }
 
     /// Appends a pipeline's output for one batch of its input: a batch
@@ -176,7 +181,12 @@ impl StreamLog {
             return Err(Error::Internal(format!("shard {shard} out of range")));
         }
         let schema_version = self.version_of(&parts.iter().map(|(_, b)| b).collect::<Vec<_>>())?;
-        self.submit(parts, schema_version, Some(progress)).await
+        self.committer
+            .append(Request {
+                progress: Some(progress),
+                ..Request::new(parts, schema_version)
+            })
+            .await
     }
 
     /// The first sequence of `shard` appended at or after `time_ms`.
@@ -214,33 +224,10 @@ impl StreamLog {
     /// Stores a spilled bulk: all of it or, after a crash, none of it.
     pub async fn append_bulk(&self, files: BulkFiles) -> Result<AppendAck> {
         let schema_version = files.schema_version();
-        self.submit_request(Vec::new(), schema_version, None, Some(files))
-            .await
-    }
-
-    async fn submit(
-        &self,
-        parts: Vec<(u32, RecordBatch)>,
-        schema_version: u32,
-        progress: Option<Progress>,
-    ) -> Result<AppendAck> {
-        self.submit_request(parts, schema_version, progress, None)
-            .await
-    }
-
-    async fn submit_request(
-        &self,
-        parts: Vec<(u32, RecordBatch)>,
-        schema_version: u32,
-        progress: Option<Progress>,
-        bulk: Option<BulkFiles>,
-    ) -> Result<AppendAck> {
         self.committer
             .append(Request {
-                parts,
-                schema_version,
-                progress,
-                bulk,
+                bulk: Some(files),
+                ..Request::new(Vec::new(), schema_version)
             })
             .await
     }

@@ -112,6 +112,92 @@ async fn concurrent_appends_share_group_commits() {
     );
 }
 
+#[test]
+fn gathering_moves_only_rows_that_went_to_a_shard_in_turn() {
+    use super::commit::{gather_unkeyed, Request};
+    let request = |shard: u32, any_shard: bool| Request {
+        any_shard,
+        ..Request::new(vec![(shard, batch(0, 1)), (shard, batch(1, 1))], 0)
+    };
+    let mut group = vec![
+        request(1, false),
+        request(2, true),
+        request(3, false),
+        request(0, true),
+        request(3, true),
+    ];
+    gather_unkeyed(&mut group);
+    let shards: Vec<Vec<u32>> = group
+        .iter()
+        .map(|r| r.parts.iter().map(|(s, _)| *s).collect())
+        .collect();
+    assert_eq!(shards, [[1, 1], [2, 2], [3, 3], [2, 2], [2, 2]]);
+}
+
+/// `(shard, seq) -> k` of every row in the log.
+fn positions(log: &StreamLog) -> std::collections::HashMap<(u32, u64), i64> {
+    let mut out = std::collections::HashMap::new();
+    for shard in 0..log.shard_count() {
+        for (file, frame) in log.frames_from(shard, 0, u64::MAX) {
+            let read = ReadSchema::plain(Arc::new(schema().project(&[0]).unwrap()));
+            let b = read_frame(&file, &frame, &log.versions(), &read, 0).unwrap();
+            let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+            for (i, k) in col.values().iter().enumerate() {
+                out.insert((shard, frame.first_seq + i as u64), *k);
+            }
+        }
+    }
+    out
+}
+
+/// Concurrent appends to a keyless stream: a group gathers them on one
+/// shard (one write and one fsync), every ack still says where its row
+/// is, and the shards all get rows. With a key, rows stay on their key's
+/// shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_group_gathers_keyless_rows_on_one_shard_and_acks_say_where() {
+    for key in [None, Some(0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = StreamLog::open(dir.path(), Versions::single(schema()), options(4, key)).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..16 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut acks = Vec::new();
+                for i in 0..40 {
+                    let k = t * 1000 + i;
+                    acks.push((k, log.append(batch(k, 1)).await.unwrap()));
+                }
+                acks
+            }));
+        }
+        let mut acks = Vec::new();
+        for t in tasks {
+            acks.extend(t.await.unwrap());
+        }
+        let stored = positions(&log);
+        assert_eq!(stored.len(), 640, "{key:?}");
+        for (k, ack) in &acks {
+            assert_eq!(ack.ranges.len(), 1);
+            let (shard, seq, rows) = ack.ranges[0];
+            assert_eq!(rows, 1);
+            assert_eq!(stored.get(&(shard, seq)), Some(k), "{key:?}: ack of {k}");
+            if key.is_some() {
+                let split = log.split_by_key(&batch(*k, 1)).unwrap().unwrap();
+                assert_eq!(split[shard as usize], vec![0], "{k} is on its key's shard");
+            }
+        }
+        let frames: usize = (0..4).map(|s| log.frames_from(s, 0, u64::MAX).len()).sum();
+        assert!(frames < 640, "{key:?}: {frames} frames for 640 appends");
+        for shard in 0..4 {
+            assert!(
+                log.shard_stats()[shard].records > 0,
+                "{key:?}: shard {shard} is empty"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn segments_are_preallocated_and_sealed_ones_trimmed() {
     let dir = tempfile::tempdir().unwrap();
