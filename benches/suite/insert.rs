@@ -79,13 +79,14 @@ impl Clients {
     }
 }
 
-/// Rounds per system and their length: about `2 × scale.seconds` of
-/// INSERTs per system in one-second rounds (one short round in `--quick`).
+/// Rounds per system and their length: `scale.seconds` of INSERTs per
+/// system (as when each ran once), in at least three one-second rounds;
+/// one short round in `--quick`.
 fn rounds(scale: Scale) -> (usize, Duration) {
     if scale.quick {
         (1, Duration::from_secs(scale.seconds))
     } else {
-        ((2 * scale.seconds).max(3) as usize, Duration::from_secs(1))
+        (scale.seconds.max(3) as usize, Duration::from_secs(1))
     }
 }
 
