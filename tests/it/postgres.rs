@@ -29,14 +29,9 @@ impl Postgres {
                 .unwrap();
             assert!(status.success());
         }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut pg = Postgres {
             child: None,
-            port,
+            port: 0,
             data,
             as_root,
         };
@@ -49,8 +44,21 @@ impl Postgres {
             .output()
             .expect("initdb (PostgreSQL 15 server, installed by .ci/run)");
         assert!(out.status.success(), "initdb: {out:?}");
-        pg.resume();
-        pg
+        // A port found free can be taken by another test's server before
+        // this one binds it; then the server exits, and whatever took the
+        // port must not be mistaken for it.
+        for _ in 0..5 {
+            pg.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if pg.try_resume() {
+                return pg;
+            }
+            pg.stop();
+        }
+        panic!("PostgreSQL did not start on any of five free ports");
     }
 
     fn command(&self, program: &str, args: &[&str]) -> Command {
@@ -68,6 +76,16 @@ impl Postgres {
 
     /// Starts the server (again) on the same port and data.
     pub fn resume(&mut self) {
+        assert!(
+            self.try_resume(),
+            "PostgreSQL did not start on port {}",
+            self.port
+        );
+    }
+
+    /// Starts the server on `self.port`; false if it exited (the port was
+    /// taken) or another server answers there.
+    fn try_resume(&mut self) -> bool {
         let data_str = self.data.to_str().unwrap().to_string();
         let child = self
             .command(
@@ -90,6 +108,12 @@ impl Postgres {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
+            if let Some(child) = self.child.as_mut() {
+                if child.try_wait().unwrap().is_some() {
+                    self.child = None;
+                    return false;
+                }
+            }
             let ready = self
                 .command(
                     "pg_isready",
@@ -99,11 +123,34 @@ impl Postgres {
                 .status()
                 .is_ok_and(|s| s.success());
             if ready {
-                break;
+                return self.serves(&data_str);
             }
             assert!(Instant::now() < deadline, "PostgreSQL did not start");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Whether the server on `self.port` is the one of `data`.
+    fn serves(&self, data: &str) -> bool {
+        let out = self
+            .command(
+                "psql",
+                &[
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &self.port.to_string(),
+                    "-U",
+                    "postgres",
+                    "-d",
+                    "postgres",
+                    "-Atc",
+                    "SHOW data_directory",
+                ],
+            )
+            .output()
+            .unwrap();
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == data
     }
 
     /// Stops the server (fast shutdown: open transactions roll back).
