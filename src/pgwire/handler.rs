@@ -87,6 +87,7 @@ impl ConnectionHandlers {
                 parser: Arc::new(RoutingParser {
                     df_parser: df.query_parser(),
                     engine: engine.clone(),
+                    last_insert: Default::default(),
                 }),
                 engine,
                 ctx,
@@ -457,7 +458,7 @@ impl ExtendedQueryHandler for Session {
         let _busy = self.activity.enter();
         let (text, plan) = &portal.statement.statement;
         if plan.is_none() {
-            let parsed = sql::parse(text).map_err(to_pg_error)?;
+            let parsed = self.parser.parse_for_execute(text).map_err(to_pg_error)?;
             if let Some(response) = self.run_sluice(client, parsed).await? {
                 return Ok(response);
             }

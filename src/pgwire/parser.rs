@@ -3,7 +3,7 @@
 //! DataFusion (datafusion-postgres's parser). Also `DEALLOCATE` of
 //! statements prepared this way.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use pgwire::api::portal::Format;
@@ -39,9 +39,36 @@ where
 
 /// Parses for the extended protocol: sluice statements become
 /// `(text, None)`, executed by [`Session`]; the rest is DataFusion's.
+/// One per connection.
 pub struct RoutingParser {
     pub(super) df_parser: Arc<datafusion_postgres::Parser>,
     pub(super) engine: Arc<Engine>,
+    /// The literal INSERT parsed by the last Parse, for the Execute that
+    /// usually follows it (drivers prepare an unnamed statement per
+    /// INSERT): parsing is syntax only, so its result stands for the same
+    /// text whatever happened in between.
+    pub(super) last_insert: Mutex<Option<(String, Parsed)>>,
+}
+
+impl RoutingParser {
+    /// The parse of `text`: the one kept from its Parse, or a new one.
+    pub(super) fn parse_for_execute(&self, text: &str) -> Result<Parsed, Error> {
+        let kept = self
+            .last_insert
+            .lock()
+            .ok()
+            .and_then(|mut last| match last.take() {
+                Some((kept_text, parsed)) if kept_text == text => Some(parsed),
+                other => {
+                    *last = other;
+                    None
+                }
+            });
+        match kept {
+            Some(parsed) => Ok(parsed),
+            None => sql::parse(text),
+        }
+    }
 }
 
 #[async_trait]
@@ -72,6 +99,9 @@ impl QueryParser for RoutingParser {
             // Postgres does; it then runs without the query engine.
             if let Some(writer) = writer(&self.engine, &insert.table).map_err(to_pg_error)? {
                 writer.check_values(insert).map_err(to_pg_error)?;
+                if let Ok(mut last) = self.last_insert.lock() {
+                    *last = Some((stmt.to_string(), parsed));
+                }
                 return Ok(Some((stmt.to_string(), None)));
             }
         }

@@ -300,3 +300,51 @@ async fn a_message_shorter_than_its_length_field_is_a_protocol_violation() {
     let client = server.client().await;
     assert_answers(&client).await;
 }
+
+/// Literal INSERTs prepared one after another and executed in another
+/// order, or twice, each store their own rows: what a Parse parsed is only
+/// reused by the Execute of the same text.
+#[tokio::test]
+async fn prepared_literal_inserts_run_what_each_says() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM lits (id BIGINT NOT NULL, name TEXT) WITH (shards = 2)")
+        .await
+        .unwrap();
+    let first = client
+        .prepare("INSERT INTO lits VALUES (1, 'one')")
+        .await
+        .unwrap();
+    let second = client
+        .prepare("INSERT INTO lits VALUES (2, 'two'), (3, 'three')")
+        .await
+        .unwrap();
+    assert_eq!(client.execute(&first, &[]).await.unwrap(), 1);
+    assert_eq!(client.execute(&second, &[]).await.unwrap(), 2);
+    assert_eq!(client.execute(&second, &[]).await.unwrap(), 2);
+    assert_eq!(client.execute(&first, &[]).await.unwrap(), 1);
+    // Prepared and executed at once (tokio-postgres' `execute` of text).
+    assert_eq!(
+        client
+            .execute("INSERT INTO lits VALUES (4, 'four')", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    let rows = client
+        .query("SELECT id, name FROM lits ORDER BY id, name", &[])
+        .await
+        .unwrap();
+    let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want = [
+        (1, "one"),
+        (1, "one"),
+        (2, "two"),
+        (2, "two"),
+        (3, "three"),
+        (3, "three"),
+        (4, "four"),
+    ];
+    assert_eq!(got, want.map(|(id, name)| (id, name.to_string())).to_vec());
+}
