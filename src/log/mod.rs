@@ -276,18 +276,11 @@ impl StreamLog {
     /// Row indices per shard, by the partition key column `key`.
     fn rows_by_shard(&self, batch: &RecordBatch, key: usize) -> Result<Vec<Vec<u32>>> {
         let shards = self.shards.len() as u32;
-        let text: ArrayRef = cast(batch.column(key), &DataType::Utf8)?;
-        let text = text
-            .as_any()
-            .downcast_ref::<datafusion::arrow::array::StringArray>()
-            .ok_or_else(|| Error::Internal("partition key did not cast to text".into()))?;
         let mut indices: Vec<Vec<u32>> = vec![Vec::new(); shards as usize];
-        for row in 0..batch.num_rows() {
-            let shard = if text.is_null(row) {
-                0
-            } else {
-                crc32c::crc32c(text.value(row).as_bytes()) % shards
-            };
+        for (row, shard) in key_shards(batch.column(key), shards)?
+            .into_iter()
+            .enumerate()
+        {
             indices[shard as usize].push(row as u32);
         }
         Ok(indices)
@@ -409,6 +402,45 @@ impl Drop for StreamLog {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// The shard of each value of a partition key column: the crc32c of its
+/// text form (Arrow's cast to text) modulo `shards`; NULL goes to shard 0.
+/// Integer keys are formatted directly (the same decimal text the cast
+/// makes) instead of through a cast of the whole column.
+fn key_shards(column: &ArrayRef, shards: u32) -> Result<Vec<u32>> {
+    use datafusion::arrow::array::AsArray;
+    use datafusion::arrow::datatypes::Int64Type;
+    let shard_of = |text: &str| crc32c::crc32c(text.as_bytes()) % shards;
+    if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
+        let mut text = String::with_capacity(20);
+        return Ok(ints
+            .iter()
+            .map(|value| match value {
+                None => 0,
+                Some(v) => {
+                    use std::fmt::Write;
+                    text.clear();
+                    let _ = write!(text, "{v}");
+                    shard_of(&text)
+                }
+            })
+            .collect());
+    }
+    let text: ArrayRef = cast(column, &DataType::Utf8)?;
+    let text = text
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::StringArray>()
+        .ok_or_else(|| Error::Internal("partition key did not cast to text".into()))?;
+    Ok((0..text.len())
+        .map(|row| {
+            if text.is_null(row) {
+                0
+            } else {
+                shard_of(text.value(row))
+            }
+        })
+        .collect())
 }
 
 #[cfg(test)]

@@ -177,6 +177,10 @@ pub(super) const FRAME_MAX_ROWS: usize = 65_536;
 /// (`frame::MAX_FRAME_PAYLOAD_BYTES`), so no statement is refused for it.
 pub(super) const FRAME_MAX_BYTES: usize = 32 * 1024 * 1024;
 
+/// Batches allocated within this size are framed by their allocated size
+/// rather than by the data they cover (see [`Framer::push`]).
+const SMALL_BATCH_BYTES: usize = 64 * 1024;
+
 /// The bytes of Arrow data a batch (possibly a slice) covers.
 fn data_bytes(batch: &RecordBatch) -> usize {
     batch
@@ -223,7 +227,16 @@ impl Framer {
         if rows_total == 0 {
             return Ok(());
         }
-        let row_bytes = (data_bytes(batch) / rows_total).max(1);
+        // A small batch's allocated size bounds its data well enough, and
+        // costs no copy of every column's `ArrayData` (a single-row INSERT
+        // paid that on every statement).
+        let allocated = batch.get_array_memory_size();
+        let bytes_total = if allocated <= SMALL_BATCH_BYTES {
+            allocated
+        } else {
+            data_bytes(batch)
+        };
+        let row_bytes = (bytes_total / rows_total).max(1);
         let rows_per_frame = (self.max_bytes / row_bytes).clamp(1, FRAME_MAX_ROWS);
         let mut start = 0;
         while start < rows_total {

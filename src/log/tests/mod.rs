@@ -113,6 +113,32 @@ async fn concurrent_appends_share_group_commits() {
 }
 
 #[test]
+fn integer_keys_hash_the_text_the_cast_makes() {
+    let values = [
+        Some(i64::MIN),
+        Some(-1),
+        None,
+        Some(0),
+        Some(7),
+        Some(123_456_789),
+        Some(i64::MAX),
+    ];
+    let ints: ArrayRef = Arc::new(Int64Array::from(values.to_vec()));
+    // What the key's text form was before integers got a direct path.
+    let texts = cast(&ints, &DataType::Utf8).unwrap();
+    for shards in [1, 3, 4, 16] {
+        assert_eq!(
+            key_shards(&ints, shards).unwrap(),
+            key_shards(&texts, shards).unwrap(),
+            "{shards} shards"
+        );
+    }
+    let expected = crc32c::crc32c(b"-9223372036854775808") % 16;
+    assert_eq!(key_shards(&ints, 16).unwrap()[0], expected);
+    assert_eq!(key_shards(&ints, 16).unwrap()[2], 0, "NULL goes to shard 0");
+}
+
+#[test]
 fn gathering_moves_only_rows_that_went_to_a_shard_in_turn() {
     use super::commit::{gather_unkeyed, Request};
     let request = |shard: u32, any_shard: bool| Request {
