@@ -20,14 +20,15 @@ mod versions;
 mod writer;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use datafusion::arrow::array::{Array, ArrayRef, UInt32Array};
+use datafusion::arrow::array::{Array, ArrayRef, AsArray, UInt32Array};
 use datafusion::arrow::compute::{cast, take_record_batch};
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::datatypes::{DataType, Int64Type};
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
@@ -409,8 +410,6 @@ impl Drop for StreamLog {
 /// Integer keys are formatted directly (the same decimal text the cast
 /// makes) instead of through a cast of the whole column.
 fn key_shards(column: &ArrayRef, shards: u32) -> Result<Vec<u32>> {
-    use datafusion::arrow::array::AsArray;
-    use datafusion::arrow::datatypes::Int64Type;
     let shard_of = |text: &str| crc32c::crc32c(text.as_bytes()) % shards;
     if let Some(ints) = column.as_primitive_opt::<Int64Type>() {
         let mut text = String::with_capacity(20);
@@ -419,7 +418,6 @@ fn key_shards(column: &ArrayRef, shards: u32) -> Result<Vec<u32>> {
             .map(|value| match value {
                 None => 0,
                 Some(v) => {
-                    use std::fmt::Write;
                     text.clear();
                     let _ = write!(text, "{v}");
                     shard_of(&text)
