@@ -290,6 +290,7 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             metrics::gauge!("sluice_stream_records", &labels).set(stats.records as f64);
             metrics::gauge!("sluice_stream_bytes", &labels).set(stats.bytes as f64);
             metrics::gauge!("sluice_stream_next_sequence", &labels).set(stats.next_seq as f64);
+            metrics::gauge!("sluice_stream_index_bytes", &labels).set(stats.index_bytes as f64);
         }
     }
     for pipeline in engine.registry.pipelines() {

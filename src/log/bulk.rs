@@ -27,6 +27,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use super::direct::{BlockWriter, StagingOut};
 use super::frame::{self, Bulk, FrameMeta, FRAME_HEADER_BYTES};
+use super::index::FrameIndex;
 use super::segment::{FrameRef, Segment};
 use super::shard::Shard;
 use super::writer::{Framer, SyncHelpers};
@@ -228,7 +229,7 @@ pub(super) fn adopt_bulk(
             .ok_or_else(|| Error::Internal(format!("bulk shard {} out of range", stage.shard)))?;
         let base_seq = shard.next_seq();
         let mut seq = base_seq;
-        let mut frames = Vec::with_capacity(stage.frames.len());
+        let mut frames = FrameIndex::default();
         for (i, staged) in stage.frames.iter().enumerate() {
             let end_of_shards = if i + 1 == stage.frames.len() {
                 touched

@@ -13,6 +13,7 @@ mod commit;
 mod direct;
 mod durable;
 mod frame;
+mod index;
 mod room;
 mod segment;
 mod shard;

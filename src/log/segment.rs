@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::frame::{Bulk, FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
+use super::index::FrameIndex;
 use crate::error::{Error, Result};
 
 /// Where one frame lives and what it holds.
@@ -40,13 +41,13 @@ pub struct Segment {
     pub base_seq: u64,
     pub path: PathBuf,
     pub file: Arc<File>,
-    pub frames: Vec<FrameRef>,
+    pub frames: FrameIndex,
     pub size_bytes: u64,
 }
 
 impl Segment {
     pub fn end_seq(&self) -> u64 {
-        self.frames.last().map_or(self.base_seq, FrameRef::end_seq)
+        self.frames.last().map_or(self.base_seq, |f| f.end_seq())
     }
     pub fn last_append_ms(&self) -> Option<i64> {
         self.frames.last().map(|f| f.append_time_ms)
@@ -65,7 +66,7 @@ pub fn parse_segment_file_name(name: &str) -> Option<u64> {
 /// What recovery found in one segment file.
 #[derive(Debug)]
 pub struct ScanOutcome {
-    pub frames: Vec<FrameRef>,
+    pub frames: FrameIndex,
     /// Bytes from the start that hold whole, verified frames (a zero tail
     /// after them is preallocated room, not damage).
     pub valid_len: u64,
@@ -80,7 +81,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
     let file = File::open(path)?;
     let file_len = file.metadata()?.len();
     let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut frames = Vec::new();
+    let mut frames = FrameIndex::default();
     let mut offset = 0u64;
     let mut expected_seq = base_seq;
     let mut payload = Vec::new();
@@ -205,7 +206,7 @@ mod tests {
         let out = scan(&path, 0).unwrap();
         assert_eq!(out.damage, None);
         assert_eq!(out.frames.len(), 3);
-        assert_eq!(out.frames[2].first_seq, 7);
+        assert_eq!(out.frames.get(2).unwrap().first_seq, 7);
         assert_eq!(out.valid_len, ends[2]);
     }
 
@@ -250,7 +251,7 @@ mod tests {
         bytes[last] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
         let f = File::open(&path).unwrap();
-        let err = read_payload(&f, &out.frames[0]).unwrap_err();
+        let err = read_payload(&f, &out.frames.get(0).unwrap()).unwrap_err();
         assert_eq!(err.sqlstate(), "XX001");
     }
 
@@ -279,7 +280,7 @@ mod tests {
         let path = dir.path().join(segment_file_name(0));
         std::fs::write(&path, vec![0xAB; 4096]).unwrap();
         let out = scan(&path, 0).unwrap();
-        assert!(out.frames.is_empty());
+        assert_eq!(out.frames.len(), 0);
         assert_eq!(out.valid_len, 0);
     }
 }

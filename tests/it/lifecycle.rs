@@ -70,6 +70,13 @@ async fn health_and_metrics_answer_over_http() {
                 && l.ends_with(" 2")),
         "{metrics}"
     );
+    // The frame index of the shard that holds the rows is in memory.
+    let index_bytes: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("sluice_stream_index_bytes{") && l.contains("stream=\"m\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(index_bytes > 0.0, "{metrics}");
 }
 
 #[tokio::test]

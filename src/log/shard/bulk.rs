@@ -73,19 +73,14 @@ impl Shard {
     pub fn tail_bulk(&self) -> Option<(u64, u32, u64)> {
         let state = self.read_state();
         let frames = &state.segments.last()?.frames;
-        let last = frames.last()?.bulk?;
-        let first = frames
-            .iter()
-            .rev()
-            .take_while(|f| f.bulk.is_some_and(|b| b.id == last.id))
-            .last()?;
-        Some((last.id, last.end_of_shards, first.offset))
+        let (last, first) = frames.tail_bulk()?;
+        Some((last.id, last.end_of_shards, frames.get(first)?.offset))
     }
 
     /// The end marker of bulk `id` in this shard, if present: the number of
     /// shards the bulk touched.
     pub fn bulk_marker(&self, id: u64) -> Option<u32> {
-        self.find_newest(|f| f.bulk.filter(|b| b.id == id && b.end_of_shards > 0))
+        self.find_newest(|frames| frames.last_bulk(|b| b.id == id && b.end_of_shards > 0))
             .map(|b| b.end_of_shards)
     }
 }

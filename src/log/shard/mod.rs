@@ -12,6 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
 use super::frame::{self, FrameMeta};
+use super::index::{FrameIndex, MAX_SEGMENT_FRAMES};
 use super::room::Room;
 use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
 use super::versions::{ReadSchema, Versions};
@@ -44,6 +45,8 @@ pub struct ShardStats {
     pub first_seq: u64,
     pub next_seq: u64,
     pub segments: u64,
+    /// Heap bytes of the in-memory frame index of every retained segment.
+    pub index_bytes: u64,
 }
 
 /// A frame written but not yet published (the writer fsyncs in between).
@@ -168,6 +171,11 @@ impl Shard {
             first_seq,
             next_seq: state.next_seq,
             segments: state.segments.len() as u64,
+            index_bytes: state
+                .segments
+                .iter()
+                .map(|s| s.frames.heap_bytes() as u64)
+                .sum(),
         }
     }
 
@@ -203,7 +211,9 @@ impl Shard {
         let needs_roll = {
             let state = self.read_state();
             state.segments.last().is_none_or(|s| {
-                s.size_bytes > 0 && s.size_bytes + bytes.len() as u64 > segment_size_bytes
+                let full = s.size_bytes + bytes.len() as u64 > segment_size_bytes
+                    || s.frames.len() + refs.len() > MAX_SEGMENT_FRAMES;
+                s.size_bytes > 0 && full
             })
         };
         if needs_roll {
@@ -260,10 +270,11 @@ impl Shard {
     fn seal_active(&self) -> Result<()> {
         let mut state = self.write_state();
         let allocated = state.room.allocated_bytes();
-        if let Some(active) = state.segments.last() {
+        if let Some(active) = state.segments.last_mut() {
             if allocated > active.size_bytes {
                 active.file.set_len(active.size_bytes)?;
             }
+            active.frames.shrink_to_fit();
         }
         state.room = Room::default();
         Ok(())
@@ -278,22 +289,19 @@ impl Shard {
             let mut state = self.write_state();
             if let Some(active) = state.segments.last_mut() {
                 active.size_bytes = last.offset + last.frame_len();
-                active.frames.extend(pending.frames);
+                for f in pending.frames {
+                    active.frames.push(f);
+                }
             }
             state.next_seq = last.end_seq();
         }
         self.committed.send_replace(last.end_seq());
     }
 
-    /// The first `Some` of `pick` over frames, newest first.
-    fn find_newest<T>(&self, pick: impl Fn(&FrameRef) -> Option<T>) -> Option<T> {
+    /// The first `Some` of `pick` over segments' frame indexes, newest first.
+    fn find_newest<T>(&self, pick: impl Fn(&FrameIndex) -> Option<T>) -> Option<T> {
         let state = self.read_state();
-        state
-            .segments
-            .iter()
-            .rev()
-            .flat_map(|s| s.frames.iter().rev())
-            .find_map(pick)
+        state.segments.iter().rev().find_map(|s| pick(&s.frames))
     }
 
     /// Cuts the active segment at `offset` (a frame boundary) for good.
@@ -304,7 +312,12 @@ impl Shard {
         };
         active.file.set_len(offset)?;
         active.file.sync_all()?;
-        active.frames.retain(|f| f.offset < offset);
+        let kept = active
+            .frames
+            .iter()
+            .take_while(|f| f.offset < offset)
+            .count();
+        active.frames.truncate(kept);
         active.size_bytes = offset;
         let next = active
             .frames
@@ -332,7 +345,7 @@ impl Shard {
             base_seq,
             path,
             file: Arc::new(file),
-            frames: Vec::new(),
+            frames: FrameIndex::default(),
             size_bytes: 0,
         });
         Ok(())
@@ -341,7 +354,7 @@ impl Shard {
     /// The progress recorded by the newest frame written for
     /// `source_shard`: where the pipeline reading that shard had got to.
     pub fn last_progress(&self, source_shard: u32) -> Option<u64> {
-        self.find_newest(|f| f.progress.filter(|p| p.0 == source_shard).map(|p| p.1))
+        self.find_newest(|frames| frames.last_progress(source_shard))
     }
 
     /// The first sequence number appended at or after `time_ms` (the end
@@ -366,13 +379,13 @@ impl Shard {
             if seg.end_seq() <= from_seq {
                 continue;
             }
-            let start = seg.frames.partition_point(|f| f.end_seq() <= from_seq);
-            for f in &seg.frames[start..] {
+            let start = seg.frames.frames_ending_by(from_seq);
+            for f in seg.frames.iter_from(start) {
                 if records >= max_records && !out.is_empty() {
                     return out;
                 }
                 records += f.end_seq() - f.first_seq.max(from_seq);
-                out.push((seg.file.clone(), *f));
+                out.push((seg.file.clone(), f));
             }
         }
         out
