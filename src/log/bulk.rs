@@ -265,13 +265,13 @@ pub(super) fn adopt_bulk(
         ack.ranges.push((stage.shard, base_seq, seq - base_seq));
         segments.push((
             shard,
-            Segment {
+            Segment::active(
                 base_seq,
-                path: stage.path.clone(),
-                file: stage.file.clone(),
+                stage.path.clone(),
+                stage.file.clone(),
                 frames,
-                size_bytes: stage.len_bytes,
-            },
+                stage.len_bytes,
+            ),
         ));
     }
     let files: Vec<Arc<File>> = segments.iter().map(|(_, s)| s.file.clone()).collect();
@@ -310,8 +310,8 @@ pub(super) fn recover(shards: &[Arc<Shard>]) -> Result<Option<u64>> {
     // tail: after a complete bulk, later appends may follow it in some shards.
     let markers: Vec<u32> = shards
         .iter()
-        .filter_map(|s| s.bulk_marker(newest))
-        .collect();
+        .filter_map(|s| s.bulk_marker(newest).transpose())
+        .collect::<Result<_>>()?;
     let complete = markers.first().is_some_and(|k| markers.len() as u32 == *k);
     if !complete {
         for (shard, tail) in shards.iter().zip(&tails) {

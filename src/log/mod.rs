@@ -191,11 +191,14 @@ impl StreamLog {
             .await
     }
 
-    /// The first sequence of `shard` appended at or after `time_ms`.
-    pub fn seq_at_time(&self, shard: u32, time_ms: i64) -> Option<u64> {
+    /// The first sequence of `shard` appended at or after `time_ms`;
+    /// `None` for a shard the log does not have. May read sealed segments'
+    /// headers: call it where blocking is allowed.
+    pub fn seq_at_time(&self, shard: u32, time_ms: i64) -> Result<Option<u64>> {
         self.shards
             .get(shard as usize)
             .map(|s| s.seq_at_time(time_ms))
+            .transpose()
     }
 
     /// The newest progress recorded in `shard` for `source_shard`.
@@ -337,17 +340,19 @@ impl StreamLog {
         self.shards.get(shard as usize).map(|s| s.subscribe())
     }
 
-    /// Frames of `shard` from `from_seq` on, bounded by `max_records`.
+    /// Frames of `shard` from `from_seq` on, bounded by `max_records`
+    /// (none for a shard the log does not have). May read a sealed
+    /// segment's headers: call it where blocking is allowed.
     pub fn frames_from(
         &self,
         shard: u32,
         from_seq: u64,
         max_records: u64,
-    ) -> Vec<(Arc<std::fs::File>, FrameRef)> {
-        self.shards
-            .get(shard as usize)
-            .map(|s| s.frames_from(from_seq, max_records))
-            .unwrap_or_default()
+    ) -> Result<Vec<(Arc<std::fs::File>, FrameRef)>> {
+        match self.shards.get(shard as usize) {
+            Some(s) => s.frames_from(from_seq, max_records),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Records that consumer `name` still needs everything of `shard` from

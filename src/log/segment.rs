@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::frame::{Bulk, FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
-use super::index::FrameIndex;
+use super::index::{FrameIndex, Summary};
 use crate::error::{Error, Result};
 
 /// Where one frame lives and what it holds.
@@ -35,23 +35,139 @@ impl FrameRef {
     }
 }
 
-/// An open segment and its in-memory frame index.
+/// A segment's frames as the shard holds them.
+#[derive(Debug)]
+pub enum Frames {
+    /// The index of every frame: the active segment's, growing with its
+    /// appends (and a bulk's segment until the next one follows it).
+    Active(FrameIndex),
+    /// A sealed segment keeps only its summary; its index is read back
+    /// from the file when a reader needs it (and cached by the shard).
+    Sealed(Summary),
+}
+
+/// An open segment.
 #[derive(Debug)]
 pub struct Segment {
     pub base_seq: u64,
     pub path: PathBuf,
     pub file: Arc<File>,
-    pub frames: FrameIndex,
+    pub frames: Frames,
     pub size_bytes: u64,
 }
 
+/// Names a sealed segment's index in the shard's cache.
+pub type SealedKey = (u64, u64);
+
 impl Segment {
+    /// A segment that takes appends, indexed by `frames`.
+    pub fn active(
+        base_seq: u64,
+        path: PathBuf,
+        file: Arc<File>,
+        frames: FrameIndex,
+        size_bytes: u64,
+    ) -> Segment {
+        Segment {
+            base_seq,
+            path,
+            file,
+            frames: Frames::Active(frames),
+            size_bytes,
+        }
+    }
+
     pub fn end_seq(&self) -> u64 {
-        self.frames.last().map_or(self.base_seq, |f| f.end_seq())
+        match &self.frames {
+            Frames::Active(index) => index.last().map_or(self.base_seq, |f| f.end_seq()),
+            Frames::Sealed(summary) => summary.end_seq,
+        }
     }
+
     pub fn last_append_ms(&self) -> Option<i64> {
-        self.frames.last().map(|f| f.append_time_ms)
+        match &self.frames {
+            Frames::Active(index) => index.last().map(|f| f.append_time_ms),
+            Frames::Sealed(summary) => summary.last_append_ms,
+        }
     }
+
+    pub fn frame_count(&self) -> usize {
+        match &self.frames {
+            Frames::Active(index) => index.len(),
+            Frames::Sealed(summary) => summary.frame_count,
+        }
+    }
+
+    /// The index of an active segment.
+    pub fn index(&self) -> Option<&FrameIndex> {
+        match &self.frames {
+            Frames::Active(index) => Some(index),
+            Frames::Sealed(_) => None,
+        }
+    }
+
+    /// Where the cache keeps this segment's index once sealed: a segment
+    /// replaced by another of the same base (a failed bulk's) differs in size.
+    pub fn sealed_key(&self) -> SealedKey {
+        (self.base_seq, self.size_bytes)
+    }
+
+    /// Keeps only the summary; gives back the index (for the cache).
+    pub fn seal(&mut self) -> Option<FrameIndex> {
+        let Frames::Active(index) = &self.frames else {
+            return None;
+        };
+        let summary = index.summary(self.base_seq);
+        match std::mem::replace(&mut self.frames, Frames::Sealed(summary)) {
+            Frames::Active(mut index) => {
+                index.shrink_to_fit();
+                Some(index)
+            }
+            Frames::Sealed(_) => None,
+        }
+    }
+}
+
+/// How much of a sealed segment is read at a time to index it again.
+const INDEX_READ_BYTES: usize = 1024 * 1024;
+
+/// Reads a sealed segment's frame headers back into an index: the first
+/// `len_bytes` of `file` (its frames, as recovery or the writer left
+/// them), starting at sequence `base_seq`. Payloads were verified when
+/// the segment was scanned or written and are verified again on every
+/// read; here each header must still parse and continue the sequence.
+pub fn read_index(file: &File, base_seq: u64, len_bytes: u64) -> Result<FrameIndex> {
+    let mut index = FrameIndex::default();
+    let mut buf = vec![0u8; INDEX_READ_BYTES];
+    let (mut buf_start, mut buf_len) = (0u64, 0usize);
+    let (mut offset, mut seq) = (0u64, base_seq);
+    let corrupt = |offset: u64, what: &str| {
+        Error::Corrupt(format!(
+            "sealed segment at sequence {base_seq}: {what} at byte {offset}"
+        ))
+    };
+    while offset < len_bytes {
+        let header_end = offset + FRAME_HEADER_BYTES as u64;
+        if header_end > len_bytes {
+            return Err(corrupt(offset, "torn frame header"));
+        }
+        if offset < buf_start || header_end > buf_start + buf_len as u64 {
+            buf_len = INDEX_READ_BYTES.min((len_bytes - offset) as usize);
+            file.read_exact_at(&mut buf[..buf_len], offset)?;
+            buf_start = offset;
+        }
+        let at = (offset - buf_start) as usize;
+        let mut header_bytes = [0u8; FRAME_HEADER_BYTES];
+        header_bytes.copy_from_slice(&buf[at..at + FRAME_HEADER_BYTES]);
+        let header = FrameHeader::parse(&header_bytes)
+            .filter(|h| h.first_seq == seq && offset + h.frame_len() <= len_bytes)
+            .ok_or_else(|| corrupt(offset, "frame header does not continue the segment"))?;
+        index.push(frame_ref(&header, offset));
+        seq += header.record_count as u64;
+        offset += header.frame_len();
+    }
+    index.shrink_to_fit();
+    Ok(index)
 }
 
 pub fn segment_file_name(base_seq: u64) -> String {
@@ -117,16 +233,7 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
                 header.first_seq
             ));
         }
-        frames.push(FrameRef {
-            first_seq: header.first_seq,
-            record_count: header.record_count,
-            offset,
-            payload_len: header.payload_len,
-            append_time_ms: header.append_time_ms,
-            progress: header.progress,
-            bulk: header.bulk,
-            schema_version: header.schema_version,
-        });
+        frames.push(frame_ref(&header, offset));
         expected_seq += header.record_count as u64;
         offset += header.frame_len();
     };
@@ -135,6 +242,19 @@ pub fn scan(path: &Path, base_seq: u64) -> io::Result<ScanOutcome> {
         valid_len: offset,
         damage,
     })
+}
+
+fn frame_ref(header: &FrameHeader, offset: u64) -> FrameRef {
+    FrameRef {
+        first_seq: header.first_seq,
+        record_count: header.record_count,
+        offset,
+        payload_len: header.payload_len,
+        append_time_ms: header.append_time_ms,
+        progress: header.progress,
+        bulk: header.bulk,
+        schema_version: header.schema_version,
+    }
 }
 
 /// Whether everything `reader` has left is zero bytes.

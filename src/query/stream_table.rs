@@ -194,27 +194,33 @@ impl PartitionStream for ShardScan {
                 if from_seq >= end_seq {
                     return None;
                 }
-                let frames: Vec<_> = log
-                    .frames_from(shard, from_seq, SCAN_BATCH_ROWS)
-                    .into_iter()
-                    .filter(|(_, f)| f.first_seq < end_seq)
-                    .collect();
-                let next = frames.last().map_or(end_seq, |(_, f)| f.end_seq());
-                let decoded = tokio::task::spawn_blocking(move || -> DfResult<RecordBatch> {
-                    let mut batches = Vec::with_capacity(frames.len());
-                    for (file, frame) in &frames {
-                        let batch = read_frame(file, frame, &versions, &read, from_seq)?;
-                        batches.push(match &predicate {
-                            Some(p) => apply_predicate(p, batch)?,
-                            None => batch,
-                        });
-                    }
-                    Ok(concat_batches(read.schema(), &batches)?)
+                // Finding the frames may read a sealed segment's headers.
+                let decoded =
+                    tokio::task::spawn_blocking(move || -> DfResult<(RecordBatch, u64)> {
+                        let frames: Vec<_> = log
+                            .frames_from(shard, from_seq, SCAN_BATCH_ROWS)?
+                            .into_iter()
+                            .filter(|(_, f)| f.first_seq < end_seq)
+                            .collect();
+                        let next = frames.last().map_or(end_seq, |(_, f)| f.end_seq());
+                        let mut batches = Vec::with_capacity(frames.len());
+                        for (file, frame) in &frames {
+                            let batch = read_frame(file, frame, &versions, &read, from_seq)?;
+                            batches.push(match &predicate {
+                                Some(p) => apply_predicate(p, batch)?,
+                                None => batch,
+                            });
+                        }
+                        Ok((concat_batches(read.schema(), &batches)?, next))
+                    })
+                    .await
+                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
+                    .and_then(|r| r);
+                Some(match decoded {
+                    Ok((batch, next)) => (Ok(batch), next),
+                    // The stream ends after its error.
+                    Err(e) => (Err(e), end_seq),
                 })
-                .await
-                .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
-                .and_then(|r| r);
-                Some((decoded, next))
             }
         });
         let stream = chunks

@@ -195,23 +195,25 @@ async fn read(
     offset: u64,
     projection: Option<Vec<usize>>,
 ) -> Result<Option<Input>> {
-    let frames = source.log.frames_from(shard, offset, MAX_STEP_RECORDS);
-    let Some(end) = frames.last().map(|(_, f)| f.end_seq()) else {
-        return Ok(None);
-    };
     // Frames of older schema versions are read in this consumer's version.
     let read = source.read_schema(projection.as_deref())?;
     let versions = source.log.versions();
-    let batch = tokio::task::spawn_blocking(move || -> Result<RecordBatch> {
+    let log = source.log.clone();
+    // Finding the frames may read a sealed segment's headers.
+    let read = tokio::task::spawn_blocking(move || -> Result<Option<(RecordBatch, u64)>> {
+        let frames = log.frames_from(shard, offset, MAX_STEP_RECORDS)?;
+        let Some(end) = frames.last().map(|(_, f)| f.end_seq()) else {
+            return Ok(None);
+        };
         let batches = frames
             .iter()
             .map(|(file, frame)| read_frame(file, frame, &versions, &read, offset))
             .collect::<Result<Vec<_>>>()?;
-        Ok(concat_batches(read.schema(), &batches)?)
+        Ok(Some((concat_batches(read.schema(), &batches)?, end)))
     })
     .await
     .map_err(|e| Error::Internal(e.to_string()))??;
-    Ok(Some(Input { batch, offset, end }))
+    Ok(read.map(|(batch, end)| Input { batch, offset, end }))
 }
 
 /// Sets (or with `None` clears) a consumer's shown failure.

@@ -121,7 +121,10 @@ pub fn counts_by_stream(errors: &Stream) -> HashMap<String, u64> {
     };
     let versions = errors.log.versions();
     for shard in 0..errors.log.shard_count() {
-        for (file, frame) in errors.log.frames_from(shard, 0, u64::MAX) {
+        let Ok(frames) = errors.log.frames_from(shard, 0, u64::MAX) else {
+            continue;
+        };
+        for (file, frame) in frames {
             let Ok(batch) = crate::log::read_frame(&file, &frame, &versions, &read, 0) else {
                 continue;
             };

@@ -176,7 +176,7 @@ pub async fn handle(
         "ListShards" => stream(&engine, &request).map(|s| json!({ "Shards": shards(&s) })),
         "PutRecord" => put_records(&engine, &request, true).await,
         "PutRecords" => put_records(&engine, &request, false).await,
-        "GetShardIterator" => shard_iterator(&engine, &request),
+        "GetShardIterator" => shard_iterator(&engine, &request).await,
         "GetRecords" => get_records(&engine, &request).await,
         other => Err(KinesisError::new(
             "UnknownOperationException",

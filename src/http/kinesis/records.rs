@@ -130,7 +130,7 @@ pub(super) fn encode_iterator(it: &Iterator) -> String {
     B64.encode(serde_json::to_vec(it).unwrap_or_default())
 }
 
-pub(super) fn shard_iterator(engine: &Engine, request: &Value) -> KResult {
+pub(super) async fn shard_iterator(engine: &Engine, request: &Value) -> KResult {
     let stream = stream(engine, request)?;
     let shard = parse_shard_id(&stream, text(request, "ShardId")?)?;
     let stats = stream
@@ -163,7 +163,13 @@ pub(super) fn shard_iterator(engine: &Engine, request: &Value) -> KResult {
             let ts = field(request, "Timestamp")?
                 .as_f64()
                 .ok_or_else(|| KinesisError::new("InvalidArgumentException", "Timestamp must be epoch seconds"))?;
-            stream.log.seq_at_time(shard, (ts * 1000.0) as i64).unwrap_or(stats.next_seq)
+            let log = stream.log.clone();
+            let time_ms = (ts * 1000.0) as i64;
+            // May read sealed segments' headers.
+            tokio::task::spawn_blocking(move || log.seq_at_time(shard, time_ms))
+                .await
+                .map_err(|e| KinesisError::from(Error::Internal(e.to_string())))??
+                .unwrap_or(stats.next_seq)
         }
         other => {
             return Err(KinesisError::new(
@@ -208,12 +214,14 @@ pub(super) async fn get_records(engine: &Engine, request: &Value) -> KResult {
         .and_then(Value::as_u64)
         .unwrap_or(MAX_GET_RECORDS)
         .clamp(1, MAX_GET_RECORDS);
-    let frames = stream.log.frames_from(it.shard, it.seq, limit);
     let from = it.seq;
     let read = stream.read_schema(None).map_err(KinesisError::from)?;
     let versions = stream.log.versions();
+    let log = stream.log.clone();
+    let shard = it.shard;
+    // Finding the frames may read a sealed segment's headers.
     let batches = tokio::task::spawn_blocking(move || {
-        frames
+        log.frames_from(shard, from, limit)?
             .iter()
             .map(|(file, frame)| {
                 read_frame(file, frame, &versions, &read, from)

@@ -61,7 +61,7 @@ impl Shard {
                 state.segments.pop();
             }
             state.room = Room::exactly(segment.size_bytes);
-            state.segments.push(segment);
+            self.push_segment(&mut state, segment);
             state.next_seq = end;
         }
         self.committed.send_replace(end);
@@ -72,15 +72,8 @@ impl Shard {
     /// frame).
     pub fn tail_bulk(&self) -> Option<(u64, u32, u64)> {
         let state = self.read_state();
-        let frames = &state.segments.last()?.frames;
+        let frames = state.segments.last()?.index()?;
         let (last, first) = frames.tail_bulk()?;
         Some((last.id, last.end_of_shards, frames.get(first)?.offset))
-    }
-
-    /// The end marker of bulk `id` in this shard, if present: the number of
-    /// shards the bulk touched.
-    pub fn bulk_marker(&self, id: u64) -> Option<u32> {
-        self.find_newest(|frames| frames.last_bulk(|b| b.id == id && b.end_of_shards > 0))
-            .map(|b| b.end_of_shards)
     }
 }

@@ -6,7 +6,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
@@ -14,17 +14,22 @@ use tokio::sync::watch;
 use super::frame::{self, FrameMeta};
 use super::index::{FrameIndex, MAX_SEGMENT_FRAMES};
 use super::room::Room;
-use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Segment};
+use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Frames, Segment};
 use super::versions::{ReadSchema, Versions};
 use crate::error::{Error, Result};
 
 mod bulk;
+mod sealed;
+
+use sealed::SealedCache;
 
 #[derive(Debug)]
 pub struct Shard {
     pub id: u32,
     dir: PathBuf,
     state: RwLock<ShardState>,
+    /// Indexes of sealed segments read back for readers (see [`sealed`]).
+    sealed: Mutex<SealedCache>,
     /// The next sequence number: everything below it is durable and readable.
     committed: watch::Sender<u64>,
 }
@@ -113,19 +118,28 @@ impl Shard {
                         "damaged sealed segment: frames after the damage are not served");
                 }
             }
-            segments.push(Segment {
-                base_seq: base,
+            segments.push(Segment::active(
+                base,
                 path,
-                file: Arc::new(file),
-                frames: outcome.frames,
-                size_bytes: outcome.valid_len,
-            });
+                Arc::new(file),
+                outcome.frames,
+                outcome.valid_len,
+            ));
+        }
+        // Only the last segment takes appends; the others keep summaries.
+        let mut sealed = SealedCache::default();
+        let last = segments.len().saturating_sub(1);
+        for segment in &mut segments[..last] {
+            if let Some(index) = segment.seal() {
+                sealed.insert(segment.sealed_key(), Arc::new(index));
+            }
         }
         let next_seq = segments.last().map_or(0, Segment::end_seq);
         let (committed, _) = watch::channel(next_seq);
         Ok(Shard {
             id,
             dir: dir.to_path_buf(),
+            sealed: Mutex::new(sealed),
             state: RwLock::new(ShardState {
                 segments,
                 next_seq,
@@ -163,8 +177,8 @@ impl Shard {
         let first_seq = state
             .segments
             .iter()
-            .find_map(|s| s.frames.first().map(|f| f.first_seq))
-            .unwrap_or(state.next_seq);
+            .find(|s| s.frame_count() > 0)
+            .map_or(state.next_seq, |s| s.base_seq);
         ShardStats {
             records: state.next_seq - first_seq,
             bytes: state.segments.iter().map(|s| s.size_bytes).sum(),
@@ -174,8 +188,10 @@ impl Shard {
             index_bytes: state
                 .segments
                 .iter()
-                .map(|s| s.frames.heap_bytes() as u64)
-                .sum(),
+                .filter_map(|s| s.index())
+                .map(|index| index.heap_bytes() as u64)
+                .sum::<u64>()
+                + self.sealed_cache().heap_bytes() as u64,
         }
     }
 
@@ -212,7 +228,7 @@ impl Shard {
             let state = self.read_state();
             state.segments.last().is_none_or(|s| {
                 let full = s.size_bytes + bytes.len() as u64 > segment_size_bytes
-                    || s.frames.len() + refs.len() > MAX_SEGMENT_FRAMES;
+                    || s.frame_count() + refs.len() > MAX_SEGMENT_FRAMES;
                 s.size_bytes > 0 && full
             })
         };
@@ -270,11 +286,10 @@ impl Shard {
     fn seal_active(&self) -> Result<()> {
         let mut state = self.write_state();
         let allocated = state.room.allocated_bytes();
-        if let Some(active) = state.segments.last_mut() {
+        if let Some(active) = state.segments.last() {
             if allocated > active.size_bytes {
                 active.file.set_len(active.size_bytes)?;
             }
-            active.frames.shrink_to_fit();
         }
         state.room = Room::default();
         Ok(())
@@ -287,21 +302,23 @@ impl Shard {
         };
         {
             let mut state = self.write_state();
-            if let Some(active) = state.segments.last_mut() {
-                active.size_bytes = last.offset + last.frame_len();
-                for f in pending.frames {
-                    active.frames.push(f);
+            match state
+                .segments
+                .last_mut()
+                .map(|s| (&mut s.frames, &mut s.size_bytes))
+            {
+                Some((Frames::Active(index), size_bytes)) => {
+                    *size_bytes = last.offset + last.frame_len();
+                    for f in pending.frames {
+                        index.push(f);
+                    }
                 }
+                // The last segment is active by construction (`push_segment`).
+                _ => tracing::error!(shard = self.id, "no active segment to publish to"),
             }
             state.next_seq = last.end_seq();
         }
         self.committed.send_replace(last.end_seq());
-    }
-
-    /// The first `Some` of `pick` over segments' frame indexes, newest first.
-    fn find_newest<T>(&self, pick: impl Fn(&FrameIndex) -> Option<T>) -> Option<T> {
-        let state = self.read_state();
-        state.segments.iter().rev().find_map(|s| pick(&s.frames))
     }
 
     /// Cuts the active segment at `offset` (a frame boundary) for good.
@@ -310,19 +327,15 @@ impl Shard {
         let Some(active) = state.segments.last_mut() else {
             return Ok(());
         };
+        let Frames::Active(index) = &mut active.frames else {
+            return Err(Error::Internal("the last segment is not active".into()));
+        };
         active.file.set_len(offset)?;
         active.file.sync_all()?;
-        let kept = active
-            .frames
-            .iter()
-            .take_while(|f| f.offset < offset)
-            .count();
-        active.frames.truncate(kept);
+        let kept = index.iter().take_while(|f| f.offset < offset).count();
+        index.truncate(kept);
         active.size_bytes = offset;
-        let next = active
-            .frames
-            .last()
-            .map_or(active.base_seq, |f| f.end_seq());
+        let next = index.last().map_or(active.base_seq, |f| f.end_seq());
         state.room = Room::exactly(offset);
         state.next_seq = next;
         drop(state);
@@ -341,54 +354,24 @@ impl Shard {
             .open(&path)?;
         // The new file's directory entry must survive a crash too.
         File::open(&self.dir)?.sync_all()?;
-        self.write_state().segments.push(Segment {
-            base_seq,
-            path,
-            file: Arc::new(file),
-            frames: FrameIndex::default(),
-            size_bytes: 0,
-        });
+        self.push_segment(
+            &mut self.write_state(),
+            Segment::active(base_seq, path, Arc::new(file), FrameIndex::default(), 0),
+        );
         Ok(())
     }
 
-    /// The progress recorded by the newest frame written for
-    /// `source_shard`: where the pipeline reading that shard had got to.
-    pub fn last_progress(&self, source_shard: u32) -> Option<u64> {
-        self.find_newest(|frames| frames.last_progress(source_shard))
-    }
-
-    /// The first sequence number appended at or after `time_ms` (the end
-    /// of the shard when nothing is that recent).
-    pub fn seq_at_time(&self, time_ms: i64) -> u64 {
-        let state = self.read_state();
-        state
-            .segments
-            .iter()
-            .flat_map(|s| s.frames.iter())
-            .find(|f| f.append_time_ms >= time_ms && f.record_count > 0)
-            .map_or(state.next_seq, |f| f.first_seq)
-    }
-
-    /// Frames holding sequence numbers at or after `from_seq`, in order, at
-    /// most `max_records` records' worth (at least one frame).
-    pub fn frames_from(&self, from_seq: u64, max_records: u64) -> Vec<(Arc<File>, FrameRef)> {
-        let state = self.read_state();
-        let mut out = Vec::new();
-        let mut records = 0u64;
-        for seg in &state.segments {
-            if seg.end_seq() <= from_seq {
-                continue;
-            }
-            let start = seg.frames.frames_ending_by(from_seq);
-            for f in seg.frames.iter_from(start) {
-                if records >= max_records && !out.is_empty() {
-                    return out;
-                }
-                records += f.end_seq() - f.first_seq.max(from_seq);
-                out.push((seg.file.clone(), f));
+    /// Makes `segment` the active one; the one before it keeps only its
+    /// summary, and its index goes to the sealed cache (readers following
+    /// closely are about to read it).
+    fn push_segment(&self, state: &mut ShardState, segment: Segment) {
+        if let Some(previous) = state.segments.last_mut() {
+            if let Some(index) = previous.seal() {
+                self.sealed_cache()
+                    .insert(previous.sealed_key(), Arc::new(index));
             }
         }
-        out
+        state.segments.push(segment);
     }
 
     /// Deletes sealed segments whose newest record is older than
@@ -407,6 +390,7 @@ impl Shard {
             state.segments.drain(..expired).collect()
         };
         for seg in &removed {
+            self.sealed_cache().remove(seg.sealed_key());
             std::fs::remove_file(&seg.path)?;
         }
         Ok(removed.len() as u64)

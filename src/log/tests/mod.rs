@@ -40,7 +40,7 @@ fn options(shards: u32, key: Option<usize>) -> LogOptions {
 fn positions(log: &StreamLog) -> std::collections::HashMap<(u32, u64), i64> {
     let mut out = std::collections::HashMap::new();
     for shard in 0..log.shard_count() {
-        for (file, frame) in log.frames_from(shard, 0, u64::MAX) {
+        for (file, frame) in log.frames_from(shard, 0, u64::MAX).unwrap() {
             let read = ReadSchema::plain(Arc::new(schema().project(&[0]).unwrap()));
             let b = read_frame(&file, &frame, &log.versions(), &read, 0).unwrap();
             let col = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
@@ -99,7 +99,7 @@ async fn concurrent_appends_share_group_commits() {
         t.await.unwrap();
     }
     assert_eq!(read_all(&log).len(), 320);
-    let frames = log.frames_from(0, 0, u64::MAX).len();
+    let frames = log.frames_from(0, 0, u64::MAX).unwrap().len();
     assert!(
         frames < 320,
         "expected merged frames, got {frames} for 320 appends"
@@ -149,7 +149,7 @@ async fn segments_are_preallocated_and_sealed_ones_trimmed() {
     let active_base =
         segment::parse_segment_file_name(&active_path.file_name().unwrap().to_string_lossy())
             .unwrap();
-    let frames = log.frames_from(0, 0, u64::MAX);
+    let frames = log.frames_from(0, 0, u64::MAX).unwrap();
     let frame_bytes = |sealed: bool| -> u64 {
         frames
             .iter()
@@ -182,7 +182,7 @@ async fn torn_tail_is_truncated_on_open_and_appends_continue() {
             StreamLog::open(dir.path(), Versions::single(schema()), options(1, None)).unwrap();
         log.append(batch(0, 5)).await.unwrap();
         log.append(batch(5, 5)).await.unwrap();
-        let (_, last) = log.frames_from(0, 0, u64::MAX).pop().unwrap();
+        let (_, last) = log.frames_from(0, 0, u64::MAX).unwrap().pop().unwrap();
         seg_path = dir
             .path()
             .join("shard-0")
@@ -217,7 +217,7 @@ async fn followers_are_notified_of_new_records() {
         .unwrap()
         .unwrap();
     assert_eq!(*rx.borrow(), 3);
-    let frames = log.frames_from(0, 1, 10);
+    let frames = log.frames_from(0, 1, 10).unwrap();
     let read = ReadSchema::plain(schema());
     let b = read_frame(&frames[0].0, &frames[0].1, &log.versions(), &read, 1).unwrap();
     assert_eq!(
@@ -330,7 +330,7 @@ async fn large_appends_are_framed_in_bounded_frames() {
     assert_eq!(ack.records(), 200_000);
     let small: Vec<RecordBatch> = (0..100).map(|i| batch(200_000 + i * 1000, 1000)).collect();
     assert_eq!(log.append_batches(small).await.unwrap().records(), 100_000);
-    let frames = log.frames_from(0, 0, u64::MAX);
+    let frames = log.frames_from(0, 0, u64::MAX).unwrap();
     let rows: Vec<u64> = frames
         .iter()
         .map(|(_, f)| f.end_seq() - f.first_seq)
@@ -369,7 +369,7 @@ async fn wide_rows_make_frames_bounded_by_bytes() {
     assert_eq!(ack.records(), 20_000);
     assert_eq!(log.last_progress(1, 0), Some(42));
     for shard in 0..2 {
-        let frames = log.frames_from(shard, 0, u64::MAX);
+        let frames = log.frames_from(shard, 0, u64::MAX).unwrap();
         assert!(frames.len() >= 5, "{} frames", frames.len());
         for (_, frame) in frames {
             assert!(frame.payload_len as usize <= FRAME_MAX_BYTES + (1 << 20));
@@ -380,7 +380,9 @@ async fn wide_rows_make_frames_bounded_by_bytes() {
 
 mod atomic;
 mod bulk;
+mod index;
 mod routing;
+mod sealed;
 mod versions;
 
 // A statement cancelled while it waits is still committed by whoever leads

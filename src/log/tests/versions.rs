@@ -61,7 +61,7 @@ fn options() -> LogOptions {
 fn read_rows(log: &StreamLog, read: &ReadSchema) -> Vec<(i64, Option<String>)> {
     let versions = log.versions();
     let mut out = Vec::new();
-    for (file, frame) in log.frames_from(0, 0, u64::MAX) {
+    for (file, frame) in log.frames_from(0, 0, u64::MAX).unwrap() {
         let b = read_frame(&file, &frame, &versions, read, 0).unwrap();
         assert_eq!(b.schema().fields(), read.schema().fields());
         let k = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
@@ -84,7 +84,7 @@ async fn old_frames_are_read_in_the_new_version_and_survive_reopen() {
     log.append(rows_v2(3, 2)).await.unwrap();
     // A writer still holding version 1 (a statement racing the ALTER).
     log.append(rows_v1(5, 1)).await.unwrap();
-    let frames = log.frames_from(0, 0, u64::MAX);
+    let frames = log.frames_from(0, 0, u64::MAX).unwrap();
     let written: Vec<u32> = frames.iter().map(|(_, f)| f.schema_version).collect();
     assert_eq!(written, vec![1, 2, 1]);
 
@@ -107,7 +107,7 @@ async fn old_frames_are_read_in_the_new_version_and_survive_reopen() {
 
     let versions = Versions::new([(1, v1()), (2, v2())].into_iter().collect()).unwrap();
     let log = StreamLog::open(dir.path(), versions, options()).unwrap();
-    let frames = log.frames_from(0, 0, u64::MAX);
+    let frames = log.frames_from(0, 0, u64::MAX).unwrap();
     let written: Vec<u32> = frames.iter().map(|(_, f)| f.schema_version).collect();
     assert_eq!(written, vec![1, 2, 1]);
     assert_eq!(read_rows(&log, &plain), expected);
