@@ -59,6 +59,9 @@ pub struct FrameIndex {
     progress: Vec<(u32, Progress)>,
     /// Frames of a bulk append or of a multi-frame group.
     bulk: Vec<(u32, Bulk)>,
+    /// Where the last frame ends (file offset, sequence number), so that
+    /// appending and asking for the end cost no summing.
+    end: Option<(u64, u64)>,
 }
 
 impl FrameIndex {
@@ -71,9 +74,7 @@ impl FrameIndex {
     /// the checkpoint's, start a checkpoint of their own.
     pub fn push(&mut self, f: FrameRef) {
         let n = self.len();
-        let follows = self.last().is_some_and(|last| {
-            last.offset + last.frame_len() == f.offset && last.end_seq() == f.first_seq
-        });
+        let follows = self.end == Some((f.offset, f.first_seq));
         let anchor = self.checkpoints.last().map(|c| c.time_ms);
         let delta = anchor.and_then(|t| i32::try_from(f.append_time_ms.checked_sub(t)?).ok());
         let delta = match delta {
@@ -100,6 +101,7 @@ impl FrameIndex {
         if let Some(b) = f.bulk {
             self.bulk.push((n as u32, b));
         }
+        self.end = Some((f.offset + f.frame_len(), f.end_seq()));
     }
 
     /// Frame `i`, if the index has it.
@@ -109,6 +111,11 @@ impl FrameIndex {
 
     pub fn last(&self) -> Option<FrameRef> {
         self.get(self.len().checked_sub(1)?)
+    }
+
+    /// The sequence number after the last frame.
+    pub fn end_seq(&self) -> Option<u64> {
+        self.end.map(|e| e.1)
     }
 
     pub fn iter(&self) -> Iter<'_> {
@@ -163,6 +170,7 @@ impl FrameIndex {
         self.versions.retain(|v| below(v.0));
         self.progress.retain(|p| below(p.0));
         self.bulk.retain(|b| below(b.0));
+        self.end = self.last().map(|f| (f.offset + f.frame_len(), f.end_seq()));
     }
 
     /// Gives back the room vectors grow into: a sealed segment's index no

@@ -79,7 +79,7 @@ impl Segment {
 
     pub fn end_seq(&self) -> u64 {
         match &self.frames {
-            Frames::Active(index) => index.last().map_or(self.base_seq, |f| f.end_seq()),
+            Frames::Active(index) => index.end_seq().unwrap_or(self.base_seq),
             Frames::Sealed(summary) => summary.end_seq,
         }
     }

@@ -120,6 +120,7 @@ fn truncation_keeps_a_prefix_that_grows_again() {
     let mut index: FrameIndex = all.iter().copied().collect();
     for n in [999, 640, 64, 33, 32, 1, 0] {
         index.truncate(n);
+        assert_eq!(index.end_seq(), n.checked_sub(1).map(|i| all[i].end_seq()));
         assert_eq!(
             index.iter().collect::<Vec<_>>(),
             all[..n],
