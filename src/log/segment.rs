@@ -141,6 +141,9 @@ pub fn read_index(file: &File, base_seq: u64, len_bytes: u64) -> Result<FrameInd
     let mut buf = vec![0u8; INDEX_READ_BYTES];
     let (mut buf_start, mut buf_len) = (0u64, 0usize);
     let (mut offset, mut seq) = (0u64, base_seq);
+    // After a frame larger than the buffer the next is likely large too
+    // (a bulk's): read just its header rather than a megabyte of payload.
+    let mut read_len = INDEX_READ_BYTES;
     let corrupt = |offset: u64, what: &str| {
         Error::Corrupt(format!(
             "sealed segment at sequence {base_seq}: {what} at byte {offset}"
@@ -152,7 +155,7 @@ pub fn read_index(file: &File, base_seq: u64, len_bytes: u64) -> Result<FrameInd
             return Err(corrupt(offset, "torn frame header"));
         }
         if offset < buf_start || header_end > buf_start + buf_len as u64 {
-            buf_len = INDEX_READ_BYTES.min((len_bytes - offset) as usize);
+            buf_len = read_len.min((len_bytes - offset) as usize);
             file.read_exact_at(&mut buf[..buf_len], offset)?;
             buf_start = offset;
         }
@@ -165,6 +168,11 @@ pub fn read_index(file: &File, base_seq: u64, len_bytes: u64) -> Result<FrameInd
         index.push(frame_ref(&header, offset));
         seq += header.record_count as u64;
         offset += header.frame_len();
+        read_len = if header.frame_len() >= INDEX_READ_BYTES as u64 {
+            FRAME_HEADER_BYTES
+        } else {
+            INDEX_READ_BYTES
+        };
     }
     index.shrink_to_fit();
     Ok(index)
@@ -402,5 +410,25 @@ mod tests {
         let out = scan(&path, 0).unwrap();
         assert_eq!(out.frames.len(), 0);
         assert_eq!(out.valid_len, 0);
+    }
+
+    #[test]
+    fn an_index_read_back_from_headers_is_the_scanned_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(segment_file_name(0));
+        // Frames above and below the 1 MiB read, in both orders.
+        let ends = write_frames(&path, &[3, 200_000, 5, 200_000, 200_000, 1, 2]);
+        let len = *ends.last().unwrap();
+        let scanned = scan(&path, 0).unwrap().frames;
+        let f = File::open(&path).unwrap();
+        let read = read_index(&f, 0, len).unwrap();
+        assert_eq!(
+            read.iter().collect::<Vec<_>>(),
+            scanned.iter().collect::<Vec<_>>()
+        );
+        assert_eq!(read.len(), 7);
+        // A length that cuts a frame, or a base that does not match, is damage.
+        assert!(read_index(&f, 0, len - 1).is_err());
+        assert!(read_index(&f, 1, len).is_err());
     }
 }
