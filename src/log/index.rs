@@ -1,10 +1,11 @@
-//! A segment's frame index, packed. Every frame of every retained segment
-//! is indexed in memory, so readers find a sequence number without
-//! touching the disk; the index's size per frame is then what a long
-//! retention of small appends (one frame per single-row INSERT) costs in
-//! memory. A [`FrameRef`] is 88 bytes; here a frame costs 12 (its payload
-//! length, record count and append time relative to a checkpoint) plus a
-//! 32-byte checkpoint every [`CHECKPOINT_FRAMES`] frames. Offsets and
+//! A segment's frame index, packed. The active segment's index (and a few
+//! sealed ones read back, see `shard::sealed`) is held in memory, so
+//! readers find a sequence number without touching the disk; with one
+//! frame per single-row INSERT its size per frame is what a segment of
+//! small appends costs in memory. A [`FrameRef`] is 88 bytes; here a
+//! frame costs 12 (its payload length, record count and append time
+//! relative to a checkpoint) plus a 32-byte checkpoint every
+//! [`CHECKPOINT_FRAMES`] frames. Offsets and
 //! sequence numbers are summed from the checkpoint; the rare fields
 //! (pipeline progress, bulk membership, schema version) are kept only for
 //! the frames that have them.
