@@ -211,7 +211,7 @@ impl FrameIndex {
         let bulk_ids = ids.clone().min().zip(ids.max());
         Summary {
             frame_count: self.len(),
-            end_seq: self.last().map_or(base_seq, |f| f.end_seq()),
+            end_seq: self.end_seq().unwrap_or(base_seq),
             last_append_ms: self.last().map(|f| f.append_time_ms),
             max_record_append_ms: self
                 .iter()

@@ -114,17 +114,13 @@ impl Segment {
 
     /// Keeps only the summary; gives back the index (for the cache).
     pub fn seal(&mut self) -> Option<FrameIndex> {
-        let Frames::Active(index) = &self.frames else {
+        let Frames::Active(index) = &mut self.frames else {
             return None;
         };
-        let summary = index.summary(self.base_seq);
-        match std::mem::replace(&mut self.frames, Frames::Sealed(summary)) {
-            Frames::Active(mut index) => {
-                index.shrink_to_fit();
-                Some(index)
-            }
-            Frames::Sealed(_) => None,
-        }
+        let mut index = std::mem::take(index);
+        self.frames = Frames::Sealed(index.summary(self.base_seq));
+        index.shrink_to_fit();
+        Some(index)
     }
 }
 

@@ -96,6 +96,7 @@ impl Shard {
         bases.sort_unstable();
         let mut segments = Vec::with_capacity(bases.len());
         let mut room = Room::default();
+        let mut sealed = SealedCache::default();
         let last_index = bases.len().saturating_sub(1);
         for (i, base) in bases.into_iter().enumerate() {
             let path = dir.join(segment_file_name(base));
@@ -118,21 +119,22 @@ impl Shard {
                         "damaged sealed segment: frames after the damage are not served");
                 }
             }
-            segments.push(Segment::active(
+            let mut segment = Segment::active(
                 base,
                 path,
                 Arc::new(file),
                 outcome.frames,
                 outcome.valid_len,
-            ));
-        }
-        // Only the last segment takes appends; the others keep summaries.
-        let mut sealed = SealedCache::default();
-        let last = segments.len().saturating_sub(1);
-        for segment in &mut segments[..last] {
-            if let Some(index) = segment.seal() {
-                sealed.insert(segment.sealed_key(), Arc::new(index));
+            );
+            // Only the last segment takes appends; the others keep
+            // summaries, sealed as they are scanned so that start-up never
+            // holds every segment's index at once.
+            if i != last_index {
+                if let Some(index) = segment.seal() {
+                    sealed.insert(segment.sealed_key(), Arc::new(index));
+                }
             }
+            segments.push(segment);
         }
         let next_seq = segments.last().map_or(0, Segment::end_seq);
         let (committed, _) = watch::channel(next_seq);
