@@ -83,6 +83,7 @@ fn main() -> ExitCode {
     let result = Config::load(overrides).and_then(|config| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
+            .thread_stack_size(sluice::server::WORKER_STACK_BYTES)
             .build()?
             .block_on(sluice::server::run(config))
     });

@@ -17,6 +17,13 @@ use crate::error::Result;
 use crate::tls::Certificates;
 use crate::{http, pgwire};
 
+/// The stack of every runtime thread. Planning, optimising and evaluating
+/// recurse over a statement's expression tree, whose depth
+/// `sql::MAX_EXPRESSION_DEPTH` bounds; a tree that deep needs several
+/// megabytes in the worst phases (more in debug builds). Only the pages a
+/// thread touches are resident.
+pub const WORKER_STACK_BYTES: usize = 16 << 20;
+
 /// A running server.
 pub struct Server {
     pub pg_addr: SocketAddr,

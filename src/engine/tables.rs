@@ -186,7 +186,8 @@ impl Engine {
         session: &SessionContext,
         location: &Location,
     ) -> Result<u64> {
-        let df = session.sql(query).await?;
+        let plan = crate::query::guard::plan_read_only(&session.state(), query).await?;
+        let df = session.execute_logical_plan(plan).await?;
         let mut stream = df.execute_stream().await?;
         let (_, mut writer) = location.parquet_writer(
             CTAS_FILE,

@@ -87,6 +87,14 @@ pub enum Error {
     /// 54000: a statement or record over a configured bound.
     #[error("{0}")]
     ProgramLimit(String),
+    /// 54001: a statement whose expressions nest deeper than the
+    /// recursive phases (parsing, planning, executing) may go.
+    #[error("{0}")]
+    TooComplex(String),
+    /// 55P02: a setting no session may change (it would move the server's
+    /// files or resources).
+    #[error("{0}")]
+    CantChangeSetting(String),
     /// 57014: the client cancelled the statement (CopyFail).
     #[error("{0}")]
     Canceled(String),
@@ -153,6 +161,10 @@ pub enum ErrorKind {
     DiskFull,
     OutOfMemory,
     ProgramLimit,
+    /// Expressions nested too deep (54001).
+    TooComplex,
+    /// A setting that cannot be changed (55P02).
+    CantChangeSetting,
     Canceled,
     ShuttingDown,
     /// A malformed protocol message (08P01).
@@ -198,6 +210,8 @@ impl ErrorKind {
             ErrorKind::DiskFull => "53100",
             ErrorKind::OutOfMemory => "53200",
             ErrorKind::ProgramLimit => "54000",
+            ErrorKind::TooComplex => "54001",
+            ErrorKind::CantChangeSetting => "55P02",
             ErrorKind::Canceled => "57014",
             ErrorKind::ShuttingDown => "57P01",
             ErrorKind::ProtocolViolation => "08P01",
@@ -276,6 +290,8 @@ impl Error {
             Error::UndefinedObject(_) => ErrorKind::UndefinedObject,
             Error::DiskFull(_) => ErrorKind::DiskFull,
             Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
+            Error::TooComplex(_) => ErrorKind::TooComplex,
+            Error::CantChangeSetting(_) => ErrorKind::CantChangeSetting,
             Error::Canceled(_) => ErrorKind::Canceled,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
             Error::Corrupt(_) => ErrorKind::Corrupt,
@@ -342,6 +358,8 @@ impl Error {
             Error::UndefinedObject(_) => Error::UndefinedObject(msg),
             Error::DiskFull(d) => Error::DiskFull(d.clone()),
             Error::ProgramLimit(_) => Error::ProgramLimit(msg),
+            Error::TooComplex(_) => Error::TooComplex(msg),
+            Error::CantChangeSetting(_) => Error::CantChangeSetting(msg),
             Error::Canceled(_) => Error::Canceled(msg),
             Error::ShuttingDown => Error::ShuttingDown,
             Error::Corrupt(d) => Error::Corrupt(d.clone()),

@@ -10,7 +10,7 @@ use md5::{Digest, Md5};
 use prost::Message;
 
 use super::RecordResult;
-use crate::error::ErrorKind;
+use crate::error::{Error, ErrorKind, Result};
 
 /// The four bytes that open an aggregated record.
 pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
@@ -50,13 +50,7 @@ struct Tag {
 /// The user records of `data` as (partition key, bytes), or `None` when it
 /// is not a well-formed aggregated record (then it is one record itself).
 pub fn deaggregate(data: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
-    let body = data.strip_prefix(&MAGIC)?;
-    let split = body.len().checked_sub(DIGEST_BYTES)?;
-    let (message, digest) = body.split_at(split);
-    if Md5::digest(message).as_slice() != digest {
-        return None;
-    }
-    let aggregated = AggregatedRecord::decode(message).ok()?;
+    let aggregated = AggregatedRecord::decode(checked_message(data)?).ok()?;
     let keys = &aggregated.partition_key_table;
     aggregated
         .records
@@ -68,24 +62,86 @@ pub fn deaggregate(data: &[u8]) -> Option<Vec<(String, Vec<u8>)>> {
         .collect()
 }
 
+/// The protobuf message of an aggregated record whose magic and MD5 check.
+fn checked_message(data: &[u8]) -> Option<&[u8]> {
+    let body = data.strip_prefix(&MAGIC)?;
+    let split = body.len().checked_sub(DIGEST_BYTES)?;
+    let (message, digest) = body.split_at(split);
+    (Md5::digest(message).as_slice() == digest).then_some(message)
+}
+
+/// How many user records an aggregated record's message holds, counted
+/// on the wire without decoding (so a hostile record is refused before
+/// it allocates one object per record); `None` if it does not parse.
+fn count_user_records(mut message: &[u8]) -> Option<usize> {
+    use prost::encoding::{decode_key, decode_varint, WireType};
+    let mut count = 0usize;
+    while !message.is_empty() {
+        let (tag, wire_type) = decode_key(&mut message).ok()?;
+        let skip = match wire_type {
+            WireType::Varint => {
+                decode_varint(&mut message).ok()?;
+                0
+            }
+            WireType::SixtyFourBit => 8,
+            WireType::ThirtyTwoBit => 4,
+            WireType::LengthDelimited => usize::try_from(decode_varint(&mut message).ok()?).ok()?,
+            WireType::StartGroup | WireType::EndGroup => return None,
+        };
+        message = message.get(skip..)?;
+        count += usize::from(tag == 3);
+    }
+    Some(count)
+}
+
+/// Put records as `(partition key, data)`.
+pub type Puts = Vec<(String, Vec<u8>)>;
+
 /// Each `(key, data)` expanded into its user records; `origin[i]` is the
-/// index of the put record that user record `i` came from.
-pub fn expand(records: Vec<(String, Vec<u8>)>) -> (Vec<(String, Vec<u8>)>, Vec<usize>) {
-    let mut out = Vec::with_capacity(records.len());
-    let mut origin = Vec::with_capacity(records.len());
-    for (i, (key, data)) in records.into_iter().enumerate() {
-        match deaggregate(&data) {
-            Some(users) if !users.is_empty() => {
-                origin.extend(std::iter::repeat_n(i, users.len()));
-                out.extend(users);
-            }
-            _ => {
-                origin.push(i);
-                out.push((key, data));
-            }
+/// index of the put record that user record `i` came from. The request's
+/// limits hold for what it becomes, not for what it looked like: more
+/// than `max_records` user records, or user records whose keys and data
+/// add up to more than `max_bytes` (a key is repeated for every record
+/// that names it), refuse the request with 54000.
+pub fn expand(records: Puts, max_records: usize, max_bytes: usize) -> Result<(Puts, Vec<usize>)> {
+    let over = |what: String| {
+        Err(Error::ProgramLimit(format!(
+            "the request holds {what} once its aggregated (KPL) records are taken apart; split it"
+        )))
+    };
+    let mut total_records = 0usize;
+    for (_, data) in &records {
+        let users = checked_message(data)
+            .and_then(count_user_records)
+            .filter(|&n| n > 0)
+            .unwrap_or(1);
+        total_records = total_records.saturating_add(users);
+        if total_records > max_records {
+            return over(format!(
+                "more than {max_records} records (limits.max_request_records)"
+            ));
         }
     }
-    (out, origin)
+    let mut out = Vec::with_capacity(total_records);
+    let mut origin = Vec::with_capacity(total_records);
+    let mut total_bytes = 0usize;
+    for (i, (key, data)) in records.into_iter().enumerate() {
+        let users = match deaggregate(&data) {
+            Some(users) if !users.is_empty() => users,
+            _ => vec![(key, data)],
+        };
+        total_bytes = users.iter().fold(total_bytes, |sum, (key, data)| {
+            sum.saturating_add(key.len() + data.len())
+        });
+        if total_bytes > max_bytes {
+            return over(format!(
+                "more than {max_bytes} bytes of keys and data (limits.max_request_bytes)"
+            ));
+        }
+        origin.extend(std::iter::repeat_n(i, users.len()));
+        out.extend(users);
+    }
+    Ok((out, origin))
 }
 
 /// One result per put record from the results of its user records: the
@@ -157,10 +213,15 @@ mod tests {
                 ("a".to_string(), b"three".to_vec()),
             ]
         );
-        let (expanded, origin) = expand(vec![
-            ("plain".into(), b"x".to_vec()),
-            ("outer".into(), agg.clone()),
-        ]);
+        let (expanded, origin) = expand(
+            vec![
+                ("plain".into(), b"x".to_vec()),
+                ("outer".into(), agg.clone()),
+            ],
+            4,
+            1 << 20,
+        )
+        .unwrap();
         assert_eq!(expanded.len(), 4);
         assert_eq!(origin, vec![0, 1, 1, 1]);
     }
@@ -183,7 +244,33 @@ mod tests {
             deaggregate(&out_of_table).is_none(),
             "a key index past the table"
         );
-        let (expanded, _) = expand(vec![("k".into(), bad_digest.clone())]);
+        let (expanded, _) = expand(vec![("k".into(), bad_digest.clone())], 1, 1 << 20).unwrap();
         assert_eq!(expanded, vec![("k".to_string(), bad_digest)]);
+    }
+
+    /// One small aggregated record cannot become more records, or more
+    /// bytes, than the request may hold (130,000 user records from 1 MB).
+    #[test]
+    fn amplification_is_bounded_before_decoding() {
+        let key = "k".repeat(200);
+        let records: Vec<(u64, &[u8])> = vec![(0, b"x"); 130_000];
+        let agg = aggregate(&[&key], &records);
+        assert!(agg.len() < 1 << 20);
+        assert_eq!(
+            count_user_records(checked_message(&agg).unwrap()),
+            Some(130_000)
+        );
+        let err = expand(vec![("p".into(), agg.clone())], 100_000, 16 << 20).unwrap_err();
+        assert_eq!(err.sqlstate(), "54000");
+        assert!(
+            err.to_string().contains("more than 100000 records"),
+            "{err}"
+        );
+        // Within the count, the repeated 200-byte key passes the bytes.
+        let err = expand(vec![("p".into(), agg)], 200_000, 16 << 20).unwrap_err();
+        assert!(err.to_string().contains("bytes of keys and data"), "{err}");
+        // Two ordinary records over a limit of one.
+        let plain = vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())];
+        assert!(expand(plain, 1, 1 << 20).is_err());
     }
 }

@@ -27,6 +27,7 @@ use super::handler::Session;
 use super::to_pg_error;
 use crate::error::{Error, Result};
 use crate::ingest::{CopyIn, Writer};
+use crate::query::guard::plan_read_only;
 use crate::sql::{CopyFormat, CopyOptions, CopySource, CopyStatement};
 
 /// CopyData chunks queued for the decoder thread; bounds the memory of
@@ -153,7 +154,8 @@ impl Session {
                     .join(", "))
             ),
         };
-        let df = self.ctx.sql(&query).await?;
+        let plan = plan_read_only(&self.ctx.state(), &query).await?;
+        let df = self.ctx.execute_logical_plan(plan).await?;
         let columns = df.schema().fields().len();
         if copy.options.format == CopyFormat::Binary {
             let schema = df.schema().as_arrow().clone();

@@ -27,6 +27,7 @@ use pgwire::error::PgWireResult;
 
 use super::to_pg_error;
 use crate::error::Error;
+use crate::query::guard::plan_read_only;
 
 /// Cursors of one connection: their row descriptions by name.
 #[derive(Default)]
@@ -107,11 +108,9 @@ impl CursorHook {
         };
         let plan = match plan {
             Some(plan) => bind(plan, params)?,
-            None => ctx
-                .state()
-                .create_logical_plan(&query.to_string())
+            None => plan_read_only(&ctx.state(), &query.to_string())
                 .await
-                .map_err(|e| to_pg_error(Error::from_datafusion(e)))?,
+                .map_err(to_pg_error)?,
         };
         let df = ctx
             .execute_logical_plan(plan)
@@ -199,10 +198,9 @@ impl QueryHook for CursorHook {
         if let Statement::Declare { stmts } = statement {
             let query = stmts.first().and_then(|d| d.for_query.as_ref())?;
             return Some(
-                ctx.state()
-                    .create_logical_plan(&query.to_string())
+                plan_read_only(&ctx.state(), &query.to_string())
                     .await
-                    .map_err(|e| to_pg_error(Error::from_datafusion(e))),
+                    .map_err(to_pg_error),
             );
         }
         CursorStatementHook

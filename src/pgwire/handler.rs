@@ -38,6 +38,7 @@ use super::connection::Activity;
 use super::copy::CopyState;
 use super::cursor::{described_rows, CursorHook, Cursors};
 use super::parser::{deallocate, RoutingParser};
+use super::privilege::GuardHook;
 use super::statement::{CancelRouter, Cancels, Control};
 use super::{into_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
@@ -75,6 +76,10 @@ impl ConnectionHandlers {
         let ctx = Arc::new(ctx);
         let cursors = Arc::new(Cursors::default());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
+            Arc::new(GuardHook {
+                engine: engine.clone(),
+                activity: activity.clone(),
+            }),
             Arc::new(CursorHook {
                 cursors: cursors.clone(),
             }),
@@ -463,8 +468,9 @@ impl ExtendedQueryHandler for Session {
                 return Ok(response);
             }
         }
-        self.check_privilege(&Parsed::Sql(text.clone()))
-            .map_err(to_pg_error)?;
+        if let Some((statement, plan)) = plan {
+            self.check_plan(statement, plan).map_err(to_pg_error)?;
+        }
         let watch = self.control.begin(client);
         let response = watch
             .run(<DfSessionService as ExtendedQueryHandler>::do_query(

@@ -3,17 +3,40 @@
 //! (readers query, writers also insert and copy in, admins also run DDL);
 //! without one (loopback, trust) every session may. A refusal is 42501
 //! naming the role, its group and what it tried.
+//!
+//! sluice's own statements are checked by their parsed form here. What
+//! the query engine runs is checked by [`GuardHook`], which
+//! datafusion-postgres calls with each statement it parsed, before any
+//! other hook or the planner sees it, and by the session with the plan
+//! at Execute ([`crate::query::guard`] decides both): no spelling
+//! (comments, case, EXPLAIN ANALYZE, PREPARE, CTEs) changes what a
+//! statement needs.
 
-use crate::catalog::RoleGroup;
-use crate::error::{Error, Result};
-use crate::sql::{leading_words, CopySource, Parsed};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::common::ParamValues;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_postgres::hooks::{HookClient, QueryHook};
+use pgwire::api::results::Response;
+use pgwire::api::ClientInfo;
+use pgwire::error::PgWireResult;
 
 use super::auth::SUPERUSER;
+use super::connection::Activity;
 use super::handler::Session;
+use super::to_pg_error;
+use crate::catalog::RoleGroup;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::query::guard::{plan_need, statement_need, Need};
+use crate::sql::{CopySource, Parsed};
 
-/// The group a statement needs, and how to name what it does.
-fn needs(parsed: &Parsed) -> (RoleGroup, String) {
-    match parsed {
+/// The group a sluice statement needs, and how to name what it does.
+fn needs(parsed: &Parsed) -> Need {
+    let (group, action) = match parsed {
         Parsed::InsertValues { insert, .. } => (
             RoleGroup::Writer,
             format!("INSERT into \"{}\"", insert.table),
@@ -25,16 +48,14 @@ fn needs(parsed: &Parsed) -> (RoleGroup, String) {
             };
             (RoleGroup::Writer, format!("COPY into \"{target}\""))
         }
-        Parsed::Copy(_)
+        // What DataFusion runs is checked from its parse and plan.
+        Parsed::Sql(_)
+        | Parsed::Copy(_)
         | Parsed::ShowStreams
         | Parsed::ShowPipelines
         | Parsed::ShowSinks
         | Parsed::Savepoint(_)
         | Parsed::ExplainCreateDerived(_) => (RoleGroup::Reader, "read".into()),
-        Parsed::Sql(text) => match leading_words(text, 1).first().map(String::as_str) {
-            Some("INSERT") => (RoleGroup::Writer, "INSERT".into()),
-            _ => (RoleGroup::Reader, "read".into()),
-        },
         Parsed::CreateStream(_)
         | Parsed::CreateDerived(_)
         | Parsed::DropStream(_)
@@ -46,28 +67,89 @@ fn needs(parsed: &Parsed) -> (RoleGroup, String) {
         | Parsed::CreateTableAs(_)
         | Parsed::DropTable(_) => (RoleGroup::Admin, "run DDL".into()),
         Parsed::Role(role) => (RoleGroup::Admin, format!("run {}", role.tag())),
+    };
+    Need { group, action }
+}
+
+/// Refuses `need` if the role logged in to `activity` may not meet it;
+/// an `Err` need is refused for every role.
+fn check(engine: &Engine, activity: &Activity, need: Result<Need>) -> Result<()> {
+    let need = need?;
+    if engine.config.auth.password_file.is_none() {
+        return Ok(());
     }
+    let user = activity.user().unwrap_or_default();
+    if user == SUPERUSER {
+        return Ok(());
+    }
+    let group = engine.role_group(user)?;
+    if group.is_some_and(|g| g >= need.group) {
+        return Ok(());
+    }
+    let has = group.map_or("no group".to_string(), |g| g.name().to_string());
+    Err(Error::InsufficientPrivilege(format!(
+        "permission denied: role \"{user}\" ({has}) may not {}; that needs {}",
+        need.action,
+        need.group.name()
+    )))
 }
 
 impl Session {
     /// Refuses `parsed` if the session's role may not run it.
     pub(super) fn check_privilege(&self, parsed: &Parsed) -> Result<()> {
-        if self.engine.config.auth.password_file.is_none() {
-            return Ok(());
-        }
-        let user = self.activity.user().unwrap_or_default();
-        if user == SUPERUSER {
-            return Ok(());
-        }
-        let (needed, action) = needs(parsed);
-        let group = self.engine.role_group(user)?;
-        if group.is_some_and(|g| g >= needed) {
-            return Ok(());
-        }
-        let has = group.map_or("no group".to_string(), |g| g.name().to_string());
-        Err(Error::InsufficientPrivilege(format!(
-            "permission denied: role \"{user}\" ({has}) may not {action}; that needs {}",
-            needed.name()
-        )))
+        check(&self.engine, &self.activity, Ok(needs(parsed)))
+    }
+
+    /// Refuses a prepared statement of the query engine at Execute, from
+    /// its parse and its plan.
+    pub(super) fn check_plan(&self, statement: &Statement, plan: &LogicalPlan) -> Result<()> {
+        check(&self.engine, &self.activity, statement_need(statement))?;
+        check(&self.engine, &self.activity, plan_need(plan))
+    }
+}
+
+/// The first hook of every session: refuses a statement before the other
+/// hooks (SET, cursors, transactions) or the planner see it.
+pub(super) struct GuardHook {
+    pub(super) engine: Arc<Engine>,
+    pub(super) activity: Arc<Activity>,
+}
+
+#[async_trait]
+impl QueryHook for GuardHook {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        check(&self.engine, &self.activity, statement_need(statement))
+            .err()
+            .map(|e| Err(to_pg_error(e)))
+    }
+
+    /// A refusal at Parse spares the planning; Execute checks the
+    /// statement again with its plan.
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        check(&self.engine, &self.activity, statement_need(statement))
+            .err()
+            .map(|e| Err(to_pg_error(e)))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        _statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        // Checked by the session before datafusion-postgres calls hooks.
+        None
     }
 }

@@ -83,6 +83,7 @@ pub async fn delta_table(
         DeltaSnapshot::Timestamp(t) => builder.with_datestring(t).map_err(not_delta)?,
     };
     let table = builder.load().await.map_err(not_delta)?;
+    check_files_confined(&table)?;
     let pinned = table.table_provider().await?;
     Ok(match snapshot {
         DeltaSnapshot::Latest => Arc::new(LatestDelta {
@@ -92,6 +93,52 @@ pub async fn delta_table(
         }),
         _ => pinned,
     })
+}
+
+/// Refuses (42501) a snapshot whose log names a file outside the table's
+/// directory. Anyone who can write under an allowed location can write a
+/// `_delta_log`, and a reader would then read whatever file its `add`
+/// actions name (`file:///…`, `/…`, `../…`, `%2E%2E/…`, another bucket):
+/// every file the provider will open must be a plain path under the root.
+fn check_files_confined(table: &DeltaTable) -> Result<()> {
+    let snapshot = table
+        .snapshot()
+        .map_err(crate::storage::delta::delta_error)?;
+    for file in snapshot.log_data() {
+        let path = file.path();
+        if !is_under_root(&path) {
+            return Err(Error::InsufficientPrivilege(format!(
+                "the Delta log at {} names the file '{path}', which is not under the table's directory; \
+                 SQL reads only files inside a table's location",
+                table.log_store().root_url()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A relative path with no `..`, `.`, scheme, root or backslash, however
+/// often it is percent-decoded.
+fn is_under_root(path: &str) -> bool {
+    let mut text = path.to_string();
+    for _ in 0..4 {
+        let plain = !text.is_empty()
+            && !text.contains("://")
+            && !text.starts_with('/')
+            && !text.contains('\\')
+            && text.split('/').all(|part| !matches!(part, "" | "." | ".."));
+        if !plain {
+            return false;
+        }
+        let decoded = percent_encoding::percent_decode_str(&text)
+            .decode_utf8_lossy()
+            .into_owned();
+        if decoded == text {
+            return true;
+        }
+        text = decoded;
+    }
+    false
 }
 
 /// A Delta table read at its latest version by every query.
@@ -136,6 +183,7 @@ impl TableProvider for LatestDelta {
                 .update_incremental(None)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
+            check_files_confined(&table)?;
             table.table_provider().await?
         };
         if current.schema().fields() != self.schema.fields() {
@@ -145,5 +193,37 @@ impl TableProvider for LatestDelta {
             .into());
         }
         current.scan(state, projection, filters, limit).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_under_root;
+
+    #[test]
+    fn only_plain_relative_paths_are_under_the_root() {
+        for ok in [
+            "part-0.parquet",
+            "dt=2026-12-08/hour=10/part-0.parquet",
+            "a%20b.parquet",
+            "dt=2026-12-08 10%3A00%3A00/part-0.parquet",
+        ] {
+            assert!(is_under_root(ok), "{ok}");
+        }
+        for bad in [
+            "file:///outside/secret.parquet",
+            "/outside/secret.parquet",
+            "../../secret.parquet",
+            "dt=1/../../../secret.parquet",
+            "%2E%2E/secret.parquet",
+            "%252E%252E/secret.parquet",
+            "s3://other-bucket/key.parquet",
+            "C:\\x.parquet",
+            "./x.parquet",
+            "a//b.parquet",
+            "",
+        ] {
+            assert!(!is_under_root(bad), "{bad}");
+        }
     }
 }

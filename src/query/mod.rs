@@ -4,6 +4,7 @@
 
 pub mod delta_table;
 mod explain;
+pub mod guard;
 mod information_schema;
 mod pg_arrays;
 mod pg_functions;

@@ -60,6 +60,14 @@ fn tokenize(s: &str) -> Result<Vec<Token>> {
         let c = chars[i];
         if c.is_whitespace() {
             i += 1;
+        } else if c == '-' && chars.get(i + 1) == Some(&'-') {
+            // Comments separate tokens, as in the server's grammar.
+            i = chars[i..]
+                .iter()
+                .position(|&ch| ch == '\n')
+                .map_or(chars.len(), |p| i + p + 1);
+        } else if c == '/' && chars.get(i + 1) == Some(&'*') {
+            i = skip_block_comment(&chars, i);
         } else if c == '\'' || ((c == 'E' || c == 'e') && chars.get(i + 1) == Some(&'\'')) {
             let escapes = c != '\'';
             i += if escapes { 2 } else { 1 };
@@ -115,7 +123,7 @@ fn tokenize(s: &str) -> Result<Vec<Token>> {
 /// Parses a COPY statement (the caller has seen that it starts with COPY).
 pub fn parse_copy(stmt: &str) -> Result<CopyStatement> {
     let body = super::strip_comments(stmt).trim_end_matches(';');
-    let after_copy = body[4..].trim_start();
+    let after_copy = super::strip_comments(&body[4..]);
     // `COPY (query) TO STDOUT`: take the query text up to the matching paren.
     let (source, rest) = if after_copy.starts_with('(') {
         let end = matching_paren(after_copy)?;
@@ -170,8 +178,9 @@ pub fn parse_copy(stmt: &str) -> Result<CopyStatement> {
     let from_stdin = match (word(t.next()).as_str(), word(t.next()).as_str()) {
         ("FROM", "STDIN") => true,
         ("TO", "STDOUT") => false,
-        ("FROM", _) | ("TO", _) => return Err(Error::FeatureNotSupported(
-            "COPY reads only FROM STDIN and writes only TO STDOUT (use psql's \\copy for files)"
+        // As PostgreSQL answers a role that may not reach server files.
+        ("FROM", _) | ("TO", _) => return Err(Error::InsufficientPrivilege(
+            "COPY to or from a file is not allowed: the server's files are not SQL's; COPY reads only FROM STDIN and writes only TO STDOUT (use psql's \\copy for files)"
                 .into(),
         )),
         _ => return Err(Error::Syntax("COPY needs FROM STDIN or TO STDOUT".into())),
@@ -251,6 +260,29 @@ pub fn parse_copy(stmt: &str) -> Result<CopyStatement> {
         from_stdin,
         options: options_from(&raw)?,
     })
+}
+
+/// Index just past a (nested) block comment opening at `open`.
+fn skip_block_comment(chars: &[char], open: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = open;
+    while i + 1 < chars.len() {
+        match (chars[i], chars[i + 1]) {
+            ('/', '*') => {
+                depth += 1;
+                i += 2;
+            }
+            ('*', '/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    chars.len()
 }
 
 fn matching_paren(s: &str) -> Result<usize> {
@@ -415,7 +447,7 @@ mod tests {
             parse_copy("COPY t FROM '/etc/passwd'")
                 .unwrap_err()
                 .sqlstate(),
-            "0A000"
+            "42501"
         );
         assert_eq!(
             parse_copy("COPY t FROM STDIN (FORMAT parquet)")

@@ -5,11 +5,11 @@
 
 mod alter;
 mod copy;
+mod depth;
 mod insert;
 mod insert_scan;
 mod pg_names;
 mod psql_compat;
-mod reach;
 mod role;
 mod session;
 mod sink;
@@ -25,13 +25,14 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 pub use alter::{AlterAction, AlterStream, ColumnChange};
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
+pub use depth::MAX_EXPRESSION_DEPTH;
 pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
 pub use psql_compat::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use role::RoleStatement;
 pub use session::{parse_deallocate, Deallocate, Savepoint};
 pub use sink::{CreateSink, CreateTableAs};
 pub use sink_options::{parse_size_bytes, SinkOptions, COMPRESSIONS};
-pub use split::{leading_words, split_statements, strip_comments};
+pub use split::{blank_comments, leading_words, split_statements, strip_comments};
 
 use crate::error::{Error, Result};
 use crate::types::ColumnDef;
@@ -163,6 +164,18 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
     }
     let words = leading_words(stmt, 3);
     let w: Vec<&str> = words.iter().map(String::as_str).collect();
+    if w.first() == Some(&"INSERT") {
+        // The literal fast path scans without recursing; only what it
+        // does not take is parsed as a tree.
+        if let Some(insert) = insert_scan::scan_insert(stmt) {
+            return Ok(Parsed::InsertValues {
+                insert,
+                text: psql_compat::rewrite(stmt).into_owned(),
+            });
+        }
+    }
+    depth::check(stmt)?;
+    let stmt = &*blank_comments(stmt);
     match w.as_slice() {
         ["CREATE", "STREAM", ..] => stream::parse_create_stream(stmt),
         ["EXPLAIN", "CREATE", "STREAM"] => {
@@ -207,16 +220,12 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
             None => Parsed::Sql(psql_compat::rewrite(stmt).into_owned()),
         }),
         ["SELECT" | "WITH", ..] => {
-            reach::check(stmt)?;
             let text = psql_compat::rewrite(stmt);
             Ok(Parsed::Sql(
                 pg_names::rewrite(&text).unwrap_or_else(|| text.into_owned()),
             ))
         }
-        _ => {
-            reach::check(stmt)?;
-            Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned()))
-        }
+        _ => Ok(Parsed::Sql(psql_compat::rewrite(stmt).into_owned())),
     }
 }
 

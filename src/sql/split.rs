@@ -40,14 +40,14 @@ fn push_trimmed<'a>(out: &mut Vec<&'a str>, stmt: &'a str) {
 }
 
 /// `E'...'` strings treat backslash as an escape.
-fn backslash_escapes(bytes: &[u8], quote: usize) -> bool {
+pub(super) fn backslash_escapes(bytes: &[u8], quote: usize) -> bool {
     quote > 0
         && matches!(bytes[quote - 1], b'e' | b'E')
         && (quote < 2 || !(bytes[quote - 2].is_ascii_alphanumeric() || bytes[quote - 2] == b'_'))
 }
 
 /// Index just past the closing quote (a doubled quote is an escaped one).
-fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
+pub(super) fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
     let mut i = open + 1;
     while i < bytes.len() {
         if backslash && bytes[i] == b'\\' {
@@ -66,7 +66,7 @@ fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
     bytes.len()
 }
 
-fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
+pub(super) fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
     let mut depth = 0;
     let mut i = open;
     while i + 1 < bytes.len() {
@@ -87,7 +87,7 @@ fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
 }
 
 /// `$tag$ ... $tag$`; a `$` that does not open a tag (like `$1`) is skipped.
-fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
+pub(super) fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
     let rest = &sql[open + 1..];
     let tag_len = rest
         .bytes()
@@ -105,6 +105,53 @@ fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
         .map_or(sql.len(), |p| body + p + delimiter.len())
 }
 
+/// `sql` with every comment replaced by one space (borrowed when it has
+/// none), so that sluice's own grammars read `DROP/**/STREAM s` as the
+/// server's does.
+pub fn blank_comments(sql: &str) -> std::borrow::Cow<'_, str> {
+    let bytes = sql.as_bytes();
+    let mut out: Option<String> = None;
+    let mut copied = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        let comment_end = match bytes[i] {
+            b'\'' => {
+                i = skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i));
+                continue;
+            }
+            b'"' => {
+                i = skip_quoted(bytes, i, b'"', false);
+                continue;
+            }
+            b'$' => {
+                i = skip_dollar_quoted(sql, i);
+                continue;
+            }
+            b'-' if bytes.get(i + 1) == Some(&b'-') => bytes[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |p| i + p + 1),
+            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_block_comment(bytes, i),
+            _ => {
+                i += 1;
+                continue;
+            }
+        };
+        let text = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+        text.push_str(&sql[copied..i]);
+        text.push(' ');
+        i = comment_end;
+        copied = i;
+    }
+    match out {
+        Some(mut text) => {
+            text.push_str(&sql[copied..]);
+            std::borrow::Cow::Owned(text)
+        }
+        None => std::borrow::Cow::Borrowed(sql),
+    }
+}
+
 /// The statement without leading comments and whitespace.
 pub fn strip_comments(mut s: &str) -> &str {
     loop {
@@ -120,14 +167,37 @@ pub fn strip_comments(mut s: &str) -> &str {
     }
 }
 
-/// The first `n` words of a statement, upper-cased (for routing).
+/// The first `n` words of a statement, upper-cased (for routing). A
+/// comment separates words wherever it stands, as the server's grammar
+/// reads it: `COPY/**/t` is `COPY t`, never one word that routes nowhere.
 pub fn leading_words(stmt: &str, n: usize) -> Vec<String> {
-    strip_comments(stmt)
-        .split(|c: char| c.is_whitespace() || c == '(' || c == ';')
-        .filter(|w| !w.is_empty())
-        .take(n)
-        .map(|w| w.to_ascii_uppercase())
-        .collect()
+    let mut words = Vec::with_capacity(n);
+    let mut rest = stmt;
+    while words.len() < n {
+        loop {
+            let trimmed = strip_comments(rest).trim_start_matches(['(', ';']);
+            if trimmed.len() == rest.len() {
+                break;
+            }
+            rest = trimmed;
+        }
+        let end = rest
+            .char_indices()
+            .find(|&(i, c)| {
+                c.is_whitespace()
+                    || c == '('
+                    || c == ';'
+                    || rest[i..].starts_with("--")
+                    || rest[i..].starts_with("/*")
+            })
+            .map_or(rest.len(), |(i, _)| i);
+        if end == 0 {
+            break;
+        }
+        words.push(rest[..end].to_ascii_uppercase());
+        rest = &rest[end..];
+    }
+    words
 }
 
 #[cfg(test)]
@@ -168,5 +238,28 @@ mod tests {
             leading_words("-- hi\n /* x */ create   stream(a int)", 2),
             vec!["CREATE", "STREAM"]
         );
+        assert_eq!(
+            leading_words("COPY/**/clicks TO '/x'", 3),
+            vec!["COPY", "CLICKS", "TO"]
+        );
+        assert_eq!(
+            leading_words("drop--x\n/* a /* b */ */schema(public", 3),
+            vec!["DROP", "SCHEMA", "PUBLIC"]
+        );
+        assert_eq!(leading_words("((select 1", 2), vec!["SELECT", "1"]);
+        assert!(leading_words("  -- only\n", 1).is_empty());
+    }
+
+    #[test]
+    fn comments_become_spaces_outside_quotes() {
+        assert_eq!(
+            blank_comments("drop/**/stream--x\ns /* a /* b */ */;"),
+            "drop stream s  ;"
+        );
+        let quoted = "SELECT '/*', \"--\", $$--$$ FROM t";
+        assert!(matches!(
+            blank_comments(quoted),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 }

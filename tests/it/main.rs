@@ -14,6 +14,7 @@ mod faults;
 mod firehose;
 mod harness;
 mod hive_readers;
+mod hostile;
 mod http;
 mod http_auth;
 mod kinesis;

@@ -112,3 +112,82 @@ async fn one_session_cannot_drop_what_every_session_shares() {
         1
     );
 }
+
+/// A `_delta_log` written by anyone who can write under an allowed
+/// location names files outside the table (`file://`, an absolute path,
+/// `..`, percent-encoded `..`): the table is refused with 42501 when it is
+/// created, and a later commit that does so fails the query, never
+/// returning the outside file's rows.
+#[tokio::test]
+async fn delta_logs_cannot_name_files_outside_their_table() {
+    let server = Server::start();
+    let client = server.client().await;
+    let clean = server.data_dir().join("sales");
+    crate::delta::delta_py(&["write", clean.to_string_lossy().as_ref()], &[]);
+    let outside = tempfile::tempdir().unwrap();
+    let any_file = std::fs::read_dir(clean.join("region=eu"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let secret = outside.path().join("secret.parquet");
+    std::fs::copy(any_file, &secret).unwrap();
+    let depth = server.data_dir().components().count();
+    let up = "../".repeat(depth + 1);
+    let relative_secret = secret.to_string_lossy().trim_start_matches('/').to_string();
+    let attacks = [
+        format!("file://{}", secret.display()),
+        secret.to_string_lossy().into_owned(),
+        format!("{up}{relative_secret}"),
+        format!("{}{relative_secret}", "%2E%2E/".repeat(depth + 1)),
+    ];
+    let with_add_path = |log: &str, path: &str| -> String {
+        log.lines()
+            .map(|line| {
+                let mut action: serde_json::Value = serde_json::from_str(line).unwrap();
+                if let Some(add) = action.get_mut("add") {
+                    add["path"] = serde_json::Value::String(path.to_string());
+                }
+                action.to_string() + "\n"
+            })
+            .collect()
+    };
+    let commit =
+        |dir: &std::path::Path, version: u32| dir.join(format!("_delta_log/{version:020}.json"));
+    for (i, attack) in attacks.iter().enumerate() {
+        let dir = server.data_dir().join(format!("evil{i}"));
+        let copied = std::process::Command::new("cp")
+            .args(["-r", &clean.to_string_lossy(), &dir.to_string_lossy()])
+            .status()
+            .unwrap();
+        assert!(copied.success());
+        let log = std::fs::read_to_string(commit(&dir, 1)).unwrap();
+        std::fs::write(commit(&dir, 1), with_add_path(&log, attack)).unwrap();
+        let err = client
+            .batch_execute(&format!(
+                "CREATE EXTERNAL TABLE evil{i} STORED AS DELTA LOCATION 'evil{i}'"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&err), "42501", "{attack}: {err:?}");
+        let message = err.as_db_error().map(|e| e.message().to_string());
+        assert!(
+            message.is_some_and(|m| m.contains("not under the table's directory")),
+            "{err:?}"
+        );
+    }
+    // A table created clean whose log later names an outside file.
+    client
+        .batch_execute("CREATE EXTERNAL TABLE sales STORED AS DELTA LOCATION 'sales'")
+        .await
+        .unwrap();
+    assert_eq!(scalar(&client, "SELECT count(*) FROM sales").await, 5);
+    let log = std::fs::read_to_string(commit(&clean, 1)).unwrap();
+    std::fs::write(commit(&clean, 2), with_add_path(&log, &attacks[1])).unwrap();
+    let err = client
+        .query_one("SELECT count(*) FROM sales", &[])
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42501", "{err:?}");
+}

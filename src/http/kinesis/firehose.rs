@@ -102,7 +102,7 @@ async fn put(engine: &Engine, request: &Value, single: bool) -> KResult {
         engine.registry.errors(),
         engine.config.limits.max_statement_bytes,
     )?;
-    let results = store(&stream, &writer, puts).await?;
+    let results = store(&stream, &writer, puts, &engine.config.limits).await?;
     if single {
         return match results.first() {
             Some(RecordResult::Stored { shard, sequence }) => Ok(json!({

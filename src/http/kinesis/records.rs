@@ -55,7 +55,7 @@ pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) 
         }
         decoded.push((key, data));
     }
-    let results = store(&stream, &writer, decoded).await?;
+    let results = store(&stream, &writer, decoded, &engine.config.limits).await?;
     let answer = |r: &RecordResult| match r {
         RecordResult::Stored { shard, sequence } => json!({
             "ShardId": shard_id(*shard),
@@ -97,9 +97,14 @@ pub(in crate::http) async fn store(
     stream: &Stream,
     writer: &Writer,
     puts: Vec<(String, Vec<u8>)>,
+    limits: &crate::config::Limits,
 ) -> Result<Vec<RecordResult>, KinesisError> {
     let count = puts.len();
-    let (users, origin) = kpl::expand(puts);
+    let (users, origin) = kpl::expand(
+        puts,
+        limits.max_request_records,
+        limits.max_request_bytes as usize,
+    )?;
     let results: Vec<RecordResult> = if is_kinesis_shaped(stream) {
         writer.blobs(&users).await?
     } else {
