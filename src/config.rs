@@ -78,6 +78,24 @@ pub struct AccessKeyConfig {
     pub role: String,
 }
 
+impl Config {
+    /// Every file the config names that holds a secret or a key (out of
+    /// SQL's reach even when it lies in the data directory).
+    pub fn secret_files(&self) -> Vec<PathBuf> {
+        let auth = &self.auth;
+        auth.password_file
+            .iter()
+            .cloned()
+            .chain(auth.access_keys.iter().map(|k| k.secret_file.clone()))
+            .chain(
+                self.tls
+                    .iter()
+                    .flat_map(|t| [t.key.clone(), t.cert.clone()]),
+            )
+            .collect()
+    }
+}
+
 /// Reads a secret from a file that only its owner may read or write (a
 /// secret any local user can read is none); trailing newlines dropped.
 pub fn read_secret_file(path: &Path, what: &str) -> Result<String> {

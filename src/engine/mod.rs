@@ -100,7 +100,11 @@ impl Engine {
             }
         }
         registry.set_quarantined(quarantined(&config)?);
-        let policy = LocationPolicy::new(&config.data_dir, &config.auth.allowed_locations)?;
+        let policy = LocationPolicy::new(
+            &config.data_dir,
+            &config.auth.allowed_locations,
+            &config.secret_files(),
+        )?;
         let stores = Arc::new(StoreRegistry::new(config.s3.clone(), policy));
         let catalog = Arc::new(catalog);
         let template = query::template_context(

@@ -154,7 +154,9 @@ impl Engine {
     /// any path a statement names, and made absolute.
     fn postgres_def(&self, mut def: PostgresDef, location: &str) -> Result<PostgresDef> {
         let confine = |path: &str| -> Result<String> {
-            self.stores.policy().check(path, &self.config.data_dir)?;
+            self.stores
+                .policy()
+                .check_secret(path, &self.config.data_dir)?;
             let path = std::path::Path::new(path.strip_prefix("file://").unwrap_or(path));
             let absolute = if path.is_absolute() {
                 path.to_path_buf()

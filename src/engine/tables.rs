@@ -138,6 +138,9 @@ impl Engine {
             return Ok((skipped, 0));
         }
         let managed = ctas.location.is_none();
+        if managed {
+            directory_name(&ctas.name)?;
+        }
         let text = ctas
             .location
             .clone()
@@ -322,4 +325,26 @@ impl Engine {
             return;
         }
     }
+}
+
+/// Refuses (42602) a table name that cannot be a directory of its own in
+/// the warehouse: `"."` would make the warehouse itself the table's
+/// directory (and DROP TABLE delete every table's files), `".."` its
+/// parent, a `/` a path elsewhere.
+fn directory_name(name: &str) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidName(format!(
+            "table name \"{name}\" {why}: CREATE TABLE … AS without a LOCATION keeps the table in a directory of that name; rename it or give a LOCATION"
+        )))
+    };
+    if matches!(name, "" | "." | "..") {
+        return bad("names no directory of its own");
+    }
+    if name.contains(['/', '\\', '\0']) {
+        return bad("holds a path separator or NUL");
+    }
+    if name.len() > 255 {
+        return bad("is longer than a file name may be (255 bytes)");
+    }
+    Ok(())
 }

@@ -31,6 +31,10 @@ pub enum Error {
     /// 42703: a column that does not exist.
     #[error("{0}")]
     UndefinedColumn(String),
+    /// 42602: a name that cannot be used (it would become a path that is
+    /// not the object's own).
+    #[error("{0}")]
+    InvalidName(String),
     /// 42701: ADD COLUMN of a name the stream has (or had).
     #[error("{0}")]
     DuplicateColumn(String),
@@ -140,6 +144,7 @@ pub enum ErrorKind {
     /// A statement the grammar takes but that names something wrongly (42000).
     SyntaxOrAccess,
     UndefinedColumn,
+    InvalidName,
     DuplicateColumn,
     AmbiguousColumn,
     UndefinedFunction,
@@ -189,6 +194,7 @@ impl ErrorKind {
             ErrorKind::Syntax => "42601",
             ErrorKind::SyntaxOrAccess => "42000",
             ErrorKind::UndefinedColumn => "42703",
+            ErrorKind::InvalidName => "42602",
             ErrorKind::DuplicateColumn => "42701",
             ErrorKind::AmbiguousColumn => "42702",
             ErrorKind::UndefinedFunction => "42883",
@@ -272,6 +278,7 @@ impl Error {
             Error::DuplicateTable(_) => ErrorKind::DuplicateTable,
             Error::Syntax(_) => ErrorKind::Syntax,
             Error::UndefinedColumn(_) => ErrorKind::UndefinedColumn,
+            Error::InvalidName(_) => ErrorKind::InvalidName,
             Error::DuplicateColumn(_) => ErrorKind::DuplicateColumn,
             Error::InvalidText(_) => ErrorKind::InvalidText,
             Error::BadCopyFormat(_) => ErrorKind::BadCopyFormat,
@@ -337,6 +344,7 @@ impl Error {
             Error::DuplicateTable(n) => Error::DuplicateTable(n.clone()),
             Error::Syntax(_) => Error::Syntax(msg),
             Error::UndefinedColumn(_) => Error::UndefinedColumn(msg),
+            Error::InvalidName(_) => Error::InvalidName(msg),
             Error::DuplicateColumn(_) => Error::DuplicateColumn(msg),
             Error::InvalidText(_) => Error::InvalidText(msg),
             Error::BadCopyFormat(_) => Error::BadCopyFormat(msg),

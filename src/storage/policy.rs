@@ -6,6 +6,13 @@
 //! is refused, and the deepest existing ancestor is canonicalised, so a
 //! symlink out of an allowed directory leads nowhere. S3 buckets must be
 //! listed explicitly: the server's credentials are not everyone's.
+//!
+//! Inside the data directory, sluice's own files are not SQL's: the
+//! catalog, stream logs (which still hold columns pipelines drop), spill
+//! files, quarantined logs and `secrets/`, plus every secret the config
+//! names (password and key files, the TLS key). A location that is one of
+//! them, lies under one, or holds one (the data directory itself) is
+//! refused, since a table over a directory lists all it holds.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -17,16 +24,33 @@ pub struct LocationPolicy {
     local: Vec<PathBuf>,
     /// `s3://bucket/prefix/` prefixes, each ending in '/'.
     s3: Vec<String>,
+    /// Canonical paths of sluice's own files and directories.
+    reserved: Vec<PathBuf>,
 }
 
+/// What sluice keeps in its data directory, out of SQL's reach.
+pub const RESERVED_IN_DATA_DIR: [&str; 5] =
+    ["catalog.redb", "streams", "tmp", "quarantine", "secrets"];
+
 impl LocationPolicy {
-    /// The data dir plus `allowed` (as configured). Local entries that do
+    /// The data dir plus `allowed` (as configured), without sluice's own
+    /// files and the `secrets` the config names. Local entries that do
     /// not exist yet are kept as written (absolute), and must be
     /// canonical already.
-    pub fn new(data_dir: &Path, allowed: &[String]) -> Result<LocationPolicy> {
+    pub fn new(data_dir: &Path, allowed: &[String], secrets: &[PathBuf]) -> Result<LocationPolicy> {
         let mut policy = LocationPolicy::default();
         std::fs::create_dir_all(data_dir)?;
-        policy.local.push(data_dir.canonicalize()?);
+        let data_dir = data_dir.canonicalize()?;
+        policy.reserved = RESERVED_IN_DATA_DIR
+            .iter()
+            .map(|name| data_dir.join(name))
+            .chain(
+                secrets
+                    .iter()
+                    .map(|path| canonical_prefix(&data_dir.join(path))),
+            )
+            .collect();
+        policy.local.push(data_dir);
         for entry in allowed {
             if let Some(rest) = entry
                 .strip_prefix("s3://")
@@ -87,6 +111,16 @@ impl LocationPolicy {
             data_dir.join(path)
         };
         let resolved = canonical_prefix(&absolute);
+        if let Some(own) = self
+            .reserved
+            .iter()
+            .find(|own| resolved.starts_with(own) || own.starts_with(&resolved))
+        {
+            return Err(refused(&format!(
+                "reaches {}, which is sluice's own (catalog, stream logs, spill files, secrets)",
+                own.display()
+            )));
+        }
         if self
             .local
             .iter()
@@ -96,6 +130,21 @@ impl LocationPolicy {
         } else {
             Err(refused("is outside the allowed directories"))
         }
+    }
+
+    /// Refuses (42501) a file a sink reads a secret from (`password_file`)
+    /// unless it is in the data directory's `secrets/` (where no table
+    /// can reach it) or where SQL may read.
+    pub fn check_secret(&self, text: &str, data_dir: &Path) -> Result<()> {
+        let path = PathBuf::from(text.strip_prefix("file://").unwrap_or(text));
+        let in_secrets = !has_parent_dir(&path)
+            && self.local.first().is_some_and(|data| {
+                canonical_prefix(&data_dir.join(&path)).starts_with(data.join("secrets"))
+            });
+        if in_secrets {
+            return Ok(());
+        }
+        self.check(text, data_dir)
     }
 }
 
@@ -142,6 +191,7 @@ mod tests {
         let policy = LocationPolicy::new(
             &data,
             &[shared.display().to_string(), "s3://lake/clicks".into()],
+            &[tmp.path().join("sluice.pw"), "keys/etl.key".into()],
         )
         .unwrap();
         for ok in [
@@ -167,10 +217,29 @@ mod tests {
             "s3://lake/clicksx/",
             "gs://b/x",
             "file:///etc",
+            "",
+            ".",
+            "catalog.redb",
+            "streams",
+            "streams/1/00000000.seg",
+            "tmp/spill",
+            "secrets/etl.pw",
+            "./secrets",
+            "keys/etl.key",
+            "keys",
         ] {
             let err = policy.check(bad, &data).unwrap_err();
             assert_eq!(err.sqlstate(), "42501", "{bad}: {err}");
         }
+        policy
+            .check(&data.display().to_string(), &data)
+            .unwrap_err();
+        policy.check_secret("secrets/etl.pw", &data).unwrap();
+        policy.check_secret("lake/etl.pw", &data).unwrap();
+        policy
+            .check_secret("secrets/../catalog.redb", &data)
+            .unwrap_err();
+        policy.check_secret("/etc/shadow", &data).unwrap_err();
     }
 
     #[test]
@@ -178,7 +247,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let data = tmp.path().join("data");
         std::fs::create_dir_all(&data).unwrap();
-        let policy = LocationPolicy::new(&data, &[]).unwrap();
+        let policy = LocationPolicy::new(&data, &[], &[]).unwrap();
         std::os::unix::fs::symlink("/etc", data.join("etc")).unwrap();
         let err = policy.check("etc/passwd", &data).unwrap_err();
         assert_eq!(err.sqlstate(), "42501");

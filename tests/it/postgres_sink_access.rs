@@ -88,6 +88,17 @@ async fn the_password_comes_from_a_file_and_a_wrong_one_is_shown() {
     assert_exactly_once(target_values(&pg).await, 0..100);
     let log = std::fs::read_to_string(data.with_extension("log")).unwrap();
     assert!(!log.contains("right horse"), "the password is never logged");
+    // The sink reads secrets/, but no table can: not the file, not the
+    // directory, not the data directory that holds it.
+    for location in ["secrets/etl.pw", "secrets", "secrets/", "."] {
+        let e = client
+            .batch_execute(&format!(
+                "CREATE EXTERNAL TABLE pw (line TEXT) STORED AS CSV LOCATION '{location}'"
+            ))
+            .await
+            .unwrap_err();
+        assert_eq!(sqlstate(&e), "42501", "{location}: {e:?}");
+    }
 }
 
 /// `sslmode=verify-full` with `sslrootcert`: the rows travel over TLS (the
