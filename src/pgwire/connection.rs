@@ -121,6 +121,8 @@ impl Activity {
 pub struct SessionLimits {
     pub startup: Duration,
     pub idle: Option<Duration>,
+    /// The largest message a client may send (a statement and its slack).
+    pub max_message_bytes: usize,
 }
 
 /// Serves one socket until the client leaves, its session expires, or
@@ -138,11 +140,17 @@ pub async fn serve(
     let std = socket.into_std()?;
     let notice = TcpStream::from_std(std.try_clone()?)?;
     let socket = TcpStream::from_std(std)?;
-    // pgwire's decoder panics on some malformed lengths (a message shorter
-    // than its own length field); the panic ends this connection only, and
-    // the client is told why, as PostgreSQL would.
+    // Malformed messages are stopped before pgwire decodes them
+    // (`frames`); a panic anywhere else in the protocol task still ends
+    // this connection only, and the client is told why.
     let mut connection = Box::pin(
-        AssertUnwindSafe(super::socket::process_socket(socket, tls, handlers)).catch_unwind(),
+        AssertUnwindSafe(super::socket::process_socket(
+            socket,
+            tls,
+            handlers,
+            limits.max_message_bytes,
+        ))
+        .catch_unwind(),
     );
     enum First {
         Ended(std::thread::Result<std::io::Result<()>>),

@@ -8,6 +8,7 @@ mod auth;
 mod connection;
 mod copy;
 mod cursor;
+mod frames;
 mod handler;
 mod parser;
 mod privilege;
@@ -54,6 +55,11 @@ pub async fn serve(
     let session_limits = connection::SessionLimits {
         startup: Duration::from_millis(limits.startup_timeout_ms.max(1)),
         idle: Some(Duration::from_millis(limits.idle_session_timeout_ms)).filter(|d| !d.is_zero()),
+        // A Parse or Query of the largest statement, with room for its
+        // other fields.
+        max_message_bytes: usize::try_from(limits.max_statement_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(64 << 10),
     };
     let connections = Arc::new(pgwire::api::ConnectionManager::new());
     let cancels = Arc::new(statement::Cancels::default());

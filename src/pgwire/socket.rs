@@ -6,7 +6,8 @@
 //! PostgreSQL writes its output when it has to wait for the client; this
 //! loop does the same: while the next message is already buffered, writes
 //! are held in memory (bounded by [`CORK_MAX_BYTES`]), and everything goes
-//! out before the connection waits for input.
+//! out before the connection waits for input. Every byte read passes
+//! [`FrameCheck`] before pgwire's decoder sees it.
 
 use std::io;
 use std::pin::Pin;
@@ -16,11 +17,14 @@ use std::time::Duration;
 use bytes::{Buf, BytesMut};
 use futures::{SinkExt, StreamExt};
 use pgwire::api::{ClientInfo, ErrorHandler, PgWireConnectionState, PgWireServerHandlers};
-use pgwire::messages::PgWireFrontendMessage;
+use pgwire::error::ErrorInfo;
+use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::tokio::server::{negotiate_tls, process_error, process_message, MaybeTls};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_util::codec::{Framed, FramedParts};
+
+use super::frames::FrameCheck;
 
 /// Most bytes held back before they are written anyway.
 const CORK_MAX_BYTES: usize = 64 * 1024;
@@ -34,6 +38,7 @@ pub async fn process_socket<H: PgWireServerHandlers>(
     socket: TcpStream,
     tls: Option<pgwire::tokio::TlsAcceptor>,
     handlers: H,
+    max_message_bytes: usize,
 ) -> io::Result<()> {
     let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
     tokio::pin!(startup_deadline);
@@ -46,8 +51,15 @@ pub async fn process_socket<H: PgWireServerHandlers>(
         return Ok(());
     };
     let parts = framed.into_parts();
-    let mut corked = FramedParts::new(Corked::new(parts.io), parts.codec);
-    corked.read_buf = parts.read_buf;
+    let mut io = Corked::new(parts.io, FrameCheck::new(max_message_bytes));
+    let mut read_buf = parts.read_buf;
+    // What TLS negotiation read ahead is checked like any later bytes.
+    if let Err((at, why)) = io.check.feed(&read_buf) {
+        read_buf.truncate(at);
+        io.violation = Some(why);
+    }
+    let mut corked = FramedParts::new(io, parts.codec);
+    corked.read_buf = read_buf;
     corked.write_buf = parts.write_buf;
     let mut socket = Framed::from_parts(corked);
 
@@ -72,6 +84,14 @@ pub async fn process_socket<H: PgWireServerHandlers>(
             socket.next().await
         };
         let Some(Ok(message)) = next else {
+            if let Some(why) = socket.get_mut().violation.take() {
+                // As PostgreSQL answers a malformed message, then closes.
+                let error = ErrorInfo::new("FATAL".into(), "08P01".into(), why);
+                socket.get_mut().corked = false;
+                socket
+                    .send(PgWireBackendMessage::ErrorResponse(error.into()))
+                    .await?;
+            }
             break;
         };
         // A Terminate: the client waits for the server to close.
@@ -123,14 +143,21 @@ struct Corked {
     io: MaybeTls,
     held: BytesMut,
     corked: bool,
+    /// Follows the client's messages; reading stops before the first
+    /// malformed one.
+    check: FrameCheck,
+    /// Why reading stopped, for the FATAL 08P01.
+    violation: Option<String>,
 }
 
 impl Corked {
-    fn new(io: MaybeTls) -> Corked {
+    fn new(io: MaybeTls, check: FrameCheck) -> Corked {
         Corked {
             io,
             held: BytesMut::new(),
             corked: false,
+            check,
+            violation: None,
         }
     }
 
@@ -153,7 +180,18 @@ impl AsyncRead for Corked {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+        let this = self.get_mut();
+        // After a malformed message the stream ends for the decoder.
+        if this.violation.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if let Err((at, why)) = this.check.feed(&buf.filled()[before..]) {
+            buf.set_filled(before + at);
+            this.violation = Some(why);
+        }
+        Poll::Ready(Ok(()))
     }
 }
 

@@ -247,3 +247,85 @@ async fn runtime_settings_cannot_be_changed_by_any_role() {
         .await
         .unwrap();
 }
+
+/// A raw connection that has logged in (trust): startup sent, answers
+/// read up to ReadyForQuery.
+async fn logged_in(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut socket = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut body = 196_608u32.to_be_bytes().to_vec();
+    body.extend_from_slice(b"user\0sluice\0database\0sluice\0\0");
+    let mut startup = (body.len() as i32 + 4).to_be_bytes().to_vec();
+    startup.extend_from_slice(&body);
+    socket.write_all(&startup).await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.windows(6).any(|w| w == b"Z\0\0\0\x05I") {
+        let mut chunk = [0u8; 4096];
+        let n = socket.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed during startup");
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    socket
+}
+
+/// Everything the server sends until it closes the connection.
+async fn until_closed(socket: &mut tokio::net::TcpStream) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        socket.read_to_end(&mut out),
+    );
+    let _ = read.await;
+    out
+}
+
+/// Malformed protocol messages (a Bind whose counts run past its end,
+/// lengths shorter than the length field, unknown types, random bytes)
+/// get FATAL 08P01 and a closed connection; pgwire never decodes them, so
+/// nothing panics, and other clients are served throughout.
+#[tokio::test]
+async fn malformed_messages_get_08p01_and_nothing_panics() {
+    use tokio::io::AsyncWriteExt;
+    let server = Server::start();
+    let client = server.client().await;
+    let mut bind_past_end = b"B\0\0\0\x0c\0\0".to_vec();
+    bind_past_end.extend_from_slice(&[0, 1, 0, 0, 0, 9]);
+    let named = [
+        bind_past_end,
+        b"B\0\0\0\x02".to_vec(),
+        b"P\0\0\0\x05\0".to_vec(),
+        b"Z\0\0\0\x04".to_vec(),
+        b"Q\0\0\0\x09SELECT 1".to_vec(),
+    ];
+    for message in &named {
+        let mut socket = logged_in(server.pg_addr).await;
+        socket.write_all(message).await.unwrap();
+        let answer = until_closed(&mut socket).await;
+        let text = String::from_utf8_lossy(&answer);
+        assert!(
+            text.contains("FATAL") && text.contains("08P01"),
+            "{message:?}: {text}"
+        );
+    }
+    // Random bytes after login, over many connections.
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    for _ in 0..300 {
+        let mut socket = logged_in(server.pg_addr).await;
+        let mut bytes = Vec::new();
+        for _ in 0..64 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            bytes.push(state as u8);
+        }
+        // A known type first, so the body is what is random.
+        bytes[0] = b"PBDECQSHdcf"[(state % 11) as usize];
+        let _ = socket.write_all(&bytes).await;
+        let _ = socket.shutdown().await;
+        until_closed(&mut socket).await;
+    }
+    assert_eq!(scalar(&client, "SELECT 1 + 1").await, 2);
+    let log = std::fs::read_to_string(server.data_dir().with_extension("log")).unwrap();
+    assert!(!log.contains("panicked"), "{log}");
+}
