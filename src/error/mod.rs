@@ -95,6 +95,9 @@ pub enum Error {
     /// recursive phases (parsing, planning, executing) may go.
     #[error("{0}")]
     TooComplex(String),
+    /// 54011: a select list or VALUES row wider than PostgreSQL allows.
+    #[error("{0}")]
+    TooManyColumns(String),
     /// 55P02: a setting no session may change (it would move the server's
     /// files or resources).
     #[error("{0}")]
@@ -168,6 +171,8 @@ pub enum ErrorKind {
     ProgramLimit,
     /// Expressions nested too deep (54001).
     TooComplex,
+    /// A target list wider than allowed (54011).
+    TooManyColumns,
     /// A setting that cannot be changed (55P02).
     CantChangeSetting,
     Canceled,
@@ -218,6 +223,7 @@ impl ErrorKind {
             ErrorKind::ProgramLimit => "54000",
             ErrorKind::TooComplex => "54001",
             ErrorKind::CantChangeSetting => "55P02",
+            ErrorKind::TooManyColumns => "54011",
             ErrorKind::Canceled => "57014",
             ErrorKind::ShuttingDown => "57P01",
             ErrorKind::ProtocolViolation => "08P01",
@@ -299,6 +305,7 @@ impl Error {
             Error::ProgramLimit(_) => ErrorKind::ProgramLimit,
             Error::TooComplex(_) => ErrorKind::TooComplex,
             Error::CantChangeSetting(_) => ErrorKind::CantChangeSetting,
+            Error::TooManyColumns(_) => ErrorKind::TooManyColumns,
             Error::Canceled(_) => ErrorKind::Canceled,
             Error::ShuttingDown => ErrorKind::ShuttingDown,
             Error::Corrupt(_) => ErrorKind::Corrupt,
@@ -368,6 +375,7 @@ impl Error {
             Error::ProgramLimit(_) => Error::ProgramLimit(msg),
             Error::TooComplex(_) => Error::TooComplex(msg),
             Error::CantChangeSetting(_) => Error::CantChangeSetting(msg),
+            Error::TooManyColumns(_) => Error::TooManyColumns(msg),
             Error::Canceled(_) => Error::Canceled(msg),
             Error::ShuttingDown => Error::ShuttingDown,
             Error::Corrupt(d) => Error::Corrupt(d.clone()),

@@ -39,7 +39,7 @@ use super::copy::CopyState;
 use super::cursor::{described_rows, CursorHook, Cursors};
 use super::parser::{deallocate, RoutingParser};
 use super::privilege::GuardHook;
-use super::statement::{CancelRouter, Cancels, Control};
+use super::statement::{in_place, CancelRouter, Cancels, Control, HEAVY_STATEMENT_BYTES};
 use super::{into_error, to_pg_error};
 use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
@@ -344,12 +344,15 @@ impl Session {
         // lost client: a sluice statement is bounded, and an append cut
         // off after its request reached the log would still be stored.
         let watch = self.control.begin(client);
-        let responses = watch
-            .run(<DfSessionService as SimpleQueryHandler>::do_query(
+        let heavy = text.len() > HEAVY_STATEMENT_BYTES;
+        let responses = in_place(
+            heavy,
+            watch.run(<DfSessionService as SimpleQueryHandler>::do_query(
                 &self.df, client, &text,
-            ))
-            .await
-            .map_err(|e| self.explain(&text, e))?;
+            )),
+        )
+        .await
+        .map_err(|e| self.explain(&text, e))?;
         Ok(watch.guard(responses, &self.activity))
     }
 

@@ -14,6 +14,7 @@ use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::PgWireResult;
 
 use super::handler::{writer, DfStatement};
+use super::statement::{in_place, HEAVY_STATEMENT_BYTES};
 use super::{map_pg_error, to_pg_error};
 use crate::engine::Engine;
 use crate::error::Error;
@@ -106,11 +107,12 @@ impl QueryParser for RoutingParser {
             }
         }
         match parsed.as_query() {
-            Some(query) => self
-                .df_parser
-                .parse_sql(client, &query, types)
-                .await
-                .map_err(map_pg_error),
+            Some(query) => in_place(
+                query.len() > HEAVY_STATEMENT_BYTES,
+                self.df_parser.parse_sql(client, &query, types),
+            )
+            .await
+            .map_err(map_pg_error),
             None => Ok(Some((stmt.to_string(), None))),
         }
     }

@@ -31,7 +31,7 @@ use super::to_pg_error;
 use crate::catalog::RoleGroup;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::query::guard::{plan_need, statement_need, Need};
+use crate::query::guard::{check_width, plan_need, statement_need, Need};
 use crate::sql::{CopySource, Parsed};
 
 /// The group a sluice statement needs, and how to name what it does.
@@ -123,7 +123,8 @@ impl QueryHook for GuardHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        check(&self.engine, &self.activity, statement_need(statement))
+        check_width(statement)
+            .and_then(|()| check(&self.engine, &self.activity, statement_need(statement)))
             .err()
             .map(|e| Err(to_pg_error(e)))
     }
@@ -136,7 +137,8 @@ impl QueryHook for GuardHook {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        check(&self.engine, &self.activity, statement_need(statement))
+        check_width(statement)
+            .and_then(|()| check(&self.engine, &self.activity, statement_need(statement)))
             .err()
             .map(|e| Err(to_pg_error(e)))
     }

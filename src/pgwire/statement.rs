@@ -26,6 +26,25 @@ use super::connection::{Activity, Busy};
 use super::{map_pg_error, to_pg_error};
 use crate::error::Error;
 
+/// Statements longer than this are parsed and planned with the worker
+/// thread handed over ([`in_place`]): planning grows faster than the text
+/// (a wide select list is quadratic), and a worker busy for seconds would
+/// stall every connection and the accept loop scheduled on it.
+pub const HEAVY_STATEMENT_BYTES: usize = 16 << 10;
+
+/// Runs `work` to its end; a `heavy` one on this thread while the runtime
+/// moves the worker's other tasks to another thread (`block_in_place`),
+/// so new connections and other sessions are served meanwhile.
+pub async fn in_place<F: Future>(heavy: bool, work: F) -> F::Output {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let handle = Handle::current();
+    if heavy && handle.runtime_flavor() == RuntimeFlavor::MultiThread {
+        tokio::task::block_in_place(|| handle.block_on(work))
+    } else {
+        work.await
+    }
+}
+
 /// How often a running statement checks that its client is still there.
 const PEER_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 

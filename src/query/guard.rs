@@ -78,6 +78,48 @@ fn shared_object_refused(what: &str) -> Error {
     ))
 }
 
+/// PostgreSQL's bound on a select list (and a VALUES row): wider ones
+/// get 54011. The planner's work grows with the square of the width.
+pub const MAX_TARGET_LIST_ENTRIES: usize = 1664;
+
+/// Refuses (54011) a statement with a select list or VALUES row wider
+/// than [`MAX_TARGET_LIST_ENTRIES`], before it is planned.
+pub fn check_width(stmt: &Statement) -> Result<()> {
+    use datafusion::sql::sqlparser::ast::Visit;
+    struct Width;
+    impl datafusion::sql::sqlparser::ast::Visitor for Width {
+        type Break = usize;
+        fn pre_visit_query(&mut self, query: &Query) -> std::ops::ControlFlow<usize> {
+            match widest(&query.body) {
+                w if w > MAX_TARGET_LIST_ENTRIES => std::ops::ControlFlow::Break(w),
+                _ => std::ops::ControlFlow::Continue(()),
+            }
+        }
+    }
+    match stmt.visit(&mut Width) {
+        std::ops::ControlFlow::Break(width) => Err(Error::TooManyColumns(format!(
+            "target lists can have at most {MAX_TARGET_LIST_ENTRIES} entries (this one has {width})"
+        ))),
+        std::ops::ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The widest select list or VALUES row of `body` (nested queries are
+/// visited on their own).
+fn widest(body: &SetExpr) -> usize {
+    match body {
+        SetExpr::Select(select) => select.projection.len(),
+        SetExpr::Values(values) => values
+            .rows
+            .iter()
+            .map(|row| row.content.len())
+            .max()
+            .unwrap_or(0),
+        SetExpr::SetOperation { left, right, .. } => widest(left).max(widest(right)),
+        _ => 0,
+    }
+}
+
 /// What `stmt` needs; an error if no session may run it.
 pub fn statement_need(stmt: &Statement) -> Result<Need> {
     Ok(match stmt {
@@ -273,7 +315,12 @@ pub fn plan_need(plan: &LogicalPlan) -> Result<Need> {
 /// cursor's query, `CREATE TABLE … AS` and the like): anything that
 /// writes, defines or sets is refused before it runs.
 pub async fn plan_read_only(state: &SessionState, sql: &str) -> Result<LogicalPlan> {
-    let plan = state.create_logical_plan(sql).await?;
+    let dialect = state.config().options().sql_parser.dialect;
+    let statement = state.sql_to_statement(sql, &dialect)?;
+    if let datafusion::sql::parser::Statement::Statement(parsed) = &statement {
+        check_width(parsed)?;
+    }
+    let plan = state.statement_to_plan(statement).await?;
     let need = plan_need(&plan)?;
     if need.group != RoleGroup::Reader {
         return Err(Error::Syntax(format!(

@@ -329,3 +329,61 @@ async fn malformed_messages_get_08p01_and_nothing_panics() {
     let log = std::fs::read_to_string(server.data_dir().with_extension("log")).unwrap();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// Parse and Bind of 65,535 parameters (the protocol's most): a select
+/// list that wide gets 54011 as on PostgreSQL (the planner's work grows
+/// with its square), a long IN list runs, and other clients connect and
+/// are answered while such statements are planned.
+#[tokio::test]
+async fn statements_of_65535_parameters_are_answered_and_others_served() {
+    let server = Server::start();
+    let client = server.client().await;
+    client
+        .batch_execute("CREATE STREAM p (a INT)")
+        .await
+        .unwrap();
+    let values: Vec<i32> = (0..65_535).collect();
+    let casts = |n: usize| {
+        (1..=n)
+            .map(|i| format!("${i}::int"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let wide = format!("SELECT {}", casts(65_535));
+    let heavy = {
+        let client = server.client().await;
+        let values = values.clone();
+        tokio::spawn(async move {
+            let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+                .iter()
+                .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+                .collect();
+            client.query(&wide, &params).await.map(|_| ())
+        })
+    };
+    // Others are served meanwhile.
+    for _ in 0..3 {
+        let other = server.client().await;
+        assert_eq!(scalar(&other, "SELECT 7::BIGINT").await, 7);
+    }
+    let err = heavy.await.unwrap().unwrap_err();
+    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = values
+        .iter()
+        .map(|v| v as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect();
+    assert_eq!(sqlstate(&err), "54011", "{err:?}");
+    let in_list = format!("SELECT count(*) FROM p WHERE a IN ({})", casts(5000));
+    let rows = client.query(&in_list, &params[..5000]).await.unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), 0);
+    let insert = format!(
+        "INSERT INTO p VALUES {}",
+        (1..=2000)
+            .map(|i| format!("(${i}::int)"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    assert_eq!(
+        client.execute(&insert, &params[..2000]).await.unwrap(),
+        2000
+    );
+}
