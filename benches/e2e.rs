@@ -12,8 +12,11 @@
 //! two minutes: a smoke test, not a measurement. `SLUICE_BENCH_ROWS` and
 //! `SLUICE_BENCH_SECONDS` override the sizes; `SLUICE_BENCH_PHASES` (a
 //! comma-separated list of ingest, transform, delivery, delta,
-//! destinations, evolution; `insert` is the ingest phase's INSERT steps
-//! alone) runs only those.
+//! destinations, evolution, hostile; `insert` is the ingest phase's
+//! INSERT steps alone) runs only those. `hostile` is a soak, not a
+//! measurement: random protocol messages and attack statements, and the
+//! run fails if the server panics, writes outside its data directory or
+//! changes a row.
 
 mod common;
 mod suite;
@@ -66,6 +69,10 @@ async fn main() {
     if run("evolution") {
         eprintln!("schema evolution …");
         rows.extend(suite::evolution::run(scale).await);
+    }
+    if run("hostile") {
+        eprintln!("hostile input …");
+        rows.extend(suite::hostile::run(scale).await);
     }
 
     println!(

@@ -30,11 +30,19 @@ pub struct Sluice {
 /// Starts the `sluice` binary built with this bench (release under
 /// `cargo bench`, debug under `cargo test --bench`), or `SLUICE_BIN`.
 pub fn start_sluice() -> Sluice {
+    start_sluice_with(None, None)
+}
+
+/// [`start_sluice`] with `config` (a `sluice.toml` written beside the
+/// data directory, in the temporary directory) and the server's log in
+/// `log` instead of this process's stderr.
+pub fn start_sluice_with(config: Option<&Path>, log: Option<&Path>) -> Sluice {
     let bin = std::env::var("SLUICE_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_BIN_EXE_sluice")));
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(&bin)
+    let mut command = Command::new(&bin);
+    command
         .args([
             "serve",
             "--pg-addr",
@@ -45,7 +53,14 @@ pub fn start_sluice() -> Sluice {
         ])
         .arg(dir.path())
         .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
+        .stdout(Stdio::piped());
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    if let Some(log) = log {
+        command.stderr(std::fs::File::create(log).expect("server log"));
+    }
+    let mut child = command
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
     let mut line = String::new();

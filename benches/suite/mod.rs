@@ -7,6 +7,7 @@ pub mod delivery;
 pub mod delta;
 pub mod destinations;
 pub mod evolution;
+pub mod hostile;
 pub mod ingest;
 mod insert;
 pub mod transform;
