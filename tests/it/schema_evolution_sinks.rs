@@ -274,3 +274,69 @@ async fn a_delta_sink_follows_added_and_dropped_columns() {
     );
     assert_eq!(count(&client, "SELECT count(*) FROM lake").await, 250);
 }
+
+/// `ALTER STREAM … ADD COLUMN` under a PostgreSQL sink whose target
+/// table lacks the column: the sink keeps delivering the columns the
+/// target has (it used to stall, retrying "column does not exist"), and
+/// once the target gains the column its values arrive too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_sink_delivers_the_columns_its_target_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pg = crate::postgres_sink::with_target(tmp.path()).await;
+    let server = Server::start();
+    let client = server.client().await;
+    crate::postgres_sink::clicks_with(&client, 10).await;
+    client
+        .batch_execute(&format!(
+            "CREATE SINK pg FROM clicks WITH (location = '{}', table = 'clicks_pg', batch_interval = '100 ms')",
+            pg.url()
+        ))
+        .await
+        .unwrap();
+    client.batch_execute("FLUSH SINK pg").await.unwrap();
+    run_all(
+        &client,
+        &[
+            "ALTER STREAM clicks ADD COLUMN country TEXT".into(),
+            insert_with(10, 20, "200", "fr"),
+        ],
+    )
+    .await;
+    client.batch_execute("FLUSH SINK pg").await.unwrap();
+    assert_eq!(
+        crate::postgres_sink::target_values(&pg).await,
+        (0..20).collect::<Vec<i64>>()
+    );
+    let target = pg.client().await;
+    target
+        .batch_execute("ALTER TABLE clicks_pg ADD COLUMN country text")
+        .await
+        .unwrap();
+    let mut next = 20;
+    wait_for(
+        "the new column's values in the target",
+        Duration::from_secs(40),
+        async || {
+            client
+                .batch_execute(&insert_with(next, next + 1, "200", "de"))
+                .await
+                .unwrap();
+            next += 1;
+            client.batch_execute("FLUSH SINK pg").await.unwrap();
+            let de = target
+                .query_one("SELECT count(*) FROM clicks_pg WHERE country = 'de'", &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0);
+            de > 0
+        },
+    )
+    .await;
+    let values = crate::postgres_sink::target_values(&pg).await;
+    assert_eq!(values, (0..next).collect::<Vec<i64>>(), "each row once");
+    assert_eq!(
+        count(&client, "SELECT count(*) FROM sluice.errors").await,
+        0,
+        "no row refused"
+    );
+}

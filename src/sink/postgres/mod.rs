@@ -52,7 +52,7 @@ pub async fn prepare(def: &SinkDef, source: &Schema, validate: bool) -> Result<(
     let target = Target::new(def)?;
     match target.connect().await {
         Ok(client) => {
-            target.plan(&client, source, &def.source).await?;
+            target.plan(&client, source, &def.source, true).await?;
             Ok(())
         }
         Err(e) if validate => Err(e),
@@ -66,7 +66,12 @@ pub async fn prepare(def: &SinkDef, source: &Schema, validate: bool) -> Result<(
 struct Connected {
     client: tokio_postgres::Client,
     plan: Plan,
+    planned_at: Instant,
 }
+
+/// How often a connected sink matches the columns again, so a column the
+/// target gains (after the stream gained it) is delivered from then on.
+const PLAN_REFRESH: Duration = Duration::from_secs(10);
 
 pub(super) struct PostgresWorker {
     core: Arc<SinkCore>,
@@ -136,18 +141,60 @@ impl PostgresWorker {
     /// after a crash between the target's commit and the catalog's).
     async fn connect(&mut self) -> Result<()> {
         let client = self.target.connect().await?;
-        let plan = self
-            .target
-            .plan(&client, &self.core.source.schema, &self.core.def.source)
-            .await?;
+        let plan = self.plan(&client).await?;
         let offsets = self.target.offsets(&client, &plan).await?;
-        self.conn = Some(Connected { client, plan });
+        self.conn = Some(Connected {
+            client,
+            plan,
+            planned_at: Instant::now(),
+        });
         if let Some(&next) = offsets.get(&self.shard) {
             if next != self.committed {
                 tracing::info!(sink = %self.core.def.name, shard = self.shard, from = self.committed, to = next, "taking the target's offset");
                 self.reset_to(next);
                 self.core.commit_progress(self.shard, next).await?;
             }
+        }
+        Ok(())
+    }
+
+    /// The target's columns matched to the stream's; the columns left out
+    /// are logged whenever they change.
+    async fn plan(&self, client: &tokio_postgres::Client) -> Result<Plan> {
+        let plan = self
+            .target
+            .plan(
+                client,
+                &self.core.source.schema,
+                &self.core.def.source,
+                false,
+            )
+            .await?;
+        let before = self.conn.as_ref().map(|c| c.plan.skipped.as_slice());
+        if !plan.skipped.is_empty() && before != Some(plan.skipped.as_slice()) {
+            tracing::warn!(
+                sink = %self.core.def.name,
+                columns = %plan.skipped.join(", "),
+                target = %self.target.location(),
+                "stream columns the target table lacks are not delivered; add them to the table and they are delivered from then on"
+            );
+        }
+        Ok(plan)
+    }
+
+    /// Matches the columns again when the plan is older than
+    /// [`PLAN_REFRESH`].
+    async fn refresh_plan(&mut self) -> Result<()> {
+        let Some(conn) = &self.conn else {
+            return Ok(());
+        };
+        if conn.planned_at.elapsed() < PLAN_REFRESH {
+            return Ok(());
+        }
+        let plan = self.plan(&conn.client).await?;
+        if let Some(conn) = &mut self.conn {
+            conn.plan = plan;
+            conn.planned_at = Instant::now();
         }
         Ok(())
     }
@@ -163,6 +210,7 @@ impl PostgresWorker {
 
     /// Delivers everything pending, halving around rows the target refuses.
     async fn deliver(&mut self) -> Result<()> {
+        self.refresh_plan().await?;
         let schema = self.core.source.schema.clone();
         let batch = match self.pending.len() {
             1 => self.pending[0].clone(),

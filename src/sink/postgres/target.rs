@@ -30,6 +30,9 @@ pub const OFFSETS_TABLE: &str = "sluice_sink_offsets";
 pub struct Plan {
     pub copy: String,
     pub columns: Vec<ColumnPlan>,
+    /// Stream columns the target table lacks, not delivered (a running
+    /// sink's stream gained them by ALTER STREAM … ADD COLUMN).
+    pub skipped: Vec<String>,
     /// The offsets table, schema-qualified and quoted.
     pub offsets: String,
 }
@@ -162,8 +165,16 @@ impl Target {
     /// the offsets table beside it: every stream column needs a target
     /// column of the same name (42703) and a type that holds its values
     /// (42804); target columns the stream lacks need a default or NULLs
-    /// (23502).
-    pub async fn plan(&self, client: &Client, source: &Schema, stream: &str) -> Result<Plan> {
+    /// (23502). Unless `strict` (at CREATE SINK), a nullable stream column
+    /// the target lacks is left out instead (a column the stream gained
+    /// later, delivered once the target has it too).
+    pub async fn plan(
+        &self,
+        client: &Client,
+        source: &Schema,
+        stream: &str,
+        strict: bool,
+    ) -> Result<Plan> {
         let table = &self.def.table;
         let rows = client
             .query(
@@ -198,8 +209,13 @@ impl Target {
             .collect();
         let mut columns = Vec::new();
         let mut names = Vec::new();
+        let mut skipped = Vec::new();
         for (i, field) in source.fields().iter().enumerate() {
             let Some((typname, _, _)) = target.get(field.name()) else {
+                if !strict && field.is_nullable() {
+                    skipped.push(field.name().clone());
+                    continue;
+                }
                 return Err(Error::UndefinedColumn(format!(
                     "column \"{}\" of stream \"{stream}\" does not exist in table \"{table}\" on {}; add it there (or deliver a stream without it)",
                     field.name(),
@@ -240,6 +256,7 @@ impl Target {
                 names.join(", ")
             ),
             columns,
+            skipped,
             offsets,
         })
     }
