@@ -115,6 +115,17 @@ pub(super) struct GuardHook {
     pub(super) activity: Arc<Activity>,
 }
 
+impl GuardHook {
+    /// Why `statement` may not run in this session, if it may not: too
+    /// wide to plan, or beyond the role's group.
+    fn refusal(&self, statement: &Statement) -> Option<pgwire::error::PgWireError> {
+        check_width(statement)
+            .and_then(|()| check(&self.engine, &self.activity, statement_need(statement)))
+            .err()
+            .map(to_pg_error)
+    }
+}
+
 #[async_trait]
 impl QueryHook for GuardHook {
     async fn handle_simple_query(
@@ -123,10 +134,7 @@ impl QueryHook for GuardHook {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        check_width(statement)
-            .and_then(|()| check(&self.engine, &self.activity, statement_need(statement)))
-            .err()
-            .map(|e| Err(to_pg_error(e)))
+        self.refusal(statement).map(Err)
     }
 
     /// A refusal at Parse spares the planning; Execute checks the
@@ -137,10 +145,7 @@ impl QueryHook for GuardHook {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        check_width(statement)
-            .and_then(|()| check(&self.engine, &self.activity, statement_need(statement)))
-            .err()
-            .map(|e| Err(to_pg_error(e)))
+        self.refusal(statement).map(Err)
     }
 
     async fn handle_extended_query(

@@ -16,7 +16,7 @@
 //! each open group since its last separator (comma, WHEN, THEN, ELSE),
 //! because a chain of `n` operators at one level is a tree `n` deep.
 
-use super::split::{backslash_escapes, skip_block_comment, skip_dollar_quoted, skip_quoted};
+use super::split::{span_at, Span};
 use crate::error::{Error, Result};
 
 /// The deepest estimate accepted. The server's threads have stacks sized
@@ -62,24 +62,19 @@ fn estimate(sql: &str, limit: usize) -> usize {
     let mut deepest = depth;
     let mut i = 0;
     while i < bytes.len() && deepest <= limit {
+        if let Some(Span::Quoted(end) | Span::Comment(end)) = span_at(sql, i) {
+            i = end;
+            continue;
+        }
         let b = bytes[i];
         match b {
-            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i)),
-            b'"' => i = skip_quoted(bytes, i, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |p| i + p + 1);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'$' if bytes.get(i + 1).is_some_and(u8::is_ascii_digit) => {
+            b'$' => {
+                // A placeholder such as `$12`.
                 i += 1;
                 while bytes.get(i).is_some_and(u8::is_ascii_digit) {
                     i += 1;
                 }
             }
-            b'$' => i = skip_dollar_quoted(sql, i).max(i + 1),
             b'(' | b'[' => {
                 open(&mut groups, &mut depth, Opener::Paren);
                 i += 1;

@@ -2,6 +2,36 @@
 //! honouring quotes, comments and dollar quoting, so that sluice statements
 //! and DataFusion SQL can be mixed in one message.
 
+/// What opens at a byte of SQL text: quoted text or a comment, each with
+/// the index just past its end.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) enum Span {
+    Quoted(usize),
+    Comment(usize),
+}
+
+/// The quoted text (`'…'`, `"…"`, `$tag$…$tag$`) or comment (`--…`,
+/// `/* … */`) opening at `i`, if one does.
+pub(super) fn span_at(sql: &str, i: usize) -> Option<Span> {
+    let bytes = sql.as_bytes();
+    Some(match bytes[i] {
+        b'\'' => Span::Quoted(skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i))),
+        b'"' => Span::Quoted(skip_quoted(bytes, i, b'"', false)),
+        b'$' => match skip_dollar_quoted(sql, i) {
+            end if end > i + 1 => Span::Quoted(end),
+            _ => return None,
+        },
+        b'-' if bytes.get(i + 1) == Some(&b'-') => Span::Comment(
+            bytes[i..]
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(bytes.len(), |p| i + p + 1),
+        ),
+        b'/' if bytes.get(i + 1) == Some(&b'*') => Span::Comment(skip_block_comment(bytes, i)),
+        _ => return None,
+    })
+}
+
 /// Statements of `sql` in order, trimmed, empty ones dropped.
 pub fn split_statements(sql: &str) -> Vec<&str> {
     let bytes = sql.as_bytes();
@@ -9,17 +39,11 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     let mut start = 0;
     let mut i = 0;
     while i < bytes.len() {
+        if let Some(Span::Quoted(end) | Span::Comment(end)) = span_at(sql, i) {
+            i = end;
+            continue;
+        }
         match bytes[i] {
-            b'\'' => i = skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i)),
-            b'"' => i = skip_quoted(bytes, i, b'"', false),
-            b'-' if bytes.get(i + 1) == Some(&b'-') => {
-                i = bytes[i..]
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(bytes.len(), |p| i + p + 1);
-            }
-            b'/' if bytes.get(i + 1) == Some(&b'*') => i = skip_block_comment(bytes, i),
-            b'$' => i = skip_dollar_quoted(sql, i),
             b';' => {
                 push_trimmed(&mut out, &sql[start..i]);
                 i += 1;
@@ -40,14 +64,14 @@ fn push_trimmed<'a>(out: &mut Vec<&'a str>, stmt: &'a str) {
 }
 
 /// `E'...'` strings treat backslash as an escape.
-pub(super) fn backslash_escapes(bytes: &[u8], quote: usize) -> bool {
+fn backslash_escapes(bytes: &[u8], quote: usize) -> bool {
     quote > 0
         && matches!(bytes[quote - 1], b'e' | b'E')
         && (quote < 2 || !(bytes[quote - 2].is_ascii_alphanumeric() || bytes[quote - 2] == b'_'))
 }
 
 /// Index just past the closing quote (a doubled quote is an escaped one).
-pub(super) fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
+fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool) -> usize {
     let mut i = open + 1;
     while i < bytes.len() {
         if backslash && bytes[i] == b'\\' {
@@ -66,7 +90,7 @@ pub(super) fn skip_quoted(bytes: &[u8], open: usize, quote: u8, backslash: bool)
     bytes.len()
 }
 
-pub(super) fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
+fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
     let mut depth = 0;
     let mut i = open;
     while i + 1 < bytes.len() {
@@ -87,7 +111,7 @@ pub(super) fn skip_block_comment(bytes: &[u8], open: usize) -> usize {
 }
 
 /// `$tag$ ... $tag$`; a `$` that does not open a tag (like `$1`) is skipped.
-pub(super) fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
+fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
     let rest = &sql[open + 1..];
     let tag_len = rest
         .bytes()
@@ -109,39 +133,21 @@ pub(super) fn skip_dollar_quoted(sql: &str, open: usize) -> usize {
 /// none), so that sluice's own grammars read `DROP/**/STREAM s` as the
 /// server's does.
 pub fn blank_comments(sql: &str) -> std::borrow::Cow<'_, str> {
-    let bytes = sql.as_bytes();
     let mut out: Option<String> = None;
     let mut copied = 0;
     let mut i = 0;
-    while i < bytes.len() {
-        let comment_end = match bytes[i] {
-            b'\'' => {
-                i = skip_quoted(bytes, i, b'\'', backslash_escapes(bytes, i));
-                continue;
+    while i < sql.len() {
+        match span_at(sql, i) {
+            Some(Span::Quoted(end)) => i = end,
+            Some(Span::Comment(end)) => {
+                let text = out.get_or_insert_with(|| String::with_capacity(sql.len()));
+                text.push_str(&sql[copied..i]);
+                text.push(' ');
+                i = end;
+                copied = i;
             }
-            b'"' => {
-                i = skip_quoted(bytes, i, b'"', false);
-                continue;
-            }
-            b'$' => {
-                i = skip_dollar_quoted(sql, i);
-                continue;
-            }
-            b'-' if bytes.get(i + 1) == Some(&b'-') => bytes[i..]
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(bytes.len(), |p| i + p + 1),
-            b'/' if bytes.get(i + 1) == Some(&b'*') => skip_block_comment(bytes, i),
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        let text = out.get_or_insert_with(|| String::with_capacity(sql.len()));
-        text.push_str(&sql[copied..i]);
-        text.push(' ');
-        i = comment_end;
-        copied = i;
+            None => i += 1,
+        }
     }
     match out {
         Some(mut text) => {
