@@ -314,6 +314,12 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             .set(f64::from(u8::from(sink.state() == "retrying")));
         metrics::gauge!("sluice_sink_last_commit_ms", &labels)
             .set(sink.core.stats.last_commit_ms.load(Ordering::Relaxed) as f64);
+        if let Some(delta) = &sink.core.delta {
+            metrics::gauge!("sluice_sink_delta_snapshot_versions", &labels)
+                .set(delta.snapshot_versions.load(Ordering::Relaxed) as f64);
+            metrics::gauge!("sluice_sink_delta_outbox_changes", &labels)
+                .set(delta.outbox_changes.load(Ordering::Relaxed) as f64);
+        }
     }
     match prometheus() {
         Some(handle) => (StatusCode::OK, handle.render()).into_response(),

@@ -89,7 +89,11 @@ pub async fn delta_table(
         DeltaSnapshot::Latest => Arc::new(LatestDelta {
             schema: pinned.schema(),
             planning: pinned,
-            table: tokio::sync::Mutex::new(table),
+            location: location.clone(),
+            table: tokio::sync::Mutex::new(Loaded {
+                at_version: table.version().unwrap_or(0),
+                table,
+            }),
         }),
         _ => pinned,
     })
@@ -141,10 +145,19 @@ fn is_under_root(path: &str) -> bool {
     false
 }
 
+/// A table and the version it was loaded at.
+#[derive(Debug)]
+struct Loaded {
+    table: DeltaTable,
+    at_version: u64,
+}
+
 /// A Delta table read at its latest version by every query.
 #[derive(Debug)]
 struct LatestDelta {
-    table: tokio::sync::Mutex<DeltaTable>,
+    table: tokio::sync::Mutex<Loaded>,
+    /// Where the table is, to load it anew (see `SNAPSHOT_RELOAD_VERSIONS`).
+    location: Location,
     /// The columns when the table was opened: a query planned against
     /// them must not meet others.
     schema: SchemaRef,
@@ -178,12 +191,22 @@ impl TableProvider for LatestDelta {
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         let current = {
-            let mut table = self.table.lock().await;
+            let mut loaded = self.table.lock().await;
+            let Loaded { table, at_version } = &mut *loaded;
             table
                 .update_incremental(None)
                 .await
                 .map_err(|e| DataFusionError::External(Box::new(e)))?;
-            check_files_confined(&table)?;
+            let replayed = table.version().unwrap_or(0).saturating_sub(*at_version);
+            if replayed >= crate::storage::delta::SNAPSHOT_RELOAD_VERSIONS {
+                let fresh = crate::storage::delta::table_builder(&self.location)?
+                    .load()
+                    .await
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                *at_version = fresh.version().unwrap_or(0);
+                *table = fresh;
+            }
+            check_files_confined(table)?;
             table.table_provider().await?
         };
         if current.schema().fields() != self.schema.fields() {

@@ -34,7 +34,7 @@ use crate::catalog::{DeltaChange, SinkDef, SinkFile};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime::consumer::set_error;
-use crate::storage::delta::delta_error;
+use crate::storage::delta::{delta_error, SNAPSHOT_RELOAD_VERSIONS};
 use crate::storage::Location;
 
 /// Commits between checkpoints (`delta.checkpointInterval`): readers
@@ -71,6 +71,14 @@ pub struct DeltaLog {
     app_id: String,
     /// The table's version (`sluice.sinks.delta_version`); -1 before load.
     pub version: AtomicI64,
+    /// Versions the publisher's snapshot has replayed since it was loaded
+    /// (`sluice_sink_delta_snapshot_versions`; bounded by
+    /// [`SNAPSHOT_RELOAD_VERSIONS`]).
+    pub snapshot_versions: AtomicI64,
+    /// Changes waiting in the outbox, as of the publisher's last look
+    /// and what it published since (`sluice_sink_delta_outbox_changes`;
+    /// it reads at most 256 at a time).
+    pub outbox_changes: AtomicI64,
     pub published: watch::Sender<Published>,
     pub wake: Notify,
 }
@@ -82,6 +90,8 @@ impl DeltaLog {
             log_store,
             app_id: format!("sluice-sink-{sink_id}"),
             version: AtomicI64::new(-1),
+            snapshot_versions: AtomicI64::new(0),
+            outbox_changes: AtomicI64::new(0),
             published: watch::Sender::new(Published::default()),
             wake: Notify::new(),
         })
@@ -144,7 +154,7 @@ impl DeltaLog {
 
     /// Publishes queued changes until none is left or `stop` is raised.
     pub async fn run(self: Arc<Self>, core: Arc<SinkCore>, mut stop: watch::Receiver<bool>) {
-        let mut table: Option<DeltaTable> = None;
+        let mut table: Option<Loaded> = None;
         let mut backoff = super::worker::BACKOFF.min;
         loop {
             let attempt = self.publish(&core, &mut table).await;
@@ -180,7 +190,7 @@ impl DeltaLog {
     }
 
     /// One Delta commit of the oldest queued changes; true if more wait.
-    async fn publish(&self, core: &SinkCore, table: &mut Option<DeltaTable>) -> Result<bool> {
+    async fn publish(&self, core: &SinkCore, loaded: &mut Option<Loaded>) -> Result<bool> {
         let catalog = core.catalog.clone();
         let sink_id = core.def.id;
         // The last sequence number first: when the outbox is empty after
@@ -195,17 +205,31 @@ impl DeltaLog {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
+        self.outbox_changes
+            .store(queued.len() as i64, Ordering::Relaxed);
         if queued.is_empty() {
             self.published.send_modify(|p| p.seq = p.seq.max(last_seq));
             return Ok(false);
         }
-        if table.is_none() {
-            *table = Some(self.open(&core.def, &core.layout, true).await?);
+        let stale = loaded.as_ref().is_some_and(|l| {
+            l.table.version().unwrap_or(0) >= l.at_version + SNAPSHOT_RELOAD_VERSIONS
+        });
+        if loaded.is_none() || stale {
+            // Dropped before the new load, so the two are never held at once.
+            *loaded = None;
+            let table = self.open(&core.def, &core.layout, true).await?;
+            let at_version = table.version().unwrap_or(0);
+            *loaded = Some(Loaded { table, at_version });
         }
-        let Some(table) = table.as_mut() else {
+        let Some(Loaded { table, at_version }) = loaded.as_mut() else {
             return Ok(false);
         };
         table.update_incremental(None).await.map_err(delta_error)?;
+        let replayed = table.version().unwrap_or(0).saturating_sub(*at_version);
+        self.snapshot_versions.store(
+            i64::try_from(replayed).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
         let state = table.snapshot().map_err(delta_error)?;
         let in_log = state
             .transaction_version(self.log_store.as_ref(), &self.app_id)
@@ -253,9 +277,18 @@ impl DeltaLog {
         tokio::task::spawn_blocking(move || catalog.delta_published(sink_id, last))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??;
+        // Before `published` moves: FLUSH SINK returns on it.
+        let left = queued.iter().filter(|c| c.seq > last).count();
+        self.outbox_changes.store(left as i64, Ordering::Relaxed);
         self.published.send_modify(|p| p.seq = p.seq.max(last));
         Ok(queued.len() == MAX_CHANGES_PER_COMMIT)
     }
+}
+
+/// The publisher's table and the version it was loaded at.
+struct Loaded {
+    table: DeltaTable,
+    at_version: u64,
 }
 
 impl DeltaLog {

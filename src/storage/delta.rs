@@ -20,6 +20,16 @@ use url::Url;
 use super::Location;
 use crate::error::{Error, Result};
 
+/// Versions replayed onto an in-memory snapshot (`update_incremental`)
+/// before it is loaded anew. delta-rs updates a snapshot by appending each
+/// new commit's file batches to the ones it holds and never merges them,
+/// so a snapshot kept up to date for hours holds every file ever added
+/// (removed ones filtered, not freed) with its statistics: its memory
+/// grows with commits, not with the table. A fresh load reads the last
+/// checkpoint (Delta sinks write one every 10 commits) and the commits
+/// after it.
+pub const SNAPSHOT_RELOAD_VERSIONS: u64 = 20;
+
 /// The log store delta-rs would use for a local table, for S3 too.
 struct ConditionalPutLogStores;
 

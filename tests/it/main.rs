@@ -9,6 +9,7 @@ mod copy;
 mod crash;
 mod crash_loop;
 mod delta;
+mod delta_memory;
 mod endpoint_sinks;
 mod faults;
 mod firehose;
