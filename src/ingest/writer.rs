@@ -177,7 +177,7 @@ impl Writer {
             CopyRows::InMemory(batches) => self.stream.log.append_batches(batches).await?,
             CopyRows::Spilled(files) => {
                 let stored = self.stream.log.append_bulk(files).await;
-                tokio::task::spawn_blocking(release_free_heap);
+                tokio::task::spawn_blocking(crate::runtime::release_free_heap);
                 stored?
             }
         };
@@ -236,20 +236,5 @@ impl Writer {
             Some(errors) => dead_letters::record(errors, letters).await,
             None => Ok(()),
         }
-    }
-}
-
-/// Gives the allocator's free memory back to the system. A large COPY
-/// frees hundreds of MB of batches built on several threads, and glibc
-/// returns freed memory only from the top of a heap: after three 300 MB
-/// COPYs into a 4-shard stream a server held 248 MB of anonymous memory,
-/// 14 MB after `malloc_trim`. Trimming walks the free lists once (a few
-/// ms), off the runtime's threads.
-fn release_free_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim takes no pointers; it only returns free pages of
-    // the allocator's own arenas to the kernel.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }

@@ -14,10 +14,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::datatypes::SchemaRef;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use futures::StreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use tokio::sync::watch;
@@ -28,8 +26,8 @@ use super::{file_prefix, SinkCore};
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::log::ReadSchema;
-use crate::types::merge_schemas;
+
+mod merge;
 
 /// How often partitions are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
@@ -176,6 +174,65 @@ fn closed(core: &SinkCore, values: &[Option<String>]) -> bool {
     now_ms() > end_ms + core.def.rollover_interval_ms as i64
 }
 
+/// What a compaction wrote: its staged object, schema, footer and size.
+struct Written {
+    path: Path,
+    schema: SchemaRef,
+    footer: datafusion::parquet::file::metadata::ParquetMetaData,
+    rows: u64,
+    bytes: u64,
+}
+
+/// Marks a compaction's output in its file name: its rows are sorted.
+const COMPACTED_MARK: char = 'c';
+
+/// Whether `path` names a compaction's output (sorted) rather than a sink
+/// worker's file.
+fn is_compacted(core: &SinkCore, path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.strip_prefix(&file_prefix(core.def.id))
+        .is_some_and(|rest| rest.starts_with(COMPACTED_MARK))
+}
+
+/// Merges the objects at `paths` into one staged file at `relative`,
+/// streaming: see `merge`.
+async fn write_merged(core: &SinkCore, paths: &[String], relative: &str) -> Result<Written> {
+    let store = &core.location.store;
+    // Inputs are small files (under half the target size): fetched whole,
+    // still compressed.
+    let mut inputs = Vec::with_capacity(paths.len());
+    for path in paths {
+        inputs.push(merge::Input {
+            bytes: store.get(&Path::parse(path)?).await?.bytes().await?,
+            sorted: is_compacted(core, path),
+        });
+    }
+    let merge::Merged { schema, mut rows } = merge::merge(inputs, &core.layout)?;
+    let (path, mut writer) = core.location.parquet_writer(
+        &upload_relative(core.def.format, relative),
+        schema.clone(),
+        writer_properties(&core.def, core.source.def.schema_version),
+        core.limits.upload_part_size_bytes,
+    )?;
+    let mut count = 0u64;
+    while let Some(batch) = rows.next().await {
+        let batch = batch?;
+        count += batch.num_rows() as u64;
+        writer.write(&batch).await?;
+    }
+    let footer = writer.finish().await?;
+    core.location
+        .make_durable(std::slice::from_ref(&path))
+        .await?;
+    Ok(Written {
+        path,
+        schema,
+        bytes: writer.bytes_written() as u64,
+        footer,
+        rows: count,
+    })
+}
+
 /// A compaction committed in the catalog: its output still to be moved
 /// into place and swapped into the queryable set.
 struct Swap {
@@ -199,64 +256,36 @@ impl Swap {
 async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     let store = core.location.store.clone();
     let layout = &core.layout;
-    // Inputs are small files (under half the target size): fetched whole.
-    let mut objects = Vec::with_capacity(inputs.len());
-    for file in &inputs {
-        objects.push(store.get(&Path::parse(&file.path)?).await?.bytes().await?);
-    }
-    let decode_layout = layout.clone();
-    let (schema, merged) =
-        tokio::task::spawn_blocking(move || -> Result<(SchemaRef, RecordBatch)> {
-            let mut batches: Vec<RecordBatch> = Vec::new();
-            for bytes in objects {
-                for batch in ParquetRecordBatchReaderBuilder::try_new(bytes)?.build()? {
-                    batches.push(batch?);
-                }
-            }
-            // Inputs written before a schema change keep every column they
-            // have: the output holds the current columns first (widened types
-            // cast), then any the stream has since dropped, so no delivered
-            // value is lost and readers see what they saw before.
-            let mut schemas = vec![decode_layout.file_schema.clone()];
-            schemas.extend(batches.iter().map(|b| b.schema()));
-            let schema = match merge_schemas(&schemas)? {
-                Some(merged) => Arc::new(merged),
-                None => decode_layout.file_schema.clone(),
-            };
-            let read = ReadSchema::plain(schema.clone());
-            let batches = batches
-                .into_iter()
-                .map(|b| read.adapt(b))
-                .collect::<Result<Vec<_>>>()?;
-            let merged = decode_layout.sort(&concat_batches(&schema, &batches)?)?;
-            Ok((schema, merged))
-        })
-        .await
-        .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
     let first = &inputs[0];
     let dir = layout.dir(&first.partition_values);
     let name = format!(
-        "{}c{:020}-{}.parquet",
+        "{}{COMPACTED_MARK}{:020}-{}.parquet",
         file_prefix(core.def.id),
         inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
         now_ms()
     );
     let relative = format!("{dir}/{name}");
     let final_path = core.location.child(&relative);
-    let (path, mut writer) = core.location.parquet_writer(
-        &upload_relative(core.def.format, &relative),
-        schema.clone(),
-        writer_properties(&core.def, core.source.def.schema_version),
-        core.limits.upload_part_size_bytes,
-    )?;
-    for start in (0..merged.num_rows()).step_by(super::worker::ROW_GROUP_ROWS) {
-        let len = super::worker::ROW_GROUP_ROWS.min(merged.num_rows() - start);
-        writer.write(&merged.slice(start, len)).await?;
-    }
-    let footer = writer.finish().await?;
-    core.location
-        .make_durable(std::slice::from_ref(&path))
-        .await?;
+    // Decoding, merging and encoding are CPU work: a blocking thread runs
+    // them (and the upload they feed), not the runtime's workers.
+    let handle = tokio::runtime::Handle::current();
+    let task_core = core.clone();
+    let paths: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
+    let written = tokio::task::spawn_blocking(move || {
+        handle.block_on(write_merged(&task_core, &paths, &relative))
+    })
+    .await
+    .map_err(|e| crate::error::Error::Internal(e.to_string()))??;
+    let Written {
+        path,
+        schema,
+        footer,
+        rows,
+        bytes,
+    } = written;
+    // Freed decoded batches go back to the system, not to the arenas of
+    // whichever threads decoded them.
+    tokio::task::spawn_blocking(crate::runtime::release_free_heap);
     let shards: std::collections::BTreeSet<u32> = inputs.iter().map(|f| f.shard).collect();
     let output = SinkFile {
         path: final_path.to_string(),
@@ -267,8 +296,8 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
         },
         first_offset: inputs.iter().map(|f| f.first_offset).min().unwrap_or(0),
         last_offset: inputs.iter().map(|f| f.last_offset).max().unwrap_or(0),
-        rows: merged.num_rows() as u64,
-        bytes: writer.bytes_written() as u64,
+        rows,
+        bytes,
         partition_values: first.partition_values.clone(),
         committed_at_ms: now_ms(),
         stats: core
