@@ -76,10 +76,7 @@ impl ConnectionHandlers {
         let ctx = Arc::new(ctx);
         let cursors = Arc::new(Cursors::default());
         let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(GuardHook {
-                engine: engine.clone(),
-                activity: activity.clone(),
-            }),
+            Arc::new(GuardHook::new(engine.clone(), activity.clone())),
             Arc::new(CursorHook {
                 cursors: cursors.clone(),
             }),

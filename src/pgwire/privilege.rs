@@ -111,11 +111,15 @@ impl Session {
 /// The first hook of every session: refuses a statement before the other
 /// hooks (SET, cursors, transactions) or the planner see it.
 pub(super) struct GuardHook {
-    pub(super) engine: Arc<Engine>,
-    pub(super) activity: Arc<Activity>,
+    engine: Arc<Engine>,
+    activity: Arc<Activity>,
 }
 
 impl GuardHook {
+    pub(super) fn new(engine: Arc<Engine>, activity: Arc<Activity>) -> GuardHook {
+        GuardHook { engine, activity }
+    }
+
     /// Why `statement` may not run in this session, if it may not: too
     /// wide to plan, or beyond the role's group.
     fn refusal(&self, statement: &Statement) -> Option<pgwire::error::PgWireError> {

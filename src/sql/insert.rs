@@ -36,24 +36,28 @@ impl InsertValues {
 /// Recognises an INSERT whose rows are all literals; `None` for anything
 /// else (expressions, placeholders, SELECT sources, ON CONFLICT …).
 pub fn parse_insert_values(stmt: &str) -> Option<InsertValues> {
-    scan_insert(stmt).or_else(|| {
-        let insert = parse_insert(stmt)?;
-        if insert.on.is_some()
-            || insert.returning.is_some()
-            || insert.overwrite
-            || !insert.assignments.is_empty()
-        {
-            return None;
-        }
-        let rows = values_rows(&insert)?
-            .iter()
-            .map(|row| row.iter().map(literal_text).collect::<Option<Vec<_>>>())
-            .collect::<Option<Vec<_>>>()?;
-        Some(InsertValues {
-            table: table_name(&insert)?,
-            columns: column_names(&insert)?,
-            rows,
-        })
+    scan_insert(stmt).or_else(|| parse_literal_tree(stmt))
+}
+
+/// [`parse_insert_values`] for a statement the scanner did not take (its
+/// literals spelled in ways only sqlparser reads): parsed as a tree.
+pub(super) fn parse_literal_tree(stmt: &str) -> Option<InsertValues> {
+    let insert = parse_insert(stmt)?;
+    if insert.on.is_some()
+        || insert.returning.is_some()
+        || insert.overwrite
+        || !insert.assignments.is_empty()
+    {
+        return None;
+    }
+    let rows = values_rows(&insert)?
+        .iter()
+        .map(|row| row.iter().map(literal_text).collect::<Option<Vec<_>>>())
+        .collect::<Option<Vec<_>>>()?;
+    Some(InsertValues {
+        table: table_name(&insert)?,
+        columns: column_names(&insert)?,
+        rows,
     })
 }
 

@@ -212,7 +212,8 @@ pub fn parse(stmt: &str) -> Result<Parsed> {
         ["CREATE", "TABLE", ..] => sink::parse_create_table(stmt).map(Parsed::CreateTableAs),
         ["COPY", ..] => parse_copy(stmt).map(Parsed::Copy),
         ["CREATE" | "ALTER" | "DROP", "ROLE" | "USER", ..] => role::parse(stmt).map(Parsed::Role),
-        ["INSERT", ..] => Ok(match parse_insert_values(stmt) {
+        // The scanner already passed on it (above).
+        ["INSERT", ..] => Ok(match insert::parse_literal_tree(stmt) {
             Some(insert) => Parsed::InsertValues {
                 insert,
                 text: psql_compat::rewrite(stmt).into_owned(),
