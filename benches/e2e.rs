@@ -12,11 +12,13 @@
 //! two minutes: a smoke test, not a measurement. `SLUICE_BENCH_ROWS` and
 //! `SLUICE_BENCH_SECONDS` override the sizes; `SLUICE_BENCH_PHASES` (a
 //! comma-separated list of ingest, transform, delivery, delta,
-//! destinations, evolution, hostile; `insert` is the ingest phase's
+//! destinations, evolution, memory, hostile; `insert` is the ingest phase's
 //! INSERT steps alone) runs only those. `hostile` is a soak, not a
 //! measurement: random protocol messages and attack statements, and the
 //! run fails if the server panics, writes outside its data directory or
-//! changes a row.
+//! changes a row. `memory` is a soak too: sustained COPY into Delta and
+//! Parquet sinks for `SLUICE_BENCH_SOAK_SECONDS` (default 1800), failing
+//! when the server's RssAnon has no plateau.
 
 mod common;
 mod suite;
@@ -69,6 +71,10 @@ async fn main() {
     if run("evolution") {
         eprintln!("schema evolution …");
         rows.extend(suite::evolution::run(scale).await);
+    }
+    if run("memory") {
+        eprintln!("memory soak …");
+        rows.extend(suite::memory::run(scale).await);
     }
     if run("hostile") {
         eprintln!("hostile input …");

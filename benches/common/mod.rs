@@ -93,11 +93,21 @@ impl Sluice {
 
     /// Peak resident memory of the server process so far (VmHWM), in MB.
     pub fn peak_rss_mb(&self) -> f64 {
+        self.status_mb("VmHWM:")
+    }
+
+    /// Anonymous resident memory of the server now (RssAnon), in MB.
+    pub fn rss_anon_mb(&self) -> f64 {
+        self.status_mb("RssAnon:")
+    }
+
+    /// A `/proc/<pid>/status` figure in kB, as MB.
+    fn status_mb(&self, key: &str) -> f64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .ok()
             .and_then(|s| {
                 s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .find_map(|l| l.strip_prefix(key))
                     .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
             })
             .map_or(0.0, |kb| kb / 1024.0)

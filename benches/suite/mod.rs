@@ -10,6 +10,7 @@ pub mod evolution;
 pub mod hostile;
 pub mod ingest;
 mod insert;
+pub mod memory;
 pub mod transform;
 
 /// How big a run is: `--quick` is a smoke test of every phase.
