@@ -198,13 +198,13 @@ async fn random_messages(server: &Sluice, count: usize) {
 
 /// One attack statement in a random spelling.
 fn attack(rng: &mut Rng, outside: &Path, i: usize) -> String {
-    let out = outside.display();
+    let dir = outside.display();
     let deep =
         |rng: &mut Rng| vec!["1"; 1 + rng.below(3000)].join(rng.pick(&["+", " OR ", "||", "*"]));
     let words = match rng.below(16) {
-        0 => format!("COPY s TO '{out}/f{i}.csv'"),
-        1 => format!("COPY (SELECT 'pwned' AS a) TO '{out}/q{i}.csv'"),
-        2 => format!("EXPLAIN ANALYZE COPY s TO '{out}/e{i}.json'"),
+        0 => format!("COPY s TO '{dir}/f{i}.csv'"),
+        1 => format!("COPY (SELECT 'pwned' AS a) TO '{dir}/q{i}.csv'"),
+        2 => format!("EXPLAIN ANALYZE COPY s TO '{dir}/e{i}.json'"),
         3 => "INSERT INTO s SELECT n FROM s".into(),
         4 => "EXPLAIN ANALYZE INSERT INTO s SELECT n FROM s".into(),
         5 => format!("PREPARE p{i} AS INSERT INTO s VALUES ({i})"),
@@ -221,9 +221,9 @@ fn attack(rng: &mut Rng, outside: &Path, i: usize) -> String {
                 "UPDATE s SET n = 0",
             ])
             .into(),
-        8 => format!("SET datafusion.runtime.temp_directory = '{out}'"),
+        8 => format!("SET datafusion.runtime.temp_directory = '{dir}'"),
         9 => format!("SELECT {}", deep(rng)),
-        10 => format!("CREATE EXTERNAL TABLE x{i} STORED AS CSV LOCATION '{out}'"),
+        10 => format!("CREATE EXTERNAL TABLE x{i} STORED AS CSV LOCATION '{dir}'"),
         11 => "SELECT count(*) FROM s".into(),
         12 => format!("COPY (INSERT INTO s VALUES ({i})) TO STDOUT"),
         13 => format!("SELECT 1 INTO t{i}"),
