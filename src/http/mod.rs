@@ -314,6 +314,10 @@ async fn metrics(State(engine): State<Arc<Engine>>) -> impl IntoResponse {
             .set(f64::from(u8::from(sink.state() == "retrying")));
         metrics::gauge!("sluice_sink_last_commit_ms", &labels)
             .set(sink.core.stats.last_commit_ms.load(Ordering::Relaxed) as f64);
+        metrics::gauge!("sluice_sink_buffered_bytes", &labels)
+            .set(sink.core.stats.buffered_bytes() as f64);
+        metrics::gauge!("sluice_sink_compaction_bytes", &labels)
+            .set(sink.core.stats.compaction_bytes.load(Ordering::Relaxed) as f64);
         if let Some(delta) = &sink.core.delta {
             metrics::gauge!("sluice_sink_delta_snapshot_versions", &labels)
                 .set(delta.snapshot_versions.load(Ordering::Relaxed) as f64);

@@ -31,6 +31,10 @@ mod merge;
 
 /// How often partitions are looked at.
 const CHECK_INTERVAL: Duration = Duration::from_secs(2);
+/// Parquet bytes of files in source order one compaction merges at most
+/// (beyond its first two): it holds them decoded and sorted, several
+/// times their size. What is left waits for the next round.
+const MAX_UNSORTED_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 pub(super) async fn run(
     core: Arc<SinkCore>,
@@ -117,6 +121,9 @@ async fn vacuum(core: &SinkCore, retention: Duration) -> Result<()> {
 /// size, from partitions that are due.
 fn due(core: &SinkCore, def: &CompactionDef) -> Vec<Vec<SinkFile>> {
     let small_bytes = def.target_size_bytes / 2;
+    // Without `sort_by`, workers' files are in source order and the merge
+    // sorts them (by event time), holding them decoded.
+    let sorts_inputs = core.def.sort_by.is_empty() && !core.layout.sort_by.is_empty();
     let mut partitions: BTreeMap<Vec<Option<String>>, Vec<SinkFile>> = BTreeMap::new();
     for file in core.files().iter().filter(|f| f.bytes < small_bytes) {
         partitions
@@ -132,13 +139,21 @@ fn due(core: &SinkCore, def: &CompactionDef) -> Vec<Vec<SinkFile>> {
         }
         files.sort_by_key(|f| (f.first_offset, f.shard));
         let mut group: Vec<SinkFile> = Vec::new();
-        let mut bytes = 0;
+        let (mut bytes, mut unsorted_bytes) = (0, 0);
         for file in files {
-            if bytes + file.bytes > def.target_size_bytes && group.len() >= 2 {
+            let unsorted = if sorts_inputs && !is_compacted(core, &file.path) {
+                file.bytes
+            } else {
+                0
+            };
+            let full = bytes + file.bytes > def.target_size_bytes
+                || unsorted_bytes + unsorted > MAX_UNSORTED_INPUT_BYTES;
+            if full && group.len() >= 2 {
                 groups.push(std::mem::take(&mut group));
-                bytes = 0;
+                (bytes, unsorted_bytes) = (0, 0);
             }
             bytes += file.bytes;
+            unsorted_bytes += unsorted;
             group.push(file);
         }
         if group.len() >= 2 {
@@ -201,11 +216,18 @@ async fn write_merged(core: &SinkCore, paths: &[String], relative: &str) -> Resu
     // Inputs are small files (under half the target size): fetched whole,
     // still compressed.
     let mut inputs = Vec::with_capacity(paths.len());
+    let held = &core.stats.compaction_bytes;
     for path in paths {
-        inputs.push(merge::Input {
-            bytes: store.get(&Path::parse(path)?).await?.bytes().await?,
-            sorted: is_compacted(core, path),
-        });
+        let bytes = store.get(&Path::parse(path)?).await?.bytes().await?;
+        held.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let order = if is_compacted(core, path) {
+            merge::Order::Sorted
+        } else if core.def.sort_by.is_empty() {
+            merge::Order::Unsorted
+        } else {
+            merge::Order::SortedGroups
+        };
+        inputs.push(merge::Input { bytes, order });
     }
     let merge::Merged { schema, mut rows } = merge::merge(inputs, &core.layout)?;
     let (path, mut writer) = core.location.parquet_writer(
@@ -272,7 +294,9 @@ async fn compact(core: &Arc<SinkCore>, inputs: Vec<SinkFile>) -> Result<Swap> {
     let task_core = core.clone();
     let paths: Vec<String> = inputs.iter().map(|f| f.path.clone()).collect();
     let written = tokio::task::spawn_blocking(move || {
-        handle.block_on(write_merged(&task_core, &paths, &relative))
+        let written = handle.block_on(write_merged(&task_core, &paths, &relative));
+        task_core.stats.compaction_bytes.store(0, Ordering::Relaxed);
+        written
     })
     .await
     .map_err(|e| crate::error::Error::Internal(e.to_string()))??;

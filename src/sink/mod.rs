@@ -110,6 +110,13 @@ pub struct SinkStats {
     pub files_compacted: AtomicU64,
     /// The Delta publisher's last failure (Delta sinks).
     pub delta_error: Mutex<Option<String>>,
+    /// Bytes each shard task holds in open files' writers and pending
+    /// rows, after its last step (`sluice_sink_buffered_bytes`).
+    pub buffered_bytes: Vec<AtomicU64>,
+    /// The Parquet bytes of a running compaction's inputs, which it holds
+    /// fetched (decoded, a worker file takes a few times more); 0 between
+    /// compactions (`sluice_sink_compaction_bytes`).
+    pub compaction_bytes: AtomicU64,
 }
 
 impl SinkStats {
@@ -117,6 +124,14 @@ impl SinkStats {
     pub fn error(&self) -> Option<String> {
         let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|e| e.clone());
         get(&self.last_error).or_else(|| get(&self.delta_error))
+    }
+
+    /// What every shard task buffers now.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.buffered_bytes
+            .iter()
+            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -237,6 +252,7 @@ impl Sink {
         let core = Arc::new(SinkCore {
             stats: SinkStats {
                 committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
+                buffered_bytes: committed.iter().map(|_| AtomicU64::new(0)).collect(),
                 last_commit_ms: AtomicI64::new(
                     files.iter().map(|f| f.committed_at_ms).max().unwrap_or(0),
                 ),

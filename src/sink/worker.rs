@@ -185,6 +185,7 @@ impl ShardWorker {
         for (_, file) in std::mem::take(&mut self.files) {
             file.abort().await;
         }
+        self.show_buffered();
         self.read = self.committed.next;
     }
 
@@ -203,9 +204,19 @@ impl ShardWorker {
             // With nothing open, the commit only moves the offset (records
             // filtered or dead-lettered), so retention and lag move on.
             self.commit(due).await?;
+            self.show_buffered();
             return Ok(true);
         }
+        self.show_buffered();
         Ok(read_any)
+    }
+
+    /// Publishes what this task's open files hold, for `/metrics`.
+    fn show_buffered(&self) {
+        let bytes = self.files.values().map(OpenFile::memory_bytes).sum();
+        if let Some(shown) = self.core.stats.buffered_bytes.get(self.shard as usize) {
+            shown.store(bytes, Ordering::Relaxed);
+        }
     }
 
     /// The open files to roll now: all of them for a flush; else each one

@@ -191,3 +191,74 @@ async fn sort_by_orders_rows_within_files() {
         .unwrap_err();
     assert_eq!(crate::harness::sqlstate(&err), "42703");
 }
+
+/// The values of `column` in `file`, in file order.
+fn column_values(file: &std::path::Path, column: &str) -> Vec<i64> {
+    read_parquet(file)
+        .iter()
+        .flat_map(|b| {
+            b.column_by_name(column)
+                .unwrap()
+                .as_primitive::<Int64Type>()
+                .values()
+                .to_vec()
+        })
+        .collect()
+}
+
+/// With `sort_by`, a worker's file is sorted per row group, not as a
+/// whole; compaction merges the row groups as sorted runs (without
+/// decoding a file whole) into one file sorted as a whole.
+#[tokio::test]
+async fn compaction_merges_sorted_row_groups_into_one_sorted_file() {
+    let server = Server::start_with_config("[limits]\ncompaction_grace_ms = 300\n");
+    let client = server.client().await;
+    client
+        .batch_execute(
+            "CREATE STREAM s (n BIGINT NOT NULL, user_id BIGINT); \
+             CREATE SINK sorted FROM s WITH (location = 'sorted', sort_by = 'user_id', \
+               rollover_interval = '1 h', compaction = 'on', compaction_min_files = 3)",
+        )
+        .await
+        .unwrap();
+    // The first file holds more than one row group (128 Ki rows each).
+    let sizes = [300_000i64, 100, 100];
+    let mut from = 0;
+    for size in sizes {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO s SELECT n, (n * 7919) % 1000 FROM (SELECT unnest(range({from}, {})) AS n)",
+                from + size
+            ))
+            .await
+            .unwrap();
+        client.batch_execute("FLUSH SINK sorted").await.unwrap();
+        from += size;
+    }
+    let dir = server.data_dir().join("sorted");
+    let first = parquet_files(&dir)
+        .into_iter()
+        .max_by_key(|f| std::fs::metadata(f).unwrap().len())
+        .unwrap();
+    let groups = SerializedFileReader::new(std::fs::File::open(&first).unwrap())
+        .unwrap()
+        .metadata()
+        .num_row_groups();
+    assert!(groups >= 2, "the large file has {groups} row group(s)");
+    let users = column_values(&first, "user_id");
+    assert!(
+        !users.windows(2).all(|w| w[0] <= w[1]),
+        "a worker's file is sorted per row group only"
+    );
+    wait_for(
+        "compaction into one file",
+        Duration::from_secs(60),
+        async || parquet_files(&dir).len() == 1,
+    )
+    .await;
+    let file = &parquet_files(&dir)[0];
+    assert_exactly_once(delivered_values(&dir, "n"), 0..from);
+    let users = column_values(file, "user_id");
+    assert!(users.windows(2).all(|w| w[0] <= w[1]), "sorted as a whole");
+    assert_eq!(scalar(&client, "SELECT count(*) FROM sorted").await, from);
+}

@@ -71,3 +71,46 @@ async fn delta_snapshots_are_loaded_anew_instead_of_growing_with_commits() {
     );
     assert_eq!(outbox, Some(0.0));
 }
+
+#[tokio::test]
+async fn metrics_show_what_open_files_buffer_until_they_are_committed() {
+    let server = Server::start();
+    let client = server.client().await;
+    client.batch_execute(CLICKS).await.unwrap();
+    client
+        .batch_execute(
+            "CREATE SINK lake FROM clicks WITH (location = 'lake', format = 'delta', \
+             rollover_interval = '1 h')",
+        )
+        .await
+        .unwrap();
+    client
+        .batch_execute(&insert_range("clicks", 0, 2000))
+        .await
+        .unwrap();
+    // The rows reach the open file within a step of the shard task.
+    let mut buffered = 0.0;
+    for _ in 0..100 {
+        buffered = gauge(
+            &server.metrics().await,
+            "sluice_sink_buffered_bytes",
+            "lake",
+        )
+        .expect("the gauge is exported");
+        if buffered > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(buffered > 0.0, "open files hold the rows: {buffered}");
+    client.batch_execute("FLUSH SINK lake").await.unwrap();
+    let metrics = server.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "sluice_sink_buffered_bytes", "lake"),
+        Some(0.0)
+    );
+    assert_eq!(
+        gauge(&metrics, "sluice_sink_compaction_bytes", "lake"),
+        Some(0.0)
+    );
+}
