@@ -8,11 +8,12 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::{concat_batches, filter_record_batch};
+use datafusion::arrow::compute::filter_record_batch;
 use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, Result as DfResult};
 use datafusion::datasource::sink::{DataSink, DataSinkExec};
+use datafusion::error::DataFusionError;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
 use datafusion::logical_expr::utils::conjunction;
@@ -25,8 +26,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::error::Error;
 use crate::ingest::Writer;
-use crate::log::read_frame;
-use crate::runtime::Stream;
+use crate::runtime::{ReadLimits, Stream};
 
 /// Rows decoded per output batch at most; small frames (single-row inserts)
 /// are merged up to this so downstream operators see real batches.
@@ -169,62 +169,44 @@ impl PartitionStream for ShardScan {
     }
 
     fn execute(&self, _ctx: Arc<TaskContext>) -> SendableRecordBatchStream {
-        let log = self.stream.log.clone();
-        let shard = self.shard;
-        let end_seq = self.end_seq;
-        // Frames of older schema versions are read in the planned version.
-        let read = match self.stream.read_schema(self.projection.as_deref()) {
-            Ok(read) => Arc::new(read),
-            Err(e) => {
-                let error = datafusion::error::DataFusionError::from(e);
-                return Box::pin(RecordBatchStreamAdapter::new(
-                    self.schema.clone(),
-                    futures::stream::once(async move { Err(error) }),
-                ));
-            }
-        };
-        let versions = log.versions();
+        let stream = self.stream.clone();
+        let (shard, end_seq) = (self.shard, self.end_seq);
+        let projection = self.projection.clone();
         let predicate = self.predicate.clone();
+        let limits = ReadLimits {
+            max_records: SCAN_BATCH_ROWS,
+            until: end_seq,
+        };
         let chunks = futures::stream::unfold(0u64, move |from_seq| {
-            let log = log.clone();
-            let read = read.clone();
-            let versions = versions.clone();
+            let stream = stream.clone();
+            let projection = projection.clone();
             let predicate = predicate.clone();
             async move {
                 if from_seq >= end_seq {
                     return None;
                 }
-                // Finding the frames may read a sealed segment's headers.
-                let decoded =
-                    tokio::task::spawn_blocking(move || -> DfResult<(RecordBatch, u64)> {
-                        let frames: Vec<_> = log
-                            .frames_from(shard, from_seq, SCAN_BATCH_ROWS)?
-                            .into_iter()
-                            .filter(|(_, f)| f.first_seq < end_seq)
-                            .collect();
-                        let next = frames.last().map_or(end_seq, |(_, f)| f.end_seq());
-                        let mut batches = Vec::with_capacity(frames.len());
-                        for (file, frame) in &frames {
-                            let batch = read_frame(file, frame, &versions, &read, from_seq)?;
-                            batches.push(match &predicate {
-                                Some(p) => apply_predicate(p, batch)?,
-                                None => batch,
-                            });
-                        }
-                        Ok((concat_batches(read.schema(), &batches)?, next))
-                    })
+                let read = stream
+                    .read(shard, from_seq, limits, projection.as_deref())
                     .await
-                    .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))
-                    .and_then(|r| r);
-                Some(match decoded {
-                    Ok((batch, next)) => (Ok(batch), next),
+                    .map_err(DataFusionError::from);
+                Some(match read {
+                    Ok(None) => (Ok(None), end_seq),
+                    Ok(Some(records)) => {
+                        let batch = match &predicate {
+                            Some(p) => apply_predicate(p, records.batch),
+                            None => Ok(records.batch),
+                        };
+                        (batch.map(Some), records.end)
+                    }
                     // The stream ends after its error.
                     Err(e) => (Err(e), end_seq),
                 })
             }
         });
         let stream = chunks
-            .try_filter(|b| futures::future::ready(b.num_rows() > 0))
+            .try_filter_map(|b| {
+                futures::future::ready(Ok(b.filter(|b: &RecordBatch| b.num_rows() > 0)))
+            })
             .boxed();
         Box::pin(RecordBatchStreamAdapter::new(self.schema.clone(), stream))
     }

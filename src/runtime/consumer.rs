@@ -1,6 +1,6 @@
 //! What pipelines and sinks share as consumers of a stream: one loop per
 //! source shard ([`run_shard`]) that waits on the shard's appends, reads
-//! a bounded run of frames on a blocking thread, hands it to the
+//! a bounded run of records ([`Stream::read`]), hands it to the
 //! consumer's step, moves the retention hold, and backs off and shows
 //! `last_error` when a step fails; a set of tasks with one stop signal;
 //! lag and state as shown in `sluice.pipelines` / `sluice.sinks`.
@@ -11,14 +11,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::compute::concat_batches;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::log::{read_frame, StreamLog};
+use crate::log::StreamLog;
 
-use super::Stream;
+use super::{ReadLimits, Stream};
 
 /// Most source records one step reads; bounds the decoded batch and the
 /// work a retry repeats.
@@ -187,33 +186,27 @@ pub async fn run_shard<C: ShardConsumer>(
     consumer.stopped().await;
 }
 
-/// Up to [`MAX_STEP_RECORDS`] records of `shard` from `offset`, decoded on
-/// a blocking thread; `None` when there are none.
+/// Up to about [`MAX_STEP_RECORDS`] records of `shard` from `offset`;
+/// `None` when there are none.
 async fn read(
     source: &Stream,
     shard: u32,
     offset: u64,
     projection: Option<Vec<usize>>,
 ) -> Result<Option<Input>> {
-    // Frames of older schema versions are read in this consumer's version.
-    let read = source.read_schema(projection.as_deref())?;
-    let versions = source.log.versions();
-    let log = source.log.clone();
-    // Finding the frames may read a sealed segment's headers.
-    let read = tokio::task::spawn_blocking(move || -> Result<Option<(RecordBatch, u64)>> {
-        let frames = log.frames_from(shard, offset, MAX_STEP_RECORDS)?;
-        let Some(end) = frames.last().map(|(_, f)| f.end_seq()) else {
-            return Ok(None);
-        };
-        let batches = frames
-            .iter()
-            .map(|(file, frame)| read_frame(file, frame, &versions, &read, offset))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Some((concat_batches(read.schema(), &batches)?, end)))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))??;
-    Ok(read.map(|(batch, end)| Input { batch, offset, end }))
+    let records = source
+        .read(
+            shard,
+            offset,
+            ReadLimits::records(MAX_STEP_RECORDS),
+            projection.as_deref(),
+        )
+        .await?;
+    Ok(records.map(|r| Input {
+        batch: r.batch,
+        offset: r.first,
+        end: r.end,
+    }))
 }
 
 /// Sets (or with `None` clears) a consumer's shown failure.

@@ -14,6 +14,10 @@ use crate::error::{Error, Result};
 use crate::types::{ColumnDef, SqlType};
 
 use super::stream::Stream;
+use super::ReadLimits;
+
+/// Records decoded at once while counting dead letters.
+const COUNT_READ_RECORDS: u64 = 65_536;
 
 /// The catalog name of the dead-letter stream (schema `sluice`).
 pub const ERRORS_STREAM: &str = "sluice.errors";
@@ -119,18 +123,23 @@ pub fn counts_by_stream(errors: &Stream) -> HashMap<String, u64> {
     let Ok(read) = errors.read_schema(Some(&[column])) else {
         return counts;
     };
-    let versions = errors.log.versions();
     for shard in 0..errors.log.shard_count() {
-        let Ok(frames) = errors.log.frames_from(shard, 0, u64::MAX) else {
-            continue;
-        };
-        for (file, frame) in frames {
-            let Ok(batch) = crate::log::read_frame(&file, &frame, &versions, &read, 0) else {
-                continue;
-            };
-            for name in batch.column(0).as_string::<i32>().iter().flatten() {
+        let mut from = 0;
+        // A run at a time: the whole stream decoded at once could be large.
+        while let Ok(Some(records)) = super::read_shard(
+            &errors.log,
+            shard,
+            from,
+            ReadLimits::records(COUNT_READ_RECORDS),
+            &read,
+        ) {
+            for name in records.batch.column(0).as_string::<i32>().iter().flatten() {
                 *counts.entry(name.to_string()).or_insert(0) += 1;
             }
+            if records.end <= from {
+                break;
+            }
+            from = records.end;
         }
     }
     counts

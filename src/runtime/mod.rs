@@ -1,14 +1,16 @@
 //! The shared runtime every layer above the log stands on: open streams
-//! and their lookup by name, `sluice.errors`, and what pipelines and sinks
+//! and their lookup by name, the one way to read a stream (`read`), `sluice.errors`, and what pipelines and sinks
 //! share as consumers of a stream. It imports only the storage layer
 //! (`log`, `catalog`, `storage`) and the base modules; `ingest`, `cq`,
 //! `sink`, `query` and the owner import it.
 
 pub mod consumer;
 pub mod dead_letters;
+mod read;
 mod stream;
 
 pub use dead_letters::{DeadLetter, ERRORS_STREAM};
+pub use read::{read_shard, ReadLimits, Records};
 pub use stream::{Stream, Streams};
 
 /// Gives the allocator's free memory back to the system. A large COPY

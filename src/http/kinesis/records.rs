@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::ingest::{kpl, JsonRecord, RecordResult, Writer};
-use crate::log::read_frame;
+use crate::runtime::ReadLimits;
 
 pub(super) async fn put_records(engine: &Engine, request: &Value, single: bool) -> KResult {
     let stream = stream(engine, request)?;
@@ -219,43 +219,35 @@ pub(super) async fn get_records(engine: &Engine, request: &Value) -> KResult {
         .and_then(Value::as_u64)
         .unwrap_or(MAX_GET_RECORDS)
         .clamp(1, MAX_GET_RECORDS);
-    let from = it.seq;
-    let read = stream.read_schema(None).map_err(KinesisError::from)?;
-    let versions = stream.log.versions();
-    let log = stream.log.clone();
-    let shard = it.shard;
-    // Finding the frames may read a sealed segment's headers.
-    let batches = tokio::task::spawn_blocking(move || {
-        log.frames_from(shard, from, limit)?
-            .iter()
-            .map(|(file, frame)| {
-                read_frame(file, frame, &versions, &read, from)
-                    .map(|b| (frame.first_seq.max(from), b))
-            })
-            .collect::<Result<Vec<_>, Error>>()
-    })
-    .await
-    .map_err(|e| KinesisError::from(Error::Internal(e.to_string())))??;
+    let records = stream
+        .read(it.shard, it.seq, ReadLimits::records(limit), None)
+        .await
+        .map_err(KinesisError::from)?;
     let kinesis_shaped = is_kinesis_shaped(&stream);
     let key_column = stream
         .def
         .partition_key
         .as_ref()
         .and_then(|k| stream.def.columns.iter().position(|c| &c.name == k));
-    let mut records = Vec::new();
+    let mut out = Vec::new();
     let mut next = it.seq;
-    for (first, batch) in batches {
-        for row in 0..batch.num_rows() {
-            if records.len() as u64 >= limit {
-                break;
-            }
-            let seq = first + row as u64;
-            records.push(record_json(&batch, row, seq, kinesis_shaped, key_column)?);
+    if let Some(read) = records {
+        // Whole frames are read: at most `limit` of their records go out.
+        let rows = read.batch.num_rows().min(limit as usize);
+        for row in 0..rows {
+            let seq = read.first + row as u64;
+            out.push(record_json(
+                &read.batch,
+                row,
+                seq,
+                kinesis_shaped,
+                key_column,
+            )?);
             next = seq + 1;
         }
     }
     Ok(json!({
-        "Records": records,
+        "Records": out,
         "NextShardIterator": encode_iterator(&Iterator { seq: next, ..it }),
         "MillisBehindLatest": if next >= end { 0 } else { 1000 },
     }))
