@@ -18,9 +18,11 @@ use crate::catalog::{Catalog, StreamDef};
 use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::{Error, Result};
+use crate::ingest::Writer;
 use crate::query::{self, Registry};
-use crate::runtime::dead_letters::{errors_stream_def, ERRORS_STREAM};
+use crate::runtime::dead_letters::errors_stream_def;
 use crate::runtime::Stream;
+use crate::runtime::ERRORS_STREAM;
 use crate::sql::{CreateStream, DropStream};
 use crate::storage::{LocationPolicy, StoreRegistry};
 
@@ -127,6 +129,22 @@ impl Engine {
     /// A session for one connection.
     pub fn new_session(&self) -> SessionContext {
         query::new_session(&self.template)
+    }
+
+    /// An ingest writer into `table` when it names a stream (rejected
+    /// records go to `sluice.errors`); `Ok(None)` when it names something
+    /// else, left to the query engine.
+    pub fn writer(&self, table: &str) -> Result<Option<Writer>> {
+        self.registry
+            .get(table)
+            .map(|stream| {
+                Writer::new(
+                    stream,
+                    self.registry.errors(),
+                    self.config.limits.max_statement_bytes,
+                )
+            })
+            .transpose()
     }
 
     pub async fn create_stream(&self, create: CreateStream) -> Result<DdlOutcome> {

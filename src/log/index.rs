@@ -11,7 +11,29 @@
 //! the frames that have them.
 
 use super::frame::{Bulk, Progress, FRAME_HEADER_BYTES};
-use super::segment::FrameRef;
+
+/// Where one frame lives and what it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameRef {
+    pub first_seq: u64,
+    pub record_count: u32,
+    pub offset: u64,
+    pub payload_len: u32,
+    pub append_time_ms: i64,
+    pub progress: Option<Progress>,
+    pub bulk: Option<Bulk>,
+    /// The stream schema version of the frame's rows.
+    pub schema_version: u32,
+}
+
+impl FrameRef {
+    pub fn end_seq(&self) -> u64 {
+        self.first_seq + self.record_count as u64
+    }
+    pub fn frame_len(&self) -> u64 {
+        FRAME_HEADER_BYTES as u64 + self.payload_len as u64
+    }
+}
 
 /// Frames between checkpoints: a lookup sums at most this many lengths.
 const CHECKPOINT_FRAMES: usize = 32;

@@ -36,7 +36,7 @@ use tokio::sync::watch;
 pub use bulk::{BulkFiles, BulkSpill};
 use commit::{Committer, Request};
 pub use frame::Progress;
-pub use segment::FrameRef;
+pub use index::FrameRef;
 use shard::Shard;
 pub use shard::{read_frame, ShardStats};
 pub use versions::{ReadSchema, Versions};

@@ -8,32 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::frame::{Bulk, FrameHeader, Progress, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
-use super::index::{FrameIndex, Summary};
+use super::frame::{FrameHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES};
+use super::index::{FrameIndex, FrameRef, Summary};
 use crate::error::{Error, Result};
-
-/// Where one frame lives and what it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameRef {
-    pub first_seq: u64,
-    pub record_count: u32,
-    pub offset: u64,
-    pub payload_len: u32,
-    pub append_time_ms: i64,
-    pub progress: Option<Progress>,
-    pub bulk: Option<Bulk>,
-    /// The stream schema version of the frame's rows.
-    pub schema_version: u32,
-}
-
-impl FrameRef {
-    pub fn end_seq(&self) -> u64 {
-        self.first_seq + self.record_count as u64
-    }
-    pub fn frame_len(&self) -> u64 {
-        FRAME_HEADER_BYTES as u64 + self.payload_len as u64
-    }
-}
 
 /// A segment's frames as the shard holds them.
 #[derive(Debug)]

@@ -3,28 +3,24 @@
 //! `COPY … TO STDOUT` streams query results as text or CSV lines, or in
 //! PostgreSQL's binary format.
 
-use std::fmt::Debug;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::prelude::SessionContext;
 use datafusion_postgres::arrow_pg::datatypes::arrow_schema_to_pg_fields;
 use datafusion_postgres::arrow_pg::encoder::encode_value;
-use futures::{Sink, SinkExt, StreamExt};
-use pgwire::api::copy::CopyHandler;
+use futures::StreamExt;
 use pgwire::api::portal::Format;
-use pgwire::api::results::{CopyEncoder, CopyResponse, Response, Tag};
-use pgwire::api::ClientInfo;
-use pgwire::error::{PgWireError, PgWireResult};
-use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
-use pgwire::messages::PgWireBackendMessage;
+use pgwire::api::results::{CopyEncoder, CopyResponse, Response};
+use pgwire::error::PgWireResult;
+use pgwire::messages::copy::CopyData;
 
-use super::connection::Busy;
-use super::handler::Session;
+use super::connection::{Activity, Busy};
 use super::to_pg_error;
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::ingest::{CopyIn, Writer};
 use crate::query::guard::plan_read_only;
@@ -116,89 +112,134 @@ impl CopyState {
     }
 }
 
-impl Session {
-    /// Starts a COPY: FROM STDIN answers CopyInResponse and waits for data;
-    /// TO STDOUT runs the query and streams it.
-    pub(super) async fn start_copy(&self, copy: CopyStatement) -> Result<Response> {
-        if copy.from_stdin {
-            let CopySource::Table { name, columns } = &copy.source else {
-                return Err(Error::Syntax("COPY (query) works only TO STDOUT".into()));
-            };
-            let writer = self
-                .writer(name)?
-                .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
-            let format = copy_format(copy.options.format);
-            let decoder = writer.copy_in(columns.as_deref(), copy.options)?;
-            let columns = decoder.width();
-            *self.copy.lock().await = Some(CopyState::start(
-                self.activity.enter(),
-                writer,
-                Box::new(decoder),
-            ));
-            // The format advertised is the one decoded: clients (psycopg)
-            // encode what CopyInResponse says.
-            return Ok(Response::CopyIn(CopyResponse::new(
-                format,
-                columns,
-                futures::stream::empty(),
-            )));
+/// The COPY FROM STDIN in progress on a connection, if any: CopyData,
+/// CopyDone and CopyFail messages go to it.
+#[derive(Default)]
+pub(super) struct PendingCopy(tokio::sync::Mutex<Option<CopyState>>);
+
+impl PendingCopy {
+    /// Passes a CopyData message's bytes on (ignored without a COPY: the
+    /// client gets its error at CopyDone).
+    pub(super) async fn push(&self, data: bytes::Bytes) {
+        if let Some(state) = self.0.lock().await.as_mut() {
+            state.push(data).await;
         }
-        let query = match &copy.source {
-            CopySource::Query(q) => q.clone(),
-            CopySource::Table { name, columns } => format!(
-                "SELECT {} FROM \"{name}\"",
-                columns.as_ref().map_or("*".to_string(), |c| c
-                    .iter()
-                    .map(|c| format!("\"{c}\""))
-                    .collect::<Vec<_>>()
-                    .join(", "))
-            ),
+    }
+
+    /// CopyDone: stores every row as one unit; the rows stored.
+    pub(super) async fn done(&self) -> Result<u64> {
+        let Some(state) = self.0.lock().await.take() else {
+            return Err(Error::Internal("CopyDone without COPY".into()));
         };
-        let plan = plan_read_only(&self.ctx.state(), &query).await?;
-        let df = self.ctx.execute_logical_plan(plan).await?;
-        let columns = df.schema().fields().len();
-        if copy.options.format == CopyFormat::Binary {
-            let schema = df.schema().as_arrow().clone();
-            let batches = df.execute_stream().await?;
-            // Built as text and marked binary: the trailer is sent here
-            // (with the header when there are no rows, as PostgreSQL
-            // does), not appended by pgwire.
-            let mut response = CopyResponse::new(0, columns, binary_copy_out(schema, batches)?);
-            response.format = 1;
-            return Ok(Response::CopyOut(response));
-        }
-        let header = copy.options.header.then(|| {
-            df.schema()
-                .fields()
-                .iter()
-                .map(|f| f.name().clone())
-                .collect::<Vec<_>>()
-        });
-        let batches = df.execute_stream().await?;
-        let options = Arc::new(copy.options);
-        let header_line = header.map(|names| {
-            let cells: Vec<Option<String>> = names.into_iter().map(Some).collect();
-            Ok(CopyData::new(encode_line(&cells, &options).into()))
-        });
-        let rows = batches.flat_map(move |batch| {
-            let lines: Vec<PgWireResult<CopyData>> = match batch {
-                Ok(batch) => match encode_batch(&batch, &options) {
-                    Ok(lines) => lines
-                        .into_iter()
-                        .map(|l| Ok(CopyData::new(l.into())))
-                        .collect(),
-                    Err(e) => vec![Err(to_pg_error(e))],
-                },
-                Err(e) => vec![Err(to_pg_error(Error::from_datafusion(e)))],
-            };
-            futures::stream::iter(lines)
-        });
-        let stream = futures::stream::iter(header_line).chain(rows);
-        Ok(Response::CopyOut(CopyResponse::new(0, columns, stream)))
+        state.finish().await
+    }
+
+    /// CopyFail: nothing of the COPY is stored.
+    pub(super) async fn fail(&self, message: &str) -> Error {
+        self.0.lock().await.take();
+        Error::Canceled(format!("COPY from stdin failed: {message}"))
     }
 }
 
-/// CopyResponse's overall format code: 1 binary, 0 text (and csv).
+/// Starts `COPY … FROM STDIN`: answers CopyInResponse; the data follows
+/// into `pending`.
+pub(super) async fn copy_from_stdin(
+    engine: &Engine,
+    activity: &Arc<Activity>,
+    pending: &PendingCopy,
+    copy: CopyStatement,
+) -> Result<Response> {
+    let CopySource::Table { name, columns } = &copy.source else {
+        return Err(Error::Syntax("COPY (query) works only TO STDOUT".into()));
+    };
+    let writer = engine
+        .writer(name)?
+        .ok_or_else(|| Error::UndefinedTable(name.clone()))?;
+    let format = copy_format(copy.options.format);
+    let decoder = writer.copy_in(columns.as_deref(), copy.options)?;
+    let columns = decoder.width();
+    *pending.0.lock().await = Some(CopyState::start(
+        activity.enter(),
+        writer,
+        Box::new(decoder),
+    ));
+    // The format advertised is the one decoded: clients (psycopg) encode
+    // what CopyInResponse says.
+    Ok(Response::CopyIn(CopyResponse::new(
+        format,
+        columns,
+        futures::stream::empty(),
+    )))
+}
+
+/// Runs `COPY … TO STDOUT`: the query's rows as CopyData, in text, CSV or
+/// PostgreSQL's binary format.
+pub(super) async fn copy_to_stdout(ctx: &SessionContext, copy: CopyStatement) -> Result<Response> {
+    let query = match &copy.source {
+        CopySource::Query(q) => q.clone(),
+        CopySource::Table { name, columns } => format!(
+            "SELECT {} FROM \"{name}\"",
+            columns.as_ref().map_or("*".to_string(), |c| c
+                .iter()
+                .map(|c| format!("\"{c}\""))
+                .collect::<Vec<_>>()
+                .join(", "))
+        ),
+    };
+    let plan = plan_read_only(&ctx.state(), &query).await?;
+    let df = ctx.execute_logical_plan(plan).await?;
+    let columns = df.schema().fields().len();
+    if copy.options.format == CopyFormat::Binary {
+        let schema = df.schema().as_arrow().clone();
+        let batches = df.execute_stream().await?;
+        // Built as text and marked binary: the trailer is sent here (with
+        // the header when there are no rows, as PostgreSQL does), not
+        // appended by pgwire.
+        let mut response = CopyResponse::new(0, columns, binary_copy_out(schema, batches)?);
+        response.format = 1;
+        return Ok(Response::CopyOut(response));
+    }
+    let header = copy.options.header.then(|| {
+        df.schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect::<Vec<_>>()
+    });
+    let batches = df.execute_stream().await?;
+    Ok(Response::CopyOut(CopyResponse::new(
+        0,
+        columns,
+        text_copy_out(header, batches, Arc::new(copy.options)),
+    )))
+}
+
+/// Text or CSV lines of `batches`, after a header line if asked.
+fn text_copy_out(
+    header: Option<Vec<String>>,
+    batches: SendableRecordBatchStream,
+    options: Arc<CopyOptions>,
+) -> impl futures::Stream<Item = PgWireResult<CopyData>> + Send {
+    let header_line = header.map(|names| {
+        let cells: Vec<Option<String>> = names.into_iter().map(Some).collect();
+        Ok(CopyData::new(encode_line(&cells, &options).into()))
+    });
+    let rows = batches.flat_map(move |batch| {
+        let lines: Vec<PgWireResult<CopyData>> = match batch {
+            Ok(batch) => match encode_batch(&batch, &options) {
+                Ok(lines) => lines
+                    .into_iter()
+                    .map(|l| Ok(CopyData::new(l.into())))
+                    .collect(),
+                Err(e) => vec![Err(to_pg_error(e))],
+            },
+            Err(e) => vec![Err(to_pg_error(Error::from_datafusion(e)))],
+        };
+        futures::stream::iter(lines)
+    });
+    futures::stream::iter(header_line).chain(rows)
+}
+
 fn copy_format(format: CopyFormat) -> i8 {
     i8::from(format == CopyFormat::Binary)
 }
@@ -328,50 +369,4 @@ fn encode_line(cells: &[Option<String>], options: &CopyOptions) -> String {
     }
     line.push('\n');
     line
-}
-
-#[async_trait]
-impl CopyHandler for Session {
-    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        if let Some(state) = self.copy.lock().await.as_mut() {
-            state.push(copy_data.data).await;
-        }
-        Ok(())
-    }
-
-    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        let Some(state) = self.copy.lock().await.take() else {
-            return Err(to_pg_error(Error::Internal("CopyDone without COPY".into())));
-        };
-        let rows = state.finish().await.map_err(to_pg_error)?;
-        let tag = Tag::new("COPY").with_rows(rows as usize);
-        client
-            .send(PgWireBackendMessage::CommandComplete(tag.into()))
-            .await?;
-        Ok(())
-    }
-
-    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
-    where
-        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
-        C::Error: Debug,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        // Nothing of an aborted COPY is stored.
-        self.copy.lock().await.take();
-        to_pg_error(Error::Canceled(format!(
-            "COPY from stdin failed: {}",
-            fail.message
-        )))
-    }
 }

@@ -1,20 +1,15 @@
-//! Per-connection pgwire handlers. Simple queries are split into
-//! statements; sluice statements go to the engine, the rest to
-//! `DfSessionService` (which brings SET/SHOW, transactions and psql's
-//! pg_catalog queries). In the extended protocol a sluice statement is
-//! stored as `(text, None)` and executed here; DataFusion statements are
-//! prepared and executed by `DfSessionService`.
+//! The pgwire traits of a connection, on its [`Session`]. Simple queries
+//! are split into statements; sluice statements run in `execute`, the
+//! rest in `DfSessionService` (which brings SET/SHOW, transactions and
+//! psql's pg_catalog queries). In the extended protocol a sluice statement
+//! is stored as `(text, None)` and executed at Execute; DataFusion
+//! statements are prepared and executed by `DfSessionService`. COPY's
+//! messages go to the session's pending COPY.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser;
-use datafusion_postgres::hooks::set_show::SetShowHook;
-use datafusion_postgres::hooks::transactions::TransactionStatementHook;
-use datafusion_postgres::hooks::QueryHook;
 use datafusion_postgres::DfSessionService;
 use futures::{Sink, SinkExt};
 use pgwire::api::auth::StartupHandler;
@@ -27,27 +22,22 @@ use pgwire::api::store::Entry;
 use pgwire::api::store::PortalStore;
 use pgwire::api::DEFAULT_NAME;
 use pgwire::api::{ClientInfo, ClientPortalStore, ConnectionManager, PgWireServerHandlers};
-use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::error::{PgWireError, PgWireResult};
+use pgwire::messages::copy::{CopyData, CopyDone, CopyFail};
 use pgwire::messages::data::{NoData, ParameterDescription, RowDescription};
 use pgwire::messages::extendedquery::{Describe, TARGET_TYPE_BYTE_STATEMENT};
-use pgwire::messages::response::NoticeResponse;
 use pgwire::messages::PgWireBackendMessage;
 
 use super::auth::{Authenticator, Security};
 use super::connection::Activity;
-use super::copy::CopyState;
-use super::cursor::{described_rows, CursorHook, Cursors};
-use super::parser::{deallocate, RoutingParser};
-use super::privilege::GuardHook;
+use super::cursor::described_rows;
+use super::parser::{deallocate, DfStatement, RoutingParser};
+use super::privilege::check_prepared;
+use super::session::Session;
 use super::statement::{in_place, CancelRouter, Cancels, Control, HEAVY_STATEMENT_BYTES};
-use super::{into_error, to_pg_error};
-use crate::engine::{DdlOutcome, Engine};
-use crate::error::Error;
-use crate::ingest::Writer;
-use crate::query::explain_insert_error;
-use crate::sql::{self, Parsed};
-
-pub(super) type DfStatement = (String, Option<(sqlparser::ast::Statement, LogicalPlan)>);
+use super::to_pg_error;
+use crate::engine::Engine;
+use crate::sql;
 
 /// Everything one connection needs; built per accepted socket.
 pub struct ConnectionHandlers {
@@ -71,34 +61,8 @@ impl ConnectionHandlers {
             peer,
             Some(std::time::Duration::from_millis(timeout_ms)),
         );
-        let ctx = engine.new_session();
-        ctx.register_udf(super::roles::session_user(activity.clone()));
-        let ctx = Arc::new(ctx);
-        let cursors = Arc::new(Cursors::default());
-        let hooks: Vec<Arc<dyn QueryHook>> = vec![
-            Arc::new(GuardHook::new(engine.clone(), activity.clone())),
-            Arc::new(CursorHook {
-                cursors: cursors.clone(),
-            }),
-            Arc::new(SetShowHook),
-            Arc::new(TransactionStatementHook),
-        ];
-        let df = Arc::new(DfSessionService::new_with_hooks(ctx.clone(), hooks));
         ConnectionHandlers {
-            session: Arc::new(Session {
-                parser: Arc::new(RoutingParser {
-                    df_parser: df.query_parser(),
-                    engine: engine.clone(),
-                    last_insert: Default::default(),
-                }),
-                engine,
-                ctx,
-                df,
-                cursors,
-                copy: tokio::sync::Mutex::new(None),
-                activity: activity.clone(),
-                control,
-            }),
+            session: Arc::new(Session::new(engine, activity.clone(), control)),
             startup: Arc::new(Authenticator::new(
                 security,
                 connections.clone(),
@@ -132,163 +96,6 @@ impl PgWireServerHandlers for ConnectionHandlers {
     fn copy_handler(&self) -> Arc<impl CopyHandler> {
         self.session.clone()
     }
-}
-
-pub struct Session {
-    pub(super) engine: Arc<Engine>,
-    pub(super) ctx: Arc<SessionContext>,
-    df: Arc<DfSessionService>,
-    cursors: Arc<Cursors>,
-    parser: Arc<RoutingParser>,
-    pub(super) copy: tokio::sync::Mutex<Option<CopyState>>,
-    /// Statements running now, for shutdown.
-    pub(super) activity: Arc<Activity>,
-    /// Cancel, statement timeout and disconnect for queries.
-    control: Arc<Control>,
-}
-
-impl Session {
-    /// Runs what the engine executes itself (sluice statements, literal
-    /// INSERTs into streams); `Ok(None)` if `parsed` is for DataFusion.
-    async fn run_sluice<C>(&self, client: &mut C, parsed: Parsed) -> PgWireResult<Option<Response>>
-    where
-        C: Sink<PgWireBackendMessage> + Unpin + Send,
-        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-    {
-        self.check_privilege(&parsed).map_err(to_pg_error)?;
-        let (tag, outcomes) = match parsed {
-            Parsed::CreateStream(create) => (
-                "CREATE STREAM",
-                vec![self
-                    .engine
-                    .create_stream(create)
-                    .await
-                    .map_err(to_pg_error)?],
-            ),
-            Parsed::CreateDerived(create) => (
-                "CREATE STREAM",
-                vec![self
-                    .engine
-                    .create_derived(create)
-                    .await
-                    .map_err(to_pg_error)?],
-            ),
-            Parsed::DropStream(drop) => (
-                "DROP STREAM",
-                self.engine.drop_stream(drop).await.map_err(to_pg_error)?,
-            ),
-            Parsed::AlterStream(alter) => (
-                // The tag names what the client wrote (psql shows it).
-                if sql::leading_words(&alter.statement, 2)
-                    .get(1)
-                    .map(String::as_str)
-                    == Some("TABLE")
-                {
-                    "ALTER TABLE"
-                } else {
-                    "ALTER STREAM"
-                },
-                vec![self.engine.alter_stream(alter).await.map_err(to_pg_error)?],
-            ),
-            Parsed::CreateSink(create) => (
-                "CREATE SINK",
-                vec![self
-                    .engine
-                    .create_sink(*create)
-                    .await
-                    .map_err(to_pg_error)?],
-            ),
-            Parsed::DropSink(drop) => (
-                "DROP SINK",
-                self.engine.drop_sink(drop).await.map_err(to_pg_error)?,
-            ),
-            Parsed::FlushSink(name) => {
-                self.engine.flush_sink(&name).await.map_err(to_pg_error)?;
-                ("FLUSH SINK", Vec::new())
-            }
-            Parsed::CreateExternalTable(sql) => (
-                "CREATE TABLE",
-                vec![self
-                    .engine
-                    .create_external_table(&sql)
-                    .await
-                    .map_err(to_pg_error)?],
-            ),
-            Parsed::CreateTableAs(ctas) => {
-                let (outcome, rows) = self
-                    .engine
-                    .create_table_as(ctas, &self.ctx)
-                    .await
-                    .map_err(to_pg_error)?;
-                send_notices(client, vec![outcome]).await?;
-                return Ok(Some(Response::Execution(
-                    Tag::new("SELECT").with_rows(rows as usize),
-                )));
-            }
-            Parsed::DropTable(drop) => (
-                "DROP TABLE",
-                self.engine.drop_table(drop).await.map_err(to_pg_error)?,
-            ),
-            Parsed::InsertValues { insert, .. } => {
-                let Some(writer) = self.writer(&insert.table).map_err(to_pg_error)? else {
-                    return Ok(None);
-                };
-                let rows = writer.insert_values(&insert).await.map_err(to_pg_error)?;
-                return Ok(Some(Response::Execution(
-                    Tag::new("INSERT").with_oid(0).with_rows(rows as usize),
-                )));
-            }
-            Parsed::Copy(copy) => {
-                return self.start_copy(copy).await.map(Some).map_err(to_pg_error)
-            }
-            Parsed::Savepoint(savepoint) => {
-                if let Some(notice) = savepoint.notice {
-                    send_notice(client, notice).await?;
-                }
-                return Ok(Some(Response::Execution(Tag::new(savepoint.tag))));
-            }
-            Parsed::Role(role) => {
-                let tag = role.tag();
-                let outcome = self.run_role(role).map_err(to_pg_error)?;
-                (tag, vec![outcome])
-            }
-            Parsed::Sql(_)
-            | Parsed::ShowStreams
-            | Parsed::ShowPipelines
-            | Parsed::ShowSinks
-            | Parsed::ExplainCreateDerived(_) => return Ok(None),
-        };
-        send_notices(client, outcomes).await?;
-        Ok(Some(Response::Execution(Tag::new(tag))))
-    }
-}
-
-/// A NOTICE per statement that IF [NOT] EXISTS turned into a no-op.
-async fn send_notices<C>(client: &mut C, outcomes: Vec<DdlOutcome>) -> PgWireResult<()>
-where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    for outcome in outcomes {
-        if let DdlOutcome::Skipped(msg) = outcome {
-            send_notice(client, msg).await?;
-        }
-    }
-    Ok(())
-}
-
-async fn send_notice<C>(client: &mut C, message: String) -> PgWireResult<()>
-where
-    C: Sink<PgWireBackendMessage> + Unpin + Send,
-    PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
-{
-    let notice = ErrorInfo::new("NOTICE".into(), "00000".into(), message);
-    client
-        .send(PgWireBackendMessage::NoticeResponse(NoticeResponse::from(
-            notice,
-        )))
-        .await?;
-    Ok(())
 }
 
 #[async_trait]
@@ -351,25 +158,6 @@ impl Session {
         .await
         .map_err(|e| self.explain(&text, e))?;
         Ok(watch.guard(responses, &self.activity))
-    }
-
-    /// Maps a DataFusion failure to our error, naming the column a bad
-    /// INSERT value was meant for.
-    fn explain(&self, stmt: &str, e: PgWireError) -> PgWireError {
-        match into_error(e) {
-            Ok(err) => to_pg_error(explain_insert_error(
-                &self.engine.registry.streams,
-                stmt,
-                err,
-            )),
-            Err(other) => other,
-        }
-    }
-
-    /// The writer of `table` when it names a stream; `Ok(None)` when it
-    /// names something else (left to the query engine).
-    pub(super) fn writer(&self, table: &str) -> Result<Option<Writer>, Error> {
-        writer(&self.engine, table)
     }
 }
 
@@ -469,7 +257,7 @@ impl ExtendedQueryHandler for Session {
             }
         }
         if let Some((statement, plan)) = plan {
-            self.check_plan(statement, plan).map_err(to_pg_error)?;
+            check_prepared(&self.engine, &self.activity, statement, plan).map_err(to_pg_error)?;
         }
         let watch = self.control.begin(client);
         let response = watch
@@ -482,17 +270,38 @@ impl ExtendedQueryHandler for Session {
     }
 }
 
-/// The writer of `table` when it names a stream; `Ok(None)` otherwise.
-pub(super) fn writer(engine: &Engine, table: &str) -> Result<Option<Writer>, Error> {
-    engine
-        .registry
-        .get(table)
-        .map(|stream| {
-            Writer::new(
-                stream,
-                engine.registry.errors(),
-                engine.config.limits.max_statement_bytes,
-            )
-        })
-        .transpose()
+#[async_trait]
+impl CopyHandler for Session {
+    async fn on_copy_data<C>(&self, _client: &mut C, copy_data: CopyData) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        self.copy.push(copy_data.data).await;
+        Ok(())
+    }
+
+    async fn on_copy_done<C>(&self, client: &mut C, _done: CopyDone) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let rows = self.copy.done().await.map_err(to_pg_error)?;
+        let tag = Tag::new("COPY").with_rows(rows as usize);
+        client
+            .send(PgWireBackendMessage::CommandComplete(tag.into()))
+            .await?;
+        Ok(())
+    }
+
+    async fn on_copy_fail<C>(&self, _client: &mut C, fail: CopyFail) -> PgWireError
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        to_pg_error(self.copy.fail(&fail.message).await)
+    }
 }

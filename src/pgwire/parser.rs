@@ -13,12 +13,21 @@ use pgwire::api::store::PortalStore;
 use pgwire::api::{ClientInfo, ClientPortalStore, Type};
 use pgwire::error::PgWireResult;
 
-use super::handler::{writer, DfStatement};
 use super::statement::{in_place, HEAVY_STATEMENT_BYTES};
 use super::{map_pg_error, to_pg_error};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::sql::{self, Parsed};
+
+/// A prepared statement: its text and, for DataFusion's, its parse and
+/// plan (`None` for a sluice statement, run by the session).
+pub(super) type DfStatement = (
+    String,
+    Option<(
+        datafusion::sql::sqlparser::ast::Statement,
+        datafusion::logical_expr::LogicalPlan,
+    )>,
+);
 
 /// `DEALLOCATE` of a statement prepared with the protocol's Parse (as
 /// psycopg and pgjdbc send it) frees it; `ALL` is accepted and frees them
@@ -98,7 +107,7 @@ impl QueryParser for RoutingParser {
         if let Parsed::InsertValues { insert, .. } = &parsed {
             // Errors found in a literal INSERT are reported at Parse, as
             // Postgres does; it then runs without the query engine.
-            if let Some(writer) = writer(&self.engine, &insert.table).map_err(to_pg_error)? {
+            if let Some(writer) = self.engine.writer(&insert.table).map_err(to_pg_error)? {
                 writer.check_values(insert).map_err(to_pg_error)?;
                 if let Ok(mut last) = self.last_insert.lock() {
                     *last = Some((stmt.to_string(), parsed));

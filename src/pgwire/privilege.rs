@@ -26,7 +26,6 @@ use pgwire::error::PgWireResult;
 
 use super::auth::SUPERUSER;
 use super::connection::Activity;
-use super::handler::Session;
 use super::to_pg_error;
 use crate::catalog::RoleGroup;
 use crate::engine::Engine;
@@ -94,18 +93,21 @@ fn check(engine: &Engine, activity: &Activity, need: Result<Need>) -> Result<()>
     )))
 }
 
-impl Session {
-    /// Refuses `parsed` if the session's role may not run it.
-    pub(super) fn check_privilege(&self, parsed: &Parsed) -> Result<()> {
-        check(&self.engine, &self.activity, Ok(needs(parsed)))
-    }
+/// Refuses `parsed` if the session's role may not run it.
+pub(super) fn check_parsed(engine: &Engine, activity: &Activity, parsed: &Parsed) -> Result<()> {
+    check(engine, activity, Ok(needs(parsed)))
+}
 
-    /// Refuses a prepared statement of the query engine at Execute, from
-    /// its parse and its plan.
-    pub(super) fn check_plan(&self, statement: &Statement, plan: &LogicalPlan) -> Result<()> {
-        check(&self.engine, &self.activity, statement_need(statement))?;
-        check(&self.engine, &self.activity, plan_need(plan))
-    }
+/// Refuses a prepared statement of the query engine at Execute, from its
+/// parse and its plan.
+pub(super) fn check_prepared(
+    engine: &Engine,
+    activity: &Activity,
+    statement: &Statement,
+    plan: &LogicalPlan,
+) -> Result<()> {
+    check(engine, activity, statement_need(statement))?;
+    check(engine, activity, plan_need(plan))
 }
 
 /// The first hook of every session: refuses a statement before the other

@@ -6,29 +6,26 @@ use std::sync::Arc;
 
 use super::auth::verifier;
 use super::connection::Activity;
-use super::handler::Session;
-use crate::engine::DdlOutcome;
+use crate::engine::{DdlOutcome, Engine};
 use crate::error::Error;
 use crate::sql::RoleStatement;
 
-impl Session {
-    pub(super) fn run_role(&self, role: RoleStatement) -> Result<DdlOutcome, Error> {
-        match role {
-            RoleStatement::Create {
-                name,
-                group,
-                password,
-            } => {
-                self.engine
-                    .create_role(&name, group, verifier(&password)?)?;
-                Ok(DdlOutcome::Done)
-            }
-            RoleStatement::AlterPassword { name, password } => {
-                self.engine.set_role_password(&name, verifier(&password)?)?;
-                Ok(DdlOutcome::Done)
-            }
-            RoleStatement::Drop { name, if_exists } => self.engine.drop_role(&name, if_exists),
+/// Runs CREATE ROLE, ALTER ROLE … PASSWORD or DROP ROLE.
+pub(super) fn run_role(engine: &Engine, role: RoleStatement) -> Result<DdlOutcome, Error> {
+    match role {
+        RoleStatement::Create {
+            name,
+            group,
+            password,
+        } => {
+            engine.create_role(&name, group, verifier(&password)?)?;
+            Ok(DdlOutcome::Done)
         }
+        RoleStatement::AlterPassword { name, password } => {
+            engine.set_role_password(&name, verifier(&password)?)?;
+            Ok(DdlOutcome::Done)
+        }
+        RoleStatement::Drop { name, if_exists } => engine.drop_role(&name, if_exists),
     }
 }
 

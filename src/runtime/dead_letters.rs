@@ -13,14 +13,11 @@ use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::types::{ColumnDef, SqlType};
 
-use super::stream::Stream;
+use super::stream::{Stream, ERRORS_STREAM};
 use super::ReadLimits;
 
 /// Records decoded at once while counting dead letters.
 const COUNT_READ_RECORDS: u64 = 65_536;
-
-/// The catalog name of the dead-letter stream (schema `sluice`).
-pub const ERRORS_STREAM: &str = "sluice.errors";
 
 /// The catalog entry of `sluice.errors`, created on first start.
 pub fn errors_stream_def() -> StreamDef {

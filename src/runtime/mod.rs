@@ -9,9 +9,9 @@ pub mod dead_letters;
 mod read;
 mod stream;
 
-pub use dead_letters::{DeadLetter, ERRORS_STREAM};
+pub use dead_letters::DeadLetter;
 pub use read::{read_shard, ReadLimits, Records};
-pub use stream::{Stream, Streams};
+pub use stream::{Stream, Streams, ERRORS_STREAM};
 
 /// Gives the allocator's free memory back to the system. A large COPY
 /// frees hundreds of MB of batches built on several threads, and glibc

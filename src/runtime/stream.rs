@@ -13,7 +13,8 @@ use crate::error::{Error, Result};
 use crate::log::{LogOptions, ReadSchema, StreamLog, Versions};
 use crate::types::{arrow_schema, ColumnDef};
 
-use super::dead_letters::ERRORS_STREAM;
+/// The catalog name of the dead-letter stream (schema `sluice`).
+pub const ERRORS_STREAM: &str = "sluice.errors";
 
 /// An open stream at one schema version: its declaration and its log.
 /// `ALTER STREAM` replaces the `Stream` (same log) in [`Streams`]; a

@@ -11,27 +11,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 
 use super::insert_scan::scan_insert;
 use super::object_name;
-
-/// `INSERT INTO table [(columns)] VALUES (literal, …), …`: the target and
-/// each row's literal text (`None` is SQL NULL), not yet converted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InsertValues {
-    pub table: String,
-    pub columns: Option<Vec<String>>,
-    pub rows: Vec<Vec<Option<String>>>,
-}
-
-impl InsertValues {
-    /// The bytes of literal text the statement carries: a bound on the
-    /// batch it becomes, known before any row is materialised.
-    pub fn literal_bytes(&self) -> u64 {
-        self.rows
-            .iter()
-            .flatten()
-            .map(|v| v.as_ref().map_or(1, |s| s.len() as u64 + 1))
-            .sum()
-    }
-}
+use super::statement::InsertValues;
 
 /// Recognises an INSERT whose rows are all literals; `None` for anything
 /// else (expressions, placeholders, SELECT sources, ON CONFLICT …).

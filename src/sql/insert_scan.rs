@@ -4,7 +4,7 @@
 //! `E'…'` strings, casts, RETURNING …) yields `None`, and the statement
 //! goes through the full SQL parser instead ([`super::insert`]).
 
-use super::insert::InsertValues;
+use super::statement::InsertValues;
 
 struct Scanner<'a> {
     s: &'a [u8],

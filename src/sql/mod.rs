@@ -15,9 +15,8 @@ mod session;
 mod sink;
 mod sink_options;
 mod split;
+mod statement;
 mod stream;
-
-use std::time::Duration;
 
 use datafusion::sql::sqlparser::ast::{Expr, ObjectName, Statement, Value};
 use datafusion::sql::sqlparser::dialect::{GenericDialect, PostgreSqlDialect};
@@ -26,98 +25,18 @@ use datafusion::sql::sqlparser::parser::Parser;
 pub use alter::{AlterAction, AlterStream, ColumnChange};
 pub use copy::{parse_copy, CopyFormat, CopyOptions, CopySource, CopyStatement};
 pub use depth::MAX_EXPRESSION_DEPTH;
-pub use insert::{insert_shape, parse_insert_values, InsertShape, InsertValues};
+pub use insert::{insert_shape, parse_insert_values, InsertShape};
 pub use psql_compat::{SERVER_VERSION, SERVER_VERSION_NUM};
 pub use role::RoleStatement;
 pub use session::{parse_deallocate, Deallocate, Savepoint};
 pub use sink::{CreateSink, CreateTableAs};
 pub use sink_options::{parse_size_bytes, SinkOptions, COMPRESSIONS};
 pub use split::{blank_comments, leading_words, split_statements, strip_comments};
+pub use statement::{CreateDerived, CreateStream, DropStream, InsertValues, Parsed};
 
 use crate::error::{Error, Result};
-use crate::types::ColumnDef;
 
 pub const MAX_SHARDS: u32 = 1024;
-
-/// A statement as routed.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Parsed {
-    CreateStream(CreateStream),
-    /// `CREATE STREAM name AS SELECT …`: a derived stream and its pipeline.
-    CreateDerived(CreateDerived),
-    DropStream(DropStream),
-    /// `ALTER STREAM …` (also written `ALTER TABLE …` on a stream).
-    AlterStream(AlterStream),
-    /// `SHOW STREAMS`, answered by a query over `sluice.streams`.
-    ShowStreams,
-    /// `SHOW PIPELINES`, answered by a query over `sluice.pipelines`.
-    ShowPipelines,
-    /// `COPY … FROM STDIN` / `COPY … TO STDOUT`.
-    Copy(CopyStatement),
-    /// `EXPLAIN CREATE STREAM … AS SELECT …`: the SELECT's plan.
-    ExplainCreateDerived(CreateDerived),
-    CreateSink(Box<CreateSink>),
-    DropSink(DropStream),
-    /// `FLUSH SINK name`: deliver what is acknowledged now, wait for the commit.
-    FlushSink(String),
-    /// `SHOW SINKS`, answered by a query over `sluice.sinks`.
-    ShowSinks,
-    /// `CREATE EXTERNAL TABLE …` as written (DataFusion's grammar, Hive
-    /// clause order accepted); kept in the catalog.
-    CreateExternalTable(String),
-    CreateTableAs(CreateTableAs),
-    DropTable(DropStream),
-    /// `INSERT INTO t [(cols)] VALUES` of literals only: stored without
-    /// the query engine when `t` is a stream; `text` (as for [`Parsed::Sql`])
-    /// goes to the query engine when it is not.
-    InsertValues {
-        insert: InsertValues,
-        text: String,
-    },
-    /// `CREATE ROLE`, `ALTER ROLE … PASSWORD`, `DROP ROLE`.
-    Role(RoleStatement),
-    /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`: accepted markers.
-    Savepoint(Savepoint),
-    /// Anything else: DataFusion SQL, passed on as written.
-    Sql(String),
-}
-
-/// A validated `CREATE STREAM`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateStream {
-    pub name: String,
-    pub if_not_exists: bool,
-    pub columns: Vec<ColumnDef>,
-    pub shards: u32,
-    pub partition_key: Option<String>,
-    pub retention: Option<(String, Duration)>,
-    pub event_time: Option<String>,
-    /// `unknown_fields = 'error'`: JSON records with extra fields fail.
-    pub reject_unknown_fields: bool,
-}
-
-/// A validated `CREATE STREAM … AS SELECT`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CreateDerived {
-    pub name: String,
-    pub if_not_exists: bool,
-    /// The SELECT, as text DataFusion plans.
-    pub select: String,
-    /// Start from the first retained record (`true`) or the end.
-    pub from_earliest: bool,
-    /// Output shards (default: the source's).
-    pub shards: Option<u32>,
-    /// An output column routing rows to shards (default: a row stays on
-    /// its source shard's number).
-    pub partition_key: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct DropStream {
-    pub names: Vec<String>,
-    pub if_exists: bool,
-    pub cascade: bool,
-}
 
 /// The query `SHOW PIPELINES` runs.
 pub const SHOW_PIPELINES_SQL: &str =

@@ -1,5 +1,7 @@
 //! Unit tests of the front parser (a `#[cfg(test)]` module of `sql`).
 
+use std::time::Duration;
+
 use super::*;
 use crate::types::SqlType;
 

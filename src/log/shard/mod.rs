@@ -12,9 +12,10 @@ use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::watch;
 
 use super::frame::{self, FrameMeta};
+use super::index::FrameRef;
 use super::index::{FrameIndex, MAX_SEGMENT_FRAMES};
 use super::room::Room;
-use super::segment::{self, parse_segment_file_name, segment_file_name, FrameRef, Frames, Segment};
+use super::segment::{self, parse_segment_file_name, segment_file_name, Frames, Segment};
 use super::versions::{ReadSchema, Versions};
 use crate::error::{Error, Result};
 

@@ -12,7 +12,8 @@ use std::sync::{Arc, MutexGuard};
 use super::Shard;
 use crate::error::Result;
 use crate::log::index::FrameIndex;
-use crate::log::segment::{self, FrameRef, Frames, SealedKey, Segment};
+use crate::log::index::FrameRef;
+use crate::log::segment::{self, Frames, SealedKey, Segment};
 
 /// Sealed segments' indexes a shard keeps in memory: readers catching up
 /// go through sealed segments one after another, and a few readers at
