@@ -20,9 +20,9 @@ use object_store::path::Path;
 use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 
+use super::core::{file_prefix, SinkCore};
 use super::staging::{promote, upload_relative, Move};
 use super::worker::writer_properties;
-use super::{file_prefix, SinkCore};
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
 use crate::clock::now_ms;
 use crate::error::Result;

@@ -28,8 +28,8 @@ use deltalake_core::protocol::{DeltaOperation, OutputMode};
 use deltalake_core::{DeltaTable, TableProperty};
 use tokio::sync::{watch, Notify};
 
+use super::core::SinkCore;
 use super::layout::Layout;
-use super::SinkCore;
 use crate::catalog::{DeltaChange, SinkDef, SinkFile};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};

@@ -24,7 +24,7 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use tokio::sync::mpsc;
 
-use super::{json_records, FlushRequest, SinkCore};
+use super::core::{json_records, FlushRequest, SinkCore};
 use crate::catalog::{EndpointDef, SinkFormat, SinkProgress};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};

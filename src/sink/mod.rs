@@ -18,6 +18,7 @@
 //! source keeps the records meanwhile (retention holds).
 
 mod compact;
+mod core;
 pub mod delta;
 mod delta_stats;
 mod endpoint;
@@ -26,189 +27,25 @@ pub mod postgres;
 mod staging;
 mod worker;
 
-use std::sync::atomic::{AtomicI64, AtomicU64};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
-use datafusion::arrow::array::RecordBatch;
 use futures::TryStreamExt;
 use object_store::ObjectStoreExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
+use self::core::{file_prefix, FlushRequest};
+pub use self::core::{SinkCore, SinkLimits, SinkStats};
 pub use layout::Layout;
 use worker::ShardWorker;
 pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
-use crate::catalog::{Catalog, SinkDef, SinkFile, SinkFormat, SinkProgress};
+use crate::catalog::{Catalog, SinkDef, SinkFormat, SinkProgress};
 use crate::error::{Error, Result};
 use crate::runtime::consumer::{
     lag_records, run_shard, set_error, ShardConsumer, ShardLoop, Tasks,
 };
 use crate::runtime::Stream;
 use crate::storage::Location;
-
-/// Bounds on one shard task's buffered output.
-#[derive(Debug, Clone, Copy)]
-pub struct SinkLimits {
-    /// Open partition files per shard task; one more rolls them all.
-    pub max_open_files: usize,
-    /// Bytes buffered in open writers per shard task.
-    pub max_buffered_bytes: u64,
-    /// Size of an upload part (and of the buffer before one starts).
-    pub upload_part_size_bytes: usize,
-    /// How long compacted-away files stay readable for running queries.
-    pub compaction_grace: std::time::Duration,
-}
-
-/// A flush request: deliver up to `offset`, answer when committed.
-pub(crate) struct FlushRequest {
-    offset: u64,
-    done: oneshot::Sender<std::result::Result<(), String>>,
-}
-
-impl FlushRequest {
-    /// Answers the waiting requests that `committed` covers.
-    fn answer_covered(waiting: &mut Vec<FlushRequest>, committed: u64) {
-        let (done, rest): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|f| f.offset <= committed);
-        *waiting = rest;
-        for f in done {
-            let _ = f.done.send(Ok(()));
-        }
-    }
-
-    /// A request as it arrives: answered at once when `committed` covers
-    /// it, else kept waiting. False when the sink is going away.
-    fn arrived(
-        request: Option<FlushRequest>,
-        committed: u64,
-        waiting: &mut Vec<FlushRequest>,
-    ) -> bool {
-        match request {
-            Some(request) if request.offset <= committed => {
-                let _ = request.done.send(Ok(()));
-                true
-            }
-            Some(request) => {
-                waiting.push(request);
-                true
-            }
-            None => false,
-        }
-    }
-}
-
-/// Counters and state shown in `sluice.sinks`.
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    /// Next source offset to deliver per shard (committed).
-    pub committed: Vec<AtomicU64>,
-    pub last_commit_ms: AtomicI64,
-    pub last_error: Mutex<Option<String>>,
-    /// Records sent to `sluice.errors` at delivery.
-    pub dead_letters: AtomicU64,
-    /// Compactions done, and the files they merged away (since start).
-    pub compactions: AtomicU64,
-    pub files_compacted: AtomicU64,
-    /// The Delta publisher's last failure (Delta sinks).
-    pub delta_error: Mutex<Option<String>>,
-    /// Bytes each shard task holds in open files' writers and pending
-    /// rows, after its last step (`sluice_sink_buffered_bytes`).
-    pub buffered_bytes: Vec<AtomicU64>,
-    /// The Parquet bytes of a running compaction's inputs, which it holds
-    /// fetched (decoded, a worker file takes a few times more); 0 between
-    /// compactions (`sluice_sink_compaction_bytes`).
-    pub compaction_bytes: AtomicU64,
-}
-
-impl SinkStats {
-    /// The failure to show: a shard's, else the Delta publisher's.
-    pub fn error(&self) -> Option<String> {
-        let get = |m: &Mutex<Option<String>>| m.lock().ok().and_then(|e| e.clone());
-        get(&self.last_error).or_else(|| get(&self.delta_error))
-    }
-
-    /// What every shard task buffers now.
-    pub fn buffered_bytes(&self) -> u64 {
-        self.buffered_bytes
-            .iter()
-            .map(|b| b.load(std::sync::atomic::Ordering::Relaxed))
-            .sum()
-    }
-}
-
-/// What a sink's tasks share.
-#[derive(Debug)]
-pub struct SinkCore {
-    pub def: SinkDef,
-    pub source: Arc<Stream>,
-    pub location: Location,
-    pub layout: Arc<Layout>,
-    pub stats: SinkStats,
-    pub limits: SinkLimits,
-    catalog: Arc<Catalog>,
-    errors: Arc<Stream>,
-    /// Delta sinks: the log the outbox is published to.
-    pub delta: Option<Arc<delta::DeltaLog>>,
-    /// Committed files, replaced (not mutated) on every commit so a query
-    /// holds one consistent set.
-    files: RwLock<Arc<Vec<SinkFile>>>,
-}
-
-impl SinkCore {
-    /// The committed files now.
-    pub fn files(&self) -> Arc<Vec<SinkFile>> {
-        self.files
-            .read()
-            .map(|f| f.clone())
-            .unwrap_or_else(|p| p.into_inner().clone())
-    }
-
-    fn add_files(&self, added: Vec<SinkFile>) {
-        let mut guard = self.files.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<SinkFile> = guard.as_ref().clone();
-        next.extend(added);
-        *guard = Arc::new(next);
-    }
-
-    /// Compaction's swap in memory (after the catalog's).
-    fn replace_files(&self, removed: &[String], added: SinkFile) {
-        let mut guard = self.files.write().unwrap_or_else(|p| p.into_inner());
-        let mut next: Vec<SinkFile> = guard
-            .iter()
-            .filter(|f| !removed.contains(&f.path))
-            .cloned()
-            .collect();
-        next.push(added);
-        *guard = Arc::new(next);
-    }
-
-    /// Records that a shard delivered everything before `next` (sinks
-    /// that write no files: HTTP endpoints, PostgreSQL).
-    async fn commit_progress(&self, shard: u32, next: u64) -> Result<()> {
-        let catalog = self.catalog.clone();
-        let sink_id = self.def.id;
-        let progress = SinkProgress {
-            next,
-            ..SinkProgress::default()
-        };
-        tokio::task::spawn_blocking(move || {
-            catalog.commit_sink(sink_id, &[], shard, &progress, false)
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))??;
-        if let Some(c) = self.stats.committed.get(shard as usize) {
-            c.store(next, std::sync::atomic::Ordering::Relaxed);
-        }
-        self.stats
-            .last_commit_ms
-            .store(crate::clock::now_ms(), std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// The retention-hold name of this sink on its source.
-    fn hold_name(&self) -> String {
-        format!("sink:{}", self.def.name)
-    }
-}
 
 /// A running sink.
 #[derive(Debug)]
@@ -221,7 +58,8 @@ pub struct Sink {
 impl Sink {
     /// Loads the committed state and starts: first removing files of this
     /// sink the catalog does not list (a crash between upload and commit),
-    /// then one task per source shard.
+    /// then one task per source shard, and the Delta log's publisher and
+    /// the compaction task where the sink has them.
     pub async fn start(
         def: SinkDef,
         source: Arc<Stream>,
@@ -230,130 +68,35 @@ impl Sink {
         errors: Arc<Stream>,
         limits: SinkLimits,
     ) -> Result<Arc<Sink>> {
-        let layout = Arc::new(Layout::new(&def, &source.schema)?);
         let shards = source.log.shard_count();
-        let progress: Vec<SinkProgress> = catalog
-            .sink_progress(def.id, shards)?
-            .into_iter()
-            .enumerate()
-            .map(|(s, p)| {
-                p.unwrap_or_else(|| SinkProgress {
-                    next: def.start_offsets.get(s).copied().unwrap_or(0),
-                    ..SinkProgress::default()
-                })
-            })
-            .collect();
-        let committed: Vec<u64> = progress.iter().map(|p| p.next).collect();
-        let files = catalog.sink_files(def.id)?;
-        let delta = match def.format {
-            SinkFormat::Delta => Some(Arc::new(delta::DeltaLog::new(&location, def.id)?)),
-            _ => None,
-        };
-        let core = Arc::new(SinkCore {
-            stats: SinkStats {
-                committed: committed.iter().map(|c| AtomicU64::new(*c)).collect(),
-                buffered_bytes: committed.iter().map(|_| AtomicU64::new(0)).collect(),
-                last_commit_ms: AtomicI64::new(
-                    files.iter().map(|f| f.committed_at_ms).max().unwrap_or(0),
-                ),
-                ..SinkStats::default()
-            },
-            files: RwLock::new(Arc::new(files)),
-            delta,
-            def,
-            source,
-            location,
-            layout,
-            limits,
-            catalog,
-            errors,
-        });
-        let (tasks, stop_rx) = Tasks::new();
+        let progress = committed_progress(&catalog, &def, shards)?;
+        let core = SinkCore::load(def, source, location, catalog, errors, limits, &progress)?;
+        let (tasks, stop) = Tasks::new();
         let mut flush = Vec::new();
         let mut workers = Vec::new();
-        let mut postgres_target: Option<Arc<postgres::Target>> = None;
-        for shard in 0..shards {
+        let mut postgres_target = None;
+        for (shard, committed) in progress.into_iter().enumerate() {
+            let shard = shard as u32;
             core.source
                 .log
-                .hold(&core.hold_name(), shard, committed[shard as usize]);
+                .hold(&core.hold_name(), shard, committed.next);
             let (tx, rx) = mpsc::channel(16);
             flush.push(tx);
-            let committed = progress[shard as usize].clone();
-            let worker: Box<dyn ShardConsumer> = match core.def.format {
-                SinkFormat::Firehose | SinkFormat::Ndjson => Box::new(
-                    endpoint::EndpointWorker::new(core.clone(), shard, committed, rx)?,
-                ),
-                SinkFormat::Postgres => {
-                    let target = match &postgres_target {
-                        Some(t) => t.clone(),
-                        None => postgres_target
-                            .insert(Arc::new(postgres::Target::new(&core.def)?))
-                            .clone(),
-                    };
-                    Box::new(postgres::PostgresWorker::new(
-                        core.clone(),
-                        target,
-                        shard,
-                        committed,
-                        rx,
-                    )?)
-                }
-                SinkFormat::Parquet | SinkFormat::Delta => {
-                    Box::new(ShardWorker::new(core.clone(), shard, committed, rx))
-                }
-            };
-            workers.push(worker);
+            workers.push(shard_worker(
+                &core,
+                shard,
+                committed,
+                rx,
+                &mut postgres_target,
+            )?);
         }
-        // The shard tasks start once leftovers of uncommitted uploads are
-        // gone (they would otherwise race with new uploads of the same
-        // names); until the store answers, the sink shows `retrying`.
-        let starter_core = core.clone();
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut backoff = worker::BACKOFF.min;
-            loop {
-                let cleaned = async {
-                    staging::recover(&starter_core).await?;
-                    remove_unlisted(&starter_core).await
-                };
-                match cleaned.await {
-                    Ok(()) => break,
-                    Err(e) => {
-                        tracing::warn!(sink = %starter_core.def.name, error = %e, "cannot clean the sink's location yet; retrying");
-                        set_error(&starter_core.stats.last_error, Some(e.to_string()));
-                    }
-                }
-                backoff = worker::BACKOFF.wait(backoff, &mut stop).await;
-                if *stop.borrow() {
-                    return;
-                }
-            }
-            set_error(&starter_core.stats.last_error, None);
-            let handles: Vec<_> = workers
-                .into_iter()
-                .enumerate()
-                .map(|(shard, worker)| {
-                    let core = starter_core.clone();
-                    let stop = stop.clone();
-                    tokio::spawn(async move {
-                        let hold_name = core.hold_name();
-                        let at = ShardLoop {
-                            source: &core.source,
-                            shard: shard as u32,
-                            hold_name: &hold_name,
-                            last_error: &core.stats.last_error,
-                            backoff: worker::BACKOFF,
-                        };
-                        run_shard(worker, at, stop).await;
-                    })
-                })
-                .collect();
-            for handle in handles {
-                let _ = handle.await;
-            }
-        }));
+        tasks.push(tokio::spawn(run_workers(
+            core.clone(),
+            workers,
+            stop.clone(),
+        )));
         if let Some(log) = core.delta.clone() {
-            tasks.push(tokio::spawn(log.run(core.clone(), stop_rx.clone())));
+            tasks.push(tokio::spawn(log.run(core.clone(), stop.clone())));
         }
         if let Some(compaction) = core.def.compaction.clone() {
             let retention = match (core.def.file_retention_ms, core.def.format) {
@@ -361,12 +104,8 @@ impl Sink {
                 (Some(ms), _) => std::time::Duration::from_millis(ms),
                 (None, _) => limits.compaction_grace,
             };
-            tasks.push(tokio::spawn(compact::run(
-                core.clone(),
-                compaction,
-                retention,
-                stop_rx.clone(),
-            )));
+            let task = compact::run(core.clone(), compaction, retention, stop.clone());
+            tasks.push(tokio::spawn(task));
         }
         Ok(Arc::new(Sink { core, flush, tasks }))
     }
@@ -450,24 +189,6 @@ impl Sink {
     }
 }
 
-/// Each row of `batch` as one JSON object (HTTP records, dead letters).
-fn json_records(batch: &RecordBatch) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    {
-        let mut writer = datafusion::arrow::json::LineDelimitedWriter::new(&mut out);
-        writer.write(batch)?;
-        writer.finish()?;
-    }
-    let text = String::from_utf8(out).map_err(|e| Error::Internal(e.to_string()))?;
-    Ok(text.lines().map(str::to_string).collect())
-}
-
-/// The file-name prefix of one sink's files; names carry the sink id so
-/// sinks sharing a location never clean up each other's files.
-pub fn file_prefix(sink_id: u64) -> String {
-    format!("part-{sink_id}-")
-}
-
 /// Deletes objects under the sink's location that carry its file prefix
 /// (or are a local upload's staging file) and that the catalog neither
 /// lists nor keeps as retired: leftovers of an upload whose commit never
@@ -497,4 +218,119 @@ async fn remove_unlisted(core: &SinkCore) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Each source shard's committed progress; a shard never committed
+/// starts at the sink's start offset.
+fn committed_progress(catalog: &Catalog, def: &SinkDef, shards: u32) -> Result<Vec<SinkProgress>> {
+    Ok(catalog
+        .sink_progress(def.id, shards)?
+        .into_iter()
+        .enumerate()
+        .map(|(s, p)| {
+            p.unwrap_or_else(|| SinkProgress {
+                next: def.start_offsets.get(s).copied().unwrap_or(0),
+                ..SinkProgress::default()
+            })
+        })
+        .collect())
+}
+
+/// The worker of one source shard for the sink's kind: files (Parquet,
+/// Delta), an HTTP endpoint, or a PostgreSQL table (one target shared by
+/// the shards, made by the first).
+fn shard_worker(
+    core: &Arc<SinkCore>,
+    shard: u32,
+    committed: SinkProgress,
+    flush: mpsc::Receiver<FlushRequest>,
+    postgres_target: &mut Option<Arc<postgres::Target>>,
+) -> Result<Box<dyn ShardConsumer>> {
+    Ok(match core.def.format {
+        SinkFormat::Firehose | SinkFormat::Ndjson => Box::new(endpoint::EndpointWorker::new(
+            core.clone(),
+            shard,
+            committed,
+            flush,
+        )?),
+        SinkFormat::Postgres => {
+            let target = match postgres_target {
+                Some(t) => t.clone(),
+                None => postgres_target
+                    .insert(Arc::new(postgres::Target::new(&core.def)?))
+                    .clone(),
+            };
+            Box::new(postgres::PostgresWorker::new(
+                core.clone(),
+                target,
+                shard,
+                committed,
+                flush,
+            )?)
+        }
+        SinkFormat::Parquet | SinkFormat::Delta => {
+            Box::new(ShardWorker::new(core.clone(), shard, committed, flush))
+        }
+    })
+}
+
+/// Starts the shard tasks once leftovers of uncommitted uploads are gone
+/// (they would otherwise race with new uploads of the same names); until
+/// the store answers, the sink shows `retrying`.
+async fn run_workers(
+    core: Arc<SinkCore>,
+    workers: Vec<Box<dyn ShardConsumer>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    if !clean_location(&core, &mut stop).await {
+        return;
+    }
+    let handles: Vec<_> = workers
+        .into_iter()
+        .enumerate()
+        .map(|(shard, worker)| {
+            let core = core.clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let hold_name = core.hold_name();
+                let at = ShardLoop {
+                    source: &core.source,
+                    shard: shard as u32,
+                    hold_name: &hold_name,
+                    last_error: &core.stats.last_error,
+                    backoff: worker::BACKOFF,
+                };
+                run_shard(worker, at, stop).await;
+            })
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.await;
+    }
+}
+
+/// Recovers staged uploads and removes files the catalog does not list,
+/// retrying with backoff; `false` if stopped first.
+async fn clean_location(core: &SinkCore, stop: &mut watch::Receiver<bool>) -> bool {
+    let mut backoff = worker::BACKOFF.min;
+    loop {
+        let cleaned = async {
+            staging::recover(core).await?;
+            remove_unlisted(core).await
+        };
+        match cleaned.await {
+            Ok(()) => {
+                set_error(&core.stats.last_error, None);
+                return true;
+            }
+            Err(e) => {
+                tracing::warn!(sink = %core.def.name, error = %e, "cannot clean the sink's location yet; retrying");
+                set_error(&core.stats.last_error, Some(e.to_string()));
+            }
+        }
+        backoff = worker::BACKOFF.wait(backoff, stop).await;
+        if *stop.borrow() {
+            return false;
+        }
+    }
 }

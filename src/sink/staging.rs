@@ -17,7 +17,7 @@ use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::ObjectStoreExt;
 
-use super::{file_prefix, SinkCore};
+use super::core::{file_prefix, SinkCore};
 use crate::catalog::SinkFormat;
 use crate::error::Result;
 use crate::storage::Location;

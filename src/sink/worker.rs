@@ -19,9 +19,9 @@ use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::sync::mpsc;
 
+use super::core::{file_prefix, FlushRequest, SinkCore};
 use super::layout::{Layout, PartKey};
 use super::staging::{promote, upload_relative, Move};
-use super::{file_prefix, FlushRequest, SinkCore};
 use crate::catalog::{SinkDef, SinkFile, SinkProgress};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};

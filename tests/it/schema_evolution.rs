@@ -1,7 +1,8 @@
 //! `ALTER STREAM`: versions in the catalog and `sluice.schemas`, old
 //! records read in the new schema (NULL, DEFAULT, widened), ingest in the
-//! new version at once, the refusals with their SQLSTATEs, and crashes
-//! around an ALTER under concurrent ingest.
+//! new version at once, and crashes around an ALTER under concurrent
+//! ingest. The refusals with their SQLSTATEs are in
+//! `sql/streams/alter_refusals.slt`.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,16 +11,7 @@ use bytes::Bytes;
 use futures::SinkExt;
 use tokio_postgres::Client;
 
-use crate::harness::{connect, scalar, sqlstate, Server};
-
-async fn refused(client: &Client, sql: &str) -> (String, String) {
-    let err = client.batch_execute(sql).await.unwrap_err();
-    let message = err
-        .as_db_error()
-        .map(|e| e.message().to_string())
-        .unwrap_or_default();
-    (sqlstate(&err), message)
-}
+use crate::harness::{connect, scalar, Server};
 
 type Row = (i64, Option<i64>, Option<String>, i32);
 
@@ -175,117 +167,6 @@ async fn versions_old_records_and_new_ingest() {
         )
         .await,
         4
-    );
-}
-
-async fn newest_version(client: &Client) -> i64 {
-    let sql = "SELECT CAST(max(version) AS BIGINT) FROM sluice.schemas WHERE stream = 'clicks'";
-    scalar(client, sql).await
-}
-
-#[tokio::test]
-async fn refusals_name_the_reason() {
-    let server = Server::start();
-    let client = server.client().await;
-    client
-        .batch_execute(
-            "CREATE STREAM clicks (at TIMESTAMP NOT NULL, id BIGINT, status INT, email TEXT) \
-               WITH (shards = 2, partition_key = 'id', event_time = 'at'); \
-             CREATE STREAM errs AS SELECT id, status FROM clicks WHERE status >= 500",
-        )
-        .await
-        .unwrap();
-    let cases = [
-        (
-            "ALTER STREAM clicks ADD COLUMN c TEXT NOT NULL",
-            "23502",
-            "DEFAULT",
-        ),
-        (
-            "ALTER STREAM clicks ALTER COLUMN status TYPE SMALLINT",
-            "42804",
-            "widening",
-        ),
-        (
-            "ALTER STREAM clicks ALTER COLUMN email TYPE BIGINT",
-            "42804",
-            "widening",
-        ),
-        (
-            "ALTER STREAM clicks DROP COLUMN id",
-            "2BP01",
-            "partition key",
-        ),
-        ("ALTER STREAM clicks DROP COLUMN at", "2BP01", "event-time"),
-        (
-            "ALTER STREAM clicks DROP COLUMN status",
-            "2BP01",
-            "stream errs",
-        ),
-        (
-            "ALTER STREAM clicks RENAME COLUMN email TO mail",
-            "0A000",
-            "by name",
-        ),
-        (
-            "ALTER STREAM clicks ADD COLUMN email TEXT",
-            "42701",
-            "already exists",
-        ),
-        (
-            "ALTER STREAM clicks DROP COLUMN nope",
-            "42703",
-            "does not exist",
-        ),
-        ("ALTER STREAM errs ADD COLUMN c TEXT", "0A000", "AS SELECT"),
-        (
-            "ALTER STREAM errs AS SELECT id, CAST(status AS TEXT) AS status FROM clicks",
-            "0A000",
-            "new derived stream",
-        ),
-        ("ALTER STREAM nope ADD COLUMN c TEXT", "42P01", "nope"),
-        (
-            "ALTER STREAM clicks ADD COLUMN d DATE DEFAULT 'soon'",
-            "22P02",
-            "DEFAULT",
-        ),
-    ];
-    for (sql, code, words) in cases {
-        let (state, message) = refused(&client, sql).await;
-        assert_eq!(state, code, "{sql}: {message}");
-        assert!(message.contains(words), "{sql}: {message}");
-    }
-    // Nothing of a refused statement changed the stream.
-    assert_eq!(newest_version(&client).await, 1);
-    // A dropped name cannot come back (old records still carry it).
-    client
-        .batch_execute("ALTER STREAM clicks DROP COLUMN email")
-        .await
-        .unwrap();
-    let (state, message) = refused(&client, "ALTER STREAM clicks ADD COLUMN email TEXT").await;
-    assert_eq!(
-        (state.as_str(), message.contains("version 1")),
-        ("42701", true),
-        "{message}"
-    );
-    // IF [NOT] EXISTS: a notice, no version.
-    client
-        .batch_execute("ALTER STREAM clicks ADD COLUMN IF NOT EXISTS status INT")
-        .await
-        .unwrap();
-    assert_eq!(newest_version(&client).await, 2);
-    // CASCADE drops the derived stream that reads the column.
-    client
-        .batch_execute("ALTER STREAM clicks DROP COLUMN status CASCADE")
-        .await
-        .unwrap();
-    assert_eq!(
-        scalar(
-            &client,
-            "SELECT count(*) FROM sluice.streams WHERE name = 'errs'"
-        )
-        .await,
-        0
     );
 }
 

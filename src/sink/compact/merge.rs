@@ -85,11 +85,21 @@ pub fn merge(inputs: Vec<Input>, layout: &Layout) -> Result<Merged> {
         schemas.push(metadata.schema().clone());
         let groups = metadata.metadata().num_row_groups();
         if !sorting || input.order == Order::Sorted {
-            runs.push((input.bytes, metadata, None, false));
+            runs.push(Run {
+                bytes: input.bytes,
+                metadata,
+                group: None,
+                sort: false,
+            });
         } else {
             let sort = input.order == Order::Unsorted;
             for group in 0..groups {
-                runs.push((input.bytes.clone(), metadata.clone(), Some(group), sort));
+                runs.push(Run {
+                    bytes: input.bytes.clone(),
+                    metadata: metadata.clone(),
+                    group: Some(group),
+                    sort,
+                });
             }
         }
     }
@@ -100,41 +110,10 @@ pub fn merge(inputs: Vec<Input>, layout: &Layout) -> Result<Merged> {
     let read = Arc::new(ReadSchema::plain(schema.clone()));
     let batch_rows =
         (MERGE_ROWS_IN_FLIGHT / runs.len().max(1)).clamp(MIN_RUN_BATCH_ROWS, MERGE_BATCH_ROWS);
-    let mut streams: Vec<SendableRecordBatchStream> = Vec::with_capacity(runs.len());
-    for (bytes, metadata, group, sort) in runs {
-        let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(bytes, metadata)
-            .with_batch_size(batch_rows);
-        if let Some(group) = group {
-            builder = builder.with_row_groups(vec![group]);
-        }
-        let reader = builder.build()?;
-        let run: SendableRecordBatchStream = if sort {
-            let batches = reader
-                .map(|batch| read.adapt(batch?))
-                .collect::<Result<Vec<_>>>()?;
-            let sorted = layout.sort(&concat_batches(&schema, &batches)?)?;
-            let slices: Vec<_> = (0..sorted.num_rows())
-                .step_by(batch_rows)
-                .map(|at| Ok(sorted.slice(at, batch_rows.min(sorted.num_rows() - at))))
-                .collect();
-            Box::pin(RecordBatchStreamAdapter::new(
-                schema.clone(),
-                futures::stream::iter(slices),
-            ))
-        } else {
-            let read = read.clone();
-            let batches = reader.map(move |batch| {
-                batch
-                    .map_err(DataFusionError::from)
-                    .and_then(|b| read.adapt(b).map_err(DataFusionError::from))
-            });
-            Box::pin(RecordBatchStreamAdapter::new(
-                schema.clone(),
-                futures::stream::iter(batches),
-            ))
-        };
-        streams.push(run);
-    }
+    let streams = runs
+        .into_iter()
+        .map(|run| read_run(run, batch_rows, &read, layout))
+        .collect::<Result<Vec<_>>>()?;
     if !sorting || streams.len() == 1 {
         let rows = futures::stream::iter(streams).flatten();
         return Ok(Merged {
@@ -157,4 +136,55 @@ pub fn merge(inputs: Vec<Input>, layout: &Layout) -> Result<Merged> {
         .with_reservation(MemoryConsumer::new("compaction merge").register(&pool))
         .build()?;
     Ok(Merged { schema, rows })
+}
+
+/// One sorted run of a merge: an input's rows, or one of its row groups;
+/// `sort` when the rows must be sorted first (a group in source order).
+struct Run {
+    bytes: Bytes,
+    metadata: ArrowReaderMetadata,
+    group: Option<usize>,
+    sort: bool,
+}
+
+/// `run`'s rows in `read`'s schema, `batch_rows` at a time, in the sort
+/// order: decoded as polled, or (a group in source order) decoded and
+/// sorted here.
+fn read_run(
+    run: Run,
+    batch_rows: usize,
+    read: &Arc<ReadSchema>,
+    layout: &Layout,
+) -> Result<SendableRecordBatchStream> {
+    let schema = read.schema().clone();
+    let mut builder = ParquetRecordBatchReaderBuilder::new_with_metadata(run.bytes, run.metadata)
+        .with_batch_size(batch_rows);
+    if let Some(group) = run.group {
+        builder = builder.with_row_groups(vec![group]);
+    }
+    let reader = builder.build()?;
+    if run.sort {
+        let batches = reader
+            .map(|batch| read.adapt(batch?))
+            .collect::<Result<Vec<_>>>()?;
+        let sorted = layout.sort(&concat_batches(&schema, &batches)?)?;
+        let slices: Vec<_> = (0..sorted.num_rows())
+            .step_by(batch_rows)
+            .map(|at| Ok(sorted.slice(at, batch_rows.min(sorted.num_rows() - at))))
+            .collect();
+        return Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            futures::stream::iter(slices),
+        )));
+    }
+    let read = read.clone();
+    let batches = reader.map(move |batch| {
+        batch
+            .map_err(DataFusionError::from)
+            .and_then(|b| read.adapt(b).map_err(DataFusionError::from))
+    });
+    Ok(Box::pin(RecordBatchStreamAdapter::new(
+        schema,
+        futures::stream::iter(batches),
+    )))
 }

@@ -31,7 +31,7 @@ use datafusion::arrow::datatypes::Schema;
 use futures::SinkExt;
 use tokio::sync::mpsc;
 
-use super::{json_records, FlushRequest, SinkCore};
+use super::core::{json_records, FlushRequest, SinkCore};
 use crate::catalog::{EndpointDef, SinkDef, SinkProgress};
 use crate::error::{Error, Result};
 use crate::runtime::consumer::{Input, ShardConsumer, Stepped};
