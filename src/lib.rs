@@ -8,7 +8,8 @@
 //!
 //! - fronts: [`server`] (start/stop of everything, bound addresses,
 //!   signals), [`pgwire`] (Postgres protocol, simple and extended, COPY,
-//!   SQLSTATE responses; SCRAM logins, roles' privileges, TLS; cancel,
+//!   SQLSTATE responses; a connection's `Session`, statements run one
+//!   function per kind; SCRAM logins, roles' privileges, TLS; cancel,
 //!   statement timeouts and connection bounds) and [`http`] (records, the
 //!   Kinesis API, `/health`, `/metrics`; SigV4/Bearer keys, HTTPS;
 //!   connection and request bounds).
@@ -24,12 +25,15 @@
 //!   - [`cq`]: continuous queries: a derived stream's pipeline, compiled to
 //!     physical expressions, run per micro-batch, exactly once via progress
 //!     recorded in the output frames.
-//!   - [`sink`]: delivery of a stream as Hive-partitioned Parquet, exactly
-//!     once (files and offsets committed in one catalog transaction), and
-//!     for Delta sinks the Delta log that follows the catalog.
-//! - runtime: [`runtime`]: open streams and their lookup by name,
-//!   `sluice.errors` (the dead letters of every stage), and what pipelines
-//!   and sinks share as consumers of a stream.
+//!   - [`sink`]: delivery of a stream, exactly once: as Hive-partitioned
+//!     Parquet files (files and offsets committed in one catalog
+//!     transaction; for Delta sinks the Delta log that follows the
+//!     catalog), to HTTP endpoints (Firehose, NDJSON) or into a PostgreSQL
+//!     table. What every kind shares is in `sink::core`.
+//! - runtime: [`runtime`]: open streams and their lookup by name, the one
+//!   way to read a stream ([`runtime::Stream::read`]), `sluice.errors`
+//!   (the dead letters of every stage), and what pipelines and sinks share
+//!   as consumers of a stream.
 //! - storage: [`log`] (per-stream shard logs of checksummed segment files,
 //!   group commit, bulk appends, recovery, retention, followers),
 //!   [`catalog`] (what exists and what consumers committed, in redb,

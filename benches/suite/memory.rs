@@ -49,7 +49,8 @@ impl Writer {
         let rows = self.chunk_rows();
         let mut sent = 0u64;
         while Instant::now() < deadline {
-            let first = (id * 1_000_000_007 + sent) % DAY_ROWS;
+            // Row numbers stay inside the day: past it, times would read 24:00.
+            let first = (id * 1_000_000_007 + sent) % (DAY_ROWS - rows);
             let clicks = (first..first + rows).map(|i| Click::shaped(i, DAY_ROWS, Shape::Narrow));
             match self {
                 Writer::Ndjson => {

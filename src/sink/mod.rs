@@ -20,6 +20,7 @@
 mod compact;
 mod core;
 pub mod delta;
+mod delta_publish;
 mod delta_stats;
 mod endpoint;
 pub mod layout;

@@ -157,100 +157,149 @@ pub(super) fn postgres_options(
     Ok(())
 }
 
+/// Reads one `key = value` of `CREATE SINK … WITH (…)` into `o`, checked.
 pub(super) fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<()> {
     let SqlOption::KeyValue { key, value } = opt else {
         return Err(Error::Syntax(format!(
             "sink option {opt} must be written key = value; valid options: {SINK_OPTIONS}"
         )));
     };
-    let key = key.value.to_lowercase();
-    let text = option_text(value).unwrap_or_default();
-    let invalid = |why: String| Error::InvalidParameter(format!("{key}: {why}"));
-    // A duration option within [min_ms, max_ms].
-    let duration_ms = |text: &str, min_ms: u64, max_ms: u64| -> Result<u64> {
-        let d = humantime::parse_duration(text).map_err(|e| {
-            invalid(format!(
-                "'{text}' is not a duration like '1 s' or '5min' ({e})"
+    let value = OptionValue {
+        key: key.value.to_lowercase(),
+        text: option_text(value).unwrap_or_default(),
+    };
+    if apply_destination_option(o, &value)?
+        || apply_file_option(o, &value)?
+        || apply_endpoint_option(o, &value)?
+    {
+        return Ok(());
+    }
+    Err(Error::Syntax(format!(
+        "unknown sink option \"{}\"; valid options: {SINK_OPTIONS}",
+        value.key
+    )))
+}
+
+/// One option's key and text, with the checks options share.
+struct OptionValue {
+    key: String,
+    text: String,
+}
+
+impl OptionValue {
+    fn invalid(&self, why: String) -> Error {
+        Error::InvalidParameter(format!("{}: {why}", self.key))
+    }
+
+    fn duration(&self, like: &str) -> Result<Duration> {
+        humantime::parse_duration(&self.text).map_err(|e| {
+            self.invalid(format!(
+                "'{}' is not a duration like {like} ({e})",
+                self.text
             ))
-        })?;
-        let ms = d.as_millis() as u64;
+        })
+    }
+
+    /// A duration within [min_ms, max_ms], in ms.
+    fn duration_ms(&self, min_ms: u64, max_ms: u64) -> Result<u64> {
+        let ms = self.duration("'1 s' or '5min'")?.as_millis() as u64;
         if !(min_ms..=max_ms).contains(&ms) {
-            return Err(invalid(format!(
-                "'{text}' is outside {} .. {}",
+            return Err(self.invalid(format!(
+                "'{}' is outside {} .. {}",
+                self.text,
                 humantime::format_duration(Duration::from_millis(min_ms)),
                 humantime::format_duration(Duration::from_millis(max_ms))
             )));
         }
         Ok(ms)
-    };
-    // A file size option (rollover, compaction target): 1 kB .. 5 GB.
-    let file_size = |text: &str| -> Result<u64> {
+    }
+
+    /// A file size (rollover, compaction target): 1 kB .. 5 GB.
+    fn file_size(&self) -> Result<u64> {
+        let text = &self.text;
         let bytes = parse_size_bytes(text)
-            .ok_or_else(|| invalid(format!("'{text}' is not a size like '128 MB'")))?;
+            .ok_or_else(|| self.invalid(format!("'{text}' is not a size like '128 MB'")))?;
         if !(MIN_ROLLOVER_SIZE_BYTES..=MAX_ROLLOVER_SIZE_BYTES).contains(&bytes) {
-            return Err(invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
+            return Err(self.invalid(format!("'{text}' is outside 1 kB .. 5 GB")));
         }
         Ok(bytes)
-    };
-    match key.as_str() {
-        "location" => o.location = text,
-        "format" => {
-            o.format = match text.to_lowercase().as_str() {
-                "parquet" => SinkFormat::Parquet,
-                "delta" => SinkFormat::Delta,
-                "firehose" => SinkFormat::Firehose,
-                "ndjson" => SinkFormat::Ndjson,
-                "postgresql" | "postgres" => SinkFormat::Postgres,
-                _ => {
-                    return Err(Error::FeatureNotSupported(format!(
-                        "sink format '{text}' is not supported; sinks write 'parquet' or 'delta' (files), 'firehose' or 'ndjson' (HTTP) or 'postgresql'"
-                    )))
-                }
-            }
-        }
-        "file_retention" => {
-            let d = humantime::parse_duration(&text).map_err(|e| {
-                invalid(format!(
-                    "'{text}' is not a duration like '1h' or '7days' ({e})"
+    }
+
+    /// A whole number in `range`.
+    fn number(&self, range: std::ops::RangeInclusive<u32>) -> Result<u32> {
+        self.text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| {
+                self.invalid(format!(
+                    "'{}' is not a number from {} to {}",
+                    self.text,
+                    range.start(),
+                    range.end()
                 ))
-            })?;
-            if d > Duration::from_secs(365 * 24 * 3600) {
-                return Err(invalid(format!("'{text}' is longer than a year")));
-            }
-            o.file_retention = Some(d);
+            })
+    }
+
+    /// The value of the first of `choices` whose words hold the text (any
+    /// case); `expected` says what was wanted.
+    fn choice<T: Copy>(&self, choices: &[(&[&str], T)], expected: &str) -> Result<T> {
+        let text = self.text.to_lowercase();
+        choices
+            .iter()
+            .find(|(words, _)| words.contains(&text.as_str()))
+            .map(|(_, value)| *value)
+            .ok_or_else(|| self.invalid(format!("'{}' is not {expected}", self.text)))
+    }
+}
+
+/// Where and what a sink writes, and from where it starts; `false` if the
+/// option is not one of these.
+fn apply_destination_option(o: &mut SinkOptions, v: &OptionValue) -> Result<bool> {
+    match v.key.as_str() {
+        "location" => o.location = v.text.clone(),
+        "format" => o.format = sink_format(&v.text)?,
+        "start" => {
+            o.from_earliest = v.choice(
+                &[(&["earliest"], true), (&["latest"], false)],
+                "'earliest' or 'latest'",
+            )?
         }
-        "batch_rows" => {
-            o.endpoint.batch_rows = text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=1_000_000).contains(n))
-                .ok_or_else(|| invalid(format!("'{text}' is not a number from 1 to 1000000")))?;
-        }
-        "batch_bytes" => {
-            o.endpoint.batch_bytes = parse_size_bytes(&text)
-                .filter(|b| (1024..=64 * 1024 * 1024).contains(b))
-                .ok_or_else(|| invalid(format!("'{text}' is not a size from 1 kB to 64 MB")))?;
-        }
-        "batch_interval" => o.endpoint.batch_interval_ms = duration_ms(&text, 0, 900_000)?,
-        "retry_duration" => o.endpoint.retry_duration_ms = duration_ms(&text, 0, 7_200_000)?,
-        "request_timeout" => {
-            o.endpoint.request_timeout_ms = duration_ms(&text, 100, 600_000)?;
-        }
-        "access_key" => o.endpoint.access_key = Some(text),
-        "table" => o.postgres.table = text,
-        "password_env" => o.postgres.password_env = Some(text),
-        "password_file" => o.postgres.password_file = Some(text),
         "validate" => {
-            o.validate = match text.to_lowercase().as_str() {
-                "true" | "on" => true,
-                "false" | "off" => false,
-                _ => return Err(invalid(format!("'{text}' is not true or false"))),
-            }
+            o.validate = v.choice(
+                &[(&["true", "on"], true), (&["false", "off"], false)],
+                "true or false",
+            )?
         }
+        _ => return Ok(false),
+    }
+    Ok(true)
+}
+
+fn sink_format(text: &str) -> Result<SinkFormat> {
+    Ok(match text.to_lowercase().as_str() {
+        "parquet" => SinkFormat::Parquet,
+        "delta" => SinkFormat::Delta,
+        "firehose" => SinkFormat::Firehose,
+        "ndjson" => SinkFormat::Ndjson,
+        "postgresql" | "postgres" => SinkFormat::Postgres,
+        _ => {
+            return Err(Error::FeatureNotSupported(format!(
+                "sink format '{text}' is not supported; sinks write 'parquet' or 'delta' (files), 'firehose' or 'ndjson' (HTTP) or 'postgresql'"
+            )))
+        }
+    })
+}
+
+/// Options of file sinks (Parquet, Delta): layout, rollover, compaction;
+/// `false` if the option is not one of these.
+fn apply_file_option(o: &mut SinkOptions, v: &OptionValue) -> Result<bool> {
+    let text = &v.text;
+    match v.key.as_str() {
         "compression" => {
             let c = text.to_lowercase();
             if !COMPRESSIONS.contains(&c.as_str()) {
-                return Err(invalid(format!(
+                return Err(v.invalid(format!(
                     "'{text}' is not one of {}",
                     COMPRESSIONS.join(", ")
                 )));
@@ -258,58 +307,68 @@ pub(super) fn apply_sink_option(o: &mut SinkOptions, opt: &SqlOption) -> Result<
             o.compression = c;
         }
         "time_partition" => {
-            o.time_partition = Some(match text.to_lowercase().as_str() {
-                "hour" => TimePartition::Hour,
-                "day" => TimePartition::Day,
-                "none" => TimePartition::None,
-                _ => return Err(invalid(format!("'{text}' is not 'hour', 'day' or 'none'"))),
-            })
+            o.time_partition = Some(v.choice(
+                &[
+                    (&["hour"], TimePartition::Hour),
+                    (&["day"], TimePartition::Day),
+                    (&["none"], TimePartition::None),
+                ],
+                "'hour', 'day' or 'none'",
+            )?)
         }
-        "event_time" => o.event_time = Some(text),
-        "partition_by" => o.partition_by = column_list(&text),
-        "sort_by" => o.sort_by = column_list(&text),
-        "bloom_filter_columns" => o.bloom_filter_columns = column_list(&text),
-        "compaction" => {
-            o.compaction = match text.to_lowercase().as_str() {
-                "on" | "true" => Some(true),
-                "off" | "false" => Some(false),
-                _ => return Err(invalid(format!("'{text}' is not 'on' or 'off'"))),
-            }
-        }
-        "compaction_target_size" => o.compaction_target_size_bytes = file_size(&text)?,
-        "compaction_min_files" => {
-            o.compaction_min_files = text
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (2..=10_000).contains(n))
-                .ok_or_else(|| invalid(format!("'{text}' is not a number from 2 to 10000")))?;
-        }
+        "event_time" => o.event_time = Some(text.clone()),
+        "partition_by" => o.partition_by = column_list(text),
+        "sort_by" => o.sort_by = column_list(text),
+        "bloom_filter_columns" => o.bloom_filter_columns = column_list(text),
         "rollover_interval" => {
-            let d = humantime::parse_duration(&text).map_err(|e| {
-                invalid(format!(
-                    "'{text}' is not a duration like '60 s' or '5min' ({e})"
-                ))
-            })?;
+            let d = v.duration("'60 s' or '5min'")?;
             if !(MIN_ROLLOVER_INTERVAL..=MAX_ROLLOVER_INTERVAL).contains(&d) {
-                return Err(invalid(format!("'{text}' is outside 100 ms .. 24 h")));
+                return Err(v.invalid(format!("'{text}' is outside 100 ms .. 24 h")));
             }
             o.rollover_interval = d;
         }
-        "rollover_size" => o.rollover_size_bytes = file_size(&text)?,
-        "start" => {
-            o.from_earliest = match text.to_lowercase().as_str() {
-                "earliest" => true,
-                "latest" => false,
-                _ => return Err(invalid(format!("'{text}' is not 'earliest' or 'latest'"))),
+        "rollover_size" => o.rollover_size_bytes = v.file_size()?,
+        "compaction" => {
+            o.compaction = Some(v.choice(
+                &[(&["on", "true"], true), (&["off", "false"], false)],
+                "'on' or 'off'",
+            )?)
+        }
+        "compaction_target_size" => o.compaction_target_size_bytes = v.file_size()?,
+        "compaction_min_files" => o.compaction_min_files = v.number(2..=10_000)?,
+        "file_retention" => {
+            let d = v.duration("'1h' or '7days'")?;
+            if d > Duration::from_secs(365 * 24 * 3600) {
+                return Err(v.invalid(format!("'{text}' is longer than a year")));
             }
+            o.file_retention = Some(d);
         }
-        other => {
-            return Err(Error::Syntax(format!(
-                "unknown sink option \"{other}\"; valid options: {SINK_OPTIONS}"
-            )))
-        }
+        _ => return Ok(false),
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Options of HTTP endpoint and PostgreSQL sinks: batching, retries,
+/// credentials; `false` if the option is not one of these.
+fn apply_endpoint_option(o: &mut SinkOptions, v: &OptionValue) -> Result<bool> {
+    let text = &v.text;
+    match v.key.as_str() {
+        "batch_rows" => o.endpoint.batch_rows = v.number(1..=1_000_000)?,
+        "batch_bytes" => {
+            o.endpoint.batch_bytes = parse_size_bytes(text)
+                .filter(|b| (1024..=64 * 1024 * 1024).contains(b))
+                .ok_or_else(|| v.invalid(format!("'{text}' is not a size from 1 kB to 64 MB")))?;
+        }
+        "batch_interval" => o.endpoint.batch_interval_ms = v.duration_ms(0, 900_000)?,
+        "retry_duration" => o.endpoint.retry_duration_ms = v.duration_ms(0, 7_200_000)?,
+        "request_timeout" => o.endpoint.request_timeout_ms = v.duration_ms(100, 600_000)?,
+        "access_key" => o.endpoint.access_key = Some(text.clone()),
+        "table" => o.postgres.table = text.clone(),
+        "password_env" => o.postgres.password_env = Some(text.clone()),
+        "password_file" => o.postgres.password_file = Some(text.clone()),
+        _ => return Ok(false),
+    }
+    Ok(true)
 }
 
 /// `'a, b'` → `["a", "b"]` (unquoted names fold to lower case).
