@@ -21,8 +21,8 @@ use object_store::ObjectStoreExt;
 use tokio::sync::watch;
 
 use super::core::{file_prefix, SinkCore};
+use super::properties::writer_properties;
 use super::staging::{promote, upload_relative, Move};
-use super::worker::writer_properties;
 use crate::catalog::{CompactionDef, SinkFile, TimePartition};
 use crate::clock::now_ms;
 use crate::error::Result;

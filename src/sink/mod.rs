@@ -25,6 +25,7 @@ mod delta_stats;
 mod endpoint;
 pub mod layout;
 pub mod postgres;
+mod properties;
 mod staging;
 mod worker;
 
@@ -37,8 +38,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use self::core::{file_prefix, FlushRequest};
 pub use self::core::{SinkCore, SinkLimits, SinkStats};
 pub use layout::Layout;
+pub use properties::{parquet_properties, ROW_GROUP_ROWS};
 use worker::ShardWorker;
-pub use worker::{parquet_properties, ROW_GROUP_ROWS};
 
 use crate::catalog::{Catalog, SinkDef, SinkFormat, SinkProgress};
 use crate::error::{Error, Result};

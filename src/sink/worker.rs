@@ -11,26 +11,22 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, UInt32Array};
 use datafusion::arrow::compute::{concat_batches, take_record_batch};
 use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::basic::{Compression, GzipLevel, ZstdLevel};
 use datafusion::parquet::file::metadata::KeyValue;
-use datafusion::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
-use datafusion::parquet::schema::types::ColumnPath;
+use datafusion::parquet::file::properties::WriterProperties;
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
 use tokio::sync::mpsc;
 
 use super::core::{file_prefix, FlushRequest, SinkCore};
 use super::layout::{Layout, PartKey};
+use super::properties::{writer_properties, ROW_GROUP_ROWS};
 use super::staging::{promote, upload_relative, Move};
-use crate::catalog::{SinkDef, SinkFile, SinkProgress};
+use crate::catalog::{SinkFile, SinkProgress};
 use crate::clock::now_ms;
 use crate::error::{Error, Result};
 use crate::runtime::consumer::{set_error, Backoff, Input, ShardConsumer, Stepped};
 use crate::runtime::dead_letters::{self, row_json, DeadLetter};
 
-/// Rows per Parquet row group: small enough to bound a writer's memory,
-/// large enough for good compression and min/max pruning.
-pub const ROW_GROUP_ROWS: usize = 128 * 1024;
 /// Retry delays after a storage failure: doubling from the first to the last.
 pub(super) const BACKOFF: Backoff = Backoff {
     min: Duration::from_millis(100),
@@ -458,46 +454,4 @@ pub(super) async fn sleep_until(deadline: Option<tokio::time::Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-/// The key-value metadata key of a file's source schema version.
-pub const SCHEMA_VERSION_KEY: &str = "sluice.schema_version";
-
-/// Parquet settings of a sink's files: its compression, bounded row
-/// groups with page statistics (min/max pruning), bloom filters on the
-/// columns chosen for point lookups, and the declared sort order.
-/// Each file records the schema version of its source it was written in
-/// (`sluice.schema_version`), so a reader can tell files across an ALTER.
-pub(super) fn writer_properties(def: &SinkDef, schema_version: u32) -> WriterProperties {
-    let mut builder = parquet_properties(&def.compression)
-        .set_created_by(format!(
-            "sluice {} (sink {})",
-            env!("CARGO_PKG_VERSION"),
-            def.name
-        ))
-        .set_key_value_metadata(Some(vec![KeyValue::new(
-            SCHEMA_VERSION_KEY.to_string(),
-            schema_version.to_string(),
-        )]));
-    for column in &def.bloom_filter_columns {
-        builder = builder.set_column_bloom_filter_enabled(ColumnPath::from(column.as_str()), true);
-    }
-    builder.build()
-}
-
-/// Settings every Parquet file sluice writes shares: the compression and
-/// row groups of at most [`ROW_GROUP_ROWS`] rows, so a writer holds one
-/// bounded row group in memory and min/max statistics stay selective.
-pub fn parquet_properties(compression: &str) -> WriterPropertiesBuilder {
-    let compression = match compression {
-        "snappy" => Compression::SNAPPY,
-        "gzip" => Compression::GZIP(GzipLevel::default()),
-        "lz4" => Compression::LZ4_RAW,
-        "uncompressed" => Compression::UNCOMPRESSED,
-        _ => Compression::ZSTD(ZstdLevel::default()),
-    };
-    WriterProperties::builder()
-        .set_compression(compression)
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_created_by(format!("sluice {}", env!("CARGO_PKG_VERSION")))
 }
