@@ -64,23 +64,29 @@ async fn http(addr: &str, producers: u64, shape: Shape, seconds: u64) -> (f64, f
             let mut bytes = 0u64;
             while Instant::now() < deadline {
                 bytes += body.len() as u64;
-                let report: serde_json::Value = client
-                    .post(&url)
-                    .header("content-type", "application/x-ndjson")
-                    .body(body.clone())
-                    .send()
-                    .await
-                    .expect("post")
-                    .json()
-                    .await
-                    .expect("json");
-                assert_eq!(report["failed"], 0, "{report}");
+                post_ndjson(&client, &url, body.clone()).await;
                 rows += 1000;
             }
             (rows, bytes)
         }));
     }
     rates(tasks, started).await
+}
+
+/// POSTs NDJSON `body` to a stream's records URL; every record must be
+/// stored.
+pub(super) async fn post_ndjson(client: &reqwest::Client, url: &str, body: String) {
+    let report: serde_json::Value = client
+        .post(url)
+        .header("content-type", "application/x-ndjson")
+        .body(body)
+        .send()
+        .await
+        .expect("post")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(report["failed"], 0, "{report}");
 }
 
 /// An AWS-style put of 500 records per call into stream `k`.

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 
 use super::data::{self, Click, Shape, COLUMNS};
+use super::ingest::post_ndjson;
 use super::{Row, Scale};
 use crate::common::{connect, start_sluice};
 
@@ -55,17 +56,8 @@ impl Writer {
             match self {
                 Writer::Ndjson => {
                     let body: String = clicks.map(|c| c.json() + "\n").collect();
-                    let report: serde_json::Value = web
-                        .post(format!("http://{http}/v1/streams/clicks/records"))
-                        .header("content-type", "application/x-ndjson")
-                        .body(body)
-                        .send()
-                        .await
-                        .expect("post")
-                        .json()
-                        .await
-                        .expect("json");
-                    assert_eq!(report["failed"], 0, "{report}");
+                    let url = format!("http://{http}/v1/streams/clicks/records");
+                    post_ndjson(&web, &url, body).await;
                 }
                 Writer::Kinesis => {
                     let b64 = base64::engine::general_purpose::STANDARD;
